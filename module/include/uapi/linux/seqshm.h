@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * seqshm: the layout of a region shared between one writer and any number of read-only readers
+ * under a sequence lock, and the device's ioctl interface.
+ *
+ * This header is the single definition of the shared region. The kernel module, the userspace
+ * writer and the Cython reader all include it; nothing restates its offsets by hand.
+ *
+ * Region layout (all offsets from the start of the mapping, native byte order):
+ *
+ *   0                      struct seqshm_header      static description + head
+ *   SEQSHM_SLOTS_OFFSET    struct seqshm_slot[nr_slots]  one cache line of control per slot
+ *   payload_offset         slot 0 payload             (payload_size bytes)
+ *   payload_offset + k * slot_stride                 slot k payload
+ *   region_size            end (a multiple of SEQSHM_ALIGN)
+ *
+ * Who writes what: exactly one writer (the kernel, or one userspace process holding an
+ * exclusive flock on the file) writes every byte. Readers map the region read-only and never
+ * write. The static fields (everything in struct seqshm_header before @head) are written once,
+ * before @magic is stored with release semantics; a reader that sees the magic sees them all.
+ *
+ * The protocol (nr_slots == 1 is the classic seqlock; N > 1 a ring of N copies):
+ *
+ * Writer, for write number k = head + 1 into slot s = k & (nr_slots - 1):
+ *	slot[s].seq += 1;			(odd: write in progress)
+ *	smp_wmb();				pairs with the reader's final smp_rmb()
+ *	write payload of slot s, slot[s].write_seq = k, slot[s].timestamp_ns = now;
+ *	smp_wmb();				pairs with the reader's load-acquire of seq
+ *	slot[s].seq += 1;			(even: the copy is complete)
+ *	smp_store_release(&head, k);		pairs with the reader's load-acquire of head
+ *
+ * Reader:
+ *	again:
+ *	h = smp_load_acquire(&head);		pairs with the writer's release of head
+ *	s = h & (nr_slots - 1);
+ *	seq = smp_load_acquire(&slot[s].seq);	pairs with the writer's second smp_wmb()
+ *	if (seq & 1) { cpu_relax(); goto again; }
+ *	copy payload, write_seq and timestamp_ns of slot s;
+ *	smp_rmb();				pairs with the writer's first smp_wmb()
+ *	if (READ_ONCE(slot[s].seq) != seq) goto again;
+ *	use the copy (and only now: nothing read inside the loop is trusted before this check).
+ *
+ * With a ring the writer never touches the slot that @head names, so a reader retries only
+ * if the writer laps the whole ring during one copy; readers can also read every slot to
+ * fetch the last nr_slots writes, telling from write_seq which ones they missed.
+ *
+ * Before the first write, head == 0 and every slot reads as write_seq 0, all-zero payload.
+ */
+#ifndef _UAPI_LINUX_SEQSHM_H
+#define _UAPI_LINUX_SEQSHM_H
+
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+#if defined(__cplusplus)
+#define __SEQSHM_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define __SEQSHM_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+/* Bytes "seqshm!\0" in memory on a little-endian machine; a foreign-endian region fails it. */
+#define SEQSHM_MAGIC		0x00216d6873716573ULL
+#define SEQSHM_ABI_VERSION	1
+
+#define SEQSHM_ALIGN		4096	/* payload_offset and region_size are multiples of this */
+#define SEQSHM_CACHELINE	64	/* slot_stride is a multiple of this */
+#define SEQSHM_NAME_LEN		64	/* channel name, NUL-terminated, so at most 63 chars */
+#define SEQSHM_FIELD_NAME_LEN	32	/* field name, NUL-terminated, so at most 31 chars */
+#define SEQSHM_MAX_DIMS		8
+#define SEQSHM_MAX_FIELDS	32
+#define SEQSHM_MAX_SLOTS	1024	/* a power of two; nr_slots is a power of two up to it */
+
+/* seqshm_header.flags */
+#define SEQSHM_F_RECORD		(1U << 0)	/* element is a record of named fields */
+#define SEQSHM_F_KNOWN		(SEQSHM_F_RECORD)	/* readers reject any other bit */
+
+/* seqshm_field.kind: the NumPy kind character of a scalar */
+#define SEQSHM_KIND_BOOL	'b'	/* size 1 */
+#define SEQSHM_KIND_INT		'i'	/* size 1, 2, 4, 8 */
+#define SEQSHM_KIND_UINT	'u'	/* size 1, 2, 4, 8 */
+#define SEQSHM_KIND_FLOAT	'f'	/* size 2, 4, 8 */
+#define SEQSHM_KIND_COMPLEX	'c'	/* size 8, 16 */
+
+/**
+ * struct seqshm_field - one scalar or fixed-length array of scalars in the element type.
+ * @name:	field name, NUL-terminated and NUL-padded; all-NUL for a plain scalar element.
+ * @offset:	byte offset of the field within one element; @offset + @count * @size <= itemsize.
+ * @count:	number of scalars: 1 for a scalar field, n for a field holding n scalars.
+ * @kind:	one of SEQSHM_KIND_*.
+ * @size:	bytes per scalar, valid for @kind as listed above.
+ * @__reserved:	zero.
+ *
+ * Written once by the writer before it publishes the magic; read by readers to build the
+ * element's NumPy dtype without evaluating any text. Native byte order.
+ */
+struct seqshm_field {
+	char	name[SEQSHM_FIELD_NAME_LEN];
+	__u32	offset;
+	__u32	count;
+	__u8	kind;
+	__u8	size;
+	__u8	__reserved[6];
+};
+
+/**
+ * struct seqshm_slot - control line of one slot; one cache line each, so a reader polling
+ * one slot's @seq shares no line with another slot's writes.
+ * @seq:	sequence count: odd while the writer writes this slot, even otherwise. Written by
+ *		the writer (WRITE_ONCE + smp_wmb), read by readers (load-acquire). 32-bit like the
+ *		vDSO's: a reader would have to sleep through 2^31 writes of this slot to be fooled.
+ * @__reserved:	zero.
+ * @write_seq:	write number (1, 2, ...) of the copy in this slot; 0 before the first write.
+ *		Inside the seqlock: only trusted after the reader's seq re-check.
+ * @timestamp_ns: the writer's clock (@clock_id) in ns when it took this copy; inside the seqlock.
+ * @__pad:	zero; keeps the next slot's line apart.
+ */
+struct seqshm_slot {
+	__u32	seq;
+	__u32	__reserved;
+	__u64	write_seq;
+	__u64	timestamp_ns;
+	__u8	__pad[SEQSHM_CACHELINE - 24];
+};
+
+/**
+ * struct seqshm_header - page 0 of every region.
+ *
+ * Cache line 0, identity and geometry (static):
+ * @magic:	SEQSHM_MAGIC, stored last with release semantics once all static fields are set.
+ * @abi_version: SEQSHM_ABI_VERSION; readers reject any other.
+ * @header_size: sizeof(struct seqshm_header).
+ * @region_size: total bytes of the region; a multiple of SEQSHM_ALIGN.
+ * @payload_offset: offset of slot 0's payload; a multiple of SEQSHM_ALIGN, at or after the end
+ *		of the slot control array.
+ * @payload_size: bytes of one slot's payload: itemsize * product(shape); > 0.
+ * @slot_stride: bytes from one slot's payload to the next; a multiple of SEQSHM_CACHELINE,
+ *		>= @payload_size. Slot k's payload ends inside @region_size for every k.
+ * @nr_slots:	number of slots: a power of two from 1 to SEQSHM_MAX_SLOTS.
+ * @flags:	SEQSHM_F_*; readers reject unknown bits.
+ * @clock_id:	clock of @timestamp_ns (CLOCK_MONOTONIC = 1).
+ * @writer_pid:	thread-group id of a userspace writer, 0 for the kernel; lets a reader that
+ *		timed out say whether the writer is alive. Informational only.
+ *
+ * Cache line 1 (static):
+ * @name:	channel name, NUL-terminated, printable ASCII.
+ *
+ * Cache lines 2-3, the element type (static):
+ * @itemsize:	bytes of one element (of the record, for SEQSHM_F_RECORD).
+ * @nr_fields:	entries used in @fields: exactly 1 for a plain scalar element (with an empty
+ *		name, offset 0, count 1, size == @itemsize), 1 to SEQSHM_MAX_FIELDS for a record
+ *		(distinct non-empty names, each field inside @itemsize).
+ * @ndim:	number of dimensions of the payload array, 0 to SEQSHM_MAX_DIMS.
+ * @__reserved0: zero.
+ * @shape:	the first @ndim entries are the payload array's shape (each >= 1); rest zero.
+ * @__pad0:	zero.
+ * @fields:	the field table, see struct seqshm_field.
+ *
+ * Its own cache line, dynamic:
+ * @head:	number of completed writes; the newest complete copy is in slot
+ *		head & (nr_slots - 1). Written by the writer with store-release after the
+ *		slot's seq turned even; read by readers with load-acquire.
+ * @__pad1:	zero.
+ */
+struct seqshm_header {
+	/* line 0 */
+	__u64	magic;
+	__u32	abi_version;
+	__u32	header_size;
+	__u64	region_size;
+	__u64	payload_offset;
+	__u64	payload_size;
+	__u64	slot_stride;
+	__u32	nr_slots;
+	__u32	flags;
+	__s32	clock_id;
+	__u32	writer_pid;
+	/* line 1 */
+	char	name[SEQSHM_NAME_LEN];
+	/* lines 2-3 */
+	__u32	itemsize;
+	__u32	nr_fields;
+	__u32	ndim;
+	__u32	__reserved0;
+	__u64	shape[SEQSHM_MAX_DIMS];
+	__u8	__pad0[48];
+	/* lines 4-27 */
+	struct seqshm_field fields[SEQSHM_MAX_FIELDS];
+	/* line 28 */
+	__u64	head;
+	__u8	__pad1[SEQSHM_CACHELINE - 8 + 192];
+};
+
+/* The slot control array starts right after the header. */
+#define SEQSHM_SLOTS_OFFSET	((__u64)sizeof(struct seqshm_header))
+
+__SEQSHM_ASSERT(sizeof(struct seqshm_field) == 48, "seqshm_field size");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_field, offset) == 32, "field offset");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_field, count) == 36, "field count");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_field, kind) == 40, "field kind");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_field, size) == 41, "field size");
+
+__SEQSHM_ASSERT(sizeof(struct seqshm_slot) == SEQSHM_CACHELINE, "slot is one cache line");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_slot, seq) == 0, "slot seq");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_slot, write_seq) == 8, "slot write_seq");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_slot, timestamp_ns) == 16, "slot timestamp");
+
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, magic) == 0, "magic");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, abi_version) == 8, "abi_version");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, header_size) == 12, "header_size");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, region_size) == 16, "region_size");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, payload_offset) == 24, "payload_offset");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, payload_size) == 32, "payload_size");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, slot_stride) == 40, "slot_stride");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, nr_slots) == 48, "nr_slots");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, flags) == 52, "flags");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, clock_id) == 56, "clock_id");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, writer_pid) == 60, "writer_pid");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, name) == 64, "name");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, itemsize) == 128, "itemsize");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, nr_fields) == 132, "nr_fields");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, ndim) == 136, "ndim");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, shape) == 144, "shape");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, fields) == 256, "fields");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, head) == 1792, "head on its own line");
+__SEQSHM_ASSERT(sizeof(struct seqshm_header) == 2048, "header size");
+__SEQSHM_ASSERT(SEQSHM_ALIGN % SEQSHM_CACHELINE == 0, "alignment");
+
+/*
+ * Device interface (/dev/seqshm/<name>), implemented by the kernel module.
+ * mmap(NULL, region_size, PROT_READ, MAP_SHARED, fd, 0) maps the region above.
+ */
+
+#endif /* _UAPI_LINUX_SEQSHM_H */
