@@ -227,7 +227,116 @@ __SEQSHM_ASSERT(SEQSHM_ALIGN % SEQSHM_CACHELINE == 0, "alignment");
 
 /*
  * Device interface (/dev/seqshm/<name>), implemented by the kernel module.
- * mmap(NULL, region_size, PROT_READ, MAP_SHARED, fd, 0) maps the region above.
+ *
+ * mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0) maps the region above. The offset must be 0;
+ * @len may be anything from one page up to region_size (a reader maps the header page first,
+ * reads region_size, then maps the whole region). A larger length or a nonzero offset fails
+ * with EINVAL; PROT_WRITE (possible only on an O_RDWR file) fails with EACCES, and the mapping
+ * can never be made writable (mprotect fails with EACCES).
+ *
+ * read(fd, buf, count) returns one consistent copy of the newest payload: exactly
+ * payload_size bytes, or EINVAL if count < payload_size. The file position is ignored (the
+ * file is a stream: lseek and pread fail with ESPIPE); every read() takes a fresh copy. It
+ * never blocks on the writer: after a bounded number of retries it fails with EAGAIN.
+ * write() is not supported (EBADF or EINVAL).
+ *
+ * poll() reports EPOLLIN | EPOLLRDNORM while head differs from the version this open file
+ * last saw; the version seen is set by read() (to the write number of the copy returned) and
+ * by SEQSHM_IOC_INFO with SEQSHM_INFO_ACK (to the head it returns). A new file has seen
+ * version 0, so it is readable as soon as anything has been written. When the channel is
+ * destroyed under an open file, poll() reports EPOLLHUP and read() fails with ENODEV.
+ *
+ * ioctl: every command takes a structure that starts with @size and @flags.
+ * @size is sizeof() the structure the caller was compiled with (it must equal the size
+ * encoded in the command number); the kernel writes back how many bytes it filled, so an
+ * older kernel and a newer caller agree on which fields are valid. A caller structure that is
+ * larger than the kernel's must have its unknown tail zero (else E2BIG). Unknown @flags bits
+ * or nonzero reserved fields fail with EINVAL, an unknown command with ENOTTY, a bad pointer
+ * with EFAULT. Reserved fields read back as zero.
  */
+#define SEQSHM_IOC_MAGIC	0xB6
+
+/* seqshm_ioc_info.flags */
+#define SEQSHM_INFO_ACK		(1U << 0)	/* record the returned @head as seen (see poll) */
+#define SEQSHM_INFO_KNOWN	(SEQSHM_INFO_ACK)
+
+/**
+ * struct seqshm_ioc_info - SEQSHM_IOC_INFO: the region's layout and this file's poll state.
+ * @size:	in: sizeof(struct seqshm_ioc_info); out: bytes the kernel filled.
+ * @flags:	in: SEQSHM_INFO_*; out: unchanged.
+ * @abi_version: out: SEQSHM_ABI_VERSION of the region.
+ * @nr_slots:	out: as in struct seqshm_header.
+ * @region_size: out: as in struct seqshm_header; the largest length mmap accepts.
+ * @payload_offset: out: as in struct seqshm_header.
+ * @payload_size: out: as in struct seqshm_header; the byte count read() returns.
+ * @slot_stride: out: as in struct seqshm_header.
+ * @head:	out: number of completed writes at the time of the call.
+ * @seen:	out: the version this open file has seen (after the ACK, if requested).
+ * @__reserved:	in: zero; out: zero.
+ *
+ * Written by the caller (@size, @flags, @__reserved) and filled by the kernel (the rest).
+ */
+struct seqshm_ioc_info {
+	__u32	size;
+	__u32	flags;
+	__u32	abi_version;
+	__u32	nr_slots;
+	__u64	region_size;
+	__u64	payload_offset;
+	__u64	payload_size;
+	__u64	slot_stride;
+	__u64	head;
+	__u64	seen;
+	__u64	__reserved[4];
+};
+
+/**
+ * struct seqshm_ioc_stats - SEQSHM_IOC_STATS: the channel's counters since it was created.
+ * @size:	in: sizeof(struct seqshm_ioc_stats); out: bytes the kernel filled.
+ * @flags:	in: zero (no flags defined yet); out: unchanged.
+ * @writes:	out: completed writes (the header's head).
+ * @reads:	out: read() calls that returned a copy, all open files together.
+ * @read_retries: out: seqlock retries inside read() (the writer moved during the copy).
+ * @read_busy:	out: read() calls that gave up with EAGAIN.
+ * @mmaps:	out: successful mmap() calls.
+ * @maps_active: out: mappings of the region that exist now (a fork or split counts apart).
+ * @opens:	out: open() calls.
+ * @poll_wakeups: out: times the writer woke sleeping pollers.
+ * @__reserved:	in: zero; out: zero.
+ *
+ * Written by the caller (@size, @flags, @__reserved) and filled by the kernel (the rest).
+ * Each counter is read on its own (no snapshot across counters).
+ */
+struct seqshm_ioc_stats {
+	__u32	size;
+	__u32	flags;
+	__u64	writes;
+	__u64	reads;
+	__u64	read_retries;
+	__u64	read_busy;
+	__u64	mmaps;
+	__u64	maps_active;
+	__u64	opens;
+	__u64	poll_wakeups;
+	__u64	__reserved[7];
+};
+
+#define SEQSHM_IOC_INFO		_IOWR(SEQSHM_IOC_MAGIC, 0x00, struct seqshm_ioc_info)
+#define SEQSHM_IOC_STATS	_IOWR(SEQSHM_IOC_MAGIC, 0x01, struct seqshm_ioc_stats)
+
+/* The first published sizes: a kernel accepts any size from these up. */
+#define SEQSHM_IOC_INFO_SIZE_VER0	96
+#define SEQSHM_IOC_STATS_SIZE_VER0	128
+
+__SEQSHM_ASSERT(sizeof(struct seqshm_ioc_info) == SEQSHM_IOC_INFO_SIZE_VER0, "ioc_info size");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_ioc_info, abi_version) == 8, "info abi");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_ioc_info, region_size) == 16, "info region");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_ioc_info, head) == 48, "info head");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_ioc_info, seen) == 56, "info seen");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_ioc_info, __reserved) == 64, "info reserved");
+__SEQSHM_ASSERT(sizeof(struct seqshm_ioc_stats) == SEQSHM_IOC_STATS_SIZE_VER0, "stats size");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_ioc_stats, writes) == 8, "stats writes");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_ioc_stats, poll_wakeups) == 64, "stats wakeups");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_ioc_stats, __reserved) == 72, "stats reserved");
 
 #endif /* _UAPI_LINUX_SEQSHM_H */
