@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * seqshm: in-kernel API for producers that publish data to userspace through a seqshm channel.
+ *
+ * A producer creates a channel (a region laid out as in <uapi/linux/seqshm.h>, shown at
+ * /dev/seqshm/<name>), then writes to it from any context but NMI: write_begin() returns the
+ * payload of the slot being written, write_end() publishes it; or publish() copies a buffer.
+ * Writers never sleep and never wait for readers. Writers of one channel are serialized by a
+ * spinlock taken with interrupts saved between write_begin() and write_end().
+ */
+#ifndef _LINUX_SEQSHM_H
+#define _LINUX_SEQSHM_H
+
+#include <linux/types.h>
+#include <uapi/linux/seqshm.h>
+
+struct seqshm_channel;
+
+/**
+ * struct seqshm_channel_config - what a producer asks for when it creates a channel.
+ * @name:	channel name: 1 to SEQSHM_NAME_LEN - 1 characters of [A-Za-z0-9_.-], not "." or
+ *		"..". The device is /dev/seqshm/@name.
+ * @record:	true: the element is a record of named fields (SEQSHM_F_RECORD); false: a plain
+ *		scalar described by exactly one field with an empty name, offset 0, count 1.
+ * @fields:	the field table, @nr_fields entries (copied; reserved bytes must be zero).
+ * @nr_fields:	1 to SEQSHM_MAX_FIELDS (exactly 1 when !@record).
+ * @itemsize:	bytes of one element; every field lies inside it.
+ * @ndim:	0 to SEQSHM_MAX_DIMS.
+ * @shape:	@ndim entries, each >= 1.
+ * @nr_slots:	a power of two from 1 to SEQSHM_MAX_SLOTS.
+ */
+struct seqshm_channel_config {
+	const char *name;
+	bool record;
+	const struct seqshm_field *fields;
+	unsigned int nr_fields;
+	u32 itemsize;
+	unsigned int ndim;
+	const u64 *shape;
+	unsigned int nr_slots;
+};
+
+struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config *cfg);
+void seqshm_channel_destroy(struct seqshm_channel *ch);
+size_t seqshm_channel_payload_size(const struct seqshm_channel *ch);
+void *seqshm_write_begin(struct seqshm_channel *ch, u64 *write_seq) __acquires(ch);
+void seqshm_write_end(struct seqshm_channel *ch, u64 timestamp_ns) __releases(ch);
+int seqshm_publish(struct seqshm_channel *ch, const void *buf, size_t len);
+
+#endif /* _LINUX_SEQSHM_H */

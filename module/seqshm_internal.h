@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * seqshm: definitions shared by the module's files (channel object, device glue, producers).
+ */
+#ifndef _SEQSHM_INTERNAL_H
+#define _SEQSHM_INTERNAL_H
+
+#include <linux/atomic.h>
+#include <linux/kref.h>
+#include <linux/miscdevice.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/seqshm.h>
+
+/* read() retries at most this often, and for at most this long, before it gives up. */
+#define SEQSHM_READ_MAX_TRIES	1000
+#define SEQSHM_READ_MAX_NS	(50 * NSEC_PER_MSEC)
+
+/* The largest region a channel may have. */
+#define SEQSHM_MAX_REGION	(1ULL << 30)
+
+/**
+ * struct seqshm_channel - one channel: its region, its writer lock and its device.
+ * @lock:	serializes writers; held with interrupts off from write_begin() to write_end().
+ * @irqflags:	interrupt state saved by write_begin(), restored by write_end(); only the
+ *		holder of @lock touches it.
+ * @head:	private copy of the header's head, written under @lock.
+ * @slot:	slot being written, valid under @lock between write_begin() and write_end().
+ * @mask:	nr_slots - 1.
+ * @region:	the region (vmalloc_user()), @region_size bytes; freed with the last reference.
+ * @hdr:	@region as the header.
+ * @slots:	the slot control array inside @region.
+ * @payload:	slot 0's payload inside @region.
+ * @region_size: bytes of @region.
+ * @payload_size: bytes of one payload.
+ * @slot_stride: bytes between payloads.
+ * @ref:	one reference for the producer (dropped by destroy) and one per open file.
+ * @dead:	set by destroy: no more writes; read() fails, poll() reports a hang-up.
+ * @wq:	pollers waiting for a new version.
+ * @misc:	the misc device /dev/seqshm/<name>.
+ * @devname:	name of @misc in the misc class: "seqshm-<name>".
+ * @nodename:	"seqshm/<name>", the node under /dev.
+ * @nr_reads:	counters reported by SEQSHM_IOC_STATS (see struct seqshm_ioc_stats).
+ * @nr_read_retries: see @nr_reads.
+ * @nr_read_busy: see @nr_reads.
+ * @nr_mmaps:	see @nr_reads.
+ * @nr_maps_active: see @nr_reads.
+ * @nr_opens:	see @nr_reads.
+ * @nr_poll_wakeups: see @nr_reads.
+ */
+struct seqshm_channel {
+	spinlock_t lock;
+	unsigned long irqflags;
+	u64 head;
+	struct seqshm_slot *slot;
+	u32 mask;
+	void *region;
+	struct seqshm_header *hdr;
+	struct seqshm_slot *slots;
+	u8 *payload;
+	size_t region_size;
+	size_t payload_size;
+	size_t slot_stride;
+	struct kref ref;
+	bool dead;
+	struct wait_queue_head wq;
+	struct miscdevice misc;
+	char *devname;
+	char *nodename;
+	atomic64_t nr_reads;
+	atomic64_t nr_read_retries;
+	atomic64_t nr_read_busy;
+	atomic64_t nr_mmaps;
+	atomic64_t nr_maps_active;
+	atomic64_t nr_opens;
+	atomic64_t nr_poll_wakeups;
+};
+
+extern const struct file_operations seqshm_fops;
+
+void seqshm_channel_get(struct seqshm_channel *ch);
+void seqshm_channel_put(struct seqshm_channel *ch);
+int seqshm_channel_read(struct seqshm_channel *ch, void *dst, u64 *write_seq);
+
+int seqshm_cpustat_init(void);
+void seqshm_cpustat_exit(void);
+int seqshm_selftest_init(void);
+void seqshm_selftest_exit(void);
+
+#endif /* _SEQSHM_INTERNAL_H */
