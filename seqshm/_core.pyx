@@ -1,0 +1,773 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: embedsignature=True, initializedcheck=False
+"""Cython layer of seqshm: shared mappings, the reader's hot path and the writer, over the C core."""
+
+cimport cython
+cimport numpy as cnp
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo
+from cpython.ref cimport Py_INCREF
+from libc.errno cimport errno
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy, memmove, memset, strncpy
+from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+
+from seqshm._protocol cimport *
+
+import math
+import os
+import stat
+
+import numpy as np
+
+from seqshm._dtype import ElementType, Field, to_dtype
+from seqshm._errors import FormatError, ReadTimeout, VersionError
+from seqshm._types import History, ReaderStats, Snapshot
+
+cnp.import_array()
+
+cdef extern from "numpy/arrayobject.h":
+    # Declared here with raw pointers: it steals a reference to descr, which the callers
+    # take explicitly (Cython's numpy.pxd does not declare it).
+    object PyArray_NewFromDescr(void *subtype, void *descr, int nd, cnp.npy_intp *dims,
+                                cnp.npy_intp *strides, void *data, int flags, void *obj)
+    bint PyArray_EquivTypes(void *a, void *b)
+
+# Copies at least this large run with the GIL released: releasing and taking it back costs
+# ~0.1 us, a few percent of a 256 KiB copy and far more than a small one.
+cdef size_t GIL_RELEASE_BYTES = 256 * 1024
+
+ABI_VERSION = SEQSHM_ABI_VERSION
+MAGIC = SEQSHM_MAGIC
+HEADER_SIZE = sizeof(seqshm_header)
+SLOTS_OFFSET = SEQSHM_SLOTS_OFFSET
+ALIGN = SEQSHM_ALIGN
+MAX_SLOTS = SEQSHM_MAX_SLOTS
+MAX_DIMS = SEQSHM_MAX_DIMS
+
+
+@cython.final
+cdef class Mapping:
+    """A shared mapping of a file; unmapped when its last user (reader, writer, view) is gone."""
+
+    cdef void *addr
+    cdef size_t length
+    cdef bint writable
+
+    def __cinit__(self, int fd, size_t length, bint writable=False):
+        cdef int prot = PROT_READ | (PROT_WRITE if writable else 0)
+        cdef void *p = mmap(NULL, length, prot, MAP_SHARED, fd, 0)
+        self.addr = NULL
+        if p == MAP_FAILED:
+            raise OSError(errno, os.strerror(errno))
+        self.addr = p
+        self.length = length
+        self.writable = writable
+
+    def __dealloc__(self):
+        if self.addr != NULL:
+            munmap(self.addr, self.length)
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        if (flags & PyBUF_WRITABLE) and not self.writable:
+            raise BufferError("seqshm mapping is read-only")
+        PyBuffer_FillInfo(buf, self, self.addr, self.length, not self.writable, flags)
+
+    def __len__(self):
+        return self.length
+
+
+cdef Mapping _map_fd(int fd, size_t length, bint writable, str path):
+    try:
+        return Mapping(fd, length, writable)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot map {length} bytes: {e.strerror}", path) from None
+
+
+cdef cnp.ndarray _array_at(Mapping m, cnp.dtype descr, int ndim, cnp.npy_intp *dims,
+                           const void *data, bint writable):
+    """An ndarray over mapped memory that keeps the mapping alive."""
+    Py_INCREF(descr)  # PyArray_NewFromDescr steals it
+    cdef cnp.ndarray arr = PyArray_NewFromDescr(
+        <void *>np.ndarray, <void *>descr, ndim, dims, NULL, <void *>data,
+        cnp.NPY_ARRAY_C_CONTIGUOUS | (cnp.NPY_ARRAY_WRITEABLE if writable else 0), NULL)
+    cnp.set_array_base(arr, m)
+    return arr
+
+
+cdef int _raise_header(int rc, const char *why, str path) except -1:
+    msg = why.decode("utf-8", "replace")
+    if rc == SEQSHM_EVERSION:
+        raise VersionError(msg, path)
+    raise FormatError(msg, path)
+
+
+cdef object _element(const seqshm_header *h):
+    fields = tuple(
+        Field(h.fields[i].name.decode("ascii"), h.fields[i].offset, h.fields[i].count,
+              chr(h.fields[i].kind), h.fields[i].size)
+        for i in range(h.nr_fields))
+    return ElementType(h.itemsize, bool(h.flags & SEQSHM_F_RECORD), fields)
+
+
+cdef dict _header_dict(const seqshm_header *h):
+    return {
+        "magic": h.magic,
+        "abi_version": h.abi_version,
+        "header_size": h.header_size,
+        "region_size": h.region_size,
+        "payload_offset": h.payload_offset,
+        "payload_size": h.payload_size,
+        "slot_stride": h.slot_stride,
+        "nr_slots": h.nr_slots,
+        "flags": h.flags,
+        "clock_id": h.clock_id,
+        "writer_pid": h.writer_pid,
+        "name": h.name.decode("ascii"),
+        "itemsize": h.itemsize,
+        "nr_fields": h.nr_fields,
+        "ndim": h.ndim,
+        "shape": tuple(h.shape[i] for i in range(h.ndim)),
+        "fields": _element(h).fields,
+    }
+
+
+def check_header(bytes data not None, uint64_t file_size=0, str path=None):
+    """Validate raw header bytes the way a reader does; returns the header's fields as a dict.
+
+    Raises FormatError or VersionError naming ``path``.
+    """
+    cdef seqshm_header h
+    cdef char why[256]
+    if <size_t>len(data) < sizeof(h):
+        raise FormatError(f"truncated: {len(data)} bytes, a seqshm header has {sizeof(h)}", path)
+    memcpy(&h, <const char *>data, sizeof(h))
+    rc = seqshm_header_check(&h, file_size, why, sizeof(why))
+    if rc != SEQSHM_OK:
+        _raise_header(rc, why, path)
+    return _header_dict(&h)
+
+
+def build_header(str name not None, uint32_t nr_slots, tuple shape not None, element,
+                 uint32_t writer_pid=0):
+    """The header bytes (magic still 0) of a region for ``element`` and ``shape``, and its size.
+
+    Raises ValueError when the layout cannot be built.
+    """
+    cdef seqshm_header h
+    cdef seqshm_field fields[SEQSHM_MAX_FIELDS]
+    cdef uint64_t dims[SEQSHM_MAX_DIMS]
+    cdef char why[256]
+    cdef bytes name_b = name.encode("ascii")
+    cdef bytes fname
+    if len(shape) > SEQSHM_MAX_DIMS:
+        raise ValueError(f"shape {shape} has more than {SEQSHM_MAX_DIMS} dimensions")
+    if len(element.fields) > SEQSHM_MAX_FIELDS:
+        raise ValueError(f"{len(element.fields)} fields, at most {SEQSHM_MAX_FIELDS}")
+    memset(fields, 0, sizeof(fields))
+    for i, n in enumerate(shape):
+        dims[i] = n
+    for i, f in enumerate(element.fields):
+        fname = f.name.encode("ascii")
+        if len(fname) >= SEQSHM_FIELD_NAME_LEN:
+            raise ValueError(f"field name {f.name!r} is longer than {SEQSHM_FIELD_NAME_LEN - 1}")
+        strncpy(fields[i].name, fname, SEQSHM_FIELD_NAME_LEN - 1)
+        fields[i].offset = f.offset
+        fields[i].count = f.count
+        fields[i].kind = <uint8_t>ord(f.kind)
+        fields[i].size = f.size
+    rc = seqshm_layout_init(&h, name_b, nr_slots, <uint32_t>len(shape), dims, element.itemsize,
+                            SEQSHM_F_RECORD if element.record else 0,
+                            <uint32_t>len(element.fields), fields, writer_pid, why, sizeof(why))
+    if rc != SEQSHM_OK:
+        raise ValueError(why.decode("utf-8", "replace"))
+    return (<char *>&h)[:sizeof(h)], h.region_size
+
+
+def abi_layout():
+    """Offsets and sizes of the shared structs as the C compiler laid them out."""
+    cdef seqshm_header h
+    cdef seqshm_slot s
+    cdef seqshm_field f
+    cdef size_t hb = <size_t>&h, sb = <size_t>&s, fb = <size_t>&f
+    return {
+        "header": {
+            "size": sizeof(h),
+            "magic": <size_t>&h.magic - hb,
+            "abi_version": <size_t>&h.abi_version - hb,
+            "header_size": <size_t>&h.header_size - hb,
+            "region_size": <size_t>&h.region_size - hb,
+            "payload_offset": <size_t>&h.payload_offset - hb,
+            "payload_size": <size_t>&h.payload_size - hb,
+            "slot_stride": <size_t>&h.slot_stride - hb,
+            "nr_slots": <size_t>&h.nr_slots - hb,
+            "flags": <size_t>&h.flags - hb,
+            "clock_id": <size_t>&h.clock_id - hb,
+            "writer_pid": <size_t>&h.writer_pid - hb,
+            "name": <size_t>&h.name - hb,
+            "itemsize": <size_t>&h.itemsize - hb,
+            "nr_fields": <size_t>&h.nr_fields - hb,
+            "ndim": <size_t>&h.ndim - hb,
+            "shape": <size_t>&h.shape - hb,
+            "fields": <size_t>&h.fields - hb,
+            "head": <size_t>&h.head - hb,
+        },
+        "slot": {
+            "size": sizeof(s),
+            "seq": <size_t>&s.seq - sb,
+            "write_seq": <size_t>&s.write_seq - sb,
+            "timestamp_ns": <size_t>&s.timestamp_ns - sb,
+        },
+        "field": {
+            "size": sizeof(f),
+            "name": <size_t>&f.name - fb,
+            "offset": <size_t>&f.offset - fb,
+            "count": <size_t>&f.count - fb,
+            "kind": <size_t>&f.kind - fb,
+            "size_": <size_t>&f.size - fb,
+        },
+    }
+
+
+def monotonic_ns():
+    """CLOCK_MONOTONIC in ns, the clock of every timestamp seqshm writes."""
+    return seqshm_monotonic_ns()
+
+
+cdef bint _pid_alive(uint32_t pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+cdef uint64_t _timeout_ns(timeout, str what) except? 0:
+    t = float(timeout)
+    if not (t >= 0 and math.isfinite(t)):
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, not {timeout!r}")
+    return <uint64_t>(t * 1e9)
+
+
+cdef class _Channel:
+    """What readers and writers share: the mapping, the validated header copy, the array type."""
+
+    cdef seqshm_header hdr      # private copy, validated; never re-read from shared memory
+    cdef Mapping _map
+    cdef cnp.dtype _descr
+    cdef int _ndim
+    cdef cnp.npy_intp _dims[SEQSHM_MAX_DIMS]
+    cdef bint _nogil
+    cdef list _views
+    cdef readonly str path
+    cdef readonly tuple shape
+
+    cdef int _setup(self, str path, seqshm_header *h, Mapping m) except -1:
+        self.path = path
+        memcpy(&self.hdr, h, sizeof(seqshm_header))
+        self._map = m
+        try:
+            self._descr = to_dtype(_element(h))
+        except (TypeError, ValueError) as e:
+            raise FormatError(f"element type NumPy cannot represent: {e}", path) from None
+        self._ndim = h.ndim
+        for i in range(h.ndim):
+            self._dims[i] = <cnp.npy_intp>h.shape[i]
+        self.shape = tuple(h.shape[i] for i in range(h.ndim))
+        self._nogil = h.payload_size >= GIL_RELEASE_BYTES
+        self._views = [None] * h.nr_slots
+        return 0
+
+    @property
+    def dtype(self):
+        """The NumPy dtype of one element."""
+        return self._descr
+
+    @property
+    def name(self):
+        """The channel's name from its header."""
+        return self.hdr.name.decode("ascii")
+
+    @property
+    def nr_slots(self):
+        """Number of slots: 1 for a plain seqlock, N for a ring of N copies."""
+        return self.hdr.nr_slots
+
+    @property
+    def payload_size(self):
+        """Bytes of one snapshot."""
+        return self.hdr.payload_size
+
+    @property
+    def header(self):
+        """The header's static fields, as validated when the channel was opened."""
+        return _header_dict(&self.hdr)
+
+    @property
+    def closed(self):
+        return self._map is None
+
+    @property
+    def head(self):
+        """Number of writes published so far (read now, so it may move at once)."""
+        self._check_open()
+        return seqshm_head(self._geometry())
+
+    cdef seqshm_geometry *_geometry(self):
+        return NULL
+
+    cdef inline int _check_open(self) except -1:
+        if self._map is None:
+            raise ValueError(f"{self.path}: channel is closed")
+        return 0
+
+    cdef inline int _check_out(self, cnp.ndarray out) except -1:
+        cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
+        if (<void *>cnp.PyArray_DESCR(out) != <void *>self._descr
+                and not PyArray_EquivTypes(<void *>cnp.PyArray_DESCR(out), <void *>self._descr)):
+            raise TypeError(f"{self.path}: out has dtype {(<object>out).dtype}, the channel holds {self._descr}")
+        if (cnp.PyArray_NDIM(out) != self._ndim
+                or memcmp(cnp.PyArray_DIMS(out), self._dims, self._ndim * sizeof(cnp.npy_intp))):
+            raise ValueError(f"{self.path}: out has shape {(<object>out).shape}, the channel holds {self.shape}")
+        if (cnp.PyArray_FLAGS(out) & need) != need:
+            raise ValueError(f"{self.path}: out must be C-contiguous, aligned and writeable")
+        return 0
+
+    cdef cnp.ndarray _new_array(self):
+        Py_INCREF(self._descr)  # PyArray_NewFromDescr steals it
+        return PyArray_NewFromDescr(<void *>np.ndarray, <void *>self._descr, self._ndim,
+                                    self._dims, NULL, NULL, 0, NULL)
+
+    cdef cnp.ndarray _slot_array(self, uint32_t slot, bint writable):
+        cdef seqshm_geometry *g = self._geometry()
+        v = self._views[slot]
+        if v is None:
+            v = _array_at(self._map, self._descr, self._ndim, self._dims,
+                          seqshm_slot_payload(g, slot), writable)
+            self._views[slot] = v
+        return v
+
+
+@cython.final
+cdef class Reader(_Channel):
+    """A read-only view of one seqshm channel. Open with :func:`seqshm.open`."""
+
+    cdef seqshm_reader r
+    cdef seqshm_meta meta
+    cdef bint _device
+
+    def __init__(self, path, *, timeout=1.0):
+        cdef seqshm_header h
+        cdef char why[256]
+        cdef Mapping first
+        cdef uint64_t limit = 0
+        path = os.fspath(path)
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
+        self.r.timeout_ns = _timeout_ns(timeout, "timeout")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                limit = st.st_size
+                if limit < sizeof(h):
+                    raise FormatError(
+                        f"truncated: {limit} bytes, a seqshm header alone has {sizeof(h)}", path)
+            elif stat.S_ISCHR(st.st_mode):
+                self._device = True
+            else:
+                raise FormatError("neither a regular file nor a seqshm device", path)
+            # Copy the header once and check the copy: a writer cannot change what we checked.
+            first = _map_fd(fd, SEQSHM_ALIGN, False, path)
+            memcpy(&h, first.addr, sizeof(h))
+            first = None
+            rc = seqshm_header_check(&h, limit, why, sizeof(why))
+            if rc != SEQSHM_OK:
+                _raise_header(rc, why, path)
+            m = _map_fd(fd, h.region_size, False, path)
+        finally:
+            os.close(fd)
+        self._setup(path, &h, m)
+        seqshm_geometry_init(&self.r.g, m.addr, &h)
+
+    cdef seqshm_geometry *_geometry(self):
+        return &self.r.g
+
+    @property
+    def timeout(self):
+        """Seconds a read waits for a consistent copy before it raises ReadTimeout."""
+        return self.r.timeout_ns / 1e9
+
+    @timeout.setter
+    def timeout(self, value):
+        self.r.timeout_ns = _timeout_ns(value, "timeout")
+
+    @property
+    def seq(self):
+        """Write number of the last consistent read (0: nothing was ever written)."""
+        return self.meta.write_seq
+
+    @property
+    def timestamp_ns(self):
+        """Writer's CLOCK_MONOTONIC time, in ns, of the last consistent read."""
+        return self.meta.timestamp_ns
+
+    @property
+    def stats(self):
+        """ReaderStats(snapshots, retries, timeouts) of this reader."""
+        return ReaderStats(self.r.snapshots, self.r.retries, self.r.timeouts)
+
+    cdef int _raise_timeout(self) except -1:
+        cdef uint32_t seq = self.r.last_seq
+        t = self.r.timeout_ns / 1e9
+        if seq & 1:
+            what = (f"slot {self.r.last_slot} stayed mid-write for {t:g} s "
+                    f"(its sequence count {seq} is odd)")
+            pid = self.hdr.writer_pid
+            if pid and not self._device:
+                if _pid_alive(pid):
+                    what += f"; writer pid {pid} is alive but not finishing (stopped?)"
+                else:
+                    what += f"; writer pid {pid} is gone: it died in the middle of a write"
+        else:
+            what = (f"the writer rewrote slot {self.r.last_slot} during every copy for {t:g} s; "
+                    "a channel with more slots (nr_slots) lets readers through")
+        raise ReadTimeout(f"no consistent snapshot: {what}", self.path)
+
+    def snapshot(self, cnp.ndarray out=None):
+        """A consistent copy of the newest payload: a new array, or ``out`` filled in place.
+
+        ``out`` must have the channel's dtype and shape and be C-contiguous and writeable.
+        The copy's write number and time are then in ``seq`` and ``timestamp_ns``.
+        """
+        cdef int rc
+        cdef void *dst
+        if self.r.g.base == NULL:
+            self._check_open()
+        if out is None:
+            out = self._new_array()
+        else:
+            self._check_out(out)
+        dst = cnp.PyArray_DATA(out)
+        if self._nogil:
+            with nogil:
+                rc = seqshm_read(&self.r, dst, &self.meta)
+        else:
+            rc = seqshm_read(&self.r, dst, &self.meta)
+        if rc != SEQSHM_OK:
+            self._raise_timeout()
+        return out
+
+    def read(self, cnp.ndarray out=None):
+        """Snapshot(data, seq, timestamp_ns): a consistent copy with its provenance."""
+        data = self.snapshot(out)
+        return Snapshot(data, self.meta.write_seq, self.meta.timestamp_ns)
+
+    def _copy_unlocked(self, cnp.ndarray out=None):
+        """Benchmark baseline: snapshot()'s call path copying the same bytes with no seqlock.
+
+        The result may be torn; only benchmarks and the torn-read tests use it.
+        """
+        cdef void *dst
+        cdef const void *src
+        cdef size_t n
+        if self.r.g.base == NULL:
+            self._check_open()
+        if out is None:
+            out = self._new_array()
+        else:
+            self._check_out(out)
+        dst = cnp.PyArray_DATA(out)
+        src = seqshm_slot_payload(&self.r.g, seqshm_newest_slot(&self.r.g))
+        n = self.r.g.payload_size
+        if self._nogil:
+            with nogil:
+                memcpy(dst, src, n)
+        else:
+            memcpy(dst, src, n)
+        return out
+
+    def _noop(self):
+        """Benchmark baseline: the cost of calling into the extension."""
+        return None
+
+    def view(self, token=None):
+        """A read-only zero-copy array over the newest slot, or the slot a ``begin()`` token names.
+
+        What is read through it may be torn: check with ``validate(token)`` afterwards, or use
+        ``apply()``. The view keeps the mapping alive after ``close()``.
+        """
+        cdef uint32_t slot
+        self._check_open()
+        if token is None:
+            slot = seqshm_newest_slot(&self.r.g)
+        else:
+            slot = <uint32_t>(<uint64_t>token >> 32) & self.r.g.slot_mask
+        return self._slot_array(slot, False)
+
+    def begin(self):
+        """Start reading through a view: waits until the newest slot is not mid-write and
+        returns a token for ``view(token)`` and ``validate(token)``."""
+        cdef uint32_t slot = 0, seq = 0
+        self._check_open()
+        if seqshm_wait_even(&self.r, &slot, &seq, 1) != SEQSHM_OK:
+            self._raise_timeout()
+        return (<uint64_t>slot << 32) | seq
+
+    def validate(self, uint64_t token):
+        """True if nothing read through the view since ``begin()`` can be torn.
+
+        On True, ``seq`` and ``timestamp_ns`` describe what was read.
+        """
+        cdef seqshm_meta m
+        cdef uint32_t slot = <uint32_t>(token >> 32) & self.r.g.slot_mask
+        cdef uint32_t seq = <uint32_t>token
+        self._check_open()
+        seqshm_read_meta(&self.r.g, slot, &m)
+        if (seq & 1) or seqshm_read_retry(&self.r.g, slot, seq):
+            self.r.retries += 1
+            return False
+        self.meta = m
+        self.r.snapshots += 1
+        return True
+
+    def apply(self, fn, *args, **kwargs):
+        """``fn(view, *args, **kwargs)`` on the newest slot, retried until its result is from a
+        consistent read, which it returns.
+
+        ``fn`` must not keep or return the view (return a value or a copy) and must tolerate a
+        torn input: an exception it raises on a read that turns out torn is discarded and the
+        call retried; one it raises on a consistent read propagates.
+        """
+        cdef uint64_t deadline = 0
+        self._check_open()
+        while True:
+            token = self.begin()
+            view = self._slot_array(<uint32_t>(token >> 32), False)
+            try:
+                result = fn(view, *args, **kwargs)
+            except Exception:
+                if self.validate(token):
+                    raise
+            else:
+                if self.validate(token):
+                    if isinstance(result, np.ndarray) and np.may_share_memory(result, view):
+                        raise ValueError(
+                            f"{self.path}: apply()'s function returned a view of shared memory; "
+                            "return a copy or a value computed from it")
+                    return result
+            if deadline == 0:
+                deadline = seqshm_monotonic_ns() + self.r.timeout_ns
+            elif seqshm_monotonic_ns() >= deadline:
+                self.r.last_seq = <uint32_t>token
+                self.r.last_slot = <uint32_t>(token >> 32)
+                self.r.timeouts += 1
+                self._raise_timeout()
+
+    def history(self):
+        """History(data, seq, timestamp_ns) of every write the slots hold, oldest first.
+
+        With nr_slots N that is up to the last N writes; a gap in ``seq`` is a write the ring
+        lost before it was read. Each entry is a consistent copy.
+        """
+        cdef seqshm_meta m
+        cdef uint32_t i, n = self.hdr.nr_slots
+        cdef cnp.ndarray data
+        self._check_open()
+        data = np.empty((n,) + self.shape, self._descr)
+        seqs = np.zeros(n, np.uint64)
+        stamps = np.zeros(n, np.uint64)
+        for i in range(n):
+            if seqshm_read_slot(&self.r, i, cnp.PyArray_GETPTR1(data, i), &m) != SEQSHM_OK:
+                self._raise_timeout()
+            seqs[i] = m.write_seq
+            stamps[i] = m.timestamp_ns
+        order = np.argsort(seqs, kind="stable")
+        order = order[seqs[order] > 0]
+        return History(data[order], seqs[order], stamps[order])
+
+    def close(self):
+        """Unmap the channel. Views still held keep their memory mapped until they are gone."""
+        self._map = None
+        self._views = None
+        memset(&self.r.g, 0, sizeof(self.r.g))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._map is None else f"{self.hdr.nr_slots} slot(s)"
+        return (f"<seqshm.Reader {self.path!r} name={self.name!r} dtype={self._descr} "
+                f"shape={self.shape} {state}>")
+
+
+@cython.final
+cdef class _WriteBlock:
+    """Context manager of Writer.writing(): the slot's array in, publish on the way out."""
+
+    cdef Writer w
+    cdef object ts
+
+    def __enter__(self):
+        return self.w.begin()
+
+    def __exit__(self, *exc):
+        self.w.end(self.ts)
+        return False
+
+
+@cython.final
+cdef class Writer(_Channel):
+    """The one writer of a userspace channel. Create with :func:`seqshm.create`."""
+
+    cdef seqshm_writer w
+    cdef object _fd
+    cdef uint64_t _begin_ts
+
+    def __init__(self, int fd, str path not None):
+        """Take over ``fd``: a region file whose header is complete but for its magic, locked
+        by the caller. Publishes the magic."""
+        cdef seqshm_header h
+        cdef char why[256]
+        st = os.fstat(fd)
+        data = os.pread(fd, sizeof(h), 0)
+        if <size_t>len(data) != sizeof(h):
+            raise FormatError("truncated header", path)
+        memcpy(&h, <const char *>data, sizeof(h))
+        h.magic = SEQSHM_MAGIC
+        rc = seqshm_header_check(&h, st.st_size, why, sizeof(why))
+        if rc != SEQSHM_OK:
+            _raise_header(rc, why, path)
+        m = _map_fd(fd, h.region_size, True, path)
+        self._setup(path, &h, m)
+        seqshm_geometry_init(&self.w.g, m.addr, &h)
+        self.w.head = (<seqshm_header *>m.addr).head
+        seqshm_header_publish(<seqshm_header *>m.addr)
+        self._fd = fd
+
+    cdef seqshm_geometry *_geometry(self):
+        return &self.w.g
+
+    @property
+    def seq(self):
+        """Write number of the last published write (0 before the first)."""
+        return self.w.head
+
+    def write(self, data, timestamp_ns=None):
+        """Publish ``data`` (the channel's shape; converted like ``np.asarray``) as one write.
+
+        Returns its write number. ``timestamp_ns`` defaults to CLOCK_MONOTONIC now.
+        """
+        cdef cnp.ndarray src
+        cdef void *dst
+        cdef const void *s
+        cdef size_t n
+        cdef uint64_t ts
+        if self.w.g.base == NULL:
+            self._check_open()
+        if self.w.in_write:
+            raise RuntimeError(f"{self.path}: write() inside an unfinished begin()")
+        if (type(data) is np.ndarray
+                and <void *>cnp.PyArray_DESCR(<cnp.ndarray>data) == <void *>self._descr
+                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>data)
+                and cnp.PyArray_NDIM(<cnp.ndarray>data) == self._ndim
+                and not memcmp(cnp.PyArray_DIMS(<cnp.ndarray>data), self._dims,
+                               self._ndim * sizeof(cnp.npy_intp))):
+            src = <cnp.ndarray>data
+        else:
+            src = np.ascontiguousarray(data, dtype=self._descr)
+            if (cnp.PyArray_NDIM(src) != self._ndim
+                    or memcmp(cnp.PyArray_DIMS(src), self._dims, self._ndim * sizeof(cnp.npy_intp))):
+                raise ValueError(
+                    f"{self.path}: data has shape {(<object>src).shape}, the channel holds {self.shape}")
+        ts = seqshm_monotonic_ns() if timestamp_ns is None else <uint64_t>timestamp_ns
+        s = cnp.PyArray_DATA(src)
+        n = self.w.g.payload_size
+        if self._nogil:
+            with nogil:
+                dst = seqshm_write_begin(&self.w)
+                memmove(dst, s, n)
+                seqshm_write_end(&self.w, ts)
+        else:
+            dst = seqshm_write_begin(&self.w)
+            memmove(dst, s, n)
+            seqshm_write_end(&self.w, ts)
+        return self.w.head
+
+    def begin(self):
+        """Start an in-place write: returns the writable array of the slot being written,
+        holding the last published payload. Readers see nothing of it until ``end()``."""
+        cdef uint32_t newest
+        cdef void *dst
+        self._check_open()
+        if self.w.in_write:
+            raise RuntimeError(f"{self.path}: begin() inside an unfinished begin()")
+        self._begin_ts = seqshm_monotonic_ns()
+        newest = <uint32_t>self.w.head & self.w.g.slot_mask
+        dst = seqshm_write_begin(&self.w)
+        if self.w.slot != newest:
+            # A ring: start from the newest copy, as a one-slot channel does.
+            memcpy(dst, seqshm_slot_payload(&self.w.g, newest), self.w.g.payload_size)
+        return self._slot_array(self.w.slot, True)
+
+    def end(self, timestamp_ns=None):
+        """Publish the in-place write ``begin()`` started; returns its write number."""
+        self._check_open()
+        if not self.w.in_write:
+            raise RuntimeError(f"{self.path}: end() without begin()")
+        seqshm_write_end(&self.w, self._begin_ts if timestamp_ns is None else <uint64_t>timestamp_ns)
+        return self.w.head
+
+    def writing(self, timestamp_ns=None):
+        """``with writer.writing() as buf:`` fill ``buf`` in place; published when the block
+        ends. If the block raises, what it wrote is published all the same (the slot cannot be
+        left mid-write without stalling readers), so write complete data."""
+        blk = _WriteBlock()
+        blk.w = self
+        blk.ts = timestamp_ns
+        return blk
+
+    def close(self, *, unlink=False):
+        """Finish any write in progress, unmap, release the channel, and with ``unlink=True``
+        remove its file (if it is still this channel's)."""
+        if self._map is None:
+            return
+        if self.w.in_write:
+            seqshm_write_end(&self.w, self._begin_ts)
+        fd = self._fd
+        if unlink:
+            try:
+                st = os.fstat(fd)
+                cur = os.stat(self.path)
+                if (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        self._map = None
+        self._views = None
+        memset(&self.w.g, 0, sizeof(self.w.g))
+        self._fd = None
+        os.close(fd)
+
+    def __dealloc__(self):
+        if self._fd is not None:
+            os.close(self._fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._map is None else f"{self.w.head} writes"
+        return (f"<seqshm.Writer {self.path!r} name={self.name!r} dtype={self._descr} "
+                f"shape={self.shape} {state}>")

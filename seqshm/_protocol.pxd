@@ -1,0 +1,107 @@
+# Cython declarations of the C protocol core (src/protocol.h) and the shared layout it includes.
+from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
+
+cdef extern from "linux/seqshm.h" nogil:
+    enum:
+        SEQSHM_ABI_VERSION
+        SEQSHM_ALIGN
+        SEQSHM_CACHELINE
+        SEQSHM_NAME_LEN
+        SEQSHM_FIELD_NAME_LEN
+        SEQSHM_MAX_DIMS
+        SEQSHM_MAX_FIELDS
+        SEQSHM_MAX_SLOTS
+        SEQSHM_F_RECORD
+    unsigned long long SEQSHM_MAGIC
+    unsigned long long SEQSHM_SLOTS_OFFSET
+
+    struct seqshm_field:
+        char name[32]
+        uint32_t offset
+        uint32_t count
+        uint8_t kind
+        uint8_t size
+
+    struct seqshm_slot:
+        uint32_t seq
+        uint64_t write_seq
+        uint64_t timestamp_ns
+
+    struct seqshm_header:
+        uint64_t magic
+        uint32_t abi_version
+        uint32_t header_size
+        uint64_t region_size
+        uint64_t payload_offset
+        uint64_t payload_size
+        uint64_t slot_stride
+        uint32_t nr_slots
+        uint32_t flags
+        int32_t clock_id
+        uint32_t writer_pid
+        char name[64]
+        uint32_t itemsize
+        uint32_t nr_fields
+        uint32_t ndim
+        uint64_t shape[8]
+        seqshm_field fields[32]
+        uint64_t head
+
+cdef extern from "protocol.h" nogil:
+    enum:
+        SEQSHM_OK
+        SEQSHM_ETIMEDOUT
+        SEQSHM_EMAGIC
+        SEQSHM_EVERSION
+        SEQSHM_EFORMAT
+        SEQSHM_EINVAL
+
+    struct seqshm_geometry:
+        const unsigned char *base
+        uint64_t payload_offset
+        uint64_t payload_size
+        uint64_t slot_stride
+        uint32_t slot_mask
+
+    struct seqshm_meta:
+        uint64_t write_seq
+        uint64_t timestamp_ns
+        uint32_t slot
+
+    struct seqshm_reader:
+        seqshm_geometry g
+        uint64_t timeout_ns
+        uint64_t snapshots
+        uint64_t retries
+        uint64_t timeouts
+        uint32_t last_seq
+        uint32_t last_slot
+
+    struct seqshm_writer:
+        seqshm_geometry g
+        uint64_t head
+        uint32_t slot
+        int in_write
+
+    const seqshm_header *seqshm_hdr(const seqshm_geometry *g)
+    const seqshm_slot *seqshm_slot_ctl(const seqshm_geometry *g, uint32_t slot)
+    const unsigned char *seqshm_slot_payload(const seqshm_geometry *g, uint32_t slot)
+    uint64_t seqshm_head(const seqshm_geometry *g)
+    uint32_t seqshm_newest_slot(const seqshm_geometry *g)
+    uint32_t seqshm_read_begin(const seqshm_geometry *g, uint32_t slot)
+    int seqshm_read_retry(const seqshm_geometry *g, uint32_t slot, uint32_t seq)
+    void seqshm_read_meta(const seqshm_geometry *g, uint32_t slot, seqshm_meta *meta)
+    int seqshm_read(seqshm_reader *r, void *dst, seqshm_meta *meta)
+    int seqshm_read_slot(seqshm_reader *r, uint32_t slot, void *dst, seqshm_meta *meta)
+    int seqshm_wait_even(seqshm_reader *r, uint32_t *slot, uint32_t *seq, int newest)
+    int seqshm_header_check(const seqshm_header *h, uint64_t region_size_limit,
+                            char *why, size_t whylen)
+    void seqshm_geometry_init(seqshm_geometry *g, const void *base, const seqshm_header *h)
+    int seqshm_layout_init(seqshm_header *h, const char *name, uint32_t nr_slots,
+                           uint32_t ndim, const uint64_t *shape, uint32_t itemsize,
+                           uint32_t flags, uint32_t nr_fields, const seqshm_field *fields,
+                           uint32_t writer_pid, char *why, size_t whylen)
+    void seqshm_header_publish(seqshm_header *h)
+    void *seqshm_write_begin(seqshm_writer *w)
+    void seqshm_write_end(seqshm_writer *w, uint64_t timestamp_ns)
+    uint64_t seqshm_monotonic_ns()
