@@ -72,7 +72,7 @@ static unsigned int cpustat_hz = 10;
 
 static unsigned long seqshm_cpustat_delay(unsigned int hz)
 {
-	return max(1UL, (unsigned long)DIV_ROUND_CLOSEST(HZ, hz));
+	return max_t(unsigned long, 1UL, DIV_ROUND_CLOSEST(HZ, hz));
 }
 
 /* Idle and iowait as fs/proc/stat.c computes them: from NO_HZ accounting when it runs. */

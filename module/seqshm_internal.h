@@ -6,6 +6,7 @@
 #define _SEQSHM_INTERNAL_H
 
 #include <linux/atomic.h>
+#include <linux/bits.h>
 #include <linux/kref.h>
 #include <linux/miscdevice.h>
 #include <linux/spinlock.h>
@@ -17,7 +18,7 @@
 #define SEQSHM_READ_MAX_NS	(50 * NSEC_PER_MSEC)
 
 /* The largest region a channel may have. */
-#define SEQSHM_MAX_REGION	(1ULL << 30)
+#define SEQSHM_MAX_REGION	BIT_ULL(30)
 
 /**
  * struct seqshm_channel - one channel: its region, its writer lock and its device.
@@ -49,7 +50,7 @@
  * @nr_poll_wakeups: see @nr_reads.
  */
 struct seqshm_channel {
-	spinlock_t lock;
+	spinlock_t lock;	/* serializes writers, see @lock above */
 	unsigned long irqflags;
 	u64 head;
 	struct seqshm_slot *slot;

@@ -18,7 +18,7 @@
 
 #include "seqshm_internal.h"
 
-#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 3, 0)
+#if KERNEL_VERSION(6, 3, 0) > LINUX_VERSION_CODE
 /* vm_flags_set() and vm_flags_clear() arrived in 6.3; before, vm_flags was written directly. */
 static inline void seqshm_vm_flags_set(struct vm_area_struct *vma, vm_flags_t flags)
 {
@@ -44,7 +44,7 @@ static inline void seqshm_vm_flags_clear(struct vm_area_struct *vma, vm_flags_t 
  */
 struct seqshm_file {
 	struct seqshm_channel *ch;
-	struct mutex lock;
+	struct mutex lock;	/* serializes read() and the INFO ack; guards @bounce */
 	void *bounce;
 	u64 seen;
 };
@@ -169,7 +169,7 @@ static int seqshm_mmap(struct file *file, struct vm_area_struct *vma)
 	/* Only an O_RDWR file gets this far with PROT_WRITE: the VFS refuses O_RDONLY ones. */
 	if (vma->vm_flags & VM_WRITE)
 		return -EACCES;
-	/* No mprotect(PROT_WRITE) later, no FOLL_FORCE write (not a COW mapping), no mremap growth. */
+	/* No mprotect(PROT_WRITE), no FOLL_FORCE write (not a COW mapping), no mremap growth. */
 	seqshm_vm_flags_clear(vma, VM_MAYWRITE);
 	seqshm_vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
 	ret = remap_vmalloc_range(vma, ch->region, 0);

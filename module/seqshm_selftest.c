@@ -118,7 +118,7 @@ int seqshm_selftest_init(void)
 		pr_err("selftest_bytes=%u: not a multiple of 8 from 8 to 16 MiB\n", selftest_bytes);
 		return -EINVAL;
 	}
-	if (!selftest_slots || selftest_slots > SEQSHM_MAX_SLOTS || !is_power_of_2(selftest_slots)) {
+	if (selftest_slots > SEQSHM_MAX_SLOTS || !is_power_of_2(selftest_slots)) {
 		pr_err("selftest_slots=%u: not a power of two from 1 to %u\n", selftest_slots,
 		       SEQSHM_MAX_SLOTS);
 		return -EINVAL;
