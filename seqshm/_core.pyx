@@ -702,6 +702,25 @@ cdef class Writer(_Channel):
             seqshm_write_end(&self.w, ts)
         return self.w.head
 
+    def _write_pattern(self, uint64_t count):
+        """Test and benchmark source: ``count`` writes as fast as C goes, each filling every
+        64-bit word of the payload with its own write number. Returns the last write number."""
+        cdef uint64_t i, j, k, words = self.w.g.payload_size // 8
+        cdef uint64_t *dst
+        self._check_open()
+        if self.w.in_write:
+            raise RuntimeError(f"{self.path}: _write_pattern() inside an unfinished begin()")
+        if words == 0:
+            raise ValueError(f"{self.path}: the payload is smaller than one 64-bit word")
+        with nogil:
+            for i in range(count):
+                k = self.w.head + 1
+                dst = <uint64_t *>seqshm_write_begin(&self.w)
+                for j in range(words):
+                    dst[j] = k
+                seqshm_write_end(&self.w, seqshm_monotonic_ns())
+        return self.w.head
+
     def begin(self):
         """Start an in-place write: returns the writable array of the slot being written,
         holding the last published payload. Readers see nothing of it until ``end()``."""
