@@ -1,0 +1,116 @@
+"""Module lifetime: rmmod is refused while a file or mapping is alive and clean afterwards;
+load-time parameters shape the selftest channel. These tests reload the module."""
+
+import mmap
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+if not os.path.isdir("/dev/seqshm"):
+    pytest.skip("no /dev/seqshm: the seqshm module is not loaded here (runs in the VM)",
+                allow_module_level=True)
+
+
+@pytest.fixture
+def reloadable(dev):
+    if not os.environ.get("SEQSHM_KO"):
+        pytest.skip("SEQSHM_KO is not set: cannot reload the module")
+    yield
+    if not dev.loaded():
+        dev.insmod()
+
+
+def test_rmmod_refused_while_mapped_and_clean_after(dev, reloadable):
+    fd = os.open(dev.SELFTEST, os.O_RDONLY)
+    m = mmap.mmap(fd, dev.PAGE, prot=mmap.PROT_READ)
+    os.close(fd)  # only the mapping holds the file now
+    r = dev.rmmod()
+    assert r.returncode != 0, "rmmod succeeded while the region was mapped"
+    assert dev.loaded() and os.path.exists(dev.SELFTEST)
+    assert dev.header(m)["magic"] == dev.MAGIC
+    m.close()
+    r = dev.rmmod()
+    assert r.returncode == 0, f"rmmod after unmapping: {r.stdout}{r.stderr}"
+    assert not dev.loaded()
+    assert not os.path.exists(dev.SELFTEST)
+    dev.insmod()
+    assert dev.loaded()
+
+
+def test_rmmod_refused_while_open(dev, reloadable):
+    fd = os.open(dev.CPUSTAT, os.O_RDONLY)
+    try:
+        assert dev.rmmod().returncode != 0
+    finally:
+        os.close(fd)
+    assert dev.rmmod().returncode == 0
+    dev.insmod()
+
+
+def test_mapping_in_killed_process_is_released(dev, reloadable):
+    """A reader killed with its mapping in place (and a read() in flight) pins nothing."""
+    code = ("import mmap, os\n"
+            f"fd = os.open({dev.SELFTEST!r}, os.O_RDONLY)\n"
+            "m = mmap.mmap(fd, 4096, prot=mmap.PROT_READ)\n"
+            "print('ready', flush=True)\n"
+            "while True: os.read(fd, 1 << 24)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert child.stdout.readline().strip() == b"ready"
+    time.sleep(0.1)
+    child.kill()
+    child.wait()
+    assert dev.rmmod().returncode == 0
+    dev.insmod()
+
+
+def test_ring_and_size_parameters(dev, module_params):
+    module_params("selftest_slots=8", "selftest_bytes=65536", "selftest_period_us=50")
+    with dev.mapped() as (fd, m, h):
+        assert (h["nr_slots"], h["payload_size"], h["shape"]) == (8, 65536, (8192,))
+        assert h["payload_offset"] == 4096
+        assert h["region_size"] == 4096 + 8 * 65536
+        time.sleep(0.2)
+        # Each complete slot holds one write: its pattern, its write_seq, its slot index.
+        import struct
+        hd = dev.head(m)
+        for s in range(8):
+            seq, _, write_seq, ts = struct.unpack_from("=IIQQ", m, dev.HEADER_SIZE + 64 * s)
+            if seq & 1 or write_seq > hd - 1 or write_seq < hd - 6:
+                continue  # being rewritten, or rewritten since we read head
+            assert write_seq % 8 == s
+            off = h["payload_offset"] + s * h["slot_stride"]
+            words = np.frombuffer(m, dtype=np.uint64, count=8192, offset=off)
+            assert words[0] in (write_seq, write_seq + 8)
+        data = np.frombuffer(os.read(fd, 65536), dtype=np.uint64)
+        assert (data == data[0]).all()
+
+
+@pytest.mark.parametrize("bad", ["selftest_bytes=12", "selftest_bytes=0",
+                                 "selftest_bytes=33554432", "selftest_slots=3",
+                                 "selftest_slots=2048", "selftest_period_us=5"])
+def test_bad_load_parameters_refuse_to_load(dev, reloadable, bad):
+    assert dev.rmmod().returncode == 0
+    r = subprocess.run(dev._tool("insmod") + [os.environ["SEQSHM_KO"], bad],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert not dev.loaded()
+    dev.insmod()
+
+
+@pytest.mark.parametrize("param,bad", [("selftest_period_us", "5"),
+                                       ("selftest_period_us", "x"),
+                                       ("cpustat_hz", "1001"), ("cpustat_hz", "-1")])
+def test_bad_runtime_parameters_are_einval(dev, param, bad):
+    old = dev.read_param(param)
+    with pytest.raises(OSError):
+        dev.write_param(param, bad)
+    assert dev.read_param(param) == old
+
+
+def test_load_time_parameters_are_read_only(dev):
+    for name in ("selftest_bytes", "selftest_slots"):
+        assert os.stat(f"{dev.PARAMS}/{name}").st_mode & 0o222 == 0
