@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -12,7 +13,8 @@ MAX_FIELDS = 32  # SEQSHM_MAX_FIELDS
 _SIZES = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8), "c": (8, 16)}
 
 
-class Field(NamedTuple):
+@dataclass(frozen=True)
+class Field:
     """One entry of the field table: what struct seqshm_field holds."""
 
     name: str
@@ -56,8 +58,10 @@ def element_type(dtype: DTypeLike) -> ElementType:
     if len(dt.names) > MAX_FIELDS:
         raise TypeError(f"dtype has {len(dt.names)} fields, seqshm holds at most {MAX_FIELDS}")
     fields = []
+    table = dt.fields
+    assert table is not None
     for name in dt.names:
-        fdt, offset = dt.fields[name][:2]
+        fdt, offset = table[name][:2]
         if not name or len(name.encode("ascii", "replace")) > FIELD_NAME_MAX or not (
             name.isascii() and name.isprintable()
         ):

@@ -1,0 +1,136 @@
+"""Host telemetry for the demo: per-CPU times from /proc/stat, published as the module's cpustat."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from seqshm import _api
+
+#: One CPU's record, the same as the kernel module's ``cpustat`` channel: cumulative times in
+#: ns since boot (/proc/stat shows them in USER_HZ ticks), and whether the CPU was online.
+CPUSTAT_FIELDS = (
+    "user_ns",
+    "nice_ns",
+    "system_ns",
+    "idle_ns",
+    "iowait_ns",
+    "irq_ns",
+    "softirq_ns",
+    "steal_ns",
+    "guest_ns",
+    "guest_nice_ns",
+)
+CPUSTAT_DTYPE = np.dtype([(name, np.uint64) for name in CPUSTAT_FIELDS] + [("online", np.uint64)])
+#: Slots of the demo channel: a ring, so a slow reader is never starved by the writer.
+CPUSTAT_SLOTS = 4
+
+class _Settable(Protocol):
+    """A threading or multiprocessing Event."""
+
+    def is_set(self) -> bool: ...
+
+
+_NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def possible_cpus() -> int:
+    """Number of CPU numbers the kernel may use (the array length of a cpustat channel)."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            last = f.read().strip().split(",")[-1]
+        return int(last.split("-")[-1]) + 1
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
+def parse_proc_stat(text: str, out: np.ndarray) -> np.ndarray:
+    """Fill ``out`` (CPUSTAT_DTYPE, one element per CPU) from the text of /proc/stat.
+
+    CPUs that /proc/stat does not list (offline) read as all zero.
+    """
+    out[...] = 0
+    n = out.shape[0]
+    for line in text.splitlines():
+        if not line.startswith("cpu") or line.startswith("cpu "):
+            continue
+        name, *values = line.split()
+        cpu = int(name[3:])
+        if cpu >= n:
+            continue
+        rec = out[cpu]
+        for field, value in zip(CPUSTAT_FIELDS, values, strict=False):
+            rec[field] = int(value) * _NS_PER_TICK
+        rec["online"] = 1
+    return out
+
+
+def read_cpustat(out: np.ndarray | None = None) -> np.ndarray:
+    """The current per-CPU times of this host, read from /proc/stat."""
+    if out is None:
+        out = np.zeros(possible_cpus(), CPUSTAT_DTYPE)
+    with open("/proc/stat") as f:
+        return parse_proc_stat(f.read(), out)
+
+
+def publish_cpustat(
+    path: str,
+    rate_hz: float,
+    *,
+    duration: float | None = None,
+    stop: Callable[[], bool] | _Settable | None = None,
+) -> int:
+    """Publish this host's per-CPU times to a new channel at ``path`` at ``rate_hz`` until
+    ``duration`` seconds pass, ``stop`` is set, or SIGTERM; removes the channel and returns the
+    number of writes."""
+    if not rate_hz > 0:
+        raise ValueError(f"rate must be > 0 Hz, not {rate_hz!r}")
+    stopped: Callable[[], bool] | None = (
+        stop.is_set if stop is not None and not callable(stop) else stop
+    )
+    terminated = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: terminated.set())
+    sample = np.zeros(possible_cpus(), CPUSTAT_DTYPE)
+    period = 1.0 / rate_hz
+    with _api.create(path, CPUSTAT_DTYPE, sample.shape, nr_slots=CPUSTAT_SLOTS,
+                     name="cpustat", overwrite=True) as writer:
+        try:
+            start = next_at = time.monotonic()
+            while not terminated.is_set() and not (stopped and stopped()):
+                # Parse outside the write: the slot is mid-write only for the copy.
+                read_cpustat(sample)
+                writer.write(sample)
+                next_at += period
+                now = time.monotonic()
+                if duration is not None and now - start >= duration:
+                    break
+                if next_at > now:
+                    time.sleep(next_at - now)
+                else:
+                    next_at = now  # fell behind: do not burst to catch up
+            return int(writer.seq)
+        finally:
+            writer.close(unlink=True)
+
+
+def cpu_busy_fraction(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """Per CPU, the fraction of time not idle between two cpustat samples (NaN if no time)."""
+    def total(a: np.ndarray) -> np.ndarray:
+        # guest times are already inside user and nice, as in /proc/stat
+        t: np.ndarray = np.sum([a[f].astype(np.float64) for f in CPUSTAT_FIELDS[:8]], axis=0)
+        return t
+
+    dt = total(cur) - total(prev)
+    idle = (cur["idle_ns"].astype(np.float64) + cur["iowait_ns"]) - (
+        prev["idle_ns"].astype(np.float64) + prev["iowait_ns"]
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        busy: np.ndarray = np.where(dt > 0, 1.0 - idle / dt, np.nan)
+    return busy
