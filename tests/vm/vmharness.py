@@ -221,9 +221,12 @@ class GuestConfig:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def conf_text(self, kmods: list[str]) -> str:
-        keep = sorted({p.parts[2] for p in (self.repo, self.out, self.ko, Path(sys.prefix),
-                                                Path(sys.base_prefix), Path(self.command[0]))
-                       if p is not None and len(p.parts) > 2 and p.parts[1] == "tmp"})
+        # Host paths under /tmp the guest must still see over its own tmpfs /tmp: the repo,
+        # the results, the module, the Python, and any /tmp path named in the command.
+        paths = [self.repo, self.out, self.ko, Path(sys.prefix), Path(sys.base_prefix)]
+        paths += [Path(w[w.index("/tmp/"):]) for w in self.command if "/tmp/" in w]
+        keep = sorted({p.parts[2] for p in paths
+                       if p is not None and len(p.parts) > 2 and p.parts[:2] == ("/", "tmp")})
         values = {
             "VM_KERNEL": self.kernel,
             "VM_MODULES": " ".join(kmods),
@@ -333,6 +336,8 @@ def boot(cmd: list[str], console_path: Path, timeout: float, echo: bool = False)
             os.killpg(proc.pid, 9)
             proc.wait()
     reader.join(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
     seconds = time.monotonic() - start
     console = b"".join(chunks).decode("utf-8", "replace").replace("\r", "")
     return BootResult(console, timed_out, None if timed_out else proc.returncode, seconds, marks)

@@ -1,0 +1,62 @@
+"""The kernel module tested for real: per Debian kernel, provision, build, boot QEMU, run the guest tests.
+
+Each test is the whole flow of tests/vm/vmharness.py and fails, with the guest's pytest output
+and console tail, if anything goes wrong: provisioning, the build, a hang, an oops or WARN,
+a taint, a missing result, failing or all-skipped guest tests.
+Environment:
+  SEQSHM_SKIP_VM=1          skip these tests (the only way they are skipped on the host)
+  SEQSHM_VM_PYTEST_ARGS     pytest arguments in the guest, shell-quoted (default: tests/device)
+  SEQSHM_VM_TIMEOUT         wall-clock limit per boot, seconds (default: 600)
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import vmharness  # noqa: E402
+
+pytestmark = pytest.mark.vm
+
+
+def _skip_reason() -> str | None:
+    if os.environ.get("SEQSHM_IN_VM"):
+        return "running inside the seqshm VM guest: the VM tests run on the host"
+    if os.environ.get("SEQSHM_SKIP_VM", "") not in ("", "0"):
+        return "SEQSHM_SKIP_VM is set: the kernel module's QEMU tests were opted out"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _opt_out():
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize("kernel", vmharness.KERNELS)
+def test_module_passes_guest_tests(kernel, vm_report):
+    args = os.environ.get("SEQSHM_VM_PYTEST_ARGS")
+    opts = vmharness.Options(
+        pytest_args=shlex.split(args) if args is not None else list(vmharness.DEFAULT_PYTEST_ARGS),
+        timeout=float(os.environ.get("SEQSHM_VM_TIMEOUT", vmharness.DEFAULT_TIMEOUT)),
+    )
+    result = vmharness.run_kernel(kernel, opts)
+    report = result.report()
+    print(report)
+    vm_report(report.splitlines()[0] + (f"  [{result.summary_line}]" if result.summary_line else ""))
+    assert result.ok, report
+
+
+def test_module_compiles_without_warnings():
+    """W=1 and sparse on both kernels, and checkpatch --strict (module/check.sh)."""
+    proc = subprocess.run(["bash", str(vmharness.HERE / "check_module.sh")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout[-6000:]
