@@ -6,10 +6,24 @@ cimport cython
 cimport numpy as cnp
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo
 from cpython.ref cimport Py_INCREF
-from libc.errno cimport errno
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memmove, memset, strncpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.time cimport nanosleep, timespec
+
+cdef extern from "<sys/ioctl.h>" nogil:
+    int ioctl(int fd, unsigned long request, ...)
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum:
+        POLLIN
 
 from seqshm._protocol cimport *
 
@@ -360,6 +374,7 @@ cdef class Reader(_Channel):
     cdef seqshm_reader r
     cdef seqshm_meta meta
     cdef bint _device
+    cdef int _fd            # kept open for a device, whose poll() wait() sleeps on; else -1
 
     def __init__(self, path, *, timeout=1.0):
         cdef seqshm_header h
@@ -370,6 +385,7 @@ cdef class Reader(_Channel):
         if not isinstance(path, str):
             path = os.fsdecode(path)
         self.r.timeout_ns = _timeout_ns(timeout, "timeout")
+        self._fd = -1
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
@@ -390,10 +406,19 @@ cdef class Reader(_Channel):
             if rc != SEQSHM_OK:
                 _raise_header(rc, why, path)
             m = _map_fd(fd, h.region_size, False, path)
-        finally:
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._device:
+            self._fd = fd
+        else:
             os.close(fd)
         self._setup(path, &h, m)
         seqshm_geometry_init(&self.r.g, m.addr, &h)
+
+    def __dealloc__(self):
+        if self._fd >= 0:
+            os.close(self._fd)
 
     cdef seqshm_geometry *_geometry(self):
         return &self.r.g
@@ -591,8 +616,101 @@ cdef class Reader(_Channel):
         order = order[seqs[order] > 0]
         return History(data[order], seqs[order], stamps[order])
 
+    def wait(self, timeout=None):
+        """Sleep until a write newer than the last one this reader read is published.
+
+        Returns True when there is one, False when ``timeout`` seconds (None: no limit) passed.
+        On a kernel device it sleeps in poll(); on a userspace channel, which has no one to wake
+        it, it checks the head with a backoff from 20 us to 1 ms between looks.
+        """
+        cdef uint64_t target, now, deadline = 0
+        cdef double remaining
+        self._check_open()
+        target = self.meta.write_seq
+        if timeout is not None:
+            deadline = seqshm_monotonic_ns() + _timeout_ns(timeout, "timeout")
+        if self._device:
+            return self._wait_device(target, deadline, timeout is not None)
+        cdef timespec ts
+        cdef long backoff_ns = 20000
+        while seqshm_head(&self.r.g) <= target:
+            now = seqshm_monotonic_ns()
+            if timeout is not None and now >= deadline:
+                return False
+            ts.tv_sec = 0
+            ts.tv_nsec = backoff_ns
+            if timeout is not None and <uint64_t>backoff_ns > deadline - now:
+                ts.tv_nsec = <long>(deadline - now)
+            with nogil:
+                nanosleep(&ts, NULL)
+            PyErr_CheckSignals()
+            backoff_ns = min(backoff_ns * 2, 1000000)
+        return True
+
+    cdef bint _wait_device(self, uint64_t target, uint64_t deadline, bint bounded) except -1:
+        cdef seqshm_ioc_info info
+        cdef pollfd pfd
+        cdef int rc, ms
+        cdef uint64_t now
+        while True:
+            if seqshm_head(&self.r.g) > target:
+                return True
+            # Mark the current head as seen by this file, so poll() sleeps until a newer one.
+            memset(&info, 0, sizeof(info))
+            info.size = sizeof(info)
+            info.flags = SEQSHM_INFO_ACK
+            if ioctl(self._fd, SEQSHM_IOC_INFO, &info) < 0:
+                raise OSError(errno, f"SEQSHM_IOC_INFO: {os.strerror(errno)}", self.path)
+            if info.head > target:
+                return True
+            ms = -1
+            if bounded:
+                now = seqshm_monotonic_ns()
+                if now >= deadline:
+                    return False
+                ms = <int>min((deadline - now + 999999) // 1000000, 2**31 - 1)
+            pfd.fd = self._fd
+            pfd.events = POLLIN
+            pfd.revents = 0
+            with nogil:
+                rc = poll(&pfd, 1, ms)
+            if rc < 0 and errno != EINTR:
+                raise OSError(errno, f"poll: {os.strerror(errno)}", self.path)
+            PyErr_CheckSignals()
+
+    async def wait_async(self, timeout=None):
+        """``await reader.wait_async()``: :meth:`wait` for asyncio. On a device the event loop
+        watches the file for readiness; on a userspace channel it polls the head."""
+        import asyncio
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + float(timeout)
+        if timeout is not None:
+            _timeout_ns(timeout, "timeout")
+        delay = 20e-6
+        while not self.wait(0):
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            if self._device:
+                ready = loop.create_future()
+                loop.add_reader(self._fd, lambda: ready.done() or ready.set_result(None))
+                try:
+                    await asyncio.wait_for(ready, remaining)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    loop.remove_reader(self._fd)
+            else:
+                await asyncio.sleep(delay if remaining is None else min(delay, remaining))
+                delay = min(delay * 2, 1e-3)
+        return True
+
     def close(self):
         """Unmap the channel. Views still held keep their memory mapped until they are gone."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         self._map = None
         self._views = None
         memset(&self.r.g, 0, sizeof(self.r.g))

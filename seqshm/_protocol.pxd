@@ -47,6 +47,17 @@ cdef extern from "linux/seqshm.h" nogil:
         seqshm_field fields[32]
         uint64_t head
 
+    # Device interface of the kernel module
+    enum:
+        SEQSHM_INFO_ACK
+    unsigned long SEQSHM_IOC_INFO
+
+    struct seqshm_ioc_info:
+        uint32_t size
+        uint32_t flags
+        uint64_t head
+        uint64_t seen
+
 cdef extern from "protocol.h" nogil:
     enum:
         SEQSHM_OK
