@@ -194,10 +194,14 @@ void seqshm_cpustat_exit(void)
 
 	mutex_lock(&cpustat_mutex);
 	ch = cpustat_ch;
-	cpustat_ch = NULL;
-	/* The work re-arms itself; the _sync variant waits for it and cancels the re-arm. */
+	/*
+	 * The work first (it re-arms itself; the _sync variant waits for it and cancels the
+	 * re-arm), the pointer after: the work uses cpustat_ch. Under the mutex no sysfs write
+	 * re-queues it in between.
+	 */
 	if (ch)
 		cancel_delayed_work_sync(&cpustat_work);
+	cpustat_ch = NULL;
 	mutex_unlock(&cpustat_mutex);
 	seqshm_channel_destroy(ch);
 	kfree(cpustat_buf);

@@ -146,9 +146,14 @@ void seqshm_selftest_exit(void)
 
 	mutex_lock(&selftest_mutex);
 	ch = selftest_ch;
-	selftest_ch = NULL;
+	/*
+	 * The timer first (it waits for a running callback and stops a re-arming one), the
+	 * pointer after: the callback uses selftest_ch. Under the mutex no sysfs write restarts
+	 * the timer in between.
+	 */
 	if (ch)
 		hrtimer_cancel(&selftest_timer);
+	selftest_ch = NULL;
 	mutex_unlock(&selftest_mutex);
 	seqshm_channel_destroy(ch);
 }

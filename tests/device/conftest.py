@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import gc
 import mmap
 import os
 import shutil
@@ -201,6 +202,7 @@ def _tool(name: str) -> list[str]:
 
 
 def rmmod() -> subprocess.CompletedProcess:
+    gc.collect()  # mappings held only by garbage would keep the module busy
     return subprocess.run(_tool("rmmod") + ["seqshm"], capture_output=True, text=True)
 
 

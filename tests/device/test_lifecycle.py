@@ -3,6 +3,7 @@ load-time parameters shape the selftest channel. These tests reload the module."
 
 import mmap
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -67,26 +68,29 @@ def test_mapping_in_killed_process_is_released(dev, reloadable):
     dev.insmod()
 
 
-def test_ring_and_size_parameters(dev, module_params):
+def test_ring_and_size_parameters(dev, module_params, selftest_period):
     module_params("selftest_slots=8", "selftest_bytes=65536", "selftest_period_us=50")
     with dev.mapped() as (fd, m, h):
         assert (h["nr_slots"], h["payload_size"], h["shape"]) == (8, 65536, (8192,))
         assert h["payload_offset"] == 4096
         assert h["region_size"] == 4096 + 8 * 65536
-        time.sleep(0.2)
-        # Each complete slot holds one write: its pattern, its write_seq, its slot index.
-        import struct
-        hd = dev.head(m)
-        for s in range(8):
-            seq, _, write_seq, ts = struct.unpack_from("=IIQQ", m, dev.HEADER_SIZE + 64 * s)
-            if seq & 1 or write_seq > hd - 1 or write_seq < hd - 6:
-                continue  # being rewritten, or rewritten since we read head
-            assert write_seq % 8 == s
-            off = h["payload_offset"] + s * h["slot_stride"]
-            words = np.frombuffer(m, dtype=np.uint64, count=8192, offset=off)
-            assert words[0] in (write_seq, write_seq + 8)
         data = np.frombuffer(os.read(fd, 65536), dtype=np.uint64)
         assert (data == data[0]).all()
+        time.sleep(0.1)
+        selftest_period(0)  # stop the writer: the ring then holds the last 8 writes
+        time.sleep(0.05)
+        hd = dev.head(m)
+        assert hd > 8
+        seen = set()
+        for s in range(8):
+            seq, _, write_seq, ts = struct.unpack_from("=IIQQ", m, dev.HEADER_SIZE + 64 * s)
+            assert seq % 2 == 0 and seq > 0
+            assert write_seq % 8 == s and hd - 8 < write_seq <= hd
+            off = h["payload_offset"] + s * h["slot_stride"]
+            words = np.frombuffer(m[off:off + 65536], dtype=np.uint64)
+            assert (words == write_seq).all()
+            seen.add(write_seq)
+        assert seen == set(range(hd - 7, hd + 1))
 
 
 @pytest.mark.parametrize("bad", ["selftest_bytes=12", "selftest_bytes=0",

@@ -53,8 +53,8 @@ def test_stopped_and_killed_readers_leave_writer_rate_unchanged(dev):
               f"one killed {killed:.0f}")
         # Under TCG the rate wanders with host load; a writer that waited for readers would
         # show 0 here, not a few tens of percent.
-        assert stopped > 0.5 * base
-        assert killed > 0.5 * base
+        assert stopped > 0.3 * base
+        assert killed > 0.3 * base
     finally:
         for c in children:
             if c.poll() is None:
