@@ -1,0 +1,248 @@
+"""Fixtures of the host test suite: channel paths that never leak, the pattern sources of the
+two backends (userspace writer, kernel selftest channel), hypothesis settings."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import seqshm
+from seqshm.testing import PatternWriter
+
+# Hypothesis never writes its example database (the repository may be a read-only mount, and
+# the suite must not leave files behind); no deadlines (a loaded 2-core box is not a timing rig).
+settings.register_profile(
+    "seqshm", database=None, deadline=None, max_examples=100,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "thorough", parent=settings.get_profile("seqshm"), max_examples=2000,
+)
+settings.load_profile(os.environ.get("SEQSHM_HYPOTHESIS_PROFILE", "seqshm"))
+
+REPO = Path(__file__).resolve().parent.parent
+UAPI_HEADER = REPO / "module" / "include" / "uapi" / "linux" / "seqshm.h"
+SELFTEST = "/dev/seqshm/selftest"
+SELFTEST_PARAMS = Path("/sys/module/seqshm/parameters")
+IN_VM = bool(os.environ.get("SEQSHM_IN_VM"))
+
+
+def _shm_dir() -> str:
+    """Where userspace channels of the tests live: /dev/shm if usable, else the temp dir."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+        return "/dev/shm"
+    return tempfile.gettempdir()
+
+
+SHM_DIR = _shm_dir()
+PREFIX = f"seqshm-test-{os.getpid()}-"
+_names = itertools.count()
+
+
+def _leftovers() -> list[str]:
+    return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX)
+                  or (n.startswith(f".{PREFIX}") and n.endswith(".tmp")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_channels() -> Iterator[None]:
+    """The suite leaves no channel files behind in /dev/shm."""
+    yield
+    leaked = _leftovers()
+    for n in leaked:
+        os.unlink(os.path.join(SHM_DIR, n))
+    assert not leaked, f"tests left channel files in {SHM_DIR}: {leaked}"
+
+
+@pytest.fixture
+def shm_name() -> Iterator[str]:
+    """A fresh channel name whose file (SHM_DIR/name) is removed after the test."""
+    name = f"{PREFIX}{next(_names)}"
+    yield name
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(SHM_DIR, name))
+
+
+@pytest.fixture
+def shm_path(shm_name: str) -> str:
+    """A fresh channel path in /dev/shm (or the temp dir), removed after the test."""
+    return os.path.join(SHM_DIR, shm_name)
+
+
+@pytest.fixture
+def make_path(tmp_path: Path) -> Callable[[], str]:
+    """make_path(): another fresh channel path (in the test's tmp_path)."""
+    counter = itertools.count()
+    return lambda: str(tmp_path / f"chan{next(counter)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pattern sources: one test body, two backends.
+
+BACKENDS = ["userspace", "device"]
+
+
+@dataclass
+class PatternSource:
+    """A live channel at ``path`` whose every write k fills each 64-bit word with k."""
+
+    backend: str
+    path: str
+    nbytes: int
+    nr_slots: int
+    writer: PatternWriter | None = None  # the userspace backend's writer process
+
+
+class _Selftest:
+    """The kernel module's selftest channel, reconfigured (reloaded) when a test needs another
+    payload size or slot count, and put back as it was at the end of the session."""
+
+    def __init__(self) -> None:
+        self.original: dict[str, str] | None = None
+
+    @staticmethod
+    def params() -> dict[str, str]:
+        return {p.name: p.read_text().strip() for p in SELFTEST_PARAMS.iterdir()
+                if os.access(p, os.R_OK)}
+
+    @staticmethod
+    def layout() -> tuple[int, int]:
+        with seqshm.open(SELFTEST) as r:
+            return int(r.payload_size), int(r.nr_slots)
+
+    def _reload(self, params: dict[str, str]) -> None:
+        ko = os.environ.get("SEQSHM_KO")
+        args = [f"{k}={v}" for k, v in params.items()]
+        for tool, extra in (("rmmod", ["seqshm"]), ("insmod", [str(ko), *args])):
+            cmd = [tool] if shutil.which(tool) else ["busybox", tool]
+            r = subprocess.run(cmd + extra, capture_output=True, text=True, check=False)
+            if r.returncode:
+                raise RuntimeError(f"{' '.join(cmd + extra)}: {r.stdout}{r.stderr}")
+        deadline = time.monotonic() + 5
+        while not os.path.exists(SELFTEST):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{SELFTEST} did not appear after insmod")
+            time.sleep(0.02)
+
+    def configure(self, nbytes: int, nr_slots: int) -> None:
+        if self.layout() == (nbytes, nr_slots):
+            return
+        ko = os.environ.get("SEQSHM_KO")
+        if not ko or not os.path.exists(ko) or os.geteuid() != 0:
+            pytest.skip(f"{SELFTEST} has (payload, slots) {self.layout()}, the test needs "
+                        f"{(nbytes, nr_slots)}, and SEQSHM_KO (as root) is not there to reload "
+                        "the module with selftest_bytes/selftest_slots")
+        if self.original is None:
+            self.original = self.params()
+        params = dict(self.original, selftest_bytes=str(nbytes), selftest_slots=str(nr_slots))
+        self._reload(params)
+
+    def restore(self) -> None:
+        if self.original is not None and self.params() != self.original:
+            self._reload(self.original)
+        self.original = None
+
+
+@pytest.fixture(scope="session")
+def selftest_module() -> Iterator[_Selftest]:
+    st = _Selftest()
+    yield st
+    if os.path.exists(SELFTEST):
+        st.restore()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The pattern source's backend: a userspace writer process, or the kernel's selftest."""
+    if request.param == "device" and not os.path.exists(SELFTEST):
+        pytest.skip(f"no {SELFTEST}: the kernel backend runs in the QEMU guest (tests/vm) "
+                    "with seqshm.ko loaded")
+    return str(request.param)
+
+
+@contextlib.contextmanager
+def _device_source(st: _Selftest, nbytes: int, nr_slots: int,
+                   rate_hz: float | None) -> Iterator[PatternSource]:
+    st.configure(nbytes, nr_slots)
+    period = SELFTEST_PARAMS / "selftest_period_us"
+    old = period.read_text().strip()
+    # The module's fastest period stands in for "as fast as it can".
+    us = 10 if rate_hz is None else max(10, min(10_000_000, round(1e6 / rate_hz)))
+    period.write_text(f"{us}\n")
+    try:
+        deadline = time.monotonic() + 5
+        with seqshm.open(SELFTEST) as r:  # wait for the first write after a reload
+            while r.head == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{SELFTEST}: no write within 5 s")
+                time.sleep(0.001)
+        yield PatternSource("device", SELFTEST, nbytes, nr_slots)
+    finally:
+        if os.path.exists(period):
+            period.write_text(f"{old}\n")
+
+
+@pytest.fixture
+def pattern_channel(backend: str, shm_path: str, request: pytest.FixtureRequest
+                    ) -> Callable[..., contextlib.AbstractContextManager[PatternSource]]:
+    """pattern_channel(nbytes, nr_slots=1, rate_hz=None): a context manager giving a live
+    PatternSource of this test's backend: writes as fast as the backend goes (rate_hz=None)
+    or about rate_hz a second."""
+
+    def make(nbytes: int, nr_slots: int = 1, rate_hz: float | None = None
+             ) -> contextlib.AbstractContextManager[PatternSource]:
+        if backend == "device":
+            return _device_source(request.getfixturevalue("selftest_module"), nbytes, nr_slots,
+                                  rate_hz)
+        return _userspace_source(shm_path, nbytes, nr_slots, rate_hz)
+
+    return make
+
+
+@contextlib.contextmanager
+def _userspace_source(path: str, nbytes: int, nr_slots: int,
+                      rate_hz: float | None) -> Iterator[PatternSource]:
+    with PatternWriter(path, nbytes, nr_slots=nr_slots, rate_hz=rate_hz) as w:
+        # Wait for the first write, as for the device, so no reader sees the empty channel.
+        deadline = time.monotonic() + 5
+        with seqshm.open(path) as r:
+            while r.head == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{path}: no write within 5 s")
+                time.sleep(0.001)
+        yield PatternSource("userspace", path, nbytes, nr_slots, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers worth reading in the summary (torn copies found by the bypass tests, and the like).
+
+_REPORT: list[str] = []
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """report(text): a line for the end-of-run summary, tagged with the test's id."""
+    def add(text: str) -> None:
+        _REPORT.append(f"{request.node.nodeid}: {text}")
+        request.node.user_properties.append(("report", text))
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _REPORT:
+        terminalreporter.section("seqshm concurrency figures")
+        for line in _REPORT:
+            terminalreporter.write_line(line)
+
