@@ -801,7 +801,7 @@ cdef class Writer(_Channel):
                                self._ndim * sizeof(cnp.npy_intp))):
             src = <cnp.ndarray>data
         else:
-            src = np.ascontiguousarray(data, dtype=self._descr)
+            src = np.asarray(data, dtype=self._descr, order="C")  # keeps 0-d
             if (cnp.PyArray_NDIM(src) != self._ndim
                     or memcmp(cnp.PyArray_DIMS(src), self._dims, self._ndim * sizeof(cnp.npy_intp))):
                 raise ValueError(
