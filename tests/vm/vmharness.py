@@ -503,11 +503,42 @@ def guest_python_flags(python: str) -> list[str]:
     return ["-c", "import sys; del sys.path[0]; import pytest; raise SystemExit(pytest.console_main())"]
 
 
+KEEP_RUNS = 5
+
+
+def new_run_dir(run_root: Path, kernel: str) -> Path:
+    """A fresh runs/<kernel>-<time>-<pid> (runs may overlap), runs/<kernel>-latest pointing at it.
+
+    Only the newest KEEP_RUNS runs per kernel are kept.
+    """
+    run_root.mkdir(parents=True, exist_ok=True)
+    base = f"{kernel}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run_dir = run_root / base
+    n = 1
+    while True:
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            run_dir = run_root / f"{base}.{n}"
+    latest = run_root / f"{kernel}-latest"
+    tmp = run_root / f".{kernel}-latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    tmp.replace(latest)
+    old = sorted((p for p in run_root.glob(f"{kernel}-2*") if p.is_dir()),
+                 key=lambda p: p.stat().st_mtime)
+    for p in old[:-KEEP_RUNS]:
+        shutil.rmtree(p, ignore_errors=True)
+    return run_dir
+
+
 def run_kernel(kernel: str, opts: Options) -> RunResult:
     """Provision, build, boot and run the guest tests on one kernel; never raises for test failures."""
     result = RunResult(kernel)
     run_root = opts.run_root or cache_dir() / "runs"
-    run_dir = run_root / kernel
+    run_dir = new_run_dir(run_root, kernel)
     result.run_dir = run_dir
     t = time.monotonic()
     try:
@@ -516,8 +547,6 @@ def run_kernel(kernel: str, opts: Options) -> RunResult:
         else:
             kenv = provision([kernel])[kernel]
         result.timings["provision"] = time.monotonic() - t
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
         out = run_dir / "guest"
         out.mkdir(parents=True)
         result.notes.append(f"kernel {kenv['KVER']} ({kenv['PKG_VERSION']})")
@@ -525,7 +554,7 @@ def run_kernel(kernel: str, opts: Options) -> RunResult:
         t = time.monotonic()
         ko = opts.ko.resolve() if opts.ko else None
         if ko is None and opts.module_dir is not None:
-            ko = build_module(kenv, opts.module_dir, cache_dir() / "build" / kernel / "module",
+            ko = build_module(kenv, opts.module_dir, run_dir / "module",
                               run_dir / "build.log")
         result.timings["build"] = time.monotonic() - t
 
