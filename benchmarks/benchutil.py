@@ -1,0 +1,69 @@
+"""Shared helpers of the benchmarks: payload sizes, groups and extra_info, CPU pinning, names."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+
+KiB = 1024
+MiB = 1024 * KiB
+
+_counter = itertools.count()
+
+
+def size_id(nbytes: int) -> str:
+    if nbytes >= MiB and nbytes % MiB == 0:
+        return f"{nbytes // MiB}MiB"
+    if nbytes >= KiB and nbytes % KiB == 0:
+        return f"{nbytes // KiB}KiB"
+    return f"{nbytes}B"
+
+
+def shm_path(tag: str) -> str:
+    """A fresh path under /dev/shm for one benchmark's channel or file."""
+    return f"/dev/shm/seqshm-bench-{os.getpid()}-{next(_counter)}-{tag}"
+
+
+def setup(benchmark, *, group: str, case: str, nbytes: int, baseline: bool = False,
+          ops_per_call: int = 1, **extra) -> None:
+    """Name the benchmark's group and record what the report needs to compare it.
+
+    ``baseline`` marks the one benchmark of the group the others are divided by;
+    ``ops_per_call`` is how many operations one call of the benchmarked function makes.
+    """
+    benchmark.group = group
+    benchmark.extra_info.update(case=case, payload_bytes=nbytes, baseline=baseline,
+                                ops_per_call=ops_per_call, **extra)
+
+
+def finish(benchmark, **extra) -> None:
+    """Add ns/op, ops/s and bytes/s (from the median) and ``extra`` to extra_info."""
+    info = benchmark.extra_info
+    info.update(extra)
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:  # --benchmark-disable: nothing was timed
+        return
+    median = stats.stats.median / info["ops_per_call"]
+    info["ns_per_op"] = median * 1e9
+    info["ops_per_s"] = 1.0 / median if median > 0 else None
+    info["bytes_per_s"] = info["payload_bytes"] / median if median > 0 else None
+
+
+def quick(request) -> bool:
+    """True when benchmarks run once each (``--benchmark-disable``): bound any timed loop."""
+    return bool(request.config.getoption("benchmark_disable", False))
+
+
+@contextlib.contextmanager
+def pinned_main():
+    """Pin this process to the first CPU while helpers run pinned to the last, so a reader and
+    a writer always run on different cores (the cross-core case is the one that costs)."""
+    before = os.sched_getaffinity(0)
+    cpus = sorted(before)
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, {cpus[0]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
