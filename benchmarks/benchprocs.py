@@ -141,7 +141,7 @@ def _shm_lock_writer(shm_name, nbytes, lock, rate_hz, ready, stop, result):
     try:
         result.value = _run_paced(stop, rate_hz, write_one, _batch_of(write_one, 100)) + 1
     finally:
-        del arr
+        arr = None  # drop the buffer export before close()
         shm.close()
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import time
 
+import benchprocs
 import numpy as np
 import pytest
+from benchutil import KiB, MiB, finish, pinned_main, setup, shm_path, size_id
 
 import seqshm
-import benchprocs
-from benchutil import KiB, MiB, finish, pinned_main, setup, shm_path, size_id
 
 SIZES = [64, 4 * KiB, 1 * MiB]
 RATES = {"idle": 0, "1kHz": 1_000, "100kHz": 100_000, "max": None}

@@ -11,8 +11,9 @@ seqshm's ``snapshot(out)``. Peers:
 - a Unix stream socket carrying every update, the reader draining it and keeping the latest;
 - ``os.preadv`` of a /dev/shm file with no lock at all (a syscall per read; may tear).
 
-And per-CPU telemetry: ``psutil.cpu_times(percpu=True)`` and the demo's own /proc/stat parse (``telemetry.read_cpustat``)
-beside a snapshot of the demo's userspace cpustat channel (``telemetry.publish_cpustat``).
+And per-CPU telemetry: ``psutil.cpu_times(percpu=True)`` and the demo's own /proc/stat parse
+(``telemetry.read_cpustat``) beside snapshots of the demo's userspace cpustat channel
+(``telemetry.publish_cpustat``).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def _shm_lock(nbytes, peer):
                 if peer == "shm_lock_memoryview":
                     src.release()
     finally:
-        del arr
+        arr = None  # drop the buffer export before close()
         shm.close()
         shm.unlink()
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from benchutil import KiB, MiB, finish, setup, shm_path, size_id
 
 import seqshm
-from benchutil import KiB, MiB, finish, setup, shm_path, size_id
 
 SIZES = [64, 256, 4 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 16 * MiB]
 
