@@ -10,7 +10,9 @@ VM_REPORTS: list[str] = []
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "vm: boots the kernel module in a QEMU guest (tests/vm; SEQSHM_SKIP_VM=1 opts out)")
+        "markers",
+        "vm: boots the kernel module in a QEMU guest (tests/vm; SEQSHM_SKIP_VM=1 opts out)",
+    )
 
 
 @pytest.fixture

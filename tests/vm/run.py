@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command line for the VM tests: tests/vm/run.py --kernel 6.1 --pytest-args '-k mmap' (see --help)."""
+"""Command line for the VM tests: tests/vm/run.py --kernel 6.1 --pytest-args '-k mmap'."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The kernel module tested for real: per Debian kernel, provision, build, boot QEMU, run the guest tests.
+"""The kernel module tested for real: per kernel, provision, build, boot QEMU, run guest tests.
 
 Each test is the whole flow of tests/vm/vmharness.py and fails, with the guest's pytest output
 and console tail, if anything goes wrong: provisioning, the build, a hang, an oops or WARN,
@@ -50,13 +50,19 @@ def test_module_passes_guest_tests(kernel, vm_report):
     result = vmharness.run_kernel(kernel, opts)
     report = result.report()
     print(report)
-    vm_report(report.splitlines()[0] + (f"  [{result.summary_line}]" if result.summary_line else ""))
+    vm_report(
+        report.splitlines()[0] + (f"  [{result.summary_line}]" if result.summary_line else "")
+    )
     assert result.ok, report
 
 
 def test_module_compiles_without_warnings():
     """W=1 and sparse on both kernels, and checkpatch --strict (module/check.sh)."""
-    proc = subprocess.run(["bash", str(vmharness.HERE / "check_module.sh")],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        ["bash", str(vmharness.HERE / "check_module.sh")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-6000:]

@@ -1,4 +1,4 @@
-"""Runs seqshm's guest tests in a QEMU VM booting a stock Debian kernel: provision, build, boot, judge.
+"""Runs seqshm's guest tests in QEMU booting stock Debian kernels: provision, build, boot, judge.
 
 The stages, each usable on its own (see tests/vm/README.md):
   provision()        tests/vm/provision.sh: host packages, kernel images and headers in .cache
@@ -47,10 +47,26 @@ BAD_KERNEL_LINE = re.compile(
 )
 # Taint flags that mean the kernel itself went wrong (O and E, out-of-tree and unsigned, are
 # expected from loading seqshm.ko).
-BAD_TAINTS = {4: "M (machine check)", 5: "B (bad page)", 7: "D (oops)", 9: "W (warning)",
-              14: "L (soft lockup)"}
-_BUILD_JUNK = ("*.o", "*.ko", "*.mod", "*.mod.c", ".*.cmd", "*.cmd", "modules.order",
-               "Module.symvers", ".tmp_versions", "*.a", ".cache.mk")
+BAD_TAINTS = {
+    4: "M (machine check)",
+    5: "B (bad page)",
+    7: "D (oops)",
+    9: "W (warning)",
+    14: "L (soft lockup)",
+}
+_BUILD_JUNK = (
+    "*.o",
+    "*.ko",
+    "*.mod",
+    "*.mod.c",
+    ".*.cmd",
+    "*.cmd",
+    "modules.order",
+    "Module.symvers",
+    ".tmp_versions",
+    "*.a",
+    ".cache.mk",
+)
 
 
 def cache_dir() -> Path:
@@ -71,13 +87,16 @@ def _log(msg: str) -> None:
 
 # ---- provision -------------------------------------------------------------------------------
 
+
 def provision(kernels=KERNELS) -> dict[str, dict[str, str]]:
     """Run provision.sh for `kernels`; return each kernel's kernel.env as a dict."""
     cmd = ["bash", str(HERE / "provision.sh"), *kernels]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
-        raise VMError(f"provisioning failed ({shlex.join(cmd)} -> rc {proc.returncode}):\n"
-                      f"{_tail(proc.stdout, 40)}")
+        raise VMError(
+            f"provisioning failed ({shlex.join(cmd)} -> rc {proc.returncode}):\n"
+            f"{_tail(proc.stdout, 40)}"
+        )
     return {k: kernel_env(k) for k in kernels}
 
 
@@ -92,29 +111,41 @@ def kernel_env(kernel: str) -> dict[str, str]:
             env[name] = value
     for name in ("VMLINUZ", "MODDIR", "KDIR"):
         if not Path(env.get(name, "")).exists():
-            raise VMError(f"{path}: {name}={env.get(name)!r} does not exist; "
-                          f"run tests/vm/provision.sh {kernel}")
+            raise VMError(
+                f"{path}: {name}={env.get(name)!r} does not exist; "
+                f"run tests/vm/provision.sh {kernel}"
+            )
     return env
 
 
 # ---- module build ------------------------------------------------------------------------------
 
+
 def make_args(kenv: dict[str, str], module_build_dir: Path, *extra: str) -> list[str]:
     """The kbuild command line for an external module against a provisioned kernel."""
     # BTF for modules needs pahole and the headers' vmlinux; it is irrelevant to the tests.
-    return ["make", "-C", kenv["KDIR"], f"M={module_build_dir}",
-            "CONFIG_DEBUG_INFO_BTF_MODULES=", *extra]
+    return [
+        "make",
+        "-C",
+        kenv["KDIR"],
+        f"M={module_build_dir}",
+        "CONFIG_DEBUG_INFO_BTF_MODULES=",
+        *extra,
+    ]
 
 
-def build_module(kenv: dict[str, str], src: Path, build_dir: Path,
-                 log_path: Path | None = None) -> Path:
+def build_module(
+    kenv: dict[str, str], src: Path, build_dir: Path, log_path: Path | None = None
+) -> Path:
     """Copy `src` (a kbuild external module) into `build_dir`, build it, return the .ko.
 
     A copy per kernel keeps the two kernels' objects apart and leaves module/ untouched.
     """
     src = src.resolve()
     if not (src / "Kbuild").is_file() and not (src / "Makefile").is_file():
-        raise VMError(f"no Kbuild or Makefile in {src}: nothing to build (module/ not written yet?)")
+        raise VMError(
+            f"no Kbuild or Makefile in {src}: nothing to build (module/ not written yet?)"
+        )
     if build_dir.exists():
         shutil.rmtree(build_dir)
     shutil.copytree(src, build_dir, ignore=shutil.ignore_patterns(*_BUILD_JUNK), symlinks=True)
@@ -124,8 +155,9 @@ def build_module(kenv: dict[str, str], src: Path, build_dir: Path,
     if log_path:
         log_path.write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}")
     if proc.returncode != 0:
-        raise VMError(f"module build failed for {kenv['KVER']} ({shlex.join(cmd)}):\n"
-                      f"{_tail(proc.stdout, 40)}")
+        raise VMError(
+            f"module build failed for {kenv['KVER']} ({shlex.join(cmd)}):\n{_tail(proc.stdout, 40)}"
+        )
     kos = sorted(build_dir.glob("*.ko"))
     named = [k for k in kos if k.name == "seqshm.ko"]
     if named:
@@ -136,6 +168,7 @@ def build_module(kenv: dict[str, str], src: Path, build_dir: Path,
 
 
 # ---- initramfs ---------------------------------------------------------------------------------
+
 
 def _read_kmod(path: Path) -> bytes:
     data = path.read_bytes()
@@ -152,21 +185,22 @@ def modinfo(data: bytes) -> dict[str, str]:
     """The .modinfo section of an ELF64 little-endian kernel module, as a dict."""
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise VMError("not an ELF64 little-endian kernel module")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
 
     def section(i: int) -> tuple[int, int, int]:
         name, _type, _flags, _addr, off, size = struct.unpack_from(
-            "<IIQQQQ", data, shoff + i * shentsize)
+            "<IIQQQQ", data, shoff + i * shentsize
+        )
         return name, off, size
 
     _, stroff, _ = section(shstrndx)
     for i in range(shnum):
         name, off, size = section(i)
         end = data.index(b"\0", stroff + name)
-        if data[stroff + name:end] == b".modinfo":
+        if data[stroff + name : end] == b".modinfo":
             info = {}
-            for item in data[off:off + size].split(b"\0"):
+            for item in data[off : off + size].split(b"\0"):
                 key, sep, value = item.decode("utf-8", "replace").partition("=")
                 if sep:
                     info.setdefault(key, value)
@@ -212,6 +246,7 @@ def guest_kmods(moddir: Path, roots=GUEST_KMODS) -> list[tuple[str, bytes]]:
 @dataclasses.dataclass
 class GuestConfig:
     """What the guest's /init does (see tests/vm/init.sh)."""
+
     kernel: str
     repo: Path
     out: Path
@@ -224,9 +259,14 @@ class GuestConfig:
         # Host paths under /tmp the guest must still see over its own tmpfs /tmp: the repo,
         # the results, the module, the Python, and any /tmp path named in the command.
         paths = [self.repo, self.out, self.ko, Path(sys.prefix), Path(sys.base_prefix)]
-        paths += [Path(w[w.index("/tmp/"):]) for w in self.command if "/tmp/" in w]
-        keep = sorted({p.parts[2] for p in paths
-                       if p is not None and len(p.parts) > 2 and p.parts[:2] == ("/", "tmp")})
+        paths += [Path(w[w.index("/tmp/") :]) for w in self.command if "/tmp/" in w]
+        keep = sorted(
+            {
+                p.parts[2]
+                for p in paths
+                if p is not None and len(p.parts) > 2 and p.parts[:2] == ("/", "tmp")
+            }
+        )
         values = {
             "VM_KERNEL": self.kernel,
             "VM_MODULES": " ".join(kmods),
@@ -264,8 +304,12 @@ def build_initramfs(kenv: dict[str, str], config: GuestConfig, path: Path) -> Pa
         dirs.sort()
         for n in sorted(dirs + files):
             names.append(os.path.relpath(os.path.join(root, n), staging))
-    proc = subprocess.run([busybox, "cpio", "-o", "-H", "newc"], cwd=staging,
-                          input="\n".join(names).encode() + b"\n", capture_output=True)
+    proc = subprocess.run(
+        [busybox, "cpio", "-o", "-H", "newc"],
+        cwd=staging,
+        input="\n".join(names).encode() + b"\n",
+        capture_output=True,
+    )
     if proc.returncode != 0:
         raise VMError(f"busybox cpio failed: {proc.stderr.decode(errors='replace')}")
     path.write_bytes(gzip.compress(proc.stdout, compresslevel=1))
@@ -273,6 +317,7 @@ def build_initramfs(kenv: dict[str, str], config: GuestConfig, path: Path) -> Pa
 
 
 # ---- boot --------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class BootResult:
@@ -284,17 +329,39 @@ class BootResult:
     marks: dict[str, float]
 
 
-def qemu_command(kenv: dict[str, str], initrd: Path, out: Path, smp: int = 2,
-                 memory: int = 1024, append: str = "") -> list[str]:
+def qemu_command(
+    kenv: dict[str, str],
+    initrd: Path,
+    out: Path,
+    smp: int = 2,
+    memory: int = 1024,
+    append: str = "",
+) -> list[str]:
     cmdline = "console=ttyS0 quiet panic=-1"
     return [
-        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", str(smp),
-        "-m", str(memory), "-nographic", "-no-reboot", "-nic", "none",
-        "-kernel", kenv["VMLINUZ"], "-initrd", str(initrd),
-        "-append", f"{cmdline} {append}".strip(),
-        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
-                   "multidevs=remap",
-        "-virtfs", f"local,path={out},mount_tag=results,security_model=none,multidevs=remap",
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        str(smp),
+        "-m",
+        str(memory),
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-kernel",
+        kenv["VMLINUZ"],
+        "-initrd",
+        str(initrd),
+        "-append",
+        f"{cmdline} {append}".strip(),
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs",
+        f"local,path={out},mount_tag=results,security_model=none,multidevs=remap",
     ]
 
 
@@ -304,8 +371,13 @@ def boot(cmd: list[str], console_path: Path, timeout: float, echo: bool = False)
         raise VMError(f"{cmd[0]} not found: run tests/vm/provision.sh (qemu-system-x86)")
     marks: dict[str, float] = {}
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     chunks: list[bytes] = []
 
     def pump() -> None:
@@ -345,6 +417,7 @@ def boot(cmd: list[str], console_path: Path, timeout: float, echo: bool = False)
 
 # ---- judge -------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class RunResult:
     kernel: str
@@ -361,8 +434,7 @@ class RunResult:
     output_tail: str = ""
 
     def report(self) -> str:
-        lines = [f"kernel {self.kernel}: {'PASS' if self.ok else 'FAIL'}"
-                 f"  (logs: {self.run_dir})"]
+        lines = [f"kernel {self.kernel}: {'PASS' if self.ok else 'FAIL'}  (logs: {self.run_dir})"]
         if self.summary_line:
             lines.append(f"  guest pytest: {self.summary_line}")
         if self.junit:
@@ -370,8 +442,9 @@ class RunResult:
         if self.seqshm_origin:
             lines.append(f"  {self.seqshm_origin}")
         if self.timings:
-            lines.append("  timings (s): " + ", ".join(
-                f"{k}={v:.1f}" for k, v in self.timings.items()))
+            lines.append(
+                "  timings (s): " + ", ".join(f"{k}={v:.1f}" for k, v in self.timings.items())
+            )
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  PROBLEM: {p}" for p in self.problems]
         if not self.ok:
@@ -394,8 +467,9 @@ def _kernel_lines(console: str) -> list[str]:
     return [ln for ln in console.splitlines() if GUEST_PREFIX not in ln]
 
 
-def judge(result: RunResult, booted: BootResult, out: Path, expect_junit: bool,
-          timeout: float) -> RunResult:
+def judge(
+    result: RunResult, booted: BootResult, out: Path, expect_junit: bool, timeout: float
+) -> RunResult:
     """Decide pass/fail from everything the guest left behind. Anything unexplained fails."""
     problems = result.problems
     console = booted.console
@@ -404,9 +478,15 @@ def judge(result: RunResult, booted: BootResult, out: Path, expect_junit: bool,
     if output.is_file():
         text = output.read_text(errors="replace")
         result.output_tail = _tail(text, 80)
-        summaries = [ln for ln in text.splitlines()
-                     if re.match(r"^=+ .*\b(passed|failed|error|errors|skipped|no tests ran)\b"
-                                 r".* in [\d.]+s.*=+$", ln)]
+        summaries = [
+            ln
+            for ln in text.splitlines()
+            if re.match(
+                r"^=+ .*\b(passed|failed|error|errors|skipped|no tests ran)\b"
+                r".* in [\d.]+s.*=+$",
+                ln,
+            )
+        ]
         if summaries:
             result.summary_line = summaries[-1].strip("= ")
     if (out / "seqshm_origin.txt").is_file():
@@ -419,15 +499,18 @@ def judge(result: RunResult, booted: BootResult, out: Path, expect_junit: bool,
 
     markers = [ln for ln in console.splitlines() if RESULT_MARKER in ln]
     if not markers:
-        problems.append(f"no {RESULT_MARKER} line on the console (guest crashed, hung or "
-                        f"never reached /init)")
+        problems.append(
+            f"no {RESULT_MARKER} line on the console (guest crashed, hung or never reached /init)"
+        )
     else:
-        fields = dict(f.split("=", 1) for f in markers[-1].split(RESULT_MARKER, 1)[1].split()
-                      if "=" in f)
+        fields = dict(
+            f.split("=", 1) for f in markers[-1].split(RESULT_MARKER, 1)[1].split() if "=" in f
+        )
         result.marker = fields
         if fields.get("stage") != "done":
-            problems.append(f"guest stopped at stage '{fields.get('stage')}' "
-                            f"(see the console for the error)")
+            problems.append(
+                f"guest stopped at stage '{fields.get('stage')}' (see the console for the error)"
+            )
         elif fields.get("rc") != "0":
             problems.append(f"guest command exited with rc {fields.get('rc')}")
         if fields.get("unload") not in ("0", "none"):
@@ -435,18 +518,24 @@ def judge(result: RunResult, booted: BootResult, out: Path, expect_junit: bool,
         elif fields.get("unload") == "none" and fields.get("stage") == "done":
             result.notes.append("module was not loaded at the end of the run (not unloaded)")
         new_bad = set(_bad_taints(fields.get("taint", ""))) - set(
-            _bad_taints(fields.get("taint_before", "")))
+            _bad_taints(fields.get("taint_before", ""))
+        )
         if new_bad:
             problems.append(f"kernel tainted during the tests: {', '.join(sorted(new_bad))}")
         if _bad_taints(fields.get("taint_before", "")):
-            problems.append("kernel already tainted before the tests: "
-                            + ", ".join(_bad_taints(fields.get("taint_before", ""))))
+            problems.append(
+                "kernel already tainted before the tests: "
+                + ", ".join(_bad_taints(fields.get("taint_before", "")))
+            )
 
     bad = [ln for ln in _kernel_lines(console) if BAD_KERNEL_LINE.search(ln)]
     dmesg = out / "dmesg.txt"
     if dmesg.is_file():
-        bad += [ln for ln in dmesg.read_text(errors="replace").splitlines()
-                if BAD_KERNEL_LINE.search(ln) and ln not in bad]
+        bad += [
+            ln
+            for ln in dmesg.read_text(errors="replace").splitlines()
+            if BAD_KERNEL_LINE.search(ln) and ln not in bad
+        ]
     if bad:
         problems.append("kernel log reports trouble:\n    " + "\n    ".join(bad[:30]))
 
@@ -458,35 +547,42 @@ def judge(result: RunResult, booted: BootResult, out: Path, expect_junit: bool,
             try:
                 root = ET.parse(junit).getroot()
                 suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-                counts = {k: sum(int(s.get(k, 0)) for s in suites)
-                          for k in ("tests", "failures", "errors", "skipped")}
+                counts = {
+                    k: sum(int(s.get(k, 0)) for s in suites)
+                    for k in ("tests", "failures", "errors", "skipped")
+                }
                 result.junit = counts
                 if counts["tests"] == 0:
                     problems.append("no tests ran in the guest")
                 elif counts["skipped"] == counts["tests"]:
-                    problems.append(f"all {counts['tests']} guest tests were skipped: the "
-                                    f"module tests did not actually run")
+                    problems.append(
+                        f"all {counts['tests']} guest tests were skipped: the "
+                        f"module tests did not actually run"
+                    )
             except ET.ParseError as exc:
                 problems.append(f"junit.xml unreadable: {exc}")
     if f"from {REPO / 'seqshm'}{os.sep}" in result.seqshm_origin:
-        problems.append("the tests imported seqshm from the source tree, not the installed "
-                        "package (pip install . first; check sys.path/conftest)")
+        problems.append(
+            "the tests imported seqshm from the source tree, not the installed "
+            "package (pip install . first; check sys.path/conftest)"
+        )
     result.ok = not problems
     return result
 
 
 # ---- the whole flow ------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Options:
     pytest_args: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_PYTEST_ARGS))
-    guest_cmd: str | None = None          # a shell command instead of pytest
+    guest_cmd: str | None = None  # a shell command instead of pytest
     module_dir: Path | None = DEFAULT_MODULE_DIR  # None: load no module
-    ko: Path | None = None                # a prebuilt .ko instead of building module_dir
+    ko: Path | None = None  # a prebuilt .ko instead of building module_dir
     ko_args: str = ""
     timeout: float = DEFAULT_TIMEOUT
     python: str = sys.executable
-    run_root: Path | None = None          # default .cache/runs
+    run_root: Path | None = None  # default .cache/runs
     echo: bool = False
     skip_provision: bool = False
     env: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -495,12 +591,18 @@ class Options:
 
 def guest_python_flags(python: str) -> list[str]:
     """Flags so that `python -m pytest` does not put the cwd (the repo root) on sys.path."""
-    out = subprocess.run([python, "-c", "import sys; print(sys.version_info >= (3, 11))"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [python, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+        capture_output=True,
+        text=True,
+    )
     if out.stdout.strip() == "True":
         return ["-P"]
     # Before 3.11: drop sys.path[0] ('' for -c) by hand.
-    return ["-c", "import sys; del sys.path[0]; import pytest; raise SystemExit(pytest.console_main())"]
+    return [
+        "-c",
+        "import sys; del sys.path[0]; import pytest; raise SystemExit(pytest.console_main())",
+    ]
 
 
 KEEP_RUNS = 5
@@ -527,15 +629,16 @@ def new_run_dir(run_root: Path, kernel: str) -> Path:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(run_dir.name)
     tmp.replace(latest)
-    old = sorted((p for p in run_root.glob(f"{kernel}-2*") if p.is_dir()),
-                 key=lambda p: p.stat().st_mtime)
+    old = sorted(
+        (p for p in run_root.glob(f"{kernel}-2*") if p.is_dir()), key=lambda p: p.stat().st_mtime
+    )
     for p in old[:-KEEP_RUNS]:
         shutil.rmtree(p, ignore_errors=True)
     return run_dir
 
 
 def run_kernel(kernel: str, opts: Options) -> RunResult:
-    """Provision, build, boot and run the guest tests on one kernel; never raises for test failures."""
+    """Provision, build, boot, run the guest tests on one kernel; failures are in the result."""
     result = RunResult(kernel)
     run_root = opts.run_root or cache_dir() / "runs"
     run_dir = new_run_dir(run_root, kernel)
@@ -554,8 +657,7 @@ def run_kernel(kernel: str, opts: Options) -> RunResult:
         t = time.monotonic()
         ko = opts.ko.resolve() if opts.ko else None
         if ko is None and opts.module_dir is not None:
-            ko = build_module(kenv, opts.module_dir, run_dir / "module",
-                              run_dir / "build.log")
+            ko = build_module(kenv, opts.module_dir, run_dir / "module", run_dir / "build.log")
         result.timings["build"] = time.monotonic() - t
 
         if opts.guest_cmd is not None:
@@ -563,9 +665,19 @@ def run_kernel(kernel: str, opts: Options) -> RunResult:
         else:
             flags = guest_python_flags(opts.python)
             pytest = [opts.python, *flags] + (["-m", "pytest"] if flags == ["-P"] else [])
-            command = [*pytest, "-p", "no:cacheprovider", "-p", "seqshm_vm_guest",
-                       f"--rootdir={REPO}", f"--junitxml={out / 'junit.xml'}",
-                       "-o", "junit_family=xunit2", "-ra", *opts.pytest_args]
+            command = [
+                *pytest,
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "seqshm_vm_guest",
+                f"--rootdir={REPO}",
+                f"--junitxml={out / 'junit.xml'}",
+                "-o",
+                "junit_family=xunit2",
+                "-ra",
+                *opts.pytest_args,
+            ]
         env = {"PYTHONPATH": str(HERE / "guest"), **opts.env}
         config = GuestConfig(kernel, REPO, out, ko, command, opts.ko_args, env)
         t = time.monotonic()
@@ -573,10 +685,13 @@ def run_kernel(kernel: str, opts: Options) -> RunResult:
         result.timings["initramfs"] = time.monotonic() - t
 
         cmd = qemu_command(kenv, initrd, out, append=opts.append)
-        (run_dir / "qemu.sh").write_text("#!/bin/sh\n# How this run booted the guest.\n"
-                                         f"exec {shlex.join(cmd)}\n")
-        _log(f"{kernel}: booting {kenv['KVER']} (console: {run_dir / 'console.log'}, "
-             f"guest output: {out / 'output.log'}, timeout {opts.timeout:.0f} s)")
+        (run_dir / "qemu.sh").write_text(
+            f"#!/bin/sh\n# How this run booted the guest.\nexec {shlex.join(cmd)}\n"
+        )
+        _log(
+            f"{kernel}: booting {kenv['KVER']} (console: {run_dir / 'console.log'}, "
+            f"guest output: {out / 'output.log'}, timeout {opts.timeout:.0f} s)"
+        )
         booted = boot(cmd, run_dir / "console.log", opts.timeout, echo=opts.echo)
     except VMError as exc:
         result.problems.append(str(exc))
@@ -597,33 +712,61 @@ def run_kernel(kernel: str, opts: Options) -> RunResult:
 
 # ---- command line --------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="tests/vm/run.py",
-        description="Build seqshm.ko and run the guest tests in QEMU on Debian's 6.1/6.12 kernels.")
-    ap.add_argument("--kernel", action="append", choices=KERNELS,
-                    help="kernel to test (repeatable; default: all)")
-    ap.add_argument("--pytest-args", default=None,
-                    help=f"pytest arguments in the guest, one shell-quoted string "
-                         f"(default: {shlex.join(DEFAULT_PYTEST_ARGS)})")
-    ap.add_argument("--guest-cmd", default=None,
-                    help="run this shell command in the guest (cwd: repo root) instead of pytest")
-    ap.add_argument("--module-dir", type=Path, default=DEFAULT_MODULE_DIR,
-                    help="kbuild directory of the module to build and load (default: module/)")
+        description="Build seqshm.ko and run the guest tests in QEMU on Debian's 6.1/6.12 kernels.",
+    )
+    ap.add_argument(
+        "--kernel",
+        action="append",
+        choices=KERNELS,
+        help="kernel to test (repeatable; default: all)",
+    )
+    ap.add_argument(
+        "--pytest-args",
+        default=None,
+        help=f"pytest arguments in the guest, one shell-quoted string "
+        f"(default: {shlex.join(DEFAULT_PYTEST_ARGS)})",
+    )
+    ap.add_argument(
+        "--guest-cmd",
+        default=None,
+        help="run this shell command in the guest (cwd: repo root) instead of pytest",
+    )
+    ap.add_argument(
+        "--module-dir",
+        type=Path,
+        default=DEFAULT_MODULE_DIR,
+        help="kbuild directory of the module to build and load (default: module/)",
+    )
     ap.add_argument("--ko", type=Path, default=None, help="load this prebuilt .ko instead")
     ap.add_argument("--no-module", action="store_true", help="load no module")
     ap.add_argument("--ko-args", default="", help="module parameters for insmod")
-    ap.add_argument("--timeout", type=float,
-                    default=float(os.environ.get("SEQSHM_VM_TIMEOUT", DEFAULT_TIMEOUT)),
-                    help="wall-clock limit per boot in seconds (default: %(default)s)")
-    ap.add_argument("--python", default=sys.executable,
-                    help="Python to run in the guest (default: this one, %(default)s)")
-    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                    help="extra environment for the guest command (repeatable)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=float(os.environ.get("SEQSHM_VM_TIMEOUT", DEFAULT_TIMEOUT)),
+        help="wall-clock limit per boot in seconds (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--python",
+        default=sys.executable,
+        help="Python to run in the guest (default: this one, %(default)s)",
+    )
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the guest command (repeatable)",
+    )
     ap.add_argument("--append", default="", help="extra kernel command line")
     ap.add_argument("--echo", action="store_true", help="copy the guest console to stderr live")
-    ap.add_argument("--skip-provision", action="store_true",
-                    help="use the cache as it is (no apt at all)")
+    ap.add_argument(
+        "--skip-provision", action="store_true", help="use the cache as it is (no apt at all)"
+    )
     ap.add_argument("--provision-only", action="store_true", help="provision and stop")
     args = ap.parse_args(argv)
     kernels = args.kernel or list(KERNELS)
@@ -636,8 +779,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     opts = Options(
-        pytest_args=(shlex.split(args.pytest_args) if args.pytest_args is not None
-                     else list(DEFAULT_PYTEST_ARGS)),
+        pytest_args=(
+            shlex.split(args.pytest_args)
+            if args.pytest_args is not None
+            else list(DEFAULT_PYTEST_ARGS)
+        ),
         guest_cmd=args.guest_cmd,
         module_dir=None if args.no_module else args.module_dir,
         ko=args.ko,

@@ -1,4 +1,4 @@
-"""pytest plugin loaded in the VM guest: says which kernel ran the tests and where seqshm came from."""
+"""pytest plugin loaded in the VM guest: which kernel ran the tests, where seqshm came from."""
 
 from __future__ import annotations
 
