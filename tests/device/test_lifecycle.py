@@ -64,6 +64,7 @@ def test_mapping_in_killed_process_is_released(dev, reloadable):
     time.sleep(0.1)
     child.kill()
     child.wait()
+    child.stdout.close()
     assert dev.rmmod().returncode == 0
     dev.insmod()
 

@@ -60,4 +60,5 @@ def test_stopped_and_killed_readers_leave_writer_rate_unchanged(dev):
             if c.poll() is None:
                 c.kill()
                 c.wait()
+            c.stdout.close()
         os.close(fd)
