@@ -5,7 +5,8 @@
   each group: the idle writer. Under the continuous writer the ring's rate over its idle rate is
   the starvation figure.
 - A writer's publishes/s with no reader and with one busy reader process spinning on
-  snapshot(); baseline: no reader.
+  snapshot() (of this channel, or of another one as a control), one slot and a ring;
+  baseline: no reader.
 
 Snapshots/s, retries and success rates come from the reader's own counters (``r.stats``) over
 the whole benchmark, not from the timer; a snapshot that times out (ReadTimeout, the reader's
@@ -14,12 +15,23 @@ timeout is short here) counts as a failed call.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import benchprocs
 import numpy as np
 import pytest
-from benchutil import KiB, MiB, finish, pinned_main, setup, shm_path, size_id
+from benchutil import (
+    KiB,
+    MiB,
+    finish,
+    loop_count,
+    looped,
+    pinned_main,
+    setup,
+    shm_path,
+    size_id,
+)
 
 import seqshm
 
@@ -67,37 +79,50 @@ def test_reader_under_writer(benchmark, rate, nr_slots, nbytes):
            writer_writes_per_s=writer.rate)
 
 
-@pytest.mark.parametrize("nbytes", SIZES, ids=size_id)
-@pytest.mark.parametrize("api", ["write_pattern", "write"])
-@pytest.mark.parametrize("readers", [0, 1], ids=lambda n: f"readers{n}")
-def test_writer_publish(benchmark, readers, api, nbytes):
+PUBLISH = [pytest.param(api, nr_slots, readers, nbytes,
+                        id=f"{api}-slots{nr_slots}-readers_{readers}-{size_id(nbytes)}")
+           for api in ("write_pattern", "write") for nr_slots in SLOTS
+           for readers in ("none", "same", "other") for nbytes in SIZES]
+
+
+@pytest.mark.parametrize(("api", "nr_slots", "readers", "nbytes"), PUBLISH)
+def test_writer_publish(benchmark, api, nr_slots, readers, nbytes):
+    """readers: none; "same": a busy reader of this channel; "other": a busy reader of another
+    channel of the same size (a control: the machine's share of the slowdown, memory bandwidth
+    and the hypervisor, apart from sharing cache lines with the writer)."""
     path = shm_path(f"pub{size_id(nbytes)}")
-    w = seqshm.create(path, np.uint64, nbytes // 8, overwrite=True)
+    w = seqshm.create(path, np.uint64, nbytes // 8, nr_slots=nr_slots, overwrite=True)
     w._write_pattern(1)
-    # _write_pattern(k): k C-speed writes per call, ~0.1-1 ms; write(data): one API call.
-    k = max(1, 4_000_000 // (nbytes + 64)) if api == "write_pattern" else 1
-    setup(benchmark, group=f"writer publish {api} {size_id(nbytes)}",
-          case=f"{readers} busy reader(s)", nbytes=nbytes, baseline=(readers == 0),
-          ops_per_call=k, section="publish", readers=readers, api=api)
+    # _write_pattern(k): k C-speed writes per call (~0.1-1 ms); write(data): the Python API.
+    k = max(1, 4_000_000 // (nbytes + 64)) if api == "write_pattern" else loop_count(nbytes)
+    setup(benchmark, group=f"writer publish {api} {size_id(nbytes)} nr_slots={nr_slots}",
+          case={"none": "no reader", "same": "1 busy reader",
+                "other": "1 busy reader of another channel"}[readers],
+          nbytes=nbytes, baseline=(readers == "none"), ops_per_call=k, section="publish",
+          readers=readers, api=api, nr_slots=nr_slots)
     data = np.arange(nbytes // 8, dtype=np.uint64)
+    other = None
     try:
-        with pinned_main():
-            helpers = [benchprocs.busy_reader(path) for _ in range(readers)]
-            for h in helpers:
-                h.__enter__()
-            try:
-                seq0 = w.seq
-                t0 = time.perf_counter()
-                if api == "write_pattern":
-                    benchmark(w._write_pattern, k)
-                else:
-                    benchmark(w.write, data)
-                elapsed = time.perf_counter() - t0
-                published = w.seq - seq0
-            finally:
-                for h in helpers:
-                    h.__exit__(None, None, None)
+        if readers == "other":
+            other = seqshm.create(path + "-other", np.uint64, nbytes // 8, overwrite=True)
+            other._write_pattern(1)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(pinned_main())
+            helpers = []
+            if readers != "none":
+                target = path if readers == "same" else path + "-other"
+                helpers.append(stack.enter_context(benchprocs.busy_reader(target)))
+            seq0 = w.seq
+            t0 = time.perf_counter()
+            if api == "write_pattern":
+                benchmark(w._write_pattern, k)
+            else:
+                benchmark(looped(w.write, data, n=k))
+            elapsed = time.perf_counter() - t0
+            published = w.seq - seq0
     finally:
         w.close(unlink=True)
+        if other is not None:
+            other.close(unlink=True)
     finish(benchmark, publishes_per_s=published / elapsed if elapsed > 0 else None,
            reader_snapshots_per_s=[h.rate for h in helpers])

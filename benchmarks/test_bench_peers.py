@@ -27,10 +27,25 @@ from multiprocessing import shared_memory
 import benchprocs
 import numpy as np
 import pytest
-from benchutil import KiB, MiB, finish, pinned_main, setup, shm_path, size_id
+from benchutil import (
+    KiB,
+    MiB,
+    finish,
+    loop_count,
+    looped,
+    pinned_main,
+    setup,
+    shm_path,
+    size_id,
+)
 
 import seqshm
 from seqshm import telemetry
+
+try:
+    import psutil
+except ImportError:  # a benchmark-only dependency (the bench extra)
+    psutil = None
 
 SIZES = [64, 4 * KiB, 1 * MiB]
 RATE_HZ = 1_000
@@ -192,13 +207,16 @@ SETUPS = {
 @pytest.mark.parametrize("nbytes", SIZES, ids=size_id)
 @pytest.mark.parametrize("peer", PEERS)
 def test_peer(benchmark, peer, nbytes):
+    n = loop_count(nbytes)
     setup(benchmark, group=f"peers {size_id(nbytes)}", case=peer, nbytes=nbytes,
-          baseline=(peer == "seqshm_snapshot_out"), section="peers", writer_rate_hz=RATE_HZ)
+          baseline=(peer == "seqshm_snapshot_out"), ops_per_call=n, section="peers",
+          writer_rate_hz=RATE_HZ)
     gen = SETUPS[peer](nbytes, peer)
     with pinned_main():
         writer, fn, args = next(gen)
         try:
-            res = benchmark(fn, *args)
+            benchmark(looped(fn, *args, n=n))
+            res = fn(*args)
         finally:
             gen.close()
     assert res.nbytes == nbytes
@@ -219,24 +237,23 @@ def cpustat_channel():
 
 @pytest.mark.parametrize("case", TELEMETRY)
 def test_telemetry(benchmark, cpustat_channel, case):
+    if case.startswith("psutil") and psutil is None:
+        pytest.skip("psutil is not installed")
     path, writer = cpustat_channel
     r = seqshm.open(path)
     nbytes = r.payload_size
     setup(benchmark, group="telemetry per-CPU times", case=case, nbytes=nbytes,
-          baseline=(case == "seqshm_snapshot"), section="telemetry", ncpu=r.shape[0],
-          writer_rate_hz=100, channel_dtype=str(r.dtype))
+          baseline=(case == "seqshm_snapshot"), ops_per_call=10, section="telemetry",
+          ncpu=r.shape[0], writer_rate_hz=100, channel_dtype=str(r.dtype))
+    fn, args = {
+        "seqshm_snapshot": (r.snapshot, ()),
+        "seqshm_snapshot_out": (r.snapshot, (np.empty(r.shape, r.dtype),)),
+        "seqshm_oneshot": (seqshm.snapshot, (path,)),
+        "psutil_cpu_times_percpu": (psutil and psutil.cpu_times, (True,)),
+        "proc_stat_parse": (telemetry.read_cpustat, (np.zeros(r.shape, r.dtype),)),
+    }[case]
     try:
-        if case == "seqshm_snapshot":
-            benchmark(r.snapshot)
-        elif case == "seqshm_snapshot_out":
-            benchmark(r.snapshot, np.empty(r.shape, r.dtype))
-        elif case == "seqshm_oneshot":
-            benchmark(seqshm.snapshot, path)
-        elif case == "psutil_cpu_times_percpu":
-            psutil = pytest.importorskip("psutil")
-            benchmark(psutil.cpu_times, percpu=True)
-        elif case == "proc_stat_parse":
-            benchmark(telemetry.read_cpustat, np.zeros(r.shape, r.dtype))
+        benchmark(looped(fn, *args, n=10))
     finally:
         r.close()
     finish(benchmark)

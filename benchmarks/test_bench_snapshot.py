@@ -3,20 +3,24 @@
 Per payload size, one group: ``_copy_unlocked(out)`` (the same call path as ``snapshot(out=)``
 doing a plain memcpy with no seqlock) is the baseline; ``_noop()`` (the cost of calling into the
 extension) and NumPy's own ``np.copyto`` are the other references. No writer runs here: this
-is the cost of the read itself; contention is in test_contention.py.
+is the cost of the read itself; contention is in test_bench_contention.py.
+
+Small payloads are timed ``loop_count(nbytes)`` calls per timed loop (``benchutil.looped``),
+whose own cost per call (~4 ns) the ``empty_loop`` case shows; every case in a group pays it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from benchutil import KiB, MiB, finish, setup, shm_path, size_id
+from benchutil import KiB, MiB, empty_loop, finish, loop_count, looped, setup, shm_path, size_id
 
 import seqshm
 
 SIZES = [64, 256, 4 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 16 * MiB]
 
 CASES = [
+    "empty_loop",       # the timing loop alone (64 B and 4 KiB only): what every case includes
     "noop",             # r._noop(): a no-op method call into the extension
     "copy_unlocked",    # r._copy_unlocked(out): memcpy on snapshot()'s call path (baseline)
     "np_copyto",        # np.copyto(out, src) between two private arrays
@@ -54,33 +58,40 @@ def _view_validate(r):
     return r.validate(tok)
 
 
-@pytest.mark.parametrize("nbytes", SIZES, ids=size_id)
-@pytest.mark.parametrize("case", CASES)
+PARAMS = [pytest.param(case, nbytes, id=f"{case}-{size_id(nbytes)}")
+          for case in CASES for nbytes in SIZES
+          if not (case == "empty_loop" and nbytes > 4 * KiB)]  # the loop costs the same
+
+
+@pytest.mark.parametrize(("case", "nbytes"), PARAMS)
 def test_snapshot(benchmark, channels, case, nbytes):
     r = channels(nbytes)
     out = np.empty(r.shape, r.dtype)
     local = np.ones(r.shape, r.dtype)
+    n = loop_count(nbytes)
     setup(benchmark, group=f"snapshot {size_id(nbytes)}", case=case, nbytes=nbytes,
-          baseline=(case == "copy_unlocked"), section="snapshot")
-    if case == "noop":
-        benchmark(r._noop)
-    elif case == "copy_unlocked":
-        benchmark(r._copy_unlocked, out)
-    elif case == "np_copyto":
-        benchmark(np.copyto, out, local)
-    elif case == "snapshot_out":
-        res = benchmark(r.snapshot, out)
-        assert res is out and int(out[0]) == int(out[-1]) == 1
-    elif case == "snapshot":
-        res = benchmark(r.snapshot)
-        assert res.nbytes == nbytes
-    elif case == "read_out":
-        res = benchmark(r.read, out)
-        assert res.seq == 1
-    elif case == "view_validate":
-        assert benchmark(_view_validate, r)
-    elif case == "apply_sum":
-        assert benchmark(r.apply, np.sum) == nbytes // 8
-    elif case == "sum_local":
-        assert benchmark(np.sum, local) == nbytes // 8
+          baseline=(case == "copy_unlocked"), ops_per_call=n, section="snapshot")
+    fn, args = {
+        "empty_loop": (None, ()),
+        "noop": (r._noop, ()),
+        "copy_unlocked": (r._copy_unlocked, (out,)),
+        "np_copyto": (np.copyto, (out, local)),
+        "snapshot_out": (r.snapshot, (out,)),
+        "snapshot": (r.snapshot, ()),
+        "read_out": (r.read, (out,)),
+        "view_validate": (_view_validate, (r,)),
+        "apply_sum": (r.apply, (np.sum,)),
+        "sum_local": (np.sum, (local,)),
+    }[case]
+    benchmark(empty_loop(n) if fn is None else looped(fn, *args, n=n))
+    if fn is not None:  # what one call returns is right
+        res = fn(*args)
+        if case in ("snapshot_out", "snapshot", "copy_unlocked"):
+            assert res.nbytes == nbytes and int(res[0]) == int(res[-1]) == 1
+        elif case == "read_out":
+            assert res.seq == 1
+        elif case == "view_validate":
+            assert res
+        elif case in ("apply_sum", "sum_local"):
+            assert res == nbytes // 8
     finish(benchmark)
