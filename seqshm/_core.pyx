@@ -384,8 +384,8 @@ cdef class Reader(_Channel):
         path = os.fspath(path)
         if not isinstance(path, str):
             path = os.fsdecode(path)
-        self.r.timeout_ns = _timeout_ns(timeout, "timeout")
         self._fd = -1
+        self.r.timeout_ns = _timeout_ns(timeout, "timeout")
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
