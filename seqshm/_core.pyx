@@ -386,7 +386,7 @@ cdef class Reader(_Channel):
             path = os.fsdecode(path)
         self._fd = -1
         self.r.timeout_ns = _timeout_ns(timeout, "timeout")
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
         try:
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode):
