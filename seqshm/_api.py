@@ -23,7 +23,7 @@ SEARCH_DIRS = ("/dev/seqshm", "/dev/shm")
 def resolve(path: str | os.PathLike[str]) -> str:
     """The file a channel name stands for: ``path`` itself if it exists or contains a '/',
     else the first of /dev/seqshm/NAME and /dev/shm/NAME that exists."""
-    p = os.fspath(path)
+    p = os.fsdecode(path)  # bytes paths too, as Reader takes them
     if "/" in p or os.path.exists(p):
         return p
     for d in SEARCH_DIRS:
