@@ -46,6 +46,13 @@ for kdir in "$@"; do
 	rm -rf "$work"
 done
 
+kdoc="$1/scripts/kernel-doc"
+if [ -f "$kdoc" ]; then
+	echo "== kernel-doc -none"
+	out=$(cd "$here" && perl "$kdoc" -none $srcs include/linux/seqshm.h 2>&1)
+	if [ -n "$out" ]; then echo "$out"; fail=1; else echo "ok: kernel-doc clean"; fi
+fi
+
 cp_bin=${CHECKPATCH:-$(command -v checkpatch.pl || true)}
 if [ -n "$cp_bin" ]; then
 	echo "== checkpatch --strict"
