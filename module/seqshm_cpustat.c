@@ -26,6 +26,7 @@
  * /proc/stat reports them (there in USER_HZ ticks: ns / (NSEC_PER_SEC / USER_HZ)); user
  * includes guest and nice includes guest_nice, as in /proc/stat. @online is 1 if the CPU
  * was online at the sample, else 0. Array index = CPU number; impossible CPUs are all zero.
+ * Idle and iowait never decrease from one sample to the next (unlike /proc/stat's).
  */
 struct seqshm_cpustat {
 	u64 user_ns;
@@ -101,8 +102,12 @@ static void seqshm_cpustat_sample(struct work_struct *work)
 		r->user_ns = kcs.cpustat[CPUTIME_USER];
 		r->nice_ns = kcs.cpustat[CPUTIME_NICE];
 		r->system_ns = kcs.cpustat[CPUTIME_SYSTEM];
-		r->idle_ns = seqshm_cpustat_idle(&kcs, cpu, false);
-		r->iowait_ns = seqshm_cpustat_idle(&kcs, cpu, true);
+		/*
+		 * The NO_HZ idle/iowait estimates of a CPU can step back a little between two
+		 * calls (and /proc/stat shows it); a cumulative time published here never does.
+		 */
+		r->idle_ns = max(r->idle_ns, seqshm_cpustat_idle(&kcs, cpu, false));
+		r->iowait_ns = max(r->iowait_ns, seqshm_cpustat_idle(&kcs, cpu, true));
 		r->irq_ns = kcs.cpustat[CPUTIME_IRQ];
 		r->softirq_ns = kcs.cpustat[CPUTIME_SOFTIRQ];
 		r->steal_ns = kcs.cpustat[CPUTIME_STEAL];
