@@ -1,4 +1,4 @@
-"""Test helpers (like numpy.testing): writers in child processes that publish a checkable pattern."""
+"""Test helpers (like numpy.testing): writer processes that publish a checkable pattern."""
 
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ class _ChildWriter:
             if not self._proc.is_alive() or time.monotonic() > deadline:
                 why = self._child_error()
                 self.stop()
-                state = ("did not publish it within %g s" % timeout if why is None
+                state = (f"did not publish it within {timeout:g} s" if why is None
                          else f"failed:\n{why}")
                 raise RuntimeError(f"{type(self).__name__} for {self.path}: the writer {state}")
         if not os.access(self.path, os.R_OK):

@@ -10,11 +10,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
