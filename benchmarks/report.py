@@ -37,6 +37,8 @@ SECTIONS = [
               "baseline: seqshm `snapshot(out)`. ratio = times slower than seqshm"),
     ("telemetry", "Per-CPU times: demo's cpustat channel (published at 100 Hz) vs psutil; "
                   "baseline: seqshm `snapshot()`"),
+    ("kernel", "Kernel module in the QEMU guest (TCG: emulated, ratios only); selftest hrtimer "
+               "writing every 100 us; baseline: seqshm `snapshot(out)` through the mmap"),
 ]
 
 
