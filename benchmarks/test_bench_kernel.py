@@ -7,14 +7,21 @@ for the command) the module is reloaded with ``selftest_bytes`` set per payload 
 needs ``SEQSHM_KO`` as the guest harness sets it. Under TCG every instruction is emulated:
 a system call costs ~0.7 us and the kernel's rep-string copies run ~6x slower than glibc's
 memcpy, so read the ratios, not the times, and expect them to differ on real hardware.
-The seed answer's mutex-through-ioctl design has no implementation in module/ to compare.
+
+The seed answer's design, a lock taken with ``ioctl(LOCK)`` around a copy from a shared page
+(module/bench/seqshm_bench_mutex.ko, one 4 KiB page, its hrtimer writer also every 100 us),
+is measured when that module is loaded (``/dev/seqshm_bench_mutex``), with the share of
+writer ticks it lost because a reader held the lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import gc
+import mmap
 import os
 import shutil
+import struct
 import subprocess
 import time
 
@@ -25,6 +32,10 @@ from benchutil import KiB, finish, loop_count, looped, setup, size_id
 import seqshm
 
 SELFTEST = "/dev/seqshm/selftest"
+MUTEX = "/dev/seqshm_bench_mutex"
+MUTEX_LOCK = 0xB700      # _IO(0xB7, 0)
+MUTEX_UNLOCK = 0xB701    # _IO(0xB7, 1)
+MUTEX_STATS = (2 << 30) | (24 << 16) | (0xB7 << 8) | 2  # _IOR(0xB7, 2, __u64[3])
 SIZES = [64, 4 * KiB, 64 * KiB]
 CASES = [
     "noop",               # r._noop(): a call into the extension
@@ -33,6 +44,7 @@ CASES = [
     "mmap_snapshot",      # r.snapshot(): a new array each call
     "read_into",          # os.readv(fd, [out]): the device's read(), into a preallocated array
     "read_bytes",         # os.read(fd, n): the device's read(), a new bytes object each call
+    "ioctl_mutex",        # ioctl(LOCK); copy from the shared page; ioctl(UNLOCK) (<= 4 KiB)
 ]
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SELFTEST),
@@ -69,9 +81,46 @@ def selftest(request):
         _reload()  # the defaults back for whatever runs next
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_kernel(benchmark, selftest, case):
+def _mutex_stats(fd):
+    return struct.unpack("3Q", fcntl.ioctl(fd, MUTEX_STATS, bytes(24)))
+
+
+@pytest.fixture
+def mutex_reader(selftest):
+    """(reader_into(out) -> a read() filling out under the ioctl lock, stats()) for the seed
+    answer's design."""
     nbytes = selftest
+    if not os.path.exists(MUTEX):
+        pytest.skip(f"{MUTEX} is not loaded (module/bench/seqshm_bench_mutex.ko)")
+    if nbytes > mmap.PAGESIZE:
+        pytest.skip("the ioctl-mutex model shares one page")
+    fd = os.open(MUTEX, os.O_RDONLY)
+    mm = mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+    src = memoryview(mm)[:nbytes]
+    ioctl = fcntl.ioctl
+
+    def reader_into(out):
+        dst = memoryview(out).cast("B")
+
+        def read():
+            ioctl(fd, MUTEX_LOCK)
+            dst[:] = src
+            ioctl(fd, MUTEX_UNLOCK)
+            return out
+        return read
+
+    try:
+        yield reader_into, lambda: _mutex_stats(fd)
+    finally:
+        src.release()
+        mm.close()
+        os.close(fd)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel(benchmark, selftest, case, request):
+    nbytes = selftest
+    mutex = request.getfixturevalue("mutex_reader") if case == "ioctl_mutex" else None
     r = seqshm.open(SELFTEST)
     fd = os.open(SELFTEST, os.O_RDONLY)
     try:
@@ -88,13 +137,21 @@ def test_kernel(benchmark, selftest, case):
             "mmap_snapshot": (r.snapshot, ()),
             "read_into": (os.readv, (fd, [out])),
             "read_bytes": (os.read, (fd, nbytes)),
+            "ioctl_mutex": (mutex and mutex[0](out), ()),
         }[case]
+        before = mutex[1]() if mutex else None
         benchmark(looped(fn, *args, n=n))
-        if case in ("mmap_snapshot_out", "read_into"):
+        extra = {}
+        if mutex:
+            w0, s0, _ = before
+            w1, s1, _ = mutex[1]()
+            ticks = (w1 - w0) + (s1 - s0)
+            extra["writer_ticks_lost"] = (s1 - s0) / ticks if ticks else None
+        if case in ("mmap_snapshot_out", "read_into", "ioctl_mutex"):
             fn(*args)
             words = out.view(np.uint64)
-            assert (words == words[0]).all()  # a consistent selftest pattern
+            assert (words == words[0]).all()  # a consistent pattern
     finally:
         os.close(fd)
         r.close()
-    finish(benchmark)
+    finish(benchmark, **extra)
