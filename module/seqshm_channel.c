@@ -74,11 +74,15 @@ static int seqshm_check_fields(const struct seqshm_channel_config *cfg)
 			return -EINVAL;
 		if (!seqshm_kind_size_valid(f->kind, f->size) || f->count == 0)
 			return -EINVAL;
+		if ((f->flags & ~SEQSHM_FIELD_F_KNOWN) ||
+		    (f->count > 1 && !(f->flags & SEQSHM_FIELD_F_ARRAY)))
+			return -EINVAL;
 		end = (u64)f->offset + (u64)f->count * f->size;
 		if (end > cfg->itemsize)
 			return -EINVAL;
 		if (!cfg->record) {
-			if (nlen || f->offset || f->count != 1 || f->size != cfg->itemsize)
+			if (nlen || f->offset || f->count != 1 || f->flags ||
+			    f->size != cfg->itemsize)
 				return -EINVAL;
 			continue;
 		}
@@ -163,6 +167,7 @@ static void seqshm_fill_header(const struct seqshm_channel_config *cfg, struct s
 		f->count = cfg->fields[i].count;
 		f->kind = cfg->fields[i].kind;
 		f->size = cfg->fields[i].size;
+		f->flags = cfg->fields[i].flags;
 	}
 	/*
 	 * Pairs with the reader's load-acquire of the magic: a reader that sees the magic sees

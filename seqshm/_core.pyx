@@ -118,7 +118,8 @@ cdef int _raise_header(int rc, const char *why, str path) except -1:
 cdef object _element(const seqshm_header *h):
     fields = tuple(
         Field(h.fields[i].name.decode("ascii"), h.fields[i].offset, h.fields[i].count,
-              chr(h.fields[i].kind), h.fields[i].size)
+              chr(h.fields[i].kind), h.fields[i].size,
+              bool(h.fields[i].flags & SEQSHM_FIELD_F_ARRAY))
         for i in range(h.nr_fields))
     return ElementType(h.itemsize, bool(h.flags & SEQSHM_F_RECORD), fields)
 
@@ -189,6 +190,7 @@ def build_header(str name not None, uint32_t nr_slots, tuple shape not None, ele
         fields[i].count = f.count
         fields[i].kind = <uint8_t>ord(f.kind)
         fields[i].size = f.size
+        fields[i].flags = SEQSHM_FIELD_F_ARRAY if f.array else 0
     rc = seqshm_layout_init(&h, name_b, nr_slots, <uint32_t>len(shape), dims, element.itemsize,
                             SEQSHM_F_RECORD if element.record else 0,
                             <uint32_t>len(element.fields), fields, writer_pid, why, sizeof(why))
@@ -238,6 +240,7 @@ def abi_layout():
             "count": <size_t>&f.count - fb,
             "kind": <size_t>&f.kind - fb,
             "size_": <size_t>&f.size - fb,
+            "flags": <size_t>&f.flags - fb,
         },
     }
 

@@ -22,6 +22,7 @@ class Field:
     count: int
     kind: str
     size: int
+    array: bool = False  # a 1-d array field (a NumPy subarray), even of one element
 
 
 class ElementType(NamedTuple):
@@ -68,7 +69,7 @@ def element_type(dtype: DTypeLike) -> ElementType:
             raise TypeError(
                 f"field name {name!r}: names are 1 to {FIELD_NAME_MAX} printable ASCII characters"
             )
-        count = 1
+        count, array = 1, False
         if fdt.subdtype is not None:
             base, shape = fdt.subdtype
             if len(shape) != 1:
@@ -76,11 +77,11 @@ def element_type(dtype: DTypeLike) -> ElementType:
                     f"field {name!r} is a {len(shape)}-d subarray: seqshm fields hold a scalar or"
                     " a 1-d array"
                 )
-            fdt, count = base, shape[0]
+            fdt, count, array = base, shape[0], True
         if fdt.names is not None:
             raise TypeError(f"field {name!r} is a nested record: seqshm records are flat")
         kind, size = _scalar(fdt, f"field {name!r}")
-        fields.append(Field(name, offset, count, kind, size))
+        fields.append(Field(name, offset, count, kind, size, array))
     return ElementType(dt.itemsize, True, tuple(fields))
 
 
@@ -93,7 +94,7 @@ def to_dtype(element: ElementType) -> np.dtype:
         {
             "names": [f.name for f in element.fields],
             "formats": [
-                np.dtype(f"{f.kind}{f.size}") if f.count == 1 else (f"{f.kind}{f.size}", (f.count,))
+                (f"{f.kind}{f.size}", (f.count,)) if f.array else np.dtype(f"{f.kind}{f.size}")
                 for f in element.fields
             ],
             "offsets": [f.offset for f in element.fields],

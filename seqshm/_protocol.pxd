@@ -12,6 +12,7 @@ cdef extern from "linux/seqshm.h" nogil:
         SEQSHM_MAX_FIELDS
         SEQSHM_MAX_SLOTS
         SEQSHM_F_RECORD
+        SEQSHM_FIELD_F_ARRAY
     unsigned long long SEQSHM_MAGIC
     unsigned long long SEQSHM_SLOTS_OFFSET
 
@@ -21,6 +22,7 @@ cdef extern from "linux/seqshm.h" nogil:
         uint32_t count
         uint8_t kind
         uint8_t size
+        uint8_t flags
 
     struct seqshm_slot:
         uint32_t seq

@@ -167,15 +167,20 @@ static int seqshm_check_fields(const struct seqshm_header *h, char *why, size_t 
 					   "field %u's name is %s", i, record ?
 					   "empty, unterminated or not printable ASCII" :
 					   "unterminated or not printable ASCII");
-		if (f->count < 1)
+		if (f->flags & ~SEQSHM_FIELD_F_KNOWN)
 			return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
-					   "field %u has count 0", i);
+					   "field %u has unknown flags %#x", i,
+					   f->flags & ~SEQSHM_FIELD_F_KNOWN);
+		if (f->count < 1 || (f->count > 1 && !(f->flags & SEQSHM_FIELD_F_ARRAY)))
+			return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
+					   "field %u has count %u%s", i, f->count,
+					   f->count ? " without SEQSHM_FIELD_F_ARRAY" : "");
 		end = (uint64_t)f->offset + (uint64_t)f->count * f->size;
 		if (end > h->itemsize)
 			return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
 					   "field %u ends at byte %llu, beyond itemsize %u",
 					   i, (unsigned long long)end, h->itemsize);
-		if (!record && (f->name[0] || f->offset || f->count != 1 ||
+		if (!record && (f->name[0] || f->offset || f->count != 1 || f->flags ||
 				f->size != h->itemsize))
 			return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
 					   "a scalar element's field must be unnamed, at offset 0, count 1 and of size itemsize");

@@ -74,6 +74,10 @@
 #define SEQSHM_F_RECORD		(1U << 0)	/* element is a record of named fields */
 #define SEQSHM_F_KNOWN		(SEQSHM_F_RECORD)	/* readers reject any other bit */
 
+/* seqshm_field.flags */
+#define SEQSHM_FIELD_F_ARRAY	(1U << 0)	/* an array of @count scalars, even if @count is 1 */
+#define SEQSHM_FIELD_F_KNOWN	(SEQSHM_FIELD_F_ARRAY)	/* readers reject any other bit */
+
 /* seqshm_field.kind: the NumPy kind character of a scalar */
 #define SEQSHM_KIND_BOOL	'b'	/* size 1 */
 #define SEQSHM_KIND_INT		'i'	/* size 1, 2, 4, 8 */
@@ -85,9 +89,11 @@
  * struct seqshm_field - one scalar or fixed-length array of scalars in the element type.
  * @name:	field name, NUL-terminated and NUL-padded; all-NUL for a plain scalar element.
  * @offset:	byte offset of the field within one element; @offset + @count * @size <= itemsize.
- * @count:	number of scalars: 1 for a scalar field, n for a field holding n scalars.
+ * @count:	number of scalars: 1 for a scalar field, n for a field holding an array of n.
  * @kind:	one of SEQSHM_KIND_*.
  * @size:	bytes per scalar, valid for @kind as listed above.
+ * @flags:	SEQSHM_FIELD_F_*: F_ARRAY marks a 1-d array field (NumPy subarray), which a
+ *		@count of 1 alone cannot tell from a scalar field; without it @count is 1.
  * @__reserved:	zero.
  *
  * Written once by the writer before it publishes the magic; read by readers to build the
@@ -99,7 +105,8 @@ struct seqshm_field {
 	__u32	count;
 	__u8	kind;
 	__u8	size;
-	__u8	__reserved[6];
+	__u8	flags;
+	__u8	__reserved[5];
 };
 
 /**
@@ -198,6 +205,7 @@ __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_field, offset) == 32, "field of
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_field, count) == 36, "field count");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_field, kind) == 40, "field kind");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_field, size) == 41, "field size");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_field, flags) == 42, "field flags");
 
 __SEQSHM_ASSERT(sizeof(struct seqshm_slot) == SEQSHM_CACHELINE, "slot is one cache line");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_slot, seq) == 0, "slot seq");
