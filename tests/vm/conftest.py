@@ -1,4 +1,4 @@
-"""pytest wiring for the VM tests: the `vm` marker and a closing summary of each guest run."""
+"""pytest wiring for the VM tests: a closing summary of each guest run (`vm` is in setup.cfg)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,6 @@ import pytest
 
 # Reports of the guest runs made in this session, printed at the end (test_vm.py appends).
 VM_REPORTS: list[str] = []
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "vm: boots the kernel module in a QEMU guest (tests/vm; SEQSHM_SKIP_VM=1 opts out)",
-    )
 
 
 @pytest.fixture

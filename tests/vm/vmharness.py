@@ -2,7 +2,7 @@
 
 The stages, each usable on its own (see tests/vm/README.md):
   provision()        tests/vm/provision.sh: host packages, kernel images and headers in .cache
-  build_module()     module/ built against one kernel's headers, in .cache/build/<kernel>
+  build_module()     module/ built against one kernel's headers, in the run directory
   build_initramfs()  busybox + virtio/9p modules + tests/vm/init.sh + a config file
   boot()             qemu-system-x86_64 under TCG with a hard wall-clock timeout
   judge()            result marker, exit codes, kernel log (oops, WARN, panic, taint), junit
@@ -497,7 +497,7 @@ def judge(
     elif booted.qemu_rc not in (0, None):
         problems.append(f"QEMU exited with rc {booted.qemu_rc}")
 
-    markers = [ln for ln in console.splitlines() if RESULT_MARKER in ln]
+    markers = [ln for ln in console.splitlines() if f"{GUEST_PREFIX}{RESULT_MARKER} " in ln]
     if not markers:
         problems.append(
             f"no {RESULT_MARKER} line on the console (guest crashed, hung or never reached /init)"
