@@ -70,8 +70,9 @@ mkdir -p /hosttmp
 mount -o bind /host/tmp /hosttmp || fail mount "bind /host/tmp"
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp || fail mount "tmpfs on /host/tmp"
 for e in $VM_TMP_KEEP; do
-	mkdir -p "/host/tmp/$e" && mount -o bind "/hosttmp/$e" "/host/tmp/$e" ||
-		fail mount "keep /tmp/$e"
+	[ -e "/hosttmp/$e" ] || continue
+	if [ -d "/hosttmp/$e" ]; then mkdir -p "/host/tmp/$e"; else touch "/host/tmp/$e"; fi
+	mount -o bind "/hosttmp/$e" "/host/tmp/$e" || fail mount "keep /tmp/$e"
 done
 mount -t proc proc /host/proc || fail mount "proc on /host/proc"
 mount -t sysfs sysfs /host/sys || fail mount "sysfs on /host/sys"

@@ -508,8 +508,10 @@ def judge(
         )
         result.marker = fields
         if fields.get("stage") != "done":
+            errors = [ln for ln in console.splitlines() if f"{GUEST_PREFIX}error:" in ln]
             problems.append(
-                f"guest stopped at stage '{fields.get('stage')}' (see the console for the error)"
+                f"guest stopped at stage '{fields.get('stage')}': "
+                + (errors[-1].split(GUEST_PREFIX, 1)[1] if errors else "see the console")
             )
         elif fields.get("rc") != "0":
             problems.append(f"guest command exited with rc {fields.get('rc')}")
