@@ -56,9 +56,9 @@ def test_stats_count_opens_reads_and_writes(dev, fd):
 @pytest.mark.parametrize("cmd", [
     0,
     0x5401,                                   # TCGETS: a tty ioctl
-    (3 << 30) | (96 << 16) | (0xB6 << 8) | 7,  # our type, unknown number
-    (2 << 30) | (96 << 16) | (0xB6 << 8) | 0,  # INFO's number, wrong direction
-    (3 << 30) | (8 << 16) | (0xB6 << 8) | 0,   # INFO's number, smaller than version 0
+    (3 << 30) | (96 << 16) | (0xBC << 8) | 7,  # our type, unknown number
+    (2 << 30) | (96 << 16) | (0xBC << 8) | 0,  # INFO's number, wrong direction
+    (3 << 30) | (8 << 16) | (0xBC << 8) | 0,   # INFO's number, smaller than version 0
 ])
 def test_unknown_command_is_enotty(dev, fd, cmd):
     buf = (ctypes.c_uint8 * 256)()
@@ -113,7 +113,7 @@ def test_larger_struct_from_newer_caller(dev, fd):
     """A newer caller's larger structure: accepted with a zero tail, E2BIG with a nonzero one;
     the kernel says how many bytes it filled."""
     big = ctypes.sizeof(dev.IocInfo) + 32
-    cmd = (3 << 30) | (big << 16) | (0xB6 << 8) | 0
+    cmd = (3 << 30) | (big << 16) | (0xBC << 8) | 0
     buf = (ctypes.c_uint8 * big)()
     ctypes.c_uint32.from_buffer(buf, 0).value = big
     dev.raw_ioctl(fd, cmd, buf)
@@ -131,7 +131,7 @@ def test_garbage_ioctls_leave_the_writer_running(dev, fd):
     junk = (ctypes.c_uint8 * 4096)(*([0xA5] * 4096))
     for nr in range(256):
         for size in (0, 8, 96, 128, 4095):
-            cmd = (3 << 30) | (size << 16) | (0xB6 << 8) | nr
+            cmd = (3 << 30) | (size << 16) | (0xBC << 8) | nr
             try:
                 dev.raw_ioctl(fd, cmd, junk)
             except OSError as e:

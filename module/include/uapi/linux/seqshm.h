@@ -262,7 +262,8 @@ __SEQSHM_ASSERT(SEQSHM_ALIGN % SEQSHM_CACHELINE == 0, "alignment");
  * or nonzero reserved fields fail with EINVAL, an unknown command with ENOTTY, a bad pointer
  * with EFAULT. Reserved fields read back as zero.
  */
-#define SEQSHM_IOC_MAGIC	0xB6
+/* ioctl type: not taken in Documentation/userspace-api/ioctl/ioctl-number.rst (6.1 .. 6.12). */
+#define SEQSHM_IOC_MAGIC	0xBC
 
 /* seqshm_ioc_info.flags */
 #define SEQSHM_INFO_ACK		(1U << 0)	/* record the returned @head as seen (see poll) */
