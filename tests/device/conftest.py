@@ -41,7 +41,7 @@ INFO_ACK = 1
 CLOCK_MONOTONIC = 1
 
 _HDR = struct.Struct("=QIIQQQQIIiI64sIIII8Q")  # line 0 .. shape
-_FIELD = struct.Struct("=32sIIBB6x")
+_FIELD = struct.Struct("=32sIIBBB5x")
 
 
 def _iowr(nr: int, size: int) -> int:
@@ -146,7 +146,8 @@ def header(buf) -> dict:
     h["shape_rest"] = tuple(v[16 + h["ndim"]:])
     h["fields"] = []
     for i in range(h["nr_fields"]):
-        name, off, count, kind, size = _FIELD.unpack_from(buf, 256 + 48 * i)
+        name, off, count, kind, size, flags = _FIELD.unpack_from(buf, 256 + 48 * i)
+        assert flags == 0, "the module's channels have no array fields"
         h["fields"].append((name.split(b"\0", 1)[0].decode(), off, count, chr(kind), size))
     return h
 
