@@ -28,7 +28,9 @@ cache=$(cd "$cache" && pwd)
 log() { printf 'provision: %s\n' "$*" >&2; }
 die() { printf 'provision: error: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "must run as root (apt-get install / apt-get download)"
+need_root() {
+	[ "$(id -u)" = 0 ] || die "$1 needs root: run tests/vm/provision.sh as root once"
+}
 
 kernels=("$@")
 [ ${#kernels[@]} -gt 0 ] || kernels=(6.1 6.12)
@@ -44,6 +46,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt_updated=0
 apt_update() {
 	if [ $apt_updated = 0 ]; then
+		need_root "apt-get update"
 		log "apt-get update"
 		apt-get update -q >&2 || die "apt-get update failed"
 		apt_updated=1
@@ -64,6 +67,7 @@ for p in "${host_pkgs[@]}"; do
 	case $installed in *" $p "*) ;; *) missing+=("$p") ;; esac
 done
 if [ ${#missing[@]} -gt 0 ]; then
+	need_root "installing ${missing[*]}"
 	apt_update
 	log "apt-get install ${missing[*]}"
 	apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
