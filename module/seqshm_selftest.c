@@ -18,36 +18,29 @@
 #define SELFTEST_PERIOD_MIN_US	10
 #define SELFTEST_PERIOD_MAX_US	10000000
 
-static unsigned int selftest_bytes = 4096;
-module_param(selftest_bytes, uint, 0444);
-MODULE_PARM_DESC(selftest_bytes,
-		 "selftest payload bytes, a multiple of 8 from 8 to 16 MiB (load time only; default 4096)");
-
-static unsigned int selftest_slots = 1;
-module_param(selftest_slots, uint, 0444);
-MODULE_PARM_DESC(selftest_slots,
-		 "selftest slots, a power of two from 1 to 1024 (load time only; default 1)");
-
-/* Guards selftest_ch against a sysfs write racing with module init and exit. */
+/* Guards selftest_ch and the parameters below against each other, module init and exit. */
 static DEFINE_MUTEX(selftest_mutex);
 static struct seqshm_channel *selftest_ch;
 static struct hrtimer selftest_timer;
+static unsigned int selftest_bytes = 4096;
+static unsigned int selftest_slots = 1;
 static unsigned int selftest_period_us = 100;
 static u64 selftest_period_ns = 100 * NSEC_PER_USEC;
 
 /* Hard interrupt context (softirq on PREEMPT_RT): one write of the whole pattern. */
 static enum hrtimer_restart seqshm_selftest_tick(struct hrtimer *timer)
 {
+	struct seqshm_channel *ch = selftest_ch;
+	size_t i, words = seqshm_channel_payload_size(ch) / sizeof(u64);
 	u64 period = READ_ONCE(selftest_period_ns);
-	size_t i, words = selftest_bytes / sizeof(u64);
 	u64 *p, k;
 
 	if (!period)
 		return HRTIMER_NORESTART;
-	p = seqshm_write_begin(selftest_ch, &k);
+	p = seqshm_write_begin(ch, &k);
 	for (i = 0; i < words; i++)
 		p[i] = k;
-	seqshm_write_end(selftest_ch, 0);
+	seqshm_write_end(ch, 0);
 	hrtimer_forward_now(timer, ns_to_ktime(period));
 	return HRTIMER_RESTART;
 }
@@ -59,6 +52,98 @@ static void seqshm_selftest_restart(void)
 	if (selftest_period_ns)
 		hrtimer_start(&selftest_timer, ns_to_ktime(selftest_period_ns), HRTIMER_MODE_REL);
 }
+
+/* Under selftest_mutex: a channel with the current selftest_bytes and selftest_slots. */
+static struct seqshm_channel *seqshm_selftest_create(void)
+{
+	static const struct seqshm_field word = {
+		.offset = 0,
+		.count = 1,
+		.kind = SEQSHM_KIND_UINT,
+		.size = sizeof(u64),
+	};
+	u64 shape = selftest_bytes / sizeof(u64);
+	struct seqshm_channel_config cfg = {
+		.name = "selftest",
+		.record = false,
+		.fields = &word,
+		.nr_fields = 1,
+		.itemsize = sizeof(u64),
+		.ndim = 1,
+		.shape = &shape,
+		.nr_slots = selftest_slots,
+	};
+
+	return seqshm_channel_create(&cfg);
+}
+
+/*
+ * Under selftest_mutex, the channel running: replace it by one with the new geometry. The
+ * old channel is destroyed first (the name must be free): files and mappings of it keep
+ * the old region (read() then fails with ENODEV, poll() reports EPOLLHUP) until they go.
+ * If the new one cannot be created, the old parameters are restored and tried again.
+ */
+static int seqshm_selftest_recreate(unsigned int *param, unsigned int value)
+{
+	unsigned int old = *param;
+	struct seqshm_channel *ch;
+
+	hrtimer_cancel(&selftest_timer);
+	seqshm_channel_destroy(selftest_ch);
+	selftest_ch = NULL;
+	*param = value;
+	ch = seqshm_selftest_create();
+	if (IS_ERR(ch)) {
+		int ret = PTR_ERR(ch);
+
+		*param = old;
+		ch = seqshm_selftest_create();
+		if (IS_ERR(ch)) {
+			pr_err("selftest channel lost: %pe\n", ch);
+			return ret;
+		}
+		selftest_ch = ch;
+		seqshm_selftest_restart();
+		return ret;
+	}
+	selftest_ch = ch;
+	seqshm_selftest_restart();
+	return 0;
+}
+
+static int seqshm_selftest_geometry_set(const char *val, const struct kernel_param *kp)
+{
+	unsigned int v;
+	int ret;
+
+	ret = kstrtouint(val, 0, &v);
+	if (ret)
+		return ret;
+	if (kp->arg == &selftest_bytes && (v < 8 || v > SZ_16M || v % 8))
+		return -EINVAL;
+	if (kp->arg == &selftest_slots && (v > SEQSHM_MAX_SLOTS || !is_power_of_2(v)))
+		return -EINVAL;
+	mutex_lock(&selftest_mutex);
+	if (selftest_ch)
+		ret = seqshm_selftest_recreate(kp->arg, v);
+	else
+		*(unsigned int *)kp->arg = v;
+	mutex_unlock(&selftest_mutex);
+	return ret;
+}
+
+static const struct kernel_param_ops seqshm_selftest_geometry_ops = {
+	.set = seqshm_selftest_geometry_set,
+	.get = param_get_uint,
+};
+
+module_param_cb(selftest_bytes, &seqshm_selftest_geometry_ops, &selftest_bytes, 0644);
+MODULE_PARM_DESC(selftest_bytes,
+		 "selftest payload bytes, a multiple of 8 from 8 to 16 MiB (default 4096; a change at run time recreates the channel)");
+
+module_param_cb(selftest_slots, &seqshm_selftest_geometry_ops, &selftest_slots, 0644);
+MODULE_PARM_DESC(selftest_slots,
+		 "selftest slots, a power of two from 1 to 1024 (default 1; a change at run time recreates the channel)");
 
 static int seqshm_selftest_period_set(const char *val, const struct kernel_param *kp)
 {
@@ -91,46 +176,21 @@ MODULE_PARM_DESC(selftest_period_us,
 /**
  * seqshm_selftest_init() - create /dev/seqshm/selftest and start its timer.
  *
- * Return: 0, -EINVAL for bad selftest_bytes/selftest_slots, or a channel creation error.
+ * Return: 0 or a channel creation error.
  */
 int seqshm_selftest_init(void)
 {
-	static const struct seqshm_field word = {
-		.offset = 0,
-		.count = 1,
-		.kind = SEQSHM_KIND_UINT,
-		.size = sizeof(u64),
-	};
-	u64 shape = selftest_bytes / sizeof(u64);
-	struct seqshm_channel_config cfg = {
-		.name = "selftest",
-		.record = false,
-		.fields = &word,
-		.nr_fields = 1,
-		.itemsize = sizeof(u64),
-		.ndim = 1,
-		.shape = &shape,
-		.nr_slots = selftest_slots,
-	};
 	struct seqshm_channel *ch;
 
-	if (selftest_bytes < 8 || selftest_bytes > SZ_16M || selftest_bytes % 8) {
-		pr_err("selftest_bytes=%u: not a multiple of 8 from 8 to 16 MiB\n", selftest_bytes);
-		return -EINVAL;
-	}
-	if (selftest_slots > SEQSHM_MAX_SLOTS || !is_power_of_2(selftest_slots)) {
-		pr_err("selftest_slots=%u: not a power of two from 1 to %u\n", selftest_slots,
-		       SEQSHM_MAX_SLOTS);
-		return -EINVAL;
-	}
-	ch = seqshm_channel_create(&cfg);
-	if (IS_ERR(ch)) {
-		pr_err("cannot create the selftest channel: %pe\n", ch);
-		return PTR_ERR(ch);
-	}
 	hrtimer_init(&selftest_timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL);
 	selftest_timer.function = seqshm_selftest_tick;
 	mutex_lock(&selftest_mutex);
+	ch = seqshm_selftest_create();
+	if (IS_ERR(ch)) {
+		mutex_unlock(&selftest_mutex);
+		pr_err("cannot create the selftest channel: %pe\n", ch);
+		return PTR_ERR(ch);
+	}
 	selftest_ch = ch;
 	seqshm_selftest_restart();
 	mutex_unlock(&selftest_mutex);

@@ -1,8 +1,10 @@
 """Module lifetime: rmmod is refused while a file or mapping is alive and clean afterwards;
 load-time parameters shape the selftest channel. These tests reload the module."""
 
+import errno
 import mmap
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -116,6 +118,54 @@ def test_bad_runtime_parameters_are_einval(dev, param, bad):
     assert dev.read_param(param) == old
 
 
-def test_load_time_parameters_are_read_only(dev):
-    for name in ("selftest_bytes", "selftest_slots"):
-        assert os.stat(f"{dev.PARAMS}/{name}").st_mode & 0o222 == 0
+@pytest.mark.parametrize("param,bad", [("selftest_bytes", "12"), ("selftest_bytes", "0"),
+                                       ("selftest_slots", "3"), ("selftest_slots", "0")])
+def test_bad_geometry_at_run_time_is_einval_and_keeps_channel(dev, param, bad):
+    with dev.mapped() as (fd, m, h):
+        with pytest.raises(OSError):
+            dev.write_param(param, bad)
+        assert dev.info(fd).payload_size == h["payload_size"]
+        assert len(os.read(fd, h["payload_size"])) == h["payload_size"]
+
+
+@pytest.fixture
+def geometry(dev):
+    """set(name, value) for selftest_bytes/selftest_slots at run time; restored afterwards."""
+    old = {n: dev.read_param(n) for n in ("selftest_bytes", "selftest_slots")}
+    yield dev.write_param
+    if dev.loaded():
+        for n, v in old.items():
+            if dev.read_param(n) != v:
+                dev.write_param(n, v)
+
+
+def test_geometry_change_recreates_channel_under_open_mapping(dev, geometry, reloadable):
+    """Destroying a channel while userspace has it open and mapped is safe: the old region
+    stays readable (frozen) through the old mapping, read() on the old file fails with
+    ENODEV, poll() reports POLLHUP, new opens see the new channel, and the module cannot be
+    removed until the old file and mapping are gone."""
+    fd = os.open(dev.SELFTEST, os.O_RDONLY)
+    m = mmap.mmap(fd, dev.PAGE * 3, prot=mmap.PROT_READ)
+    try:
+        old = dev.header(m)
+        geometry("selftest_bytes", 8192)
+        geometry("selftest_slots", 2)
+        head_then = dev.head(m)
+        time.sleep(0.05)
+        assert dev.head(m) == head_then, "the old region is no longer written"
+        assert dev.header(m)["payload_size"] == old["payload_size"]
+        with dev.expect_errno(errno.ENODEV):
+            os.read(fd, old["payload_size"])
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        assert p.poll(1000)[0][1] & select.POLLHUP
+        with dev.mapped() as (fd2, _m2, h2):
+            assert (h2["payload_size"], h2["nr_slots"], h2["shape"]) == (8192, 2, (1024,))
+            data = np.frombuffer(os.read(fd2, 8192), dtype=np.uint64)
+            assert (data == data[0]).all() and data[0] > 0
+        assert dev.rmmod().returncode != 0, "rmmod with the old channel still mapped"
+    finally:
+        m.close()
+        os.close(fd)
+    assert dev.rmmod().returncode == 0
+    dev.insmod()
