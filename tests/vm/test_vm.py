@@ -53,7 +53,8 @@ def test_module_passes_guest_tests(kernel, vm_report):
     vm_report(
         report.splitlines()[0] + (f"  [{result.summary_line}]" if result.summary_line else "")
     )
-    assert result.ok, report
+    if not result.ok:
+        pytest.fail(report, pytrace=False)
 
 
 def test_module_compiles_without_warnings():
@@ -65,4 +66,6 @@ def test_module_compiles_without_warnings():
         text=True,
     )
     print(proc.stdout)
-    assert proc.returncode == 0, proc.stdout[-6000:]
+    if proc.returncode != 0:
+        tail = proc.stdout[-6000:]
+        pytest.fail(f"check_module.sh -> rc {proc.returncode}:\n{tail}", pytrace=False)

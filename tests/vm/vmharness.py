@@ -69,6 +69,9 @@ _BUILD_JUNK = (
 )
 
 
+_TERMINAL_ESCAPE = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SEQSHM_VM_CACHE", HERE / ".cache")).resolve()
 
@@ -412,6 +415,7 @@ def boot(cmd: list[str], console_path: Path, timeout: float, echo: bool = False)
         proc.stdout.close()
     seconds = time.monotonic() - start
     console = b"".join(chunks).decode("utf-8", "replace").replace("\r", "")
+    console = _TERMINAL_ESCAPE.sub("", console)  # SeaBIOS clears the screen
     return BootResult(console, timed_out, None if timed_out else proc.returncode, seconds, marks)
 
 
@@ -563,6 +567,14 @@ def judge(
                     )
             except ET.ParseError as exc:
                 problems.append(f"junit.xml unreadable: {exc}")
+    if "_editable_loader" in result.output_tail + result.seqshm_origin and (
+        "Read-only file system" in result.output_tail + result.seqshm_origin
+    ):
+        problems.append(
+            "seqshm is installed editable (pip install -e): meson-python rebuilds it on import, "
+            "which cannot work on the guest's read-only view of the host; "
+            "use `pip install .` (as scripts/test does)"
+        )
     if f"from {REPO / 'seqshm'}{os.sep}" in result.seqshm_origin:
         problems.append(
             "the tests imported seqshm from the source tree, not the installed "
