@@ -56,12 +56,13 @@ apt_update() {
 # ---- host packages ---------------------------------------------------------------------------
 # qemu-system-x86: the VM; busybox-static: the initramfs (and insmod/rmmod inside the guest's
 # chroot); linux-headers-amd64: the 6.1 headers; make/gcc: kbuild; pahole + libelf1/libssl3/zlib1g:
-# what the extracted 6.12 linux-kbuild package depends on; sparse: `make C=2` in check_module.sh;
-# xz-utils: decompressing 6.12's .ko.xz.
+# what the extracted 6.12 linux-kbuild package depends on; sparse: `make C=2` in check_module.sh.
+# (6.12's .ko.xz are decompressed by the harness with Python's lzma.)
 host_pkgs=(qemu-system-x86 busybox-static linux-headers-amd64 make gcc libc6-dev libelf1 libssl3
-	zlib1g pahole sparse xz-utils util-linux)
-installed=" $(dpkg-query -W -f='${db:Status-Abbrev}${Package}\n' "${host_pkgs[@]}" 2>/dev/null |
-	awk '/^ii/ { printf "%s ", $2 }') "
+	zlib1g pahole sparse util-linux)
+# (dpkg-query fails for names it has never seen, as on a fresh machine: only its output counts.)
+installed=" $( { dpkg-query -W -f='${db:Status-Abbrev}${Package}\n' "${host_pkgs[@]}" 2>/dev/null ||
+	true; } | awk '/^ii/ { printf "%s ", $2 }') "
 missing=()
 for p in "${host_pkgs[@]}"; do
 	case $installed in *" $p "*) ;; *) missing+=("$p") ;; esac
