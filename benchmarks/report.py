@@ -39,8 +39,9 @@ SECTIONS = [
                   "baseline: seqshm `snapshot()`"),
     ("kernel", "Kernel module in the QEMU guest (TCG: emulated, ratios only); selftest "
                "hrtimer writing every 100 us; baseline: seqshm `snapshot(out)` through the mmap. "
-               "'writer ticks lost': hrtimer ticks the ioctl-mutex model skipped because a "
-               "reader held its lock (seqshm's writer never waits on readers)"),
+               "'failed calls': no consistent copy within 50 ms (ReadTimeout, or EAGAIN from "
+               "read()); 'writer ticks lost': hrtimer ticks the ioctl-mutex model skipped "
+               "because a reader held its lock (seqshm's writer never waits on readers)"),
 ]
 
 
@@ -173,7 +174,7 @@ def table(rows: list[Result], section: str) -> list[str]:
     if section in ("peers", "telemetry"):
         cols += ["writer writes/s"]
     if section == "kernel":
-        cols += ["writer ticks lost"]
+        cols += ["failed calls", "writer ticks lost"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         ratio = r.median / base.median if base else float("nan")
@@ -195,7 +196,9 @@ def table(rows: list[Result], section: str) -> list[str]:
         if section in ("peers", "telemetry"):
             cells += [fmt_rate(i.get("writer_writes_per_s"))]
         if section == "kernel":
-            cells += [_num(i.get("writer_ticks_lost"), "{:.1%}")]
+            calls, bad = i.get("calls"), i.get("failed_calls")
+            cells += [f"{bad / calls:.1%}" if calls else "-",
+                      _num(i.get("writer_ticks_lost"), "{:.1%}")]
         out.append("| " + " | ".join(cells) + " |")
     return out
 
