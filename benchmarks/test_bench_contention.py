@@ -41,9 +41,9 @@ SLOTS = [1, 8]
 READ_TIMEOUT = 0.05  # seconds: bounds a starved snapshot (and the quick run)
 
 
-@pytest.mark.parametrize("nbytes", SIZES, ids=size_id)
-@pytest.mark.parametrize("nr_slots", SLOTS, ids=lambda s: f"slots{s}")
-@pytest.mark.parametrize("rate", list(RATES))
+@pytest.mark.parametrize(("rate", "nr_slots", "nbytes"), [  # a group's cases together
+    pytest.param(rate, nr_slots, nbytes, id=f"{rate}-slots{nr_slots}-{size_id(nbytes)}")
+    for nbytes in SIZES for nr_slots in SLOTS for rate in RATES])
 def test_reader_under_writer(benchmark, rate, nr_slots, nbytes):
     path = shm_path(f"cont{size_id(nbytes)}")
     setup(benchmark, group=f"contention {size_id(nbytes)} nr_slots={nr_slots}",
@@ -81,8 +81,8 @@ def test_reader_under_writer(benchmark, rate, nr_slots, nbytes):
 
 PUBLISH = [pytest.param(api, nr_slots, readers, nbytes,
                         id=f"{api}-slots{nr_slots}-readers_{readers}-{size_id(nbytes)}")
-           for api in ("write_pattern", "write") for nr_slots in SLOTS
-           for readers in ("none", "same", "other") for nbytes in SIZES]
+           for api in ("write_pattern", "write") for nr_slots in SLOTS for nbytes in SIZES
+           for readers in ("none", "same", "other")]
 
 
 @pytest.mark.parametrize(("api", "nr_slots", "readers", "nbytes"), PUBLISH)

@@ -204,8 +204,9 @@ SETUPS = {
 }
 
 
-@pytest.mark.parametrize("nbytes", SIZES, ids=size_id)
-@pytest.mark.parametrize("peer", PEERS)
+@pytest.mark.parametrize(("peer", "nbytes"), [  # a group's cases one after another
+    pytest.param(peer, nbytes, id=f"{peer}-{size_id(nbytes)}")
+    for nbytes in SIZES for peer in PEERS])
 def test_peer(benchmark, peer, nbytes):
     n = loop_count(nbytes)
     setup(benchmark, group=f"peers {size_id(nbytes)}", case=peer, nbytes=nbytes,
