@@ -56,10 +56,11 @@ apt_update() {
 # ---- host packages ---------------------------------------------------------------------------
 # qemu-system-x86: the VM; busybox-static: the initramfs (and insmod/rmmod inside the guest's
 # chroot); linux-headers-amd64: the 6.1 headers; make/gcc: kbuild; pahole + libelf1/libssl3/zlib1g:
-# what the extracted 6.12 linux-kbuild package depends on; sparse: `make C=2` in check_module.sh.
+# what the extracted 6.12 linux-kbuild package depends on; sparse (`make C=2`), perl and xz-utils
+# (checkpatch.pl, extracted from linux-source's .tar.xz): check_module.sh.
 # (6.12's .ko.xz are decompressed by the harness with Python's lzma.)
 host_pkgs=(qemu-system-x86 busybox-static linux-headers-amd64 make gcc libc6-dev libelf1 libssl3
-	zlib1g pahole sparse util-linux)
+	zlib1g pahole sparse perl xz-utils util-linux)
 # (dpkg-query fails for names it has never seen, as on a fresh machine: only its output counts.)
 installed=" $( { dpkg-query -W -f='${db:Status-Abbrev}${Package}\n' "${host_pkgs[@]}" 2>/dev/null ||
 	true; } | awk '/^ii/ { printf "%s ", $2 }') "
