@@ -20,6 +20,7 @@ __all__ = ["PatternWriter", "StalledWriter", "count_torn", "pattern_value", "tor
 START_TIMEOUT = 30.0
 #: Seconds ``__exit__`` waits for the child to stop before it terminates, then kills it.
 STOP_TIMEOUT = 5.0
+_POLL_S = 0.005
 
 
 def torn(a: np.ndarray) -> bool:
@@ -67,21 +68,21 @@ def _pattern_main(path: str, nbytes: int, nr_slots: int, rate_hz: float | None,
         errors.send(traceback.format_exc())
         raise
     try:
-        ready.set()
+        ready.value = 1
         if rate_hz is None:
             # Check for stop every few ms whatever the payload size.
             batch = max(1, min(1000, (4 << 20) // nbytes))
-            while not stop.is_set():
+            while not stop.value:
                 writes.value = writer._write_pattern(batch)
         else:
             period = 1.0 / rate_hz
             due = time.monotonic()
-            while not stop.is_set():
+            while not stop.value:
                 writes.value = writer._write_pattern(1)
                 due += period
                 delay = due - time.monotonic()
                 if delay > 0:
-                    stop.wait(delay)
+                    time.sleep(min(delay, _POLL_S))
                 else:
                     due = time.monotonic()  # fell behind: do not burst to catch up
         writes.value = writer.seq
@@ -102,8 +103,9 @@ def _stalled_main(path: str, nbytes: int, nr_slots: int, writes_before: int,
     except BaseException:
         errors.send(traceback.format_exc())
         raise
-    ready.set()
-    stop.wait()
+    ready.value = 1
+    while not stop.value:
+        time.sleep(_POLL_S)
     # Reached only if the parent stops us gently: close() publishes the half write, so leave
     # the slot odd as a dead writer would and just exit.
     os._exit(0)
@@ -123,9 +125,11 @@ class _ChildWriter:
         self.nr_slots = nr_slots
         self.unlink = unlink
         ctx = _context()
-        self._ready = ctx.Event()
-        self._stop = ctx.Event()
-        self._writes = ctx.Value("Q", 0, lock=False)
+        # Plain shared flags polled by both sides, not Events: a child killed or stopped while
+        # waiting on an Event's condition would make the parent's set() wait for it forever.
+        self._ready = ctx.RawValue("b", 0)
+        self._stop = ctx.RawValue("b", 0)
+        self._writes = ctx.RawValue("Q", 0)
         self._errors_r, errors_w = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(
             target=type(self)._target,
@@ -158,12 +162,17 @@ class _ChildWriter:
         if self._proc.pid is not None and self._proc.exitcode is None:
             os.kill(self._proc.pid, sig)
 
+    def join(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Wait up to ``timeout`` seconds for the writer process to exit (after ``kill()``)."""
+        self._proc.join(timeout)
+
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the child and wait until its channel file exists and is readable."""
         self._proc.start()
         self._errors_w.close()
         deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.02):
+        while not self._ready.value:
+            time.sleep(_POLL_S)
             if not self._proc.is_alive() or time.monotonic() > deadline:
                 why = self._child_error()
                 self.stop()
@@ -187,8 +196,9 @@ class _ChildWriter:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the child (terminate, then kill, if it does not stop within ``timeout``)."""
-        self._stop.set()
+        self._stop.value = 1
         if self._proc.pid is not None:
+            self.kill(signal.SIGCONT)  # a stopped child could not see the stop flag
             self._proc.join(timeout)
             if self._proc.exitcode is None:
                 self.kill(signal.SIGCONT)  # a stopped child cannot act on SIGTERM
