@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 kernels=("${@:-6.1 6.12}")
 kernels=(${kernels[@]})
-work=${SEQSHM_BENCH_WORK:-/tmp/seqshm-bench-guest}
+# Outside /tmp: the guest keeps only one host /tmp entry named in the command visible (the
+# Python's), over its own tmpfs /tmp.
+work=${SEQSHM_BENCH_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/seqshm-bench-guest}
 py=${GUEST_PYTHON:-}
 mkdir -p "$work" benchmarks/results
 
