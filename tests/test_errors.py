@@ -25,6 +25,7 @@ FMT = {"magic": "Q", "abi_version": "I", "header_size": "I", "region_size": "Q",
        "flags": "I", "clock_id": "i", "writer_pid": "I", "itemsize": "I", "nr_fields": "I",
        "ndim": "I", "head": "Q"}
 RECORD = np.dtype([("a", "<u4"), ("b", "<u4")])
+ARRAY = 1  # SEQSHM_FIELD_F_ARRAY
 
 
 def header(dtype: Any = np.uint64, dims: tuple[int, ...] = (8,), slots: int = 1,
@@ -53,7 +54,7 @@ def patch_field(h: bytearray, i: int, *, name: bytes | None = None, **values: in
     base = H["fields"] + i * F["size"]
     if name is not None:
         h[base:base + 32] = name.ljust(32, b"\0")
-    fmts = {"offset": "I", "count": "I", "kind": "B", "size_": "B"}
+    fmts = {"offset": "I", "count": "I", "kind": "B", "size_": "B", "flags": "B"}
     for k, v in values.items():
         struct.pack_into("=" + fmts[k], h, base + F[k], v)
     return h
@@ -356,10 +357,29 @@ def test_field_with_count_zero() -> None:
 def test_field_beyond_itemsize(offset: int, count: int) -> None:
     h, _ = header(RECORD, (2,))
     with expect(FormatError, "beyond itemsize 8"):
-        check(patch_field(h, 1, offset=offset, count=count))
+        check(patch_field(h, 1, offset=offset, count=count, flags=ARRAY))
 
 
-@pytest.mark.parametrize("change", [{"name": b"x"}, {"offset": 0, "count": 2, "size_": 4}])
+def test_field_with_count_over_one_that_is_not_an_array() -> None:
+    h, _ = header(RECORD, (2,))
+    with expect(FormatError, "field 0 has count 2 without SEQSHM_FIELD_F_ARRAY"):
+        check(patch_field(h, 0, count=2, size_=2, kind=ord("u")))
+
+
+def test_array_field_of_one_element_is_valid() -> None:
+    h, _ = header(RECORD, (2,))
+    check(patch_field(h, 0, flags=ARRAY))
+
+
+@pytest.mark.parametrize("flags", [2, 0x80, 0xFF])
+def test_field_with_unknown_flags(flags: int) -> None:
+    h, _ = header(RECORD, (2,))
+    with expect(FormatError, "field 1 has unknown flags"):
+        check(patch_field(h, 1, flags=flags))
+
+
+@pytest.mark.parametrize("change", [{"name": b"x"}, {"count": 2, "size_": 4, "flags": 1},
+                                    {"flags": 1}])
 def test_scalar_field_must_be_unnamed_at_zero_of_count_one(change: dict[str, Any]) -> None:
     h, _ = header(np.uint64, (8,))  # u4[2] is still 8 bytes: what fails is the shape
     with expect(FormatError, "a scalar element's field must be unnamed"):
@@ -401,7 +421,7 @@ def test_element_type_numpy_cannot_represent_is_a_format_error(tmp_path: Path) -
     payload_offset = struct.unpack_from("=Q", h, H["payload_offset"])[0]
     patch(h, nr_fields=1, itemsize=big, payload_size=big, slot_stride=big,
           region_size=payload_offset + big)
-    patch_field(h, 0, count=big, kind=ord("u"), size_=1)
+    patch_field(h, 0, count=big, kind=ord("u"), size_=1, flags=ARRAY)
     p = tmp_path / "huge"
     with open(p, "wb") as f:
         f.write(h)

@@ -144,8 +144,10 @@ def test_created_file_has_the_documented_field_table(make_path, off, documented)
         base = off["fields"] + i * f["sizeof"]
         table.append((buf[base:base + 32].rstrip(b"\0").decode(), _u("I", buf, base + f["offset"]),
                       _u("I", buf, base + f["count"]), chr(buf[base + f["kind"]]),
-                      buf[base + f["size"]]))
-    assert table == [("t", 0, 1, "u", 8), ("xyz", 8, 3, "f", 4), ("flag", 24, 1, "u", 1)]
+                      buf[base + f["size"]], buf[base + f["flags"]]))
+    array = 1  # SEQSHM_FIELD_F_ARRAY: xyz is a subarray
+    assert table == [("t", 0, 1, "u", 8, 0), ("xyz", 8, 3, "f", 4, array),
+                     ("flag", 24, 1, "u", 1, 0)]
     unused = buf[off["fields"] + 3 * f["sizeof"]:off["fields"] + 32 * f["sizeof"]]
     assert unused == bytes(len(unused))
 

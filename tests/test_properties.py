@@ -177,8 +177,8 @@ def records(draw: st.DrawFn) -> np.dtype:
     formats: list[object] = []
     for _ in names:
         base = draw(SCALAR_DTYPES)
-        count = draw(st.sampled_from([1, 1, 2, 3, 7]))  # 1: a scalar field
-        formats.append(base if count == 1 else (base, (count,)))
+        count = draw(st.sampled_from([0, 0, 1, 2, 3, 7]))  # 0: a scalar field
+        formats.append(base if count == 0 else (base, (count,)))
     align = draw(st.booleans())
     dt = np.dtype({"names": names, "formats": formats}, align=align)
     extra = draw(st.sampled_from([0, 0, 1, 8, 64]))  # trailing padding
