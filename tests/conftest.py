@@ -4,6 +4,7 @@ two backends (userspace writer, kernel selftest channel), hypothesis settings.""
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import os
 import shutil
@@ -122,6 +123,7 @@ class _Selftest:
             return int(r.payload_size), int(r.nr_slots)
 
     def _reload(self, params: dict[str, str]) -> None:
+        gc.collect()  # unmap views still waiting for the collector: a mapping pins the module
         ko = os.environ.get("SEQSHM_KO")
         args = [f"{k}={v}" for k, v in params.items()]
         for tool, extra in (("rmmod", ["seqshm"]), ("insmod", [str(ko), *args])):
@@ -154,8 +156,10 @@ class _Selftest:
         self.original = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def selftest_module() -> Iterator[_Selftest]:
+    """The selftest channel's configuration, put back after the module's tests (so that the
+    device tests that follow see the parameters the harness loaded)."""
     st = _Selftest()
     yield st
     if os.path.exists(SELFTEST):
