@@ -17,7 +17,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 1 ] || { echo "usage: $0 KDIR [KDIR...]" >&2; exit 2; }
 fail=0
-srcs="seqshm_main.c seqshm_channel.c seqshm_cpustat.c seqshm_selftest.c seqshm_internal.h"
+srcs="seqshm_main.c seqshm_channel.c seqshm_cpustat.c seqshm_selftest.c seqshm_apitest.c seqshm_internal.h"
 c_flag=C=2
 [ "${SPARSE:-1}" = 0 ] && c_flag=
 if [ -n "$c_flag" ] && ! command -v sparse >/dev/null 2>&1; then
@@ -35,7 +35,7 @@ for kdir in "$@"; do
 	echo "== build $rel ($kdir) W=1 $c_flag"
 	if ! make -C "$kdir" M="$work" W=1 $c_flag CONFIG_DEBUG_INFO_BTF_MODULES= modules >"$log" 2>&1; then
 		cat "$log"; echo "check: build FAILED for $rel"; fail=1
-	elif grep -E "warning:|error:" "$log"; then
+	elif grep -i -E "warning:|error:|undefined" "$log"; then
 		echo "check: warnings for $rel"; fail=1
 	else
 		echo "ok: $rel built without warnings"

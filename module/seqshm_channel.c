@@ -8,6 +8,7 @@
 #include <linux/ctype.h>
 #include <linux/export.h>
 #include <linux/log2.h>
+#include <linux/mutex.h>
 #include <linux/math.h>
 #include <linux/overflow.h>
 #include <linux/poll.h>
@@ -18,6 +19,10 @@
 #include <linux/vmalloc.h>
 
 #include "seqshm_internal.h"
+
+/* Live channels, so that a name is refused cleanly (-EEXIST) when it is taken. */
+static LIST_HEAD(seqshm_channels);
+static DEFINE_MUTEX(seqshm_channels_lock);
 
 static bool seqshm_name_valid(const char *name)
 {
@@ -176,6 +181,18 @@ static void seqshm_fill_header(const struct seqshm_channel_config *cfg, struct s
 	smp_store_release(&hdr->magic, SEQSHM_MAGIC);
 }
 
+/* Under seqshm_channels_lock. */
+static struct seqshm_channel *seqshm_channel_find(const char *name)
+{
+	struct seqshm_channel *ch;
+
+	list_for_each_entry(ch, &seqshm_channels, node) {
+		if (!strncmp(ch->hdr->name, name, SEQSHM_NAME_LEN))
+			return ch;
+	}
+	return NULL;
+}
+
 static void seqshm_channel_release(struct kref *ref)
 {
 	struct seqshm_channel *ch = container_of(ref, struct seqshm_channel, ref);
@@ -214,7 +231,8 @@ void seqshm_channel_put(struct seqshm_channel *ch)
  *
  * Context: process context; may sleep.
  * Return: the channel, or an ERR_PTR(): -EINVAL for a bad @cfg, -E2BIG or -EOVERFLOW for a
- * region over 1 GiB, -ENOMEM, -EBUSY (or another misc_register() error) if the name is taken.
+ * region over 1 GiB, -EEXIST if a live channel has that name, -ENOMEM, or a misc_register()
+ * error.
  */
 struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config *cfg)
 {
@@ -254,7 +272,16 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 	ch->misc.nodename = ch->nodename;
 	ch->misc.mode = 0444;
 	ch->misc.fops = &seqshm_fops;
-	ret = misc_register(&ch->misc);
+
+	mutex_lock(&seqshm_channels_lock);
+	if (seqshm_channel_find(cfg->name)) {
+		ret = -EEXIST;
+	} else {
+		ret = misc_register(&ch->misc);
+		if (!ret)
+			list_add(&ch->node, &seqshm_channels);
+	}
+	mutex_unlock(&seqshm_channels_lock);
 	if (ret)
 		goto err_free;
 
@@ -288,7 +315,10 @@ void seqshm_channel_destroy(struct seqshm_channel *ch)
 
 	if (IS_ERR_OR_NULL(ch))
 		return;
+	mutex_lock(&seqshm_channels_lock);
+	list_del(&ch->node);
 	misc_deregister(&ch->misc);
+	mutex_unlock(&seqshm_channels_lock);
 	spin_lock_irqsave(&ch->lock, flags);
 	WRITE_ONCE(ch->dead, true);
 	spin_unlock_irqrestore(&ch->lock, flags);

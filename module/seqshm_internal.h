@@ -8,6 +8,7 @@
 #include <linux/atomic.h>
 #include <linux/bits.h>
 #include <linux/kref.h>
+#include <linux/list.h>
 #include <linux/miscdevice.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
@@ -36,6 +37,7 @@
  * @payload_size: bytes of one payload.
  * @slot_stride: bytes between payloads.
  * @ref:	one reference for the producer (dropped by destroy) and one per open file.
+ * @node:	entry in the list of live channels (names are unique among them).
  * @dead:	set by destroy: no more writes; read() fails, poll() reports a hang-up.
  * @wq:	pollers waiting for a new version.
  * @misc:	the misc device /dev/seqshm/<name>.
@@ -63,6 +65,7 @@ struct seqshm_channel {
 	size_t payload_size;
 	size_t slot_stride;
 	struct kref ref;
+	struct list_head node;
 	bool dead;
 	struct wait_queue_head wq;
 	struct miscdevice misc;

@@ -145,10 +145,11 @@ def header(buf) -> dict:
     h["shape"] = tuple(v[16:16 + h["ndim"]])
     h["shape_rest"] = tuple(v[16 + h["ndim"]:])
     h["fields"] = []
+    h["field_flags"] = []
     for i in range(h["nr_fields"]):
         name, off, count, kind, size, flags = _FIELD.unpack_from(buf, 256 + 48 * i)
-        assert flags == 0, "the module's channels have no array fields"
         h["fields"].append((name.split(b"\0", 1)[0].decode(), off, count, chr(kind), size))
+        h["field_flags"].append(flags)
     return h
 
 
@@ -158,8 +159,9 @@ def element_dtype(h: dict) -> np.dtype:
         (_, _, _, kind, size), = h["fields"]
         return np.dtype(f"{kind}{size}")
     return np.dtype({"names": [f[0] for f in h["fields"]],
-                     "formats": [np.dtype(f"{f[3]}{f[4]}") if f[2] == 1
-                                 else (np.dtype(f"{f[3]}{f[4]}"), (f[2],)) for f in h["fields"]],
+                     "formats": [(np.dtype(f"{f[3]}{f[4]}"), (f[2],)) if fl & 1
+                                 else np.dtype(f"{f[3]}{f[4]}")
+                                 for f, fl in zip(h["fields"], h["field_flags"])],
                      "offsets": [f[1] for f in h["fields"]],
                      "itemsize": h["itemsize"]})
 

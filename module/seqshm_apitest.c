@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * seqshm_apitest: test-only producer module for tests/device: checks that the exported API
+ * rejects bad channel configurations, then publishes known records on /dev/seqshm/apitest.
+ * Built beside seqshm.ko for the guest tests; not installed by DKMS.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/kernel.h>
+#include <linux/err.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/stddef.h>
+#include <linux/string.h>
+#include <linux/seqshm.h>
+
+static unsigned int checks;
+module_param(checks, uint, 0444);
+MODULE_PARM_DESC(checks, "configuration checks run at load");
+
+static unsigned int failures;
+module_param(failures, uint, 0444);
+MODULE_PARM_DESC(failures, "configuration checks that did not get the expected error");
+
+/* The element of /dev/seqshm/apitest. */
+struct apitest_rec {
+	s32 a;
+	u32 pad;
+	u64 b;		/* IEEE 754 binary64 bits: the kernel does no floating point */
+	u8 c[4];
+	u8 pad2[4];
+};
+
+static const struct seqshm_field apitest_fields[] = {
+	{ .name = "a", .offset = offsetof(struct apitest_rec, a), .count = 1,
+	  .kind = SEQSHM_KIND_INT, .size = 4 },
+	{ .name = "b", .offset = offsetof(struct apitest_rec, b), .count = 1,
+	  .kind = SEQSHM_KIND_FLOAT, .size = 8 },
+	{ .name = "c", .offset = offsetof(struct apitest_rec, c), .count = 4,
+	  .kind = SEQSHM_KIND_UINT, .size = 1, .flags = SEQSHM_FIELD_F_ARRAY },
+};
+
+static const u64 apitest_shape[] = { 2, 3 };
+
+static const struct seqshm_channel_config apitest_cfg = {
+	.name = "apitest",
+	.record = true,
+	.fields = apitest_fields,
+	.nr_fields = ARRAY_SIZE(apitest_fields),
+	.itemsize = sizeof(struct apitest_rec),
+	.ndim = 2,
+	.shape = apitest_shape,
+	.nr_slots = 2,
+};
+
+static struct seqshm_channel *apitest_ch;
+
+/* Creating @cfg must fail with @err (and create nothing). */
+static void apitest_expect(const struct seqshm_channel_config *cfg, int err, const char *what)
+{
+	struct seqshm_channel *ch = seqshm_channel_create(cfg);
+
+	checks++;
+	if (IS_ERR(ch) && PTR_ERR(ch) == err)
+		return;
+	failures++;
+	pr_err("%s: expected %d, got %ld\n", what, err, IS_ERR(ch) ? PTR_ERR(ch) : 0L);
+	seqshm_channel_destroy(ch);
+}
+
+static void apitest_bad_configs(void)
+{
+	static const struct seqshm_field scalar = {
+		.count = 1, .kind = SEQSHM_KIND_UINT, .size = 8,
+	};
+	struct seqshm_field f[2] = { apitest_fields[0], apitest_fields[0] };
+	u64 shape[SEQSHM_MAX_DIMS + 1] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 };
+	struct seqshm_channel_config c;
+
+	apitest_expect(NULL, -EINVAL, "NULL config");
+
+	c = apitest_cfg;
+	c.name = "";
+	apitest_expect(&c, -EINVAL, "empty name");
+	c.name = "..";
+	apitest_expect(&c, -EINVAL, "name ..");
+	c.name = "a/b";
+	apitest_expect(&c, -EINVAL, "name with a slash");
+	c.name = "0123456789012345678901234567890123456789012345678901234567890123";
+	apitest_expect(&c, -EINVAL, "name of 64 chars");
+	c.name = "selftest";
+	apitest_expect(&c, -EEXIST, "name taken");
+
+	c = apitest_cfg;
+	c.nr_slots = 3;
+	apitest_expect(&c, -EINVAL, "3 slots");
+	c.nr_slots = 0;
+	apitest_expect(&c, -EINVAL, "0 slots");
+	c.nr_slots = SEQSHM_MAX_SLOTS * 2;
+	apitest_expect(&c, -EINVAL, "2048 slots");
+
+	c = apitest_cfg;
+	c.ndim = SEQSHM_MAX_DIMS + 1;
+	c.shape = shape;
+	apitest_expect(&c, -EINVAL, "9 dims");
+	shape[0] = 0;
+	c.ndim = 1;
+	apitest_expect(&c, -EINVAL, "zero dimension");
+	shape[0] = 1ULL << 40;
+	apitest_expect(&c, -E2BIG, "1 TiB payload");
+	shape[0] = U64_MAX;
+	apitest_expect(&c, -EOVERFLOW, "overflowing shape");
+
+	c = apitest_cfg;
+	c.nr_fields = 0;
+	apitest_expect(&c, -EINVAL, "no fields");
+	c.record = false;
+	c.nr_fields = 3;
+	apitest_expect(&c, -EINVAL, "scalar with 3 fields");
+	c.fields = &scalar;
+	c.nr_fields = 1;
+	c.itemsize = 4;
+	apitest_expect(&c, -EINVAL, "scalar field size != itemsize");
+
+	c = apitest_cfg;
+	c.fields = f;
+	c.nr_fields = 2;
+	apitest_expect(&c, -EINVAL, "duplicate field names");
+	strscpy(f[1].name, "z", sizeof(f[1].name));
+	f[1].offset = sizeof(struct apitest_rec) - 2;
+	apitest_expect(&c, -EINVAL, "field past itemsize");
+	f[1].offset = 0;
+	f[1].size = 3;
+	apitest_expect(&c, -EINVAL, "int of 3 bytes");
+	f[1].size = 4;
+	f[1].kind = 'x';
+	apitest_expect(&c, -EINVAL, "unknown kind");
+	f[1].kind = SEQSHM_KIND_INT;
+	f[1].count = 2;
+	apitest_expect(&c, -EINVAL, "count 2 without F_ARRAY");
+	f[1].count = 1;
+	f[1].flags = 0x80;
+	apitest_expect(&c, -EINVAL, "unknown field flag");
+	f[1].flags = 0;
+	f[1].__reserved[0] = 1;
+	apitest_expect(&c, -EINVAL, "nonzero field reserved");
+	f[1].__reserved[0] = 0;
+	f[1].name[0] = '\0';
+	apitest_expect(&c, -EINVAL, "empty field name in a record");
+}
+
+static int __init apitest_init(void)
+{
+	/* 0.0, 1.0, 2.0, 3.0, 4.0, 5.0 as binary64 */
+	static const u64 b[6] = {
+		0, 0x3ff0000000000000ULL, 0x4000000000000000ULL, 0x4008000000000000ULL,
+		0x4010000000000000ULL, 0x4014000000000000ULL,
+	};
+	struct apitest_rec recs[6] = {};
+	struct apitest_rec *p;
+	int i;
+
+	apitest_bad_configs();
+	apitest_ch = seqshm_channel_create(&apitest_cfg);
+	if (IS_ERR(apitest_ch))
+		return PTR_ERR(apitest_ch);
+
+	/* Write 1 through publish(), write 2 through begin/end with a given timestamp. */
+	for (i = 0; i < 6; i++) {
+		recs[i].a = -i;
+		recs[i].b = b[i];
+		memset(recs[i].c, i, sizeof(recs[i].c));
+	}
+	if (seqshm_publish(apitest_ch, recs, sizeof(recs) + 1) != -EINVAL)
+		failures++;
+	checks++;
+	seqshm_publish(apitest_ch, recs, sizeof(recs));
+	p = seqshm_write_begin(apitest_ch, NULL);
+	for (i = 0; i < 6; i++) {
+		p[i] = recs[i];
+		p[i].a = 100 + i;
+	}
+	seqshm_write_end(apitest_ch, 12345);
+	pr_info("%u checks, %u failures\n", checks, failures);
+	return 0;
+}
+
+static void __exit apitest_exit(void)
+{
+	seqshm_channel_destroy(apitest_ch);
+}
+
+module_init(apitest_init);
+module_exit(apitest_exit);
+
+MODULE_DESCRIPTION("Test-only producer of seqshm channels, for the guest tests");
+MODULE_LICENSE("GPL");

@@ -1,0 +1,97 @@
+"""The exported in-kernel API, through seqshm_apitest.ko (a test-only producer module built
+beside seqshm.ko): bad channel configurations are refused, a record with named fields, an
+array field and a 2-d shape reaches userspace as the producer wrote it, and a producer module
+can go away while userspace still has its channel open and mapped."""
+
+import errno
+import mmap
+import os
+import select
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+if not os.path.isdir("/dev/seqshm"):
+    pytest.skip("no /dev/seqshm: the seqshm module is not loaded here (runs in the VM)",
+                allow_module_level=True)
+
+APITEST = "/dev/seqshm/apitest"
+SYS = "/sys/module/seqshm_apitest"
+
+
+@pytest.fixture
+def apitest(dev):
+    ko = os.environ.get("SEQSHM_KO", "")
+    path = os.path.join(os.path.dirname(ko), "seqshm_apitest.ko")
+    if not ko or not os.path.exists(path):
+        pytest.skip("no seqshm_apitest.ko beside $SEQSHM_KO")
+    r = subprocess.run(dev._tool("insmod") + [path], capture_output=True, text=True)
+    assert r.returncode == 0, f"insmod {path}: {r.stdout}{r.stderr}"
+    yield path
+    if os.path.isdir(SYS):
+        subprocess.run(dev._tool("rmmod") + ["seqshm_apitest"], capture_output=True)
+
+
+def test_bad_configurations_are_refused(apitest):
+    with open(f"{SYS}/parameters/checks") as f:
+        checks = int(f.read())
+    with open(f"{SYS}/parameters/failures") as f:
+        failures = int(f.read())
+    assert checks >= 25
+    assert failures == 0, "see the kernel log for the checks that failed"
+
+
+def test_records_reach_userspace_as_written(dev, apitest):
+    with dev.mapped(APITEST) as (fd, m, h):
+        assert h["flags"] & dev.F_RECORD
+        assert (h["itemsize"], h["ndim"], h["shape"], h["nr_slots"]) == (24, 2, (2, 3), 2)
+        assert h["fields"] == [("a", 0, 1, "i", 4), ("b", 8, 1, "f", 8), ("c", 16, 4, "u", 1)]
+        assert h["field_flags"] == [0, 0, 1]
+        assert dev.head(m) == 2
+        dt = dev.element_dtype(h)
+        data = np.frombuffer(os.read(fd, h["payload_size"]), dtype=dt).reshape(h["shape"])
+        assert dev.info(fd).seen == 2
+        flat = data.reshape(-1)
+        assert flat["a"].tolist() == [100, 101, 102, 103, 104, 105]
+        assert flat["b"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        assert flat["c"].tolist() == [[i] * 4 for i in range(6)]
+        # write 1 (publish) is in slot 1, write 2 (begin/end, timestamp 12345) in slot 0
+        seq0, _, ws0, ts0 = struct.unpack_from("=IIQQ", m, dev.HEADER_SIZE)
+        seq1, _, ws1, _ = struct.unpack_from("=IIQQ", m, dev.HEADER_SIZE + 64)
+        assert (seq0, ws0, ts0) == (2, 2, 12345)
+        assert (seq1, ws1) == (2, 1)
+        one = np.frombuffer(m, dtype=dt, count=6, offset=h["payload_offset"] + h["slot_stride"])
+        assert one["a"].tolist() == [0, -1, -2, -3, -4, -5]
+        del one
+
+
+def test_producer_module_can_go_while_its_channel_is_mapped(dev, apitest):
+    fd = os.open(APITEST, os.O_RDONLY)
+    try:
+        with mmap.mmap(fd, dev.PAGE, prot=mmap.PROT_READ) as first:
+            size = dev.header(first)["region_size"]
+        m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        assert dev.rmmod().returncode != 0, "seqshm removed under a module that uses it"
+        r = subprocess.run(dev._tool("rmmod") + ["seqshm_apitest"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, f"rmmod seqshm_apitest: {r.stdout}{r.stderr}"
+        assert not os.path.exists(APITEST)
+        h = dev.header(m)
+        assert h["magic"] == dev.MAGIC and h["name"] == "apitest" and dev.head(m) == 2
+        a = np.frombuffer(m, dtype=np.int32, count=1, offset=h["payload_offset"])
+        assert a[0] == 100
+        del a
+        with dev.expect_errno(errno.ENODEV):
+            os.read(fd, h["payload_size"])
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        assert p.poll(0)[0][1] & select.POLLHUP
+        m.close()
+    finally:
+        os.close(fd)
+    # The name is free again.
+    r = subprocess.run(dev._tool("insmod") + [apitest], capture_output=True, text=True)
+    assert r.returncode == 0, f"insmod again: {r.stdout}{r.stderr}"
+    assert os.path.exists(APITEST)
