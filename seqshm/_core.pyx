@@ -343,7 +343,22 @@ cdef class _Channel:
             raise ValueError(f"{self.path}: channel is closed")
         return 0
 
-    cdef inline int _check_out(self, cnp.ndarray out) except -1:
+    cdef inline bint _out_fits(self, cnp.ndarray out) noexcept:
+        """The common case of _check_out() inline: same descriptor object, shape, flags."""
+        cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
+        cdef cnp.npy_intp *d
+        cdef int i
+        if (<void *>cnp.PyArray_DESCR(out) != <void *>self._descr
+                or cnp.PyArray_NDIM(out) != self._ndim
+                or (cnp.PyArray_FLAGS(out) & need) != need):
+            return False
+        d = cnp.PyArray_DIMS(out)
+        for i in range(self._ndim):
+            if d[i] != self._dims[i]:
+                return False
+        return True
+
+    cdef int _check_out(self, cnp.ndarray out) except -1:
         cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
         if (<void *>cnp.PyArray_DESCR(out) != <void *>self._descr
                 and not PyArray_EquivTypes(<void *>cnp.PyArray_DESCR(out), <void *>self._descr)):
@@ -479,7 +494,7 @@ cdef class Reader(_Channel):
             self._check_open()
         if out is None:
             out = self._new_array()
-        else:
+        elif not self._out_fits(out):
             self._check_out(out)
         dst = cnp.PyArray_DATA(out)
         if self._nogil:
@@ -508,7 +523,7 @@ cdef class Reader(_Channel):
             self._check_open()
         if out is None:
             out = self._new_array()
-        else:
+        elif not self._out_fits(out):
             self._check_out(out)
         dst = cnp.PyArray_DATA(out)
         src = seqshm_slot_payload(&self.r.g, seqshm_newest_slot(&self.r.g))
