@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 import seqshm
 from seqshm.testing import PatternWriter
@@ -31,6 +32,9 @@ settings.register_profile(
     "thorough", parent=settings.get_profile("seqshm"), max_examples=2000,
 )
 settings.load_profile(os.environ.get("SEQSHM_HYPOTHESIS_PROFILE", "seqshm"))
+# Its other caches (constants, unicode data) go to the temp dir, not a .hypothesis/ in the cwd.
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), f"seqshm-hypothesis-{os.getuid()}"))
 
 REPO = Path(__file__).resolve().parent.parent
 UAPI_HEADER = REPO / "module" / "include" / "uapi" / "linux" / "seqshm.h"
