@@ -241,3 +241,20 @@ def test_snapshot_from_a_forked_child_reads_the_same_channel(pattern_channel: An
     assert p.exitcode == 0 and result is not None
     is_torn, seq = result
     assert not is_torn and seq >= before
+
+
+def test_wait_returns_once_a_newer_write_is_published(pattern_channel: Any) -> None:
+    with pattern_channel(64, 1, rate_hz=200) as src, seqshm.open(src.path) as r:
+        for _ in range(5):
+            seen = r.read().seq
+            assert r.wait(timeout=HANG_GUARD_S) is True
+            assert r.read().seq > seen
+
+
+def test_wait_async_returns_once_a_newer_write_is_published(pattern_channel: Any) -> None:
+    import asyncio
+
+    with pattern_channel(64, 1, rate_hz=200) as src, seqshm.open(src.path) as r:
+        seen = r.read().seq
+        assert asyncio.run(r.wait_async(timeout=HANG_GUARD_S)) is True
+        assert r.read().seq > seen
