@@ -455,8 +455,9 @@ EXPORT_SYMBOL_GPL(seqshm_publish);
  * @dst: payload_size bytes of kernel memory.
  * @write_seq: receives the write number of the copy.
  *
- * The same read loop as a userspace reader's, bounded: after SEQSHM_READ_MAX_TRIES attempts
- * or SEQSHM_READ_MAX_NS it gives up. Takes no lock, so it never delays the writer.
+ * The same read loop as a userspace reader's, bounded: after SEQSHM_READ_MAX_TRIES attempts,
+ * or SEQSHM_READ_MAX_NS once it made SEQSHM_READ_MIN_TRIES, it gives up. Takes no lock, so it
+ * never delays the writer.
  *
  * Context: process context (it may reschedule between attempts).
  * Return: 0, or -EAGAIN if no consistent copy could be taken in the bound.
@@ -473,7 +474,8 @@ int seqshm_channel_read(struct seqshm_channel *ch, void *dst, u64 *write_seq)
 
 		if (tries) {
 			atomic64_inc(&ch->nr_read_retries);
-			if (ktime_get_ns() > deadline)
+			/* A reader preempted past the deadline still gets a few attempts. */
+			if (tries >= SEQSHM_READ_MIN_TRIES && ktime_get_ns() > deadline)
 				break;
 			cpu_relax();
 			cond_resched();

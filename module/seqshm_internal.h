@@ -14,8 +14,12 @@
 #include <linux/wait.h>
 #include <linux/seqshm.h>
 
-/* read() retries at most this often, and for at most this long, before it gives up. */
+/*
+ * read() retries at most SEQSHM_READ_MAX_TRIES times, and for at most SEQSHM_READ_MAX_NS
+ * once it has made SEQSHM_READ_MIN_TRIES attempts, before it gives up with -EAGAIN.
+ */
 #define SEQSHM_READ_MAX_TRIES	1000
+#define SEQSHM_READ_MIN_TRIES	16
 #define SEQSHM_READ_MAX_NS	(50 * NSEC_PER_MSEC)
 
 /* The largest region a channel may have. */
