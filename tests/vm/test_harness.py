@@ -211,3 +211,10 @@ def test_missing_guest_module_is_an_error(tmp_path):
     (tmp_path / "kernel").mkdir()
     with pytest.raises(vmharness.VMError, match="neither in"):
         vmharness.guest_kmods(tmp_path)
+
+
+def test_guest_plugin_stays_on_a_user_pythonpath():
+    env = vmharness.guest_env({"PYTHONPATH": "/site", "X": "1"})
+    assert env["PYTHONPATH"] == f"/site:{vmharness.HERE / 'guest'}"
+    assert env["X"] == "1"
+    assert vmharness.guest_env({})["PYTHONPATH"] == str(vmharness.HERE / "guest")

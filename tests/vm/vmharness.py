@@ -619,6 +619,16 @@ def guest_python_flags(python: str) -> list[str]:
     ]
 
 
+def guest_env(extra: dict[str, str]) -> dict[str, str]:
+    """The guest command's extra environment: `extra`, with the guest plugin on PYTHONPATH."""
+    env = dict(extra)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(HERE / "guest") not in paths:
+        paths.append(str(HERE / "guest"))
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
 KEEP_RUNS = 5
 
 
@@ -692,7 +702,7 @@ def run_kernel(kernel: str, opts: Options) -> RunResult:
                 "-ra",
                 *opts.pytest_args,
             ]
-        env = {"PYTHONPATH": str(HERE / "guest"), **opts.env}
+        env = guest_env(opts.env)
         config = GuestConfig(kernel, REPO, out, ko, command, opts.ko_args, env)
         t = time.monotonic()
         initrd = build_initramfs(kenv, config, run_dir / "initramfs.cpio.gz")
