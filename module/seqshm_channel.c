@@ -40,23 +40,6 @@ static bool seqshm_name_valid(const char *name)
 	return true;
 }
 
-static bool seqshm_kind_size_valid(u8 kind, u8 size)
-{
-	switch (kind) {
-	case SEQSHM_KIND_BOOL:
-		return size == 1;
-	case SEQSHM_KIND_INT:
-	case SEQSHM_KIND_UINT:
-		return size == 1 || size == 2 || size == 4 || size == 8;
-	case SEQSHM_KIND_FLOAT:
-		return size == 2 || size == 4 || size == 8;
-	case SEQSHM_KIND_COMPLEX:
-		return size == 8 || size == 16;
-	default:
-		return false;
-	}
-}
-
 static int seqshm_check_fields(const struct seqshm_channel_config *cfg)
 {
 	unsigned int i, j;

@@ -126,23 +126,6 @@ static int seqshm_check_name(const char *s, size_t len, int allow_empty)
 	return i < len && (allow_empty || i > 0);
 }
 
-static int seqshm_scalar_size_ok(uint8_t kind, uint8_t size)
-{
-	switch (kind) {
-	case SEQSHM_KIND_BOOL:
-		return size == 1;
-	case SEQSHM_KIND_INT:
-	case SEQSHM_KIND_UINT:
-		return size == 1 || size == 2 || size == 4 || size == 8;
-	case SEQSHM_KIND_FLOAT:
-		return size == 2 || size == 4 || size == 8;
-	case SEQSHM_KIND_COMPLEX:
-		return size == 8 || size == 16;
-	default:
-		return 0;
-	}
-}
-
 static int seqshm_check_fields(const struct seqshm_header *h, char *why, size_t whylen)
 {
 	int record = (h->flags & SEQSHM_F_RECORD) != 0;
@@ -158,7 +141,7 @@ static int seqshm_check_fields(const struct seqshm_header *h, char *why, size_t 
 		const struct seqshm_field *f = &h->fields[i];
 		uint64_t end;
 
-		if (!seqshm_scalar_size_ok(f->kind, f->size))
+		if (!seqshm_kind_size_valid(f->kind, f->size))
 			return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
 					   "field %u has kind %#x size %u, which no NumPy scalar has",
 					   i, f->kind, f->size);

@@ -75,7 +75,7 @@
 #define SEQSHM_F_KNOWN		(SEQSHM_F_RECORD)	/* readers reject any other bit */
 
 /* seqshm_field.flags */
-#define SEQSHM_FIELD_F_ARRAY	(1U << 0)	/* an array of @count scalars, even if @count is 1 */
+#define SEQSHM_FIELD_F_ARRAY	(1U << 0)	/* an array of @count scalars, even of one */
 #define SEQSHM_FIELD_F_KNOWN	(SEQSHM_FIELD_F_ARRAY)	/* readers reject any other bit */
 
 /* seqshm_field.kind: the NumPy kind character of a scalar */
@@ -84,6 +84,24 @@
 #define SEQSHM_KIND_UINT	'u'	/* size 1, 2, 4, 8 */
 #define SEQSHM_KIND_FLOAT	'f'	/* size 2, 4, 8 */
 #define SEQSHM_KIND_COMPLEX	'c'	/* size 8, 16 */
+
+/* Whether @size is a valid scalar size for @kind: the one rule writers and readers share. */
+static __inline__ int seqshm_kind_size_valid(__u8 kind, __u8 size)
+{
+	switch (kind) {
+	case SEQSHM_KIND_BOOL:
+		return size == 1;
+	case SEQSHM_KIND_INT:
+	case SEQSHM_KIND_UINT:
+		return size == 1 || size == 2 || size == 4 || size == 8;
+	case SEQSHM_KIND_FLOAT:
+		return size == 2 || size == 4 || size == 8;
+	case SEQSHM_KIND_COMPLEX:
+		return size == 8 || size == 16;
+	default:
+		return 0;
+	}
+}
 
 /**
  * struct seqshm_field - one scalar or fixed-length array of scalars in the element type.
