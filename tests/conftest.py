@@ -110,8 +110,9 @@ class PatternSource:
 
 
 class _Selftest:
-    """The kernel module's selftest channel, reconfigured (reloaded) when a test needs another
-    payload size or slot count, and put back as it was at the end of the session."""
+    """The kernel module's selftest channel, reconfigured when a test needs another payload
+    size or slot count (through its run-time parameters, or by reloading the module with
+    SEQSHM_KO), and put back as it was afterwards."""
 
     def __init__(self) -> None:
         self.original: dict[str, str] | None = None
@@ -141,22 +142,46 @@ class _Selftest:
                 raise RuntimeError(f"{SELFTEST} did not appear after insmod")
             time.sleep(0.02)
 
+    def _set_geometry(self, params: dict[str, str]) -> bool:
+        """Set selftest_bytes/selftest_slots at run time (the module recreates the channel);
+        False where the parameters are read-only (an older module)."""
+        files = [SELFTEST_PARAMS / k for k in ("selftest_bytes", "selftest_slots")]
+        if not all(f.stat().st_mode & 0o222 for f in files):  # root passes access(W_OK)
+            return False
+        gc.collect()  # old mappings keep the old region alive; let them go first
+        for f in files:
+            f.write_text(f"{params[f.name]}\n")
+        want = (int(params["selftest_bytes"]), int(params["selftest_slots"]))
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                if self.layout() == want:
+                    return True
+            except (FileNotFoundError, seqshm.FormatError):
+                pass  # being recreated
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{SELFTEST} did not take (payload, slots) {want}")
+            time.sleep(0.01)
+
     def configure(self, nbytes: int, nr_slots: int) -> None:
         if self.layout() == (nbytes, nr_slots):
+            return
+        if self.original is None:
+            self.original = self.params()
+        wanted = dict(self.original, selftest_bytes=str(nbytes), selftest_slots=str(nr_slots))
+        if self._set_geometry(wanted):
             return
         ko = os.environ.get("SEQSHM_KO")
         if not ko or not os.path.exists(ko) or os.geteuid() != 0:
             pytest.skip(f"{SELFTEST} has (payload, slots) {self.layout()}, the test needs "
                         f"{(nbytes, nr_slots)}, and SEQSHM_KO (as root) is not there to reload "
                         "the module with selftest_bytes/selftest_slots")
-        if self.original is None:
-            self.original = self.params()
-        params = dict(self.original, selftest_bytes=str(nbytes), selftest_slots=str(nr_slots))
-        self._reload(params)
+        self._reload(wanted)
 
     def restore(self) -> None:
         if self.original is not None and self.params() != self.original:
-            self._reload(self.original)
+            if not self._set_geometry(self.original):
+                self._reload(self.original)
         self.original = None
 
 
