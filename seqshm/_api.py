@@ -61,7 +61,7 @@ def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
 def _check_not_busy(path: str) -> None:
     """Raise WriterBusy if a live writer holds the channel at ``path``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
     except FileNotFoundError:
         return
     try:
