@@ -174,6 +174,25 @@ def test_fifo_is_a_format_error_not_a_hang(tmp_path: Path) -> None:
     assert _open_in_child(str(fifo)) == "FormatError"
 
 
+def test_create_overwriting_a_fifo_replaces_it_without_a_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    ctx = multiprocessing.get_context("fork")
+
+    def child() -> None:
+        seqshm.create(fifo, np.int8, 1, overwrite=True).close()
+
+    p = ctx.Process(target=child, daemon=True)
+    p.start()
+    p.join(5)
+    if p.exitcode is None:
+        p.kill()
+        p.join()
+    assert p.exitcode == 0
+    with seqshm.open(fifo) as r:
+        assert r.dtype == np.int8
+
+
 def test_path_may_be_bytes_or_pathlike(make_path: Callable[[], str]) -> None:
     path = make_path()
     with seqshm.create(path, np.int8, 1) as w:
