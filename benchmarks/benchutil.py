@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import time
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -95,6 +96,28 @@ def empty_loop(n: int):
         for _ in rng:
             pass
     return loop
+
+
+def bounded(benchmark, fn, seconds: float = 0.5) -> None:
+    """Benchmark ``fn()`` for about ``seconds`` whatever one call costs, even when calls vary
+    from 100 ns to a 50 ms timeout (a starved reader): a 20 ms probe sizes the rounds, and
+    there is no warmup beyond one round. (pytest-benchmark's own calibration can pick its
+    rounds from one fast call and then run 10^4 slow ones.) Stats are per call."""
+    if getattr(benchmark, "disabled", False):
+        benchmark(fn)
+        return
+    t0 = time.perf_counter()
+    calls = 0
+    while True:
+        fn()
+        calls += 1
+        spent = time.perf_counter() - t0
+        if spent >= 0.02:
+            break
+    per_call = spent / calls
+    iterations = max(1, int(0.001 / per_call))  # ~1 ms rounds
+    rounds = max(5, int(seconds / (per_call * iterations)))
+    benchmark.pedantic(fn, rounds=rounds, iterations=iterations, warmup_rounds=1)
 
 
 def quick(request) -> bool:
