@@ -5,9 +5,10 @@ Every helper runs in a child process pinned to the last CPU (the benchmark proce
 to the first, see ``benchutil.pinned_main``), signals ``ready`` once it has published or read
 something, runs until ``stop`` is set, and reports its count of operations.
 
-Seqshm pattern writers are ``seqshm.testing.PatternWriter`` (the tests' writer), except above
-10 kHz: PatternWriter paces itself with ``Event.wait(delay)``, whose wake-up granularity
-(~50-100 us) caps it far below 100 kHz, so those rates use the spin-paced writer here.
+Seqshm pattern writers are ``seqshm.testing.PatternWriter`` (the tests' writer), except idle
+and above 10 kHz: PatternWriter paces itself with ``Event.wait(delay)``, whose wake-up
+granularity (~50-100 us) caps it far below 100 kHz, and it has no idle mode, so those use the
+spin-paced writer here.
 """
 
 from __future__ import annotations
@@ -276,9 +277,7 @@ class _PatternWriter:
     def __init__(self, path, nbytes, nr_slots, rate_hz):
         from seqshm.testing import PatternWriter
 
-        # PatternWriter has no idle mode: one write, then the next due in ~30 years.
-        self._w = PatternWriter(path, nbytes, nr_slots=nr_slots,
-                                rate_hz=1e-9 if rate_hz == 0 else rate_hz)
+        self._w = PatternWriter(path, nbytes, nr_slots=nr_slots, rate_hz=rate_hz)
 
     def __enter__(self):
         self._w.__enter__()
@@ -307,7 +306,9 @@ class _PatternWriter:
 def pattern_writer(path, nbytes, *, nr_slots=1, rate_hz=None):
     """A seqshm pattern writer process on a new channel at ``path``: ``rate_hz`` writes a
     second, None for as fast as it goes, 0 for none after the first."""
-    if rate_hz is not None and rate_hz > SPIN_PACED_ABOVE_HZ:
+    # PatternWriter has no idle mode either (a rate near 0 made it write ~180 times a second:
+    # its Event.wait(huge delay) returns at once), so idle and fast rates use the helper here.
+    if rate_hz == 0 or (rate_hz is not None and rate_hz > SPIN_PACED_ABOVE_HZ):
         return Helper(_seqshm_writer, os.fspath(path), nbytes, nr_slots, rate_hz)
     return _PatternWriter(os.fspath(path), nbytes, nr_slots, rate_hz)
 

@@ -32,7 +32,8 @@ SECTIONS = [
     ("snapshot", "Snapshot latency and bandwidth (no writer); baseline: `_copy_unlocked(out)`, "
                  "a plain memcpy on snapshot()'s own call path"),
     ("contention", "Reader under a writer process (other core); baseline: idle writer. "
-                   "snapshots/s and retries come from the reader's counters over the run"),
+                   "snapshots/s = share of calls that returned a consistent copy / mean call "
+                   "time; retries come from the reader's counters (r.stats) over the run"),
     ("publish", "Writer publishes/s with 0 or 1 busy reader process; baseline: no reader"),
     ("peers", "seqshm beside what a Python user would write instead (writer at 1 kHz); "
               "baseline: seqshm `snapshot(out)`. ratio = times slower than seqshm"),
@@ -276,7 +277,8 @@ def targets(groups) -> list[tuple[str, str, bool | None, str]]:
             x = busy.info["snapshots_per_s"] / idle.info["snapshots_per_s"]
         out.append((f"{size}, ring of 8: reader keeps >= 50% of its idle-writer rate under a "
                     "continuous writer", x, 0.5, "ge",
-                    "snapshots/s (writer max) / snapshots/s (writer idle), reader counters"))
+                    "snapshots/s (writer max) / snapshots/s (writer idle); snapshots/s = "
+                    "successful calls / mean call time"))
         idle1 = find(groups, f"contention {size} nr_slots=1", "writer idle")
         busy1 = find(groups, f"contention {size} nr_slots=1", "writer max")
         if idle1 and busy1 and idle1.info.get("snapshots_per_s"):
