@@ -343,7 +343,7 @@ def plot(groups, png: Path, title: str) -> None:
         "view_validate": dict(color="C2", marker="D", ms=4, label="begin/view/validate (no copy)"),
         "apply_sum": dict(color="C3", marker="v", label="apply(np.sum)"),
         "sum_local": dict(color="C3", ls=":", marker="", label="np.sum(private array)"),
-        "noop": dict(color="C7", ls="-.", marker="", label="_noop() call"),
+        "noop": dict(color="C7", ls="-.", marker="", label="r._noop() call (no copy)"),
     }
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
     for case, st in style.items():
