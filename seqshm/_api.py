@@ -49,13 +49,21 @@ def snapshot(path: str | os.PathLike[str], *, timeout: float = 1.0) -> np.ndarra
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
-    dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if isinstance(shape, (int, np.integer)):
+        dims: tuple[object, ...] = (shape,)
+    else:
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            raise TypeError(
+                f"shape {shape!r}: an int or a sequence of ints, not {type(shape).__name__}"
+            ) from None
     for n in dims:
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ValueError(f"shape {shape!r}: every dimension must be an integer >= 1")
     if len(dims) > _core.MAX_DIMS:
         raise ValueError(f"shape {shape!r} has more than {_core.MAX_DIMS} dimensions")
-    return tuple(int(n) for n in dims)
+    return tuple(int(n) for n in dims)  # type: ignore[call-overload]
 
 
 def _check_not_busy(path: str) -> None:

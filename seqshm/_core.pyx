@@ -616,10 +616,11 @@ cdef class Reader(_Channel):
         """History(data, seq, timestamp_ns) of every write the slots hold, oldest first.
 
         With nr_slots N that is up to the last N writes; a gap in ``seq`` is a write the ring
-        lost before it was read. Each entry is a consistent copy.
+        lost before it was read. Each entry is a consistent copy; a slot with none within the
+        timeout (a writer that died in it) is left out; ReadTimeout if no slot has one.
         """
         cdef seqshm_meta m
-        cdef uint32_t i, n = self.hdr.nr_slots
+        cdef uint32_t i, n = self.hdr.nr_slots, stuck = 0
         cdef cnp.ndarray data
         self._check_open()
         data = np.empty((n,) + self.shape, self._descr)
@@ -627,9 +628,14 @@ cdef class Reader(_Channel):
         stamps = np.zeros(n, np.uint64)
         for i in range(n):
             if seqshm_read_slot(&self.r, i, cnp.PyArray_GETPTR1(data, i), &m) != SEQSHM_OK:
-                self._raise_timeout()
+                # No consistent copy of this slot within the timeout (a writer that died in
+                # it, or laps it during every copy): leave it out, as the ring lost it.
+                stuck += 1
+                continue
             seqs[i] = m.write_seq
             stamps[i] = m.timestamp_ns
+        if stuck == n:
+            self._raise_timeout()
         order = np.argsort(seqs, kind="stable")
         order = order[seqs[order] > 0]
         return History(data[order], seqs[order], stamps[order])

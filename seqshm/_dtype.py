@@ -56,12 +56,16 @@ def element_type(dtype: DTypeLike) -> ElementType:
             )
         kind, size = _scalar(dt, "the element")
         return ElementType(size, False, (Field("", 0, 1, kind, size),))
+    if not dt.names:
+        raise TypeError(f"dtype {dt} is a record with no fields")
     if len(dt.names) > MAX_FIELDS:
         raise TypeError(f"dtype has {len(dt.names)} fields, seqshm holds at most {MAX_FIELDS}")
     fields = []
     table = dt.fields
     assert table is not None
     for name in dt.names:
+        if len(table[name]) > 2:
+            raise TypeError(f"field {name!r} has a title: the field table has no place for titles")
         fdt, offset = table[name][:2]
         if not name or len(name.encode("ascii", "replace")) > FIELD_NAME_MAX or not (
             name.isascii() and name.isprintable()

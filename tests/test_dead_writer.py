@@ -45,6 +45,18 @@ def _timed_out(call: Callable[[Any], Any], path: str) -> ReadTimeout:
     return e.value
 
 
+def test_history_of_a_ring_leaves_out_the_slot_a_dead_writer_left_mid_write(shm_path: str) -> None:
+    with StalledWriter(shm_path, 64, nr_slots=4, writes_before=5) as w:
+        w.kill(signal.SIGKILL)
+        w.join()
+        with seqshm.open(shm_path, timeout=TIMEOUT) as r:
+            h = r.history()
+            assert list(h.seq) == [3, 4, 5]  # slot of write 6 stays odd; write 2 was in it
+            for row, seq in zip(h.data, h.seq, strict=True):
+                assert int(row[0]) == seq and not torn(row)
+            assert r.snapshot()[0] == 5 and r.seq == 5
+
+
 @pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
 def test_reads_of_a_writer_killed_mid_write_time_out_saying_it_died(
         stalled: StalledWriter, call: Callable[[Any], Any]) -> None:

@@ -577,9 +577,21 @@ def test_more_than_32_fields_is_a_type_error(make_path: Callable[[], str]) -> No
         seqshm.create(make_path(), np.dtype([(f"f{i}", "u1") for i in range(33)]), 1)
 
 
-def test_record_with_no_fields_is_refused(make_path: Callable[[], str]) -> None:
-    with pytest.raises((TypeError, ValueError), match="0 fields"):
+def test_record_with_no_fields_is_a_type_error(make_path: Callable[[], str]) -> None:
+    with pytest.raises(TypeError, match="record with no fields"):
         seqshm.create(make_path(), np.dtype([]), 1)
+
+
+def test_field_titles_are_refused_not_dropped(make_path: Callable[[], str]) -> None:
+    titled = np.dtype({"names": ["a"], "formats": ["<f8"], "titles": ["Alpha"]})
+    with pytest.raises(TypeError, match="title"):
+        seqshm.create(make_path(), titled, 1)
+
+
+@pytest.mark.parametrize("shape", [2.0, "3", None])
+def test_shape_that_is_not_ints_is_a_type_error(make_path: Callable[[], str], shape: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="shape"):
+        seqshm.create(make_path(), np.float64, shape)
 
 
 @pytest.mark.parametrize("name", ["x" * 64, "caf\u00e9", "bell\a"])

@@ -140,7 +140,7 @@ def header(buf) -> dict:
     names = ("magic abi_version header_size region_size payload_offset payload_size "
              "slot_stride nr_slots flags clock_id writer_pid name itemsize nr_fields ndim "
              "reserved0").split()
-    h = dict(zip(names, v[:16]))
+    h = dict(zip(names, v[:16], strict=True))
     h["name"] = h["name"].split(b"\0", 1)[0].decode()
     h["shape"] = tuple(v[16:16 + h["ndim"]])
     h["shape_rest"] = tuple(v[16 + h["ndim"]:])
@@ -161,7 +161,7 @@ def element_dtype(h: dict) -> np.dtype:
     return np.dtype({"names": [f[0] for f in h["fields"]],
                      "formats": [(np.dtype(f"{f[3]}{f[4]}"), (f[2],)) if fl & 1
                                  else np.dtype(f"{f[3]}{f[4]}")
-                                 for f, fl in zip(h["fields"], h["field_flags"])],
+                                 for f, fl in zip(h["fields"], h["field_flags"], strict=True)],
                      "offsets": [f[1] for f in h["fields"]],
                      "itemsize": h["itemsize"]})
 

@@ -67,7 +67,8 @@ def test_values_are_monotonic_and_match_proc_stat(dev, cpustat):
     elapsed_ns = (t1 - t0) * 1e9 * len(cpus)
     assert 0.7 * elapsed_ns < total < 1.3 * elapsed_ns, (total, elapsed_ns)
     busy = d[:, [0, 1, 2, 5, 6]].sum()  # user nice system irq softirq
-    print("deltas (ms) per CPU:", dict(zip(FIELDS[:8], (d[:, :8].sum(axis=0) // 10**6).tolist())))
+    sums = (d[:, :8].sum(axis=0) // 10**6).tolist()
+    print("deltas (ms) per CPU:", dict(zip(FIELDS[:8], sums, strict=True)))
     # Same deltas as /proc/stat, in ticks, within the sampling skew (100 Hz: 10 ms + slack).
     for i, cpu in enumerate(cpus):
         dp = (p1[cpu] - p0[cpu]) * NS_PER_TICK
