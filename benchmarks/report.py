@@ -400,6 +400,10 @@ def write_report(json_path: Path, out_dir: Path, mach: dict | None, command: str
            f"{', '.join(f'[`{Path(p).name}`]({Path(p).name})' for p in guest_jsons)}"]
           if guest_jsons else []),
         "",
+        *(["- What the figures mean for the issue's targets, and why the misses happened: "
+            "[analysis.md](analysis.md); where a small snapshot's time goes: "
+            "[hotpath.md](hotpath.md)"] if (out_dir / "analysis.md").exists() else []),
+        "",
         f"![latency and bandwidth by payload size]({png.name})",
         "",
         "## Targets (issue 5)",
