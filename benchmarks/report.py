@@ -399,7 +399,6 @@ def write_report(json_path: Path, out_dir: Path, mach: dict | None, command: str
         *([f"- Kernel groups: from `benchmarks/guest.sh` in the QEMU guest (TCG, emulated): "
            f"{', '.join(f'[`{Path(p).name}`]({Path(p).name})' for p in guest_jsons)}"]
           if guest_jsons else []),
-        "",
         *(["- What the figures mean for the issue's targets, and why the misses happened: "
             "[analysis.md](analysis.md); where a small snapshot's time goes: "
             "[hotpath.md](hotpath.md)"] if (out_dir / "analysis.md").exists() else []),
