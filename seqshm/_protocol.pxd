@@ -84,6 +84,7 @@ cdef extern from "protocol.h" nogil:
     struct seqshm_reader:
         seqshm_geometry g
         uint64_t timeout_ns
+        uint64_t newest
         uint64_t snapshots
         uint64_t retries
         uint64_t timeouts
@@ -101,6 +102,8 @@ cdef extern from "protocol.h" nogil:
     const unsigned char *seqshm_slot_payload(const seqshm_geometry *g, uint32_t slot)
     uint64_t seqshm_head(const seqshm_geometry *g)
     uint32_t seqshm_newest_slot(const seqshm_geometry *g)
+    uint32_t seqshm_reader_slot(const seqshm_reader *r)
+    void seqshm_reader_done(seqshm_reader *r, const seqshm_meta *meta)
     uint32_t seqshm_read_begin(const seqshm_geometry *g, uint32_t slot)
     int seqshm_read_retry(const seqshm_geometry *g, uint32_t slot, uint32_t seq)
     void seqshm_read_meta(const seqshm_geometry *g, uint32_t slot, seqshm_meta *meta)

@@ -41,14 +41,17 @@ static int seqshm_read_loop(struct seqshm_reader *r, int64_t fixed, void *dst,
 	unsigned int spins = 0;
 
 	for (;;) {
-		uint32_t slot = fixed < 0 ? seqshm_newest_slot(&r->g) : (uint32_t)fixed;
+		uint32_t slot = fixed < 0 ? seqshm_reader_slot(r) : (uint32_t)fixed;
 		uint32_t seq = seqshm_read_begin(&r->g, slot);
 
 		if (!(seq & 1)) {
 			memcpy(dst, seqshm_slot_payload(&r->g, slot), r->g.payload_size);
 			seqshm_read_meta(&r->g, slot, meta);
 			if (!seqshm_read_retry(&r->g, slot, seq)) {
-				r->snapshots++;
+				if (fixed < 0)
+					seqshm_reader_done(r, meta);
+				else
+					r->snapshots++;
 				return SEQSHM_OK;
 			}
 		}
@@ -82,7 +85,7 @@ int seqshm_wait_even(struct seqshm_reader *r, uint32_t *slot, uint32_t *seq, int
 
 	for (;;) {
 		if (newest)
-			*slot = seqshm_newest_slot(&r->g);
+			*slot = seqshm_reader_slot(r);
 		*seq = seqshm_read_begin(&r->g, *slot);
 		if (!(*seq & 1))
 			return SEQSHM_OK;
@@ -378,7 +381,7 @@ void seqshm_write_end(struct seqshm_writer *w, uint64_t timestamp_ns)
 	__atomic_store_n(&s->seq, __atomic_load_n(&s->seq, __ATOMIC_RELAXED) + 1,
 			 __ATOMIC_RELEASE);
 	w->head++;
-	/* Pairs with the reader's acquire load in seqshm_newest_slot(): a reader sent to this
+	/* Pairs with the reader's acquire load in seqshm_head(): a reader sent to this
 	 * slot by head finds its seq already even. */
 	__atomic_store_n(&h->head, w->head, __ATOMIC_RELEASE);
 	w->in_write = 0;

@@ -67,6 +67,7 @@ struct seqshm_meta {
 struct seqshm_reader {
 	struct seqshm_geometry g;
 	uint64_t timeout_ns;
+	uint64_t newest;		/* newest write number this reader has returned */
 	/* statistics of this reader, private to it */
 	uint64_t snapshots;
 	uint64_t retries;
@@ -147,12 +148,34 @@ static inline void seqshm_read_meta(const struct seqshm_geometry *g, uint32_t sl
 	meta->slot = slot;
 }
 
+/*
+ * The slot a reader starts from. In a ring, head can lag a copy this reader already returned:
+ * the writer makes a slot's seq even before it stores head, so a reader may copy write k+1
+ * while head still says k, and its next read, sent by head to write k, would go back in time.
+ * Starting from the newer of head and the last write it returned keeps each reader's
+ * snapshots in write order: that slot holds that write or a later one.
+ */
+static inline uint32_t seqshm_reader_slot(const struct seqshm_reader *r)
+{
+	uint64_t head = seqshm_head(&r->g);
+
+	return (uint32_t)(head > r->newest ? head : r->newest) & r->g.slot_mask;
+}
+
 int seqshm_read_slow(struct seqshm_reader *r, void *dst, struct seqshm_meta *meta);
 /* A consistent copy of slot @slot (not the newest): for reading a ring's history. */
 int seqshm_read_slot(struct seqshm_reader *r, uint32_t slot, void *dst,
 		     struct seqshm_meta *meta);
 /* Wait until the newest slot (@newest) or slot *@slot is not mid-write; its seq in *@seq. */
 int seqshm_wait_even(struct seqshm_reader *r, uint32_t *slot, uint32_t *seq, int newest);
+
+/* Account a consistent read of the newest data. */
+static inline void seqshm_reader_done(struct seqshm_reader *r, const struct seqshm_meta *meta)
+{
+	r->snapshots++;
+	if (meta->write_seq > r->newest)
+		r->newest = meta->write_seq;
+}
 
 /* One attempt at a consistent copy of @slot; 0 on success. */
 static inline int seqshm_try_read_slot(const struct seqshm_geometry *g, uint32_t slot,
@@ -174,9 +197,8 @@ static inline int seqshm_try_read_slot(const struct seqshm_geometry *g, uint32_t
  */
 static inline int seqshm_read(struct seqshm_reader *r, void *dst, struct seqshm_meta *meta)
 {
-	if (__builtin_expect(!seqshm_try_read_slot(&r->g, seqshm_newest_slot(&r->g), dst, meta),
-			     1)) {
-		r->snapshots++;
+	if (__builtin_expect(!seqshm_try_read_slot(&r->g, seqshm_reader_slot(r), dst, meta), 1)) {
+		seqshm_reader_done(r, meta);
 		return SEQSHM_OK;
 	}
 	return seqshm_read_slow(r, dst, meta);

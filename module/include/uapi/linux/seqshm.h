@@ -40,6 +40,11 @@
  *	if (READ_ONCE(slot[s].seq) != seq) goto again;
  *	use the copy (and only now: nothing read inside the loop is trusted before this check).
  *
+ * A reader that takes many snapshots should start from the newer of @head and the last
+ * write_seq it returned: the writer turns a slot's seq even before it stores @head, so a copy
+ * of write k + 1 can be read while @head still says k, and a next read sent by @head alone
+ * would return the older write k.
+ *
  * With a ring the writer never touches the slot that @head names, so a reader retries only
  * if the writer laps the whole ring during one copy; readers can also read every slot to
  * fetch the last nr_slots writes, telling from write_seq which ones they missed.
