@@ -436,7 +436,8 @@ EXPORT_SYMBOL_GPL(seqshm_publish);
  * seqshm_channel_read() - copy the newest complete payload with the seqlock reader.
  * @ch: the channel.
  * @dst: payload_size bytes of kernel memory.
- * @write_seq: receives the write number of the copy.
+ * @write_seq: in: the newest write number the caller has already seen (0 if none); out: the
+ *	write number of the copy, never older than that.
  *
  * The same read loop as a userspace reader's, bounded: after SEQSHM_READ_MAX_TRIES attempts,
  * or SEQSHM_READ_MAX_NS once it made SEQSHM_READ_MIN_TRIES, it gives up. Takes no lock, so it
@@ -448,6 +449,7 @@ EXPORT_SYMBOL_GPL(seqshm_publish);
 int seqshm_channel_read(struct seqshm_channel *ch, void *dst, u64 *write_seq)
 {
 	u64 deadline = ktime_get_ns() + SEQSHM_READ_MAX_NS;
+	u64 seen = *write_seq;
 	unsigned int tries;
 
 	for (tries = 0; tries < SEQSHM_READ_MAX_TRIES; tries++) {
@@ -465,7 +467,11 @@ int seqshm_channel_read(struct seqshm_channel *ch, void *dst, u64 *write_seq)
 		}
 		/* Pairs with the writer's smp_store_release() of head. */
 		head = smp_load_acquire(&ch->hdr->head);
-		s = head & ch->mask;
+		/*
+		 * A slot turns even before head names it, so the caller may have seen a newer
+		 * write than head says; that write's slot holds it or a later one.
+		 */
+		s = max(head, seen) & ch->mask;
 		slot = &ch->slots[s];
 		/* Pairs with the writer's second smp_wmb() (before seq turns even). */
 		seq = smp_load_acquire(&slot->seq);

@@ -99,6 +99,8 @@ static ssize_t seqshm_read(struct file *file, char __user *buf, size_t count, lo
 			goto out;
 		}
 	}
+	/* Copies returned through this file never go back in write order. */
+	write_seq = READ_ONCE(sf->seen);
 	ret = seqshm_channel_read(ch, sf->bounce, &write_seq);
 	if (ret) {
 		atomic64_inc(&ch->nr_read_busy);

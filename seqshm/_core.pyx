@@ -524,7 +524,8 @@ cdef class Reader(_Channel):
     def read(self, cnp.ndarray out=None):
         """Snapshot(data, seq, timestamp_ns): a consistent copy with its provenance."""
         data = self.snapshot(out)
-        return Snapshot(data, self.meta.write_seq, self.meta.timestamp_ns)
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (~100 ns of a ~200 ns call)
+        return tuple.__new__(Snapshot, (data, self.meta.write_seq, self.meta.timestamp_ns))
 
     def _copy_unlocked(self, cnp.ndarray out=None):
         """Benchmark baseline: snapshot()'s call path copying the same bytes with no seqlock.

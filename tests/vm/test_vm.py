@@ -5,8 +5,9 @@ and console tail, if anything goes wrong: provisioning, the build, a hang, an oo
 a taint, a missing result, failing or all-skipped guest tests.
 Environment:
   SEQSHM_SKIP_VM=1          skip these tests (the only way they are skipped on the host)
-  SEQSHM_VM_PYTEST_ARGS     pytest arguments in the guest, shell-quoted (default: vmharness.DEFAULT_PYTEST_ARGS:
-                            tests/device and the kernel backend of the reader tests)
+  SEQSHM_VM_PYTEST_ARGS     pytest arguments in the guest, shell-quoted (default:
+                            vmharness.DEFAULT_PYTEST_ARGS, tests/device and the kernel
+                            backend of the reader tests)
   SEQSHM_VM_TIMEOUT         wall-clock limit per boot, seconds (default: 600)
 """
 
