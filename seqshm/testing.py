@@ -131,7 +131,7 @@ class _ChildWriter:
         self._stop = ctx.RawValue("b", 0)
         self._writes = ctx.RawValue("Q", 0)
         self._errors_r, errors_w = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(
+        self._proc: multiprocessing.process.BaseProcess = ctx.Process(
             target=type(self)._target,
             args=(self.path, nbytes, nr_slots, *args, self._ready, self._stop, self._writes,
                   errors_w),
