@@ -21,10 +21,10 @@ mkdir -p "$work" benchmarks/results
 
 if [[ -z $py ]]; then
 	venv=/tmp/seqshm-bench-venv
-	if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import seqshm, pytest_benchmark' 2>/dev/null; then
+	if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import seqshm, pytest_benchmark, psutil' 2>/dev/null; then
 		rm -rf "$venv" "$work/src" "$work/wheel"
 		python3 -m venv "$venv"
-		"$venv/bin/pip" install -q numpy pytest pytest-benchmark rich
+		"$venv/bin/pip" install -q numpy pytest pytest-benchmark rich psutil
 		mkdir -p "$work/src"
 		git archive HEAD | tar -x -C "$work/src"
 		python3 -m pip wheel -q --no-build-isolation --no-deps "$work/src" -w "$work/wheel"

@@ -297,6 +297,15 @@ def targets(groups) -> list[tuple[str, str, bool | None, str]]:
                 extra = f"; writer ticks lost {lost:.0%}" if lost is not None else ""
                 out.append((f"{g}: {what} time / mmap `snapshot(out)` time", r.median /
                             base.median, None, "", f"medians, emulated (TCG){extra}"))
+    for g in sorted(groups):  # the module's cpustat channel beside psutil, same guest run
+        if not g.startswith("kernel cpustat"):
+            continue
+        base = find(groups, g, "cpustat_snapshot")
+        ps = find(groups, g, "psutil_cpu_times_percpu")
+        if base and ps:
+            out.append((f"{g}: a `cpustat` `snapshot()` >= 50x `psutil.cpu_times(percpu=True)`",
+                        ps.median / base.median, 50, "ge",
+                        "median psutil / median snapshot(), same guest run (TCG)"))
     return out
 
 

@@ -32,6 +32,7 @@ from benchutil import KiB, finish, looped, setup, size_id
 import seqshm
 
 SELFTEST = "/dev/seqshm/selftest"
+CPUSTAT = "/dev/seqshm/cpustat"
 MUTEX = "/dev/seqshm_bench_mutex"
 MUTEX_LOCK = 0xB700      # _IO(0xB7, 0)
 MUTEX_UNLOCK = 0xB701    # _IO(0xB7, 1)
@@ -175,3 +176,36 @@ def test_kernel(benchmark, selftest, case, request):
         os.close(fd)
         r.close()
     finish(benchmark, **extra)
+
+
+CPUSTAT_CASES = {
+    "cpustat_snapshot": "snapshot()",  # baseline: a new array each call
+    "cpustat_snapshot_out": "snapshot(out)",
+    "psutil_cpu_times_percpu": "psutil.cpu_times(percpu=True): reads and parses /proc/stat",
+}
+
+
+@pytest.mark.parametrize("case", CPUSTAT_CASES)
+def test_kernel_cpustat(benchmark, case):
+    """Per-CPU times from the module's cpustat channel beside psutil, in the same guest."""
+    if not os.path.exists(CPUSTAT):
+        pytest.skip(f"no {CPUSTAT}")
+    psutil = pytest.importorskip("psutil") if case.startswith("psutil") else None
+    r = seqshm.open(CPUSTAT)
+    try:
+        out = r.snapshot()
+        n = 20
+        setup(benchmark, group="kernel cpustat per-CPU times", case=case,
+              nbytes=r.payload_size, baseline=(case == "cpustat_snapshot"), ops_per_call=n,
+              section="kernel", kernel=os.uname().release, cpus=r.shape[0],
+              emulated="SEQSHM_IN_VM" in os.environ)
+        fn, args = {
+            "cpustat_snapshot": (r.snapshot, ()),
+            "cpustat_snapshot_out": (r.snapshot, (out,)),
+            "psutil_cpu_times_percpu": (psutil and psutil.cpu_times, (True,)),
+        }[case]
+        benchmark(looped(fn, *args, n=n))
+        assert r.snapshot()["online"].any()  # real per-CPU records
+    finally:
+        r.close()
+    finish(benchmark)

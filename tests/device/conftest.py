@@ -244,6 +244,14 @@ def dev():
 
 
 @pytest.fixture
+def fd():
+    """A read-only file of the selftest channel, closed afterwards."""
+    fd = os.open(SELFTEST, os.O_RDONLY)
+    yield fd
+    os.close(fd)
+
+
+@pytest.fixture
 def module_params():
     """reload(*params): reload seqshm with these parameters; defaults are back afterwards."""
     changed = []

@@ -11,13 +11,6 @@ if not os.path.isdir("/dev/seqshm"):
                 allow_module_level=True)
 
 
-@pytest.fixture
-def fd(dev):
-    fd = os.open(dev.SELFTEST, os.O_RDONLY)
-    yield fd
-    os.close(fd)
-
-
 def test_info_matches_header(dev):
     with dev.mapped() as (fd, m, h):
         i = dev.info(fd)

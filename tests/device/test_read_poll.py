@@ -14,13 +14,6 @@ if not os.path.isdir("/dev/seqshm"):
                 allow_module_level=True)
 
 
-@pytest.fixture
-def fd(dev):
-    fd = os.open(dev.SELFTEST, os.O_RDONLY)
-    yield fd
-    os.close(fd)
-
-
 def test_read_returns_whole_pattern_of_one_write(dev, fd):
     """Every read() is one whole write. It may give up with EAGAIN (bounded retries), which
     must stay rare with the default 100 us writer."""
