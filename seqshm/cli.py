@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import multiprocessing.process
+import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +19,7 @@ from rich.table import Table
 
 import seqshm
 from seqshm import telemetry
+from seqshm._api import _check_not_busy
 
 DEMO_PATH = "/dev/shm/seqshm-demo-cpustat"
 _BURST = 1000
@@ -136,25 +140,52 @@ def _demo_table(reader: seqshm.Reader, busy: np.ndarray, sample: np.ndarray, rat
     return table
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _open_written_by(path: str, writer: multiprocessing.process.BaseProcess,
+                     console: Console) -> seqshm.Reader | None:
+    """The channel at ``path`` once ``writer`` has created it (not one left by another)."""
+    deadline = time.monotonic() + 30  # the child imports NumPy and seqshm first
+    while True:
+        try:
+            reader = seqshm.open(path)
+            if reader.header["writer_pid"] == writer.pid:
+                return reader
+            reader.close()
+        except FileNotFoundError:
+            pass
+        if not writer.is_alive() or time.monotonic() > deadline:
+            console.print(f"[red]the demo writer did not create {escape(path)}[/]")
+            return None
+        time.sleep(0.02)
+
+
 def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
     """Start a writer process publishing host telemetry and show it live from a reader."""
     console = _console()
+    if os.path.lexists(path):
+        # A channel left by a demo that was killed: remove it, unless a live writer holds it.
+        try:
+            _check_not_busy(path)
+        except seqshm.WriterBusy:
+            console.print(f"[red]another writer is publishing {escape(path)}: "
+                          "pass --path to run a second demo[/]")
+            return 1
+        os.unlink(path)
     ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
+    # A shared flag, not an Event: a child killed while inside an Event's lock would make
+    # the parent's set() wait forever.
+    stop = ctx.RawValue("b", 0)
     writer = ctx.Process(target=telemetry.publish_cpustat, args=(path, rate_hz),
                          kwargs={"stop": stop}, name="seqshm-demo-writer", daemon=True)
     writer.start()
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                reader = seqshm.open(path)
-                break
-            except FileNotFoundError:
-                if not writer.is_alive() or time.monotonic() > deadline:
-                    console.print(f"[red]the demo writer did not create {escape(path)}[/]")
-                    return 1
-                time.sleep(0.02)
+        reader = _open_written_by(path, writer, console)
+        if reader is None:
+            return 1
         with reader:
             first = reader.snapshot()
             prev_sample, prev = first, (time.monotonic(), reader.seq)
@@ -188,8 +219,12 @@ def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
                     live.stop()
             console.print(f"read {reader.stats.snapshots} consistent snapshots "
                           f"({reader.stats.retries} retries) of {reader.seq} writes")
+    except KeyboardInterrupt:
+        pass
     finally:
-        stop.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop.value = 1
         writer.join(5)
         if writer.is_alive():
             writer.terminate()

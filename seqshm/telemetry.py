@@ -37,6 +37,12 @@ class _Settable(Protocol):
     def is_set(self) -> bool: ...
 
 
+class _SharedFlag(Protocol):
+    """A multiprocessing Value or RawValue: nonzero means stop."""
+
+    value: int
+
+
 _NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
@@ -84,19 +90,27 @@ def publish_cpustat(
     rate_hz: float,
     *,
     duration: float | None = None,
-    stop: Callable[[], bool] | _Settable | None = None,
+    stop: Callable[[], bool] | _Settable | _SharedFlag | None = None,
 ) -> int:
     """Publish this host's per-CPU times to a new channel at ``path`` at ``rate_hz`` until
-    ``duration`` seconds pass, ``stop`` is set, or SIGTERM; removes the channel and returns the
+    ``duration`` seconds pass, ``stop`` is set (an Event, a shared Value, or a callable), or
+    SIGTERM or SIGHUP; removes the channel and returns the
     number of writes."""
     if not rate_hz > 0:
         raise ValueError(f"rate must be > 0 Hz, not {rate_hz!r}")
-    stopped: Callable[[], bool] | None = (
-        stop.is_set if stop is not None and not callable(stop) else stop
-    )
+    stopped: Callable[[], bool] | None
+    if stop is None or callable(stop):
+        stopped = stop
+    elif hasattr(stop, "is_set"):
+        stopped = stop.is_set
+    else:
+        flag = stop
+        stopped = lambda: bool(flag.value)  # noqa: E731
     terminated = threading.Event()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: terminated.set())
+        # The terminal closing (SIGHUP) or a kill (SIGTERM) still removes the channel.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda *_: terminated.set())
     sample = np.zeros(possible_cpus(), CPUSTAT_DTYPE)
     period = 1.0 / rate_hz
     with _api.create(path, CPUSTAT_DTYPE, sample.shape, nr_slots=CPUSTAT_SLOTS,
