@@ -157,7 +157,13 @@ static inline void seqshm_read_meta(const struct seqshm_geometry *g, uint32_t sl
  */
 static inline uint32_t seqshm_reader_slot(const struct seqshm_reader *r)
 {
-	uint64_t head = seqshm_head(&r->g);
+	uint64_t head;
+
+	/* One slot: nothing to choose, and no reason to touch the line the writer stores head
+	 * in on every write (a cache miss per read under a busy writer). */
+	if (!r->g.slot_mask)
+		return 0;
+	head = seqshm_head(&r->g);
 
 	return (uint32_t)(head > r->newest ? head : r->newest) & r->g.slot_mask;
 }
