@@ -9,7 +9,7 @@ from cpython.ref cimport Py_INCREF
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy, memmove, memset, strncpy
+from libc.string cimport memcpy, memmove, memset, strncpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.time cimport nanosleep, timespec
 
@@ -45,6 +45,10 @@ cdef extern from "numpy/arrayobject.h":
     object PyArray_NewFromDescr(void *subtype, void *descr, int nd, cnp.npy_intp *dims,
                                 cnp.npy_intp *strides, void *data, int flags, void *obj)
     bint PyArray_EquivTypes(void *a, void *b)
+
+# What snapshot(out=) needs of ``out``.
+cdef enum:
+    OUT_FLAGS = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
 
 # Copies at least this large run with the GIL released: releasing and taking it back costs
 # ~0.1 us, a few percent of a 256 KiB copy and far more than a small one.
@@ -345,30 +349,29 @@ cdef class _Channel:
             raise ValueError(f"{self.path}: channel is closed")
         return 0
 
-    cdef inline bint _out_fits(self, cnp.ndarray out) noexcept:
-        """The common case of _check_out() inline: same descriptor object, shape, flags."""
-        cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
-        cdef cnp.npy_intp *d
+    cdef inline bint _same_shape(self, cnp.ndarray a) noexcept:
+        cdef cnp.npy_intp *d = cnp.PyArray_DIMS(a)
         cdef int i
-        if (<void *>cnp.PyArray_DESCR(out) != <void *>self._descr
-                or cnp.PyArray_NDIM(out) != self._ndim
-                or (cnp.PyArray_FLAGS(out) & need) != need):
+        if cnp.PyArray_NDIM(a) != self._ndim:
             return False
-        d = cnp.PyArray_DIMS(out)
         for i in range(self._ndim):
             if d[i] != self._dims[i]:
                 return False
         return True
 
+    cdef inline bint _fits(self, cnp.ndarray a, int need) noexcept:
+        """The common case inline: the channel's own descriptor object, shape, ``need`` flags."""
+        return (<void *>cnp.PyArray_DESCR(a) == <void *>self._descr
+                and (cnp.PyArray_FLAGS(a) & need) == need and self._same_shape(a))
+
     cdef int _check_out(self, cnp.ndarray out) except -1:
-        cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_WRITEABLE | cnp.NPY_ARRAY_ALIGNED
+        """Say why ``out`` does not fit (equivalent dtypes of another object do fit)."""
         if (<void *>cnp.PyArray_DESCR(out) != <void *>self._descr
                 and not PyArray_EquivTypes(<void *>cnp.PyArray_DESCR(out), <void *>self._descr)):
             raise TypeError(f"{self.path}: out has dtype {(<object>out).dtype}, the channel holds {self._descr}")
-        if (cnp.PyArray_NDIM(out) != self._ndim
-                or memcmp(cnp.PyArray_DIMS(out), self._dims, self._ndim * sizeof(cnp.npy_intp))):
+        if not self._same_shape(out):
             raise ValueError(f"{self.path}: out has shape {(<object>out).shape}, the channel holds {self.shape}")
-        if (cnp.PyArray_FLAGS(out) & need) != need:
+        if (cnp.PyArray_FLAGS(out) & OUT_FLAGS) != OUT_FLAGS:
             raise ValueError(f"{self.path}: out must be C-contiguous, aligned and writeable")
         return 0
 
@@ -509,7 +512,7 @@ cdef class Reader(_Channel):
             self._check_open()
         if out is None:
             out = self._new_array()
-        elif not self._out_fits(out):
+        elif not self._fits(out, OUT_FLAGS):
             self._check_out(out)
         dst = cnp.PyArray_DATA(out)
         if self._nogil:
@@ -539,10 +542,10 @@ cdef class Reader(_Channel):
             self._check_open()
         if out is None:
             out = self._new_array()
-        elif not self._out_fits(out):
+        elif not self._fits(out, OUT_FLAGS):
             self._check_out(out)
         dst = cnp.PyArray_DATA(out)
-        src = seqshm_slot_payload(&self.r.g, seqshm_newest_slot(&self.r.g))
+        src = seqshm_slot_payload(&self.r.g, seqshm_reader_slot(&self.r))
         n = self.r.g.payload_size
         if self._nogil:
             with nogil:
@@ -833,17 +836,11 @@ cdef class Writer(_Channel):
             self._check_open()
         if self.w.in_write:
             raise RuntimeError(f"{self.path}: write() inside an unfinished begin()")
-        if (type(data) is np.ndarray
-                and <void *>cnp.PyArray_DESCR(<cnp.ndarray>data) == <void *>self._descr
-                and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>data)
-                and cnp.PyArray_NDIM(<cnp.ndarray>data) == self._ndim
-                and not memcmp(cnp.PyArray_DIMS(<cnp.ndarray>data), self._dims,
-                               self._ndim * sizeof(cnp.npy_intp))):
+        if type(data) is np.ndarray and self._fits(<cnp.ndarray>data, cnp.NPY_ARRAY_C_CONTIGUOUS):
             src = <cnp.ndarray>data
         else:
             src = np.asarray(data, dtype=self._descr, order="C")  # keeps 0-d
-            if (cnp.PyArray_NDIM(src) != self._ndim
-                    or memcmp(cnp.PyArray_DIMS(src), self._dims, self._ndim * sizeof(cnp.npy_intp))):
+            if not self._same_shape(src):
                 raise ValueError(
                     f"{self.path}: data has shape {(<object>src).shape}, the channel holds {self.shape}")
         ts = seqshm_monotonic_ns() if timestamp_ns is None else <uint64_t>timestamp_ns

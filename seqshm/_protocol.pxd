@@ -101,7 +101,6 @@ cdef extern from "protocol.h" nogil:
     const seqshm_slot *seqshm_slot_ctl(const seqshm_geometry *g, uint32_t slot)
     const unsigned char *seqshm_slot_payload(const seqshm_geometry *g, uint32_t slot)
     uint64_t seqshm_head(const seqshm_geometry *g)
-    uint32_t seqshm_newest_slot(const seqshm_geometry *g)
     uint32_t seqshm_reader_slot(const seqshm_reader *r)
     void seqshm_reader_done(seqshm_reader *r, const seqshm_meta *meta)
     uint32_t seqshm_read_begin(const seqshm_geometry *g, uint32_t slot)

@@ -107,15 +107,8 @@ static inline uint64_t seqshm_head(const struct seqshm_geometry *g)
 	return seqshm_load_acquire_u64(&seqshm_hdr(g)->head);
 }
 
-/* The newest complete slot. Pairs with the writer's store-release of head in
- * seqshm_write_end(): a reader that sees head == k sees slot k's seq turned even. */
-static inline uint32_t seqshm_newest_slot(const struct seqshm_geometry *g)
-{
-	return (uint32_t)seqshm_load_acquire_u64(&seqshm_hdr(g)->head) & g->slot_mask;
-}
-
 /*
- * Begin a read of the newest slot: returns its seq if even, or an odd value if the writer is
+ * Begin a read of @slot: returns its seq if even, or an odd value if the writer is
  * in it (the caller retries). Pairs with the writer's release fence before its final seq
  * store: seeing the even seq means seeing the payload that came before it.
  */
