@@ -89,18 +89,19 @@ def _batch_of(write_one, k):
 
 def _seqshm_writer(path, nbytes, nr_slots, rate_hz, ready, stop, result):
     import seqshm
+    from seqshm import _hooks
 
     w = seqshm.create(path, np.uint64, nbytes // 8, nr_slots=nr_slots, overwrite=True)
-    w._write_pattern(1)
+    _hooks.write_pattern(w, 1)
     ready.set()
     batch = max(1, 4_000_000 // (nbytes + 64))  # ~0.1-1 ms of writes between stop checks
 
     def write_batch():
-        w._write_pattern(batch)
+        _hooks.write_pattern(w, batch)
         return batch
 
     try:
-        _run_paced(stop, rate_hz, lambda: w._write_pattern(1), write_batch)
+        _run_paced(stop, rate_hz, lambda: _hooks.write_pattern(w, 1), write_batch)
         result.value = w.seq
     finally:
         w.close(unlink=True)

@@ -36,6 +36,7 @@ from benchutil import (
 )
 
 import seqshm
+from seqshm import _hooks
 
 SIZES = [64, 4 * KiB, 1 * MiB]
 RATES = {"idle": 0, "1kHz": 1_000, "100kHz": 100_000, "max": None}
@@ -100,8 +101,8 @@ def test_writer_publish(benchmark, api, nr_slots, readers, nbytes):
     and the hypervisor, apart from sharing cache lines with the writer)."""
     path = shm_path(f"pub{size_id(nbytes)}")
     w = seqshm.create(path, np.uint64, nbytes // 8, nr_slots=nr_slots, overwrite=True)
-    w._write_pattern(1)
-    # _write_pattern(k): k C-speed writes per call (~0.1-1 ms); write(data): the Python API.
+    _hooks.write_pattern(w, 1)
+    # write_pattern(w, k): k C-speed writes per call (~0.1-1 ms); write(data): the Python API.
     k = max(1, 4_000_000 // (nbytes + 64)) if api == "write_pattern" else loop_count(nbytes)
     setup(benchmark, group=f"writer publish {api} {size_id(nbytes)} nr_slots={nr_slots}",
           case={"none": "no reader", "same": "1 busy reader",
@@ -113,7 +114,7 @@ def test_writer_publish(benchmark, api, nr_slots, readers, nbytes):
     try:
         if readers == "other":
             other = seqshm.create(path + "-other", np.uint64, nbytes // 8, overwrite=True)
-            other._write_pattern(1)
+            _hooks.write_pattern(other, 1)
         with contextlib.ExitStack() as stack:
             stack.enter_context(pinned_main())
             helpers = []
@@ -123,7 +124,7 @@ def test_writer_publish(benchmark, api, nr_slots, readers, nbytes):
             seq0 = w.seq
             t0 = time.perf_counter()
             if api == "write_pattern":
-                benchmark(w._write_pattern, k)
+                benchmark(_hooks.write_pattern, w, k)
             else:
                 benchmark(looped(w.write, data, n=k))
             elapsed = time.perf_counter() - t0

@@ -30,6 +30,7 @@ import pytest
 from benchutil import KiB, finish, looped, setup, size_id
 
 import seqshm
+from seqshm import _hooks
 
 SELFTEST = "/dev/seqshm/selftest"
 CPUSTAT = "/dev/seqshm/cpustat"
@@ -42,8 +43,8 @@ MUTEX_STATS = (2 << 30) | (24 << 16) | (0xB7 << 8) | 2  # _IOR(0xB7, 2, __u64[3]
 CHANNELS = [(64, 1), (4 * KiB, 1), (64 * KiB, 1), (64 * KiB, 8)]
 READ_TIMEOUT = 0.05  # seconds; a starved read counts as a failed call
 CASES = [
-    "noop",               # r._noop(): a call into the extension
-    "mmap_copy_unlocked", # r._copy_unlocked(out): memcpy from the mapping, no seqlock
+    "noop",               # _hooks.noop(r): a call into the extension
+    "mmap_copy_unlocked", # _hooks.copy_unlocked(r, out): memcpy from the mapping, no seqlock
     "mmap_snapshot_out",  # r.snapshot(out): seqlock read through the mapping (baseline)
     "mmap_snapshot",      # r.snapshot(): a new array each call
     "read_into",          # os.readv(fd, [out]): the device's read(), into a preallocated array
@@ -139,8 +140,8 @@ def test_kernel(benchmark, selftest, case, request):
               section="kernel", nr_slots=slots, kernel=os.uname().release,
               emulated="SEQSHM_IN_VM" in os.environ)
         fn, args = {
-            "noop": (r._noop, ()),
-            "mmap_copy_unlocked": (r._copy_unlocked, (out,)),
+            "noop": (_hooks.noop, (r,)),
+            "mmap_copy_unlocked": (_hooks.copy_unlocked, (r, out)),
             "mmap_snapshot_out": (r.snapshot, (out,)),
             "mmap_snapshot": (r.snapshot, ()),
             "read_into": (os.readv, (fd, [out])),

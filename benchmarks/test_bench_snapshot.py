@@ -1,7 +1,7 @@
 """Snapshot latency and bandwidth by payload size, beside the limits measured in the same run.
 
-Per payload size, one group: ``_copy_unlocked(out)`` (the same call path as ``snapshot(out=)``
-doing a plain memcpy with no seqlock) is the baseline; ``_noop()`` (the cost of calling into the
+Per payload size, one group: ``_hooks.copy_unlocked(r, out)`` (snapshot(out=)'s work doing a
+plain memcpy with no seqlock) is the baseline; ``_hooks.noop(r)`` (the cost of calling into the
 extension) and NumPy's own ``np.copyto`` are the other references. No writer runs here: this
 is the cost of the read itself; contention is in test_bench_contention.py.
 
@@ -16,13 +16,14 @@ import pytest
 from benchutil import KiB, MiB, empty_loop, finish, loop_count, looped, setup, shm_path, size_id
 
 import seqshm
+from seqshm import _hooks
 
 SIZES = [64, 256, 4 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 16 * MiB]
 
 CASES = [
     "empty_loop",       # the timing loop alone (64 B and 4 KiB only): what every case includes
-    "noop",             # r._noop(): a no-op method call into the extension
-    "copy_unlocked",    # r._copy_unlocked(out): memcpy on snapshot()'s call path (baseline)
+    "noop",             # _hooks.noop(r): a no-op method call into the extension
+    "copy_unlocked",    # _hooks.copy_unlocked(r, out): memcpy on snapshot()'s call path (baseline)
     "np_copyto",        # np.copyto(out, src) between two private arrays
     "snapshot_out",     # r.snapshot(out)
     "snapshot",         # r.snapshot(): a new array each call
@@ -42,7 +43,7 @@ def channels():
         if nbytes not in made:
             path = shm_path(size_id(nbytes))
             w = seqshm.create(path, np.uint64, nbytes // 8, overwrite=True)
-            w._write_pattern(1)
+            _hooks.write_pattern(w, 1)
             made[nbytes] = (w, seqshm.open(path))
         return made[nbytes][1]
 
@@ -76,8 +77,8 @@ def test_snapshot(benchmark, channels, case, nbytes):
           baseline=(case == "copy_unlocked"), ops_per_call=n, section="snapshot")
     fn, args = {
         "empty_loop": (None, ()),
-        "noop": (r._noop, ()),
-        "copy_unlocked": (r._copy_unlocked, (out,)),
+        "noop": (_hooks.noop, (r,)),
+        "copy_unlocked": (_hooks.copy_unlocked, (r, out)),
         "np_copyto": (np.copyto, (out, local)),
         "snapshot_out": (r.snapshot, (out,)),
         "snapshot": (r.snapshot, ()),

@@ -286,8 +286,8 @@ EXPORT_SYMBOL_GPL(seqshm_channel_create);
  * @ch: the channel, or NULL or an ERR_PTR() (then nothing happens).
  *
  * No new file can open the channel afterwards. Files already open (and their mappings) keep
- * the region alive until the last one goes: mappings keep showing the last write, read()
- * fails with -ENODEV and poll() reports EPOLLHUP. The caller must not write to @ch after this
+ * the region alive until the last one goes: mappings keep showing the last write and a
+ * state of SEQSHM_STATE_CLOSED, read() fails with -ENODEV and poll() reports EPOLLHUP. The caller must not write to @ch after this
  * (nor concurrently with it).
  *
  * Context: process context; may sleep.
@@ -304,6 +304,11 @@ void seqshm_channel_destroy(struct seqshm_channel *ch)
 	mutex_unlock(&seqshm_channels_lock);
 	spin_lock_irqsave(&ch->lock, flags);
 	WRITE_ONCE(ch->dead, true);
+	/*
+	 * Under the writers' lock, so after the last store-release of head: pairs with the
+	 * reader's load-acquire of state, which then sees every write the channel got.
+	 */
+	smp_store_release(&ch->hdr->state, SEQSHM_STATE_CLOSED);
 	spin_unlock_irqrestore(&ch->lock, flags);
 	wake_up_interruptible_poll(&ch->wq, EPOLLHUP);
 	seqshm_channel_put(ch);

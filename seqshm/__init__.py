@@ -1,14 +1,30 @@
 """seqshm: lock-free consistent snapshots of live data shared by a kernel or userspace writer."""
 
-from seqshm._api import create, open, resolve, snapshot
-from seqshm._core import ABI_VERSION, Reader, Writer, monotonic_ns
-from seqshm._errors import FormatError, ReadTimeout, SeqshmError, VersionError, WriterBusy
+from seqshm._api import open, resolve, snapshot
+from seqshm._core import ABI_VERSION, monotonic_ns
+from seqshm._errors import (
+    ChannelEnded,
+    ClosedError,
+    FileTruncated,
+    FormatError,
+    ReadTimeout,
+    SeqshmError,
+    VersionError,
+    WriterBusy,
+)
+from seqshm._lifecycle import ChannelState
+from seqshm._reader import Reader
 from seqshm._types import History, ReaderStats, Snapshot
-
-__version__ = "0.1.0"
+from seqshm._version import __version__  # written by Meson from meson.build
+from seqshm._writer import Writer, create
 
 __all__ = [
     "ABI_VERSION",
+    "__version__",
+    "ChannelEnded",
+    "ChannelState",
+    "ClosedError",
+    "FileTruncated",
     "FormatError",
     "History",
     "ReadTimeout",

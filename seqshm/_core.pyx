@@ -1,41 +1,40 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: embedsignature=True, initializedcheck=False
-"""Cython layer of seqshm: shared mappings, the reader's hot path and the writer, over the C core."""
+"""The Cython engine of seqshm: mappings, the header check, and the copy and write paths.
+
+Only what must be fast or must touch shared memory lives here. The public ``Reader`` and
+``Writer`` (seqshm/_reader.py, seqshm/_writer.py) subclass the engines below and own files,
+lifecycle, waiting and errors; an inherited method costs what the engine's does.
+"""
 
 cimport cython
 cimport numpy as cnp
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo
-from cpython.ref cimport Py_INCREF
 from cpython.exc cimport PyErr_CheckSignals
-from libc.errno cimport EINTR, errno
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
+                               PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_release_lock, PyThread_type_lock)
+from cpython.ref cimport Py_INCREF
+from libc.errno cimport errno
+from libc.stdint cimport UINT64_MAX, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset, strncpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
-from posix.time cimport nanosleep, timespec
 
-cdef extern from "<sys/ioctl.h>" nogil:
-    int ioctl(int fd, unsigned long request, ...)
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd *fds, unsigned long nfds, int timeout)
+cdef extern from "<sys/mman.h>" nogil:
+    int madvise(void *addr, size_t length, int advice)
     enum:
-        POLLIN
+        MADV_DONTFORK
 
 from seqshm._protocol cimport *
 
 import math
 import os
-import stat
 
 import numpy as np
 
 from seqshm._dtype import ElementType, Field, to_dtype
-from seqshm._errors import FormatError, ReadTimeout, VersionError
-from seqshm._types import History, ReaderStats, Snapshot
+from seqshm._errors import ClosedError, FileTruncated, FormatError, VersionError
+from seqshm._types import Snapshot as _Snapshot
 
 cnp.import_array()
 
@@ -54,6 +53,11 @@ cdef enum:
 # ~0.1 us, a few percent of a 256 KiB copy and far more than a small one.
 cdef size_t GIL_RELEASE_BYTES = 256 * 1024
 
+# A blocked read waits in slices of at most this long with the GIL released, looking at
+# signals (Ctrl-C), close() and a truncated file in between: the 100 ms the lifecycle rules
+# allow, with room to spare.
+cdef uint64_t WAIT_SLICE_NS = 10 * 1000 * 1000
+
 ABI_VERSION = SEQSHM_ABI_VERSION
 MAGIC = SEQSHM_MAGIC
 HEADER_SIZE = sizeof(seqshm_header)
@@ -61,29 +65,51 @@ SLOTS_OFFSET = SEQSHM_SLOTS_OFFSET
 ALIGN = SEQSHM_ALIGN
 MAX_SLOTS = SEQSHM_MAX_SLOTS
 MAX_DIMS = SEQSHM_MAX_DIMS
+STATE_OPEN = SEQSHM_STATE_OPEN
+STATE_CLOSED = SEQSHM_STATE_CLOSED
+STATE_REPLACED = SEQSHM_STATE_REPLACED
+IOC_INFO = SEQSHM_IOC_INFO
+INFO_ACK = SEQSHM_INFO_ACK
 
 
 @cython.final
 cdef class Mapping:
-    """A shared mapping of a file; unmapped when its last user (reader, writer, view) is gone."""
+    """A shared mapping of a file, guarded against the file shrinking under it (guard.h);
+    unmapped when its last user (reader, writer, view) is gone."""
 
     cdef void *addr
     cdef size_t length
     cdef bint writable
+    cdef seqshm_guard *guard
 
-    def __cinit__(self, int fd, size_t length, bint writable=False):
+    def __cinit__(self, int fd, size_t length, bint writable=False, uint32_t nr_slots=0):
         cdef int prot = PROT_READ | (PROT_WRITE if writable else 0)
         cdef void *p = mmap(NULL, length, prot, MAP_SHARED, fd, 0)
         self.addr = NULL
         if p == MAP_FAILED:
             raise OSError(errno, os.strerror(errno))
+        if writable and madvise(p, length, MADV_DONTFORK) != 0:
+            # A forked child must not inherit the writer's mapping: it would hold the file
+            # (and so the writer's flock) open after the writer closed it.
+            munmap(p, length)
+            raise OSError(errno, os.strerror(errno))
+        self.guard = seqshm_guard_add(p, length, nr_slots, writable)
+        if self.guard == NULL:
+            munmap(p, length)
+            raise OSError(errno, f"cannot guard the mapping: {os.strerror(errno)}")
         self.addr = p
         self.length = length
         self.writable = writable
 
     def __dealloc__(self):
         if self.addr != NULL:
+            seqshm_guard_remove(self.guard)
             munmap(self.addr, self.length)
+
+    @property
+    def damaged(self):
+        """True once the file shrank under this mapping (its pages now read as mid-write)."""
+        return bool(seqshm_guard_damaged(self.guard))
 
     def __getbuffer__(self, Py_buffer *buf, int flags):
         if (flags & PyBUF_WRITABLE) and not self.writable:
@@ -94,21 +120,21 @@ cdef class Mapping:
         return self.length
 
 
-cdef Mapping _map_fd(int fd, size_t length, bint writable, str path):
+cdef Mapping _map_fd(int fd, size_t length, bint writable, str path, uint32_t nr_slots):
     try:
-        return Mapping(fd, length, writable)
+        return Mapping(fd, length, writable, nr_slots)
     except OSError as e:
         raise OSError(e.errno, f"cannot map {length} bytes: {e.strerror}", path) from None
 
 
-cdef cnp.ndarray _array_at(Mapping m, cnp.dtype descr, int ndim, cnp.npy_intp *dims,
+cdef cnp.ndarray _array_at(object base, cnp.dtype descr, int ndim, cnp.npy_intp *dims,
                            const void *data, bint writable):
-    """An ndarray over mapped memory that keeps the mapping alive."""
+    """An ndarray over mapped memory that keeps ``base`` (the mapping) alive."""
     Py_INCREF(descr)  # PyArray_NewFromDescr steals it
     cdef cnp.ndarray arr = PyArray_NewFromDescr(
         <void *>np.ndarray, <void *>descr, ndim, dims, NULL, <void *>data,
         cnp.NPY_ARRAY_C_CONTIGUOUS | (cnp.NPY_ARRAY_WRITEABLE if writable else 0), NULL)
-    cnp.set_array_base(arr, m)
+    cnp.set_array_base(arr, base)
     return arr
 
 
@@ -141,6 +167,7 @@ cdef dict _header_dict(const seqshm_header *h):
         "flags": h.flags,
         "clock_id": h.clock_id,
         "writer_pid": h.writer_pid,
+        "writer_start": h.writer_start,
         "name": h.name.decode("ascii"),
         "itemsize": h.itemsize,
         "nr_fields": h.nr_fields,
@@ -150,24 +177,30 @@ cdef dict _header_dict(const seqshm_header *h):
     }
 
 
+cdef int _load_header(bytes data, uint64_t file_size, str path, seqshm_header *h) except -1:
+    cdef char why[256]
+    if <size_t>len(data) < sizeof(seqshm_header):
+        raise FormatError(
+            f"truncated: {len(data)} bytes, a seqshm header has {sizeof(seqshm_header)}", path)
+    memcpy(h, <const char *>data, sizeof(seqshm_header))
+    rc = seqshm_header_check(h, file_size, why, sizeof(why))
+    if rc != SEQSHM_OK:
+        _raise_header(rc, why, path)
+    return 0
+
+
 def check_header(bytes data not None, uint64_t file_size=0, str path=None):
     """Validate raw header bytes the way a reader does; returns the header's fields as a dict.
 
     Raises FormatError or VersionError naming ``path``.
     """
     cdef seqshm_header h
-    cdef char why[256]
-    if <size_t>len(data) < sizeof(h):
-        raise FormatError(f"truncated: {len(data)} bytes, a seqshm header has {sizeof(h)}", path)
-    memcpy(&h, <const char *>data, sizeof(h))
-    rc = seqshm_header_check(&h, file_size, why, sizeof(why))
-    if rc != SEQSHM_OK:
-        _raise_header(rc, why, path)
+    _load_header(data, file_size, path, &h)
     return _header_dict(&h)
 
 
 def build_header(str name not None, uint32_t nr_slots, tuple shape not None, element,
-                 uint32_t writer_pid=0):
+                 uint32_t writer_pid=0, uint64_t writer_start=0):
     """The header bytes (magic still 0) of a region for ``element`` and ``shape``, and its size.
 
     Raises ValueError when the layout cannot be built.
@@ -197,10 +230,34 @@ def build_header(str name not None, uint32_t nr_slots, tuple shape not None, ele
         fields[i].flags = SEQSHM_FIELD_F_ARRAY if f.array else 0
     rc = seqshm_layout_init(&h, name_b, nr_slots, <uint32_t>len(shape), dims, element.itemsize,
                             SEQSHM_F_RECORD if element.record else 0,
-                            <uint32_t>len(element.fields), fields, writer_pid, why, sizeof(why))
+                            <uint32_t>len(element.fields), fields, writer_pid, writer_start,
+                            why, sizeof(why))
     if rc != SEQSHM_OK:
         raise ValueError(why.decode("utf-8", "replace"))
     return (<char *>&h)[:sizeof(h)], h.region_size
+
+
+def mark_state(int fd, uint32_t state, str path=None):
+    """Store ``state`` (STATE_CLOSED, STATE_REPLACED) into the region open as ``fd`` (read-write),
+    if it is a seqshm region: how a new creator ends the channel it replaces. Returns whether
+    it did."""
+    cdef seqshm_header *h
+    cdef Mapping m
+    if os.fstat(fd).st_size < <int>sizeof(seqshm_header):
+        return False
+    try:
+        m = Mapping(fd, SEQSHM_ALIGN, True, 0)
+    except OSError:
+        return False
+    h = <seqshm_header *>m.addr
+    if seqshm_load_relaxed_magic(h) != SEQSHM_MAGIC:
+        return False
+    seqshm_write_close(h, state)
+    return True
+
+
+cdef inline uint64_t seqshm_load_relaxed_magic(const seqshm_header *h) noexcept nogil:
+    return (<volatile uint64_t *>&h.magic)[0]
 
 
 def abi_layout():
@@ -208,7 +265,8 @@ def abi_layout():
     cdef seqshm_header h
     cdef seqshm_slot s
     cdef seqshm_field f
-    cdef size_t hb = <size_t>&h, sb = <size_t>&s, fb = <size_t>&f
+    cdef seqshm_ioc_info info
+    cdef size_t hb = <size_t>&h, sb = <size_t>&s, fb = <size_t>&f, ib = <size_t>&info
     return {
         "header": {
             "size": sizeof(h),
@@ -228,8 +286,10 @@ def abi_layout():
             "nr_fields": <size_t>&h.nr_fields - hb,
             "ndim": <size_t>&h.ndim - hb,
             "shape": <size_t>&h.shape - hb,
+            "writer_start": <size_t>&h.writer_start - hb,
             "fields": <size_t>&h.fields - hb,
             "head": <size_t>&h.head - hb,
+            "state": <size_t>&h.state - hb,
         },
         "slot": {
             "size": sizeof(s),
@@ -246,6 +306,11 @@ def abi_layout():
             "size_": <size_t>&f.size - fb,
             "flags": <size_t>&f.flags - fb,
         },
+        "ioc_info": {
+            "size": sizeof(info),
+            "head": <size_t>&info.head - ib,
+            "seen": <size_t>&info.seen - ib,
+        },
     }
 
 
@@ -254,24 +319,20 @@ def monotonic_ns():
     return seqshm_monotonic_ns()
 
 
-cdef bint _pid_alive(uint32_t pid):
+def timeout_ns(timeout, str what="timeout"):
+    """``timeout`` seconds as ns for the engine: None or inf is no limit (2**64 - 1), and so is
+    anything past 2**63 ns (292 years); negative or NaN is a ValueError, a non-number a
+    TypeError."""
+    if timeout is None:
+        return UINT64_MAX
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return True
-
-
-cdef uint64_t _timeout_ns(timeout, str what) except? 0:
-    t = float(timeout)
-    if not (t >= 0 and math.isfinite(t)):
-        raise ValueError(f"{what} must be a finite number of seconds >= 0, not {timeout!r}")
+        t = float(timeout)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number of seconds or None, not {timeout!r}") from None
+    if not t >= 0:
+        raise ValueError(f"{what} must be a number of seconds >= 0 or None, not {timeout!r}")
+    if t * 1e9 >= 2.0 ** 63:
+        return UINT64_MAX
     return <uint64_t>(t * 1e9)
 
 
@@ -285,25 +346,24 @@ cdef class _Channel:
     cdef int _ndim
     cdef cnp.npy_intp _dims[SEQSHM_MAX_DIMS]
     cdef bint _nogil
-    cdef list _views
     cdef readonly str path
     cdef readonly tuple shape
 
     cdef int _setup(self, str path, seqshm_header *h, Mapping m) except -1:
+        try:
+            descr = to_dtype(_element(h))
+        except (TypeError, ValueError) as e:
+            raise FormatError(f"element type NumPy cannot represent: {e}", path) from None
         self.path = path
         memcpy(&self.hdr, h, sizeof(seqshm_header))
         self._map = m
-        try:
-            self._descr = to_dtype(_element(h))
-        except (TypeError, ValueError) as e:
-            raise FormatError(f"element type NumPy cannot represent: {e}", path) from None
+        self._descr = descr
         self._raw_descr = np.dtype((np.void, h.itemsize)) if h.flags & SEQSHM_F_RECORD else None
         self._ndim = h.ndim
         for i in range(h.ndim):
             self._dims[i] = <cnp.npy_intp>h.shape[i]
         self.shape = tuple(h.shape[i] for i in range(h.ndim))
         self._nogil = h.payload_size >= GIL_RELEASE_BYTES
-        self._views = [None] * h.nr_slots
         return 0
 
     @property
@@ -333,6 +393,7 @@ cdef class _Channel:
 
     @property
     def closed(self):
+        """True once ``close()`` was called on this object."""
         return self._map is None
 
     @property
@@ -341,13 +402,24 @@ cdef class _Channel:
         self._check_open()
         return seqshm_head(self._geometry())
 
+    @property
+    def _state_word(self):
+        """The header's state word now: STATE_OPEN, STATE_CLOSED or STATE_REPLACED."""
+        self._check_open()
+        return seqshm_state(self._geometry())
+
     cdef seqshm_geometry *_geometry(self):
         return NULL
 
-    cdef inline int _check_open(self) except -1:
+    cdef int _check_open(self) except -1:
         if self._map is None:
-            raise ValueError(f"{self.path}: channel is closed")
+            raise ClosedError("channel is closed", self.path)
         return 0
+
+    cdef int _raise_truncated(self) except -1:
+        raise FileTruncated(
+            "the file shrank under this process's mapping (truncated by another process?); "
+            "its data is gone: close this object and reopen the channel", self.path)
 
     cdef inline bint _same_shape(self, cnp.ndarray a) noexcept:
         cdef cnp.npy_intp *d = cnp.PyArray_DIMS(a)
@@ -375,102 +447,73 @@ cdef class _Channel:
             raise ValueError(f"{self.path}: out must be C-contiguous, aligned and writeable")
         return 0
 
-    cdef cnp.ndarray _new_array(self):
+    cdef cnp.ndarray _new_array(self, int lead=0):
+        """A new array of the channel's dtype and shape (with a leading axis of ``lead``)."""
         cdef cnp.ndarray raw, arr
+        cdef cnp.npy_intp dims[SEQSHM_MAX_DIMS + 1]
+        cdef int nd = self._ndim, i
+        cdef cnp.npy_intp *d = self._dims
+        if lead:
+            dims[0] = lead
+            for i in range(self._ndim):
+                dims[i + 1] = self._dims[i]
+            d = dims
+            nd += 1
         if self._raw_descr is None:
             Py_INCREF(self._descr)  # PyArray_NewFromDescr steals it
-            return PyArray_NewFromDescr(<void *>np.ndarray, <void *>self._descr, self._ndim,
-                                        self._dims, NULL, NULL, 0, NULL)
+            return PyArray_NewFromDescr(<void *>np.ndarray, <void *>self._descr, nd, d, NULL,
+                                        NULL, 0, NULL)
         # NumPy allocates a record array at a cost that grows with its fields (~35 ns each);
         # allocating opaque items of the same size and viewing them as records does not.
         Py_INCREF(self._raw_descr)
-        raw = PyArray_NewFromDescr(<void *>np.ndarray, <void *>self._raw_descr, self._ndim,
-                                   self._dims, NULL, NULL, 0, NULL)
+        raw = PyArray_NewFromDescr(<void *>np.ndarray, <void *>self._raw_descr, nd, d, NULL,
+                                   NULL, 0, NULL)
         Py_INCREF(self._descr)
-        arr = PyArray_NewFromDescr(<void *>np.ndarray, <void *>self._descr, self._ndim,
-                                   self._dims, NULL, cnp.PyArray_DATA(raw),
+        arr = PyArray_NewFromDescr(<void *>np.ndarray, <void *>self._descr, nd, d, NULL,
+                                   cnp.PyArray_DATA(raw),
                                    cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_WRITEABLE, NULL)
         cnp.set_array_base(arr, raw)
         return arr
 
-    cdef cnp.ndarray _slot_array(self, uint32_t slot, bint writable):
-        cdef seqshm_geometry *g = self._geometry()
-        v = self._views[slot]
-        if v is None:
-            v = _array_at(self._map, self._descr, self._ndim, self._dims,
-                          seqshm_slot_payload(g, slot), writable)
-            self._views[slot] = v
-        return v
 
-
-@cython.final
-cdef class Reader(_Channel):
-    """A read-only view of one seqshm channel. Open with :func:`seqshm.open`."""
+cdef class ReaderEngine(_Channel):
+    """The reader's engine: a read-only mapping and the seqlock copy paths. Use
+    :class:`seqshm.Reader`, which subclasses it."""
 
     cdef seqshm_reader r
-    cdef seqshm_meta meta
-    cdef bint _device
-    cdef int _fd            # kept open for a device, whose poll() wait() sleeps on; else -1
+    cdef seqshm_meta meta           # of the last consistent read, for ``seq``/``timestamp_ns``
+    cdef uint64_t _timeout_ns
+    cdef uint64_t _timeouts
+    cdef bint _follow               # look at the state word on every snapshot (tail -F mode)
+    cdef list _views
 
-    def __init__(self, path, *, timeout=1.0):
+    def _attach(self, str path not None, bytes header not None, Mapping m not None,
+                uint64_t file_size=0):
+        """Start reading the region mapped as ``m`` whose header is ``header`` (checked again
+        here): from a fresh open or, when following, from the channel that replaced ours."""
         cdef seqshm_header h
-        cdef char why[256]
-        cdef Mapping first
-        cdef uint64_t limit = 0
-        path = os.fspath(path)
-        if not isinstance(path, str):
-            path = os.fsdecode(path)
-        self._fd = -1
-        self.r.timeout_ns = _timeout_ns(timeout, "timeout")
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode):
-                limit = st.st_size
-                if limit < sizeof(h):
-                    raise FormatError(
-                        f"truncated: {limit} bytes, a seqshm header alone has {sizeof(h)}", path)
-            elif stat.S_ISCHR(st.st_mode):
-                self._device = True
-            else:
-                raise FormatError("neither a regular file nor a seqshm device", path)
-            # Copy the header once and check the copy: a writer cannot change what we checked.
-            first = _map_fd(fd, SEQSHM_ALIGN, False, path)
-            memcpy(&h, first.addr, sizeof(h))
-            first = None
-            rc = seqshm_header_check(&h, limit, why, sizeof(why))
-            if rc != SEQSHM_OK:
-                _raise_header(rc, why, path)
-            m = _map_fd(fd, h.region_size, False, path)
-        except BaseException:
-            os.close(fd)
-            raise
-        if self._device:
-            self._fd = fd
-        else:
-            os.close(fd)
+        _load_header(header, file_size, path, &h)
+        if m.length < h.region_size:
+            raise FormatError(f"mapped {m.length} bytes of a {h.region_size}-byte region", path)
         self._setup(path, &h, m)
+        memset(&self.r, 0, sizeof(self.r))
+        memset(&self.meta, 0, sizeof(self.meta))
         seqshm_geometry_init(&self.r.g, m.addr, &h)
+        self._views = [None] * h.nr_slots
 
-    def __dealloc__(self):
-        if self._fd >= 0:
-            os.close(self._fd)
+    def _detach(self):
+        """Forget the mapping: calls in other threads finish on the copy they hold; views keep
+        their memory mapped until they are gone."""
+        self._map = None
+        self._views = None
+        memset(&self.r.g, 0, sizeof(self.r.g))
 
     cdef seqshm_geometry *_geometry(self):
         return &self.r.g
 
     @property
-    def timeout(self):
-        """Seconds a read waits for a consistent copy before it raises ReadTimeout."""
-        return self.r.timeout_ns / 1e9
-
-    @timeout.setter
-    def timeout(self, value):
-        self.r.timeout_ns = _timeout_ns(value, "timeout")
-
-    @property
     def seq(self):
-        """Write number of the last consistent read (0: nothing was ever written)."""
+        """Write number of the last consistent read (0: nothing read yet)."""
         return self.meta.write_seq
 
     @property
@@ -479,87 +522,159 @@ cdef class Reader(_Channel):
         return self.meta.timestamp_ns
 
     @property
-    def stats(self):
-        """ReaderStats(snapshots, retries, timeouts) of this reader."""
-        return ReaderStats(self.r.snapshots, self.r.retries, self.r.timeouts)
+    def _counters(self):
+        """(snapshots, retries, timeouts) of this reader."""
+        return self.r.snapshots, self.r.retries, self._timeouts
 
-    cdef int _raise_timeout(self) except -1:
-        cdef uint32_t seq = self.r.last_seq
-        t = self.r.timeout_ns / 1e9
-        if seq & 1:
-            what = (f"slot {self.r.last_slot} stayed mid-write for {t:g} s "
-                    f"(its sequence count {seq} is odd)")
-            pid = self.hdr.writer_pid
-            if pid and not self._device:
-                if _pid_alive(pid):
-                    what += f"; writer pid {pid} is alive but not finishing (stopped?)"
-                else:
-                    what += f"; writer pid {pid} is gone: it died in the middle of a write"
+    def _set_timeout_ns(self, uint64_t ns):
+        self._timeout_ns = ns
+
+    def _set_follow(self, bint follow):
+        self._follow = follow
+
+    def _mark_read(self, uint64_t write_seq, uint64_t timestamp_ns):
+        """Count ``write_seq`` as read (history() returned it): seq, timestamp_ns and wait()
+        then start from it."""
+        if write_seq > self.r.newest:
+            self.r.newest = write_seq
+        if write_seq >= self.meta.write_seq:
+            self.meta.write_seq = write_seq
+            self.meta.timestamp_ns = timestamp_ns
+
+    def _timed_out(self, uint32_t slot, uint32_t seq):
+        """Raise the error for a read that found no consistent copy of ``slot`` (last seen
+        ``seq``) within the timeout. Overridden by Reader, which can say why."""
+        raise TimeoutError(f"{self.path}: no consistent snapshot of slot {slot}")
+
+    def _replaced(self):
+        """Called by a following reader's snapshot when the state word says REPLACED; Reader
+        switches to the new channel here."""
+
+    cdef int _read_into(self, void *dst, seqshm_meta *m) except -1:
+        """A consistent copy of the newest payload into ``dst``, its metadata into ``m``."""
+        cdef seqshm_reader local
+        cdef int rc
+        if self._follow and seqshm_state(&self.r.g) == SEQSHM_STATE_REPLACED:
+            self._replaced()
+            self._check_open()
+        if not self._nogil:
+            # The GIL is held: nothing else touches self.r during the attempt.
+            if seqshm_read_once(&self.r, dst, m) == 0:
+                return 0
         else:
-            what = (f"the writer rewrote slot {self.r.last_slot} during every copy for {t:g} s; "
-                    "a channel with more slots (nr_slots) lets readers through")
-        raise ReadTimeout(f"no consistent snapshot: {what}", self.path)
+            # Other threads may use this reader while the GIL is released: work on a copy
+            # of its state and merge it back (the copy's mapping stays alive: see _read_slow).
+            local = self.r
+            with nogil:
+                rc = seqshm_read_once(&local, dst, m)
+            if rc == 0:
+                self._merge(&local, 1, 0)
+                return 0
+            self._merge(&local, 0, 1)
+        return self._read_slow(-1, dst, m)
+
+    cdef void _merge(self, seqshm_reader *local, uint64_t snapshots, uint64_t retries) noexcept:
+        if self.r.g.base != local.g.base:
+            return  # closed or switched to another channel meanwhile
+        self.r.snapshots += snapshots
+        self.r.retries += retries
+        if local.newest > self.r.newest:
+            self.r.newest = local.newest
+        self.r.last_seq = local.last_seq
+        self.r.last_slot = local.last_slot
+
+    cdef int _read_slow(self, int64_t fixed, void *dst, seqshm_meta *m,
+                        uint32_t *slot=NULL, uint32_t *seq=NULL) except -1:
+        """Keep trying, with the GIL released, in slices of WAIT_SLICE_NS; between slices look
+        at signals, close(), a truncated file, a replacement (when following) and the timeout.
+        With ``dst`` NULL, only wait until the newest slot is not mid-write (for begin()):
+        its slot and seq then go to ``slot`` and ``seq``."""
+        cdef Mapping keep
+        cdef seqshm_reader local
+        cdef seqshm_backoff b
+        cdef uint64_t deadline, until, snaps, retries
+        cdef int rc
+        memset(&b, 0, sizeof(b))
+        deadline = seqshm_deadline(seqshm_monotonic_ns(), self._timeout_ns)
+        while True:
+            keep = self._map  # holds the mapping while the GIL is released
+            if keep is None:
+                self._check_open()
+            if seqshm_guard_damaged(keep.guard):
+                self._raise_truncated()
+            local = self.r
+            snaps = local.snapshots
+            retries = local.retries
+            until = seqshm_deadline(seqshm_monotonic_ns(), WAIT_SLICE_NS)
+            if until > deadline:
+                until = deadline
+            with nogil:
+                if dst != NULL:
+                    rc = seqshm_read_until(&local, fixed, dst, m, until, &b)
+                else:
+                    rc = seqshm_wait_even_until(&local, slot, seq, 1, until, &b)
+            self._merge(&local, local.snapshots - snaps, local.retries - retries)
+            if rc == SEQSHM_OK and self.r.g.base == local.g.base:
+                return 0
+            if rc == SEQSHM_OK:
+                continue  # closed or switched while we copied: look again
+            PyErr_CheckSignals()
+            if fixed < 0 and self._follow and self.r.g.base != NULL and \
+                    seqshm_state(&self.r.g) == SEQSHM_STATE_REPLACED:
+                self._replaced()  # a writer that died mid-write was replaced: move on
+            if seqshm_monotonic_ns() >= deadline:
+                self._timeouts += 1
+                if seqshm_guard_damaged(keep.guard):
+                    self._raise_truncated()
+                self._check_open()
+                self._timed_out(local.last_slot, local.last_seq)
+                raise AssertionError("_timed_out() must raise")
 
     def snapshot(self, cnp.ndarray out=None):
         """A consistent copy of the newest payload: a new array, or ``out`` filled in place.
 
-        ``out`` must have the channel's dtype and shape and be C-contiguous and writeable.
-        The copy's write number and time are then in ``seq`` and ``timestamp_ns``.
+        Shape and dtype are the channel's (``shape``, ``dtype``); ``out`` must have them and be
+        C-contiguous, aligned and writeable. The copy's write number and time are then in
+        ``seq`` and ``timestamp_ns``. Raises ReadTimeout when no consistent copy comes within
+        ``timeout``, FileTruncated if the file shrank, ClosedError after ``close()``.
         """
-        cdef int rc
-        cdef void *dst
-        if self.r.g.base == NULL:
-            self._check_open()
-        if out is None:
-            out = self._new_array()
-        elif not self._fits(out, OUT_FLAGS):
-            self._check_out(out)
-        dst = cnp.PyArray_DATA(out)
-        if self._nogil:
-            with nogil:
-                rc = seqshm_read(&self.r, dst, &self.meta)
-        else:
-            rc = seqshm_read(&self.r, dst, &self.meta)
-        if rc != SEQSHM_OK:
-            self._raise_timeout()
+        cdef seqshm_meta m
+        out = self._out_array(out)
+        self._read_into(cnp.PyArray_DATA(out), &m)
+        self.meta = m
         return out
 
     def read(self, cnp.ndarray out=None):
-        """Snapshot(data, seq, timestamp_ns): a consistent copy with its provenance."""
-        data = self.snapshot(out)
+        """Snapshot(data, seq, timestamp_ns): a consistent copy with its provenance, all three
+        from the same copy (even with other threads reading through this reader)."""
+        cdef seqshm_meta m
+        out = self._out_array(out)
+        self._read_into(cnp.PyArray_DATA(out), &m)
+        self.meta = m
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (~100 ns of a ~200 ns call)
-        return tuple.__new__(Snapshot, (data, self.meta.write_seq, self.meta.timestamp_ns))
+        return tuple.__new__(_Snapshot, (out, m.write_seq, m.timestamp_ns))
 
-    def _copy_unlocked(self, cnp.ndarray out=None):
-        """Benchmark baseline: snapshot()'s call path copying the same bytes with no seqlock.
-
-        The result may be torn; only benchmarks and the torn-read tests use it.
-        """
-        cdef void *dst
-        cdef const void *src
-        cdef size_t n
+    cdef inline cnp.ndarray _out_array(self, cnp.ndarray out):
+        """What a copy goes into: ``out`` once checked, or a new array; ClosedError if closed."""
         if self.r.g.base == NULL:
             self._check_open()
         if out is None:
-            out = self._new_array()
-        elif not self._fits(out, OUT_FLAGS):
+            return self._new_array()
+        if not self._fits(out, OUT_FLAGS):
             self._check_out(out)
-        dst = cnp.PyArray_DATA(out)
-        src = seqshm_slot_payload(&self.r.g, seqshm_reader_slot(&self.r))
-        n = self.r.g.payload_size
-        if self._nogil:
-            with nogil:
-                memcpy(dst, src, n)
-        else:
-            memcpy(dst, src, n)
         return out
 
-    def _noop(self):
-        """Benchmark baseline: the cost of calling into the extension."""
-        return None
+    cdef cnp.ndarray _slot_array(self, uint32_t slot):
+        v = self._views[slot]
+        if v is None:
+            v = _array_at(self._map, self._descr, self._ndim, self._dims,
+                          seqshm_slot_payload(&self.r.g, slot), False)
+            self._views[slot] = v
+        return v
 
     def view(self, token=None):
-        """A read-only zero-copy array over the newest slot, or the slot a ``begin()`` token names.
+        """A read-only zero-copy array over the newest slot, or the slot a ``begin()`` token
+        names; the channel's shape and dtype.
 
         What is read through it may be torn: check with ``validate(token)`` afterwards, or use
         ``apply()``. The view keeps the mapping alive after ``close()``.
@@ -570,21 +685,32 @@ cdef class Reader(_Channel):
             slot = seqshm_reader_slot(&self.r)
         else:
             slot = <uint32_t>(<uint64_t>token >> 32) & self.r.g.slot_mask
-        return self._slot_array(slot, False)
+        return self._slot_array(slot)
+
+    def _fresh_view(self, uint64_t token):
+        """A new read-only array over the slot ``token`` names (for apply(): nobody else holds
+        it, so its reference count tells whether the function kept a part of it)."""
+        self._check_open()
+        return _array_at(self._map, self._descr, self._ndim, self._dims,
+                         seqshm_slot_payload(&self.r.g, <uint32_t>(token >> 32) & self.r.g.slot_mask),
+                         False)
 
     def begin(self):
-        """Start reading through a view: waits until the newest slot is not mid-write and
-        returns a token for ``view(token)`` and ``validate(token)``."""
-        cdef uint32_t slot = 0, seq = 0
+        """Start reading through a view: waits (up to ``timeout``) until the newest slot is not
+        mid-write and returns a token (int) for ``view(token)`` and ``validate(token)``."""
+        cdef uint32_t slot, seq
         self._check_open()
-        if seqshm_wait_even(&self.r, &slot, &seq, 1) != SEQSHM_OK:
-            self._raise_timeout()
+        slot = seqshm_reader_slot(&self.r)
+        seq = seqshm_read_begin(&self.r.g, slot)
+        if seq & 1:
+            self._read_slow(-1, NULL, NULL, &slot, &seq)
         return (<uint64_t>slot << 32) | seq
 
     def validate(self, uint64_t token):
         """True if nothing read through the view since ``begin()`` can be torn.
 
-        On True, ``seq`` and ``timestamp_ns`` describe what was read.
+        On True, ``seq`` and ``timestamp_ns`` describe what was read. Raises FileTruncated if
+        the file shrank meanwhile.
         """
         cdef seqshm_meta m
         cdef uint32_t slot = <uint32_t>(token >> 32) & self.r.g.slot_mask
@@ -593,176 +719,42 @@ cdef class Reader(_Channel):
         seqshm_read_meta(&self.r.g, slot, &m)
         if (seq & 1) or seqshm_read_retry(&self.r.g, slot, seq):
             self.r.retries += 1
+            if seqshm_guard_damaged(self._map.guard):
+                self._raise_truncated()
             return False
         self.meta = m
         seqshm_reader_done(&self.r, &m)
         return True
 
-    def apply(self, fn, *args, **kwargs):
-        """``fn(view, *args, **kwargs)`` on the newest slot, retried until its result is from a
-        consistent read, which it returns.
-
-        ``fn`` must not keep or return the view (return a value or a copy) and must tolerate a
-        torn input: an exception it raises on a read that turns out torn is discarded and the
-        call retried; one it raises on a consistent read propagates.
-        """
-        cdef uint64_t deadline = 0
-        self._check_open()
-        while True:
-            token = self.begin()
-            view = self._slot_array(<uint32_t>(token >> 32), False)
-            try:
-                result = fn(view, *args, **kwargs)
-            except Exception:
-                if self.validate(token):
-                    raise
-            else:
-                if self.validate(token):
-                    if isinstance(result, np.ndarray) and np.may_share_memory(result, view):
-                        raise ValueError(
-                            f"{self.path}: apply()'s function returned a view of shared memory; "
-                            "return a copy or a value computed from it")
-                    return result
-            if deadline == 0:
-                deadline = seqshm_monotonic_ns() + self.r.timeout_ns
-            elif seqshm_monotonic_ns() >= deadline:
-                self.r.last_seq = <uint32_t>token
-                self.r.last_slot = <uint32_t>(token >> 32)
-                self.r.timeouts += 1
-                self._raise_timeout()
-
-    def history(self):
-        """History(data, seq, timestamp_ns) of every write the slots hold, oldest first.
-
-        With nr_slots N that is up to the last N writes; a gap in ``seq`` is a write the ring
-        lost before it was read. Each entry is a consistent copy; a slot with none within the
-        timeout (a writer that died in it) is left out; ReadTimeout if no slot has one.
-        """
+    def _read_slots(self):
+        """(data, seq, timestamp_ns, error): a consistent copy of every slot, as arrays with a
+        leading axis of nr_slots; a slot with no consistent copy within the timeout has seq 0,
+        and ``error`` is the ReadTimeout of the last such slot (None if there was none)."""
         cdef seqshm_meta m
-        cdef uint32_t i, n = self.hdr.nr_slots, stuck = 0
+        cdef uint32_t i, n = self.hdr.nr_slots
         cdef cnp.ndarray data
+        cdef char *base
+        cdef size_t stride = self.hdr.payload_size
         self._check_open()
-        data = np.empty((n,) + self.shape, self._descr)
+        data = self._new_array(n)
+        base = <char *>cnp.PyArray_DATA(data)
         seqs = np.zeros(n, np.uint64)
         stamps = np.zeros(n, np.uint64)
+        error = None
         for i in range(n):
-            if seqshm_read_slot(&self.r, i, cnp.PyArray_GETPTR1(data, i), &m) != SEQSHM_OK:
-                # No consistent copy of this slot within the timeout (a writer that died in
-                # it, or laps it during every copy): leave it out, as the ring lost it.
-                stuck += 1
-                continue
+            if seqshm_try_read_slot(&self.r.g, i, base + i * stride, &m) == 0:
+                self.r.snapshots += 1
+            else:
+                try:
+                    self._read_slow(i, base + i * stride, &m)
+                except TimeoutError as e:
+                    # No consistent copy of this slot within the timeout (a writer that died
+                    # in it, or laps it during every copy): the ring lost it.
+                    error = e
+                    continue
             seqs[i] = m.write_seq
             stamps[i] = m.timestamp_ns
-        if stuck == n:
-            self._raise_timeout()
-        order = np.argsort(seqs, kind="stable")
-        order = order[seqs[order] > 0]
-        return History(data[order], seqs[order], stamps[order])
-
-    def wait(self, timeout=None):
-        """Sleep until a write newer than the last one this reader read is published.
-
-        Returns True when there is one, False when ``timeout`` seconds (None: no limit) passed.
-        On a kernel device it sleeps in poll(); on a userspace channel, which has no one to wake
-        it, it checks the head with a backoff from 20 us to 1 ms between looks.
-        """
-        cdef uint64_t target, now, deadline = 0
-        cdef double remaining
-        self._check_open()
-        target = self.meta.write_seq
-        if timeout is not None:
-            deadline = seqshm_monotonic_ns() + _timeout_ns(timeout, "timeout")
-        if self._device:
-            return self._wait_device(target, deadline, timeout is not None)
-        cdef timespec ts
-        cdef long backoff_ns = 20000
-        while seqshm_head(&self.r.g) <= target:
-            now = seqshm_monotonic_ns()
-            if timeout is not None and now >= deadline:
-                return False
-            ts.tv_sec = 0
-            ts.tv_nsec = backoff_ns
-            if timeout is not None and <uint64_t>backoff_ns > deadline - now:
-                ts.tv_nsec = <long>(deadline - now)
-            with nogil:
-                nanosleep(&ts, NULL)
-            PyErr_CheckSignals()
-            backoff_ns = min(backoff_ns * 2, 1000000)
-        return True
-
-    cdef bint _wait_device(self, uint64_t target, uint64_t deadline, bint bounded) except -1:
-        cdef seqshm_ioc_info info
-        cdef pollfd pfd
-        cdef int rc, ms
-        cdef uint64_t now
-        while True:
-            if seqshm_head(&self.r.g) > target:
-                return True
-            # Mark the current head as seen by this file, so poll() sleeps until a newer one.
-            memset(&info, 0, sizeof(info))
-            info.size = sizeof(info)
-            info.flags = SEQSHM_INFO_ACK
-            if ioctl(self._fd, SEQSHM_IOC_INFO, &info) < 0:
-                raise OSError(errno, f"SEQSHM_IOC_INFO: {os.strerror(errno)}", self.path)
-            if info.head > target:
-                return True
-            ms = -1
-            if bounded:
-                now = seqshm_monotonic_ns()
-                if now >= deadline:
-                    return False
-                ms = <int>min((deadline - now + 999999) // 1000000, 2**31 - 1)
-            pfd.fd = self._fd
-            pfd.events = POLLIN
-            pfd.revents = 0
-            with nogil:
-                rc = poll(&pfd, 1, ms)
-            if rc < 0 and errno != EINTR:
-                raise OSError(errno, f"poll: {os.strerror(errno)}", self.path)
-            PyErr_CheckSignals()
-
-    async def wait_async(self, timeout=None):
-        """``await reader.wait_async()``: :meth:`wait` for asyncio. On a device the event loop
-        watches the file for readiness; on a userspace channel it polls the head."""
-        import asyncio
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + float(timeout)
-        if timeout is not None:
-            _timeout_ns(timeout, "timeout")
-        delay = 20e-6
-        while not self.wait(0):
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return False
-            if self._device:
-                ready = loop.create_future()
-                loop.add_reader(self._fd, lambda: ready.done() or ready.set_result(None))
-                try:
-                    await asyncio.wait_for(ready, remaining)
-                except asyncio.TimeoutError:
-                    pass
-                finally:
-                    loop.remove_reader(self._fd)
-            else:
-                await asyncio.sleep(delay if remaining is None else min(delay, remaining))
-                delay = min(delay * 2, 1e-3)
-        return True
-
-    def close(self):
-        """Unmap the channel. Views still held keep their memory mapped until they are gone."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        self._map = None
-        self._views = None
-        memset(&self.r.g, 0, sizeof(self.r.g))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        return data, seqs, stamps, error
 
     def __repr__(self):
         state = "closed" if self._map is None else f"{self.hdr.nr_slots} slot(s)"
@@ -770,49 +762,40 @@ cdef class Reader(_Channel):
                 f"shape={self.shape} {state}>")
 
 
-@cython.final
-cdef class _WriteBlock:
-    """Context manager of Writer.writing(): the slot's array in, publish on the way out."""
-
-    cdef Writer w
-    cdef object ts
-
-    def __enter__(self):
-        return self.w.begin()
-
-    def __exit__(self, *exc):
-        self.w.end(self.ts)
-        return False
-
-
-@cython.final
-cdef class Writer(_Channel):
-    """The one writer of a userspace channel. Create with :func:`seqshm.create`."""
+cdef class WriterEngine(_Channel):
+    """The writer's engine: a read-write mapping and the seqlock write path. Use
+    :class:`seqshm.Writer` (made by :func:`seqshm.create`), which subclasses it."""
 
     cdef seqshm_writer w
-    cdef object _fd
-    cdef uint64_t _begin_ts
+    cdef PyThread_type_lock _lock   # serializes writes that run with the GIL released
+    cdef bint _foreign              # set in a forked child: this process is not the writer
+    cdef object _foreign_why
 
-    def __init__(self, int fd, str path not None):
-        """Take over ``fd``: a region file whose header is complete but for its magic, locked
-        by the caller. Publishes the magic."""
+    def __cinit__(self, *args, **kwargs):
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
+    def _attach(self, int fd, str path not None):
+        """Map ``fd``: a region file whose header is complete but for its magic, locked by the
+        caller. Publishes the magic."""
         cdef seqshm_header h
-        cdef char why[256]
         st = os.fstat(fd)
         data = os.pread(fd, sizeof(h), 0)
         if <size_t>len(data) != sizeof(h):
             raise FormatError("truncated header", path)
         memcpy(&h, <const char *>data, sizeof(h))
         h.magic = SEQSHM_MAGIC
-        rc = seqshm_header_check(&h, st.st_size, why, sizeof(why))
-        if rc != SEQSHM_OK:
-            _raise_header(rc, why, path)
-        m = _map_fd(fd, h.region_size, True, path)
+        _load_header((<char *>&h)[:sizeof(h)], st.st_size, path, &h)
+        m = _map_fd(fd, h.region_size, True, path, h.nr_slots)
         self._setup(path, &h, m)
         seqshm_geometry_init(&self.w.g, m.addr, &h)
         self.w.head = (<seqshm_header *>m.addr).head
         seqshm_header_publish(<seqshm_header *>m.addr)
-        self._fd = fd
 
     cdef seqshm_geometry *_geometry(self):
         return &self.w.g
@@ -822,126 +805,189 @@ cdef class Writer(_Channel):
         """Write number of the last published write (0 before the first)."""
         return self.w.head
 
-    def write(self, data, timestamp_ns=None):
-        """Publish ``data`` (the channel's shape; converted like ``np.asarray``) as one write.
+    @property
+    def head(self):
+        """Number of writes published so far."""
+        self._check_open()
+        if self._foreign:
+            self._raise_foreign()
+        return self.w.head
 
-        Returns its write number. ``timestamp_ns`` defaults to CLOCK_MONOTONIC now.
-        """
-        cdef cnp.ndarray src
-        cdef void *dst
-        cdef const void *s
-        cdef size_t n
-        cdef uint64_t ts
-        if self.w.g.base == NULL:
+    cdef int _enter(self) except -1:
+        """Become the one thread writing: the GIL serializes small writes; writes that release
+        it also take the writer's lock. Checks the writer is usable."""
+        if self._map is None:
             self._check_open()
-        if self.w.in_write:
-            raise RuntimeError(f"{self.path}: write() inside an unfinished begin()")
-        if type(data) is np.ndarray and self._fits(<cnp.ndarray>data, cnp.NPY_ARRAY_C_CONTIGUOUS):
-            src = <cnp.ndarray>data
-        else:
-            src = np.asarray(data, dtype=self._descr, order="C")  # keeps 0-d
-            if not self._same_shape(src):
-                raise ValueError(
-                    f"{self.path}: data has shape {(<object>src).shape}, the channel holds {self.shape}")
-        ts = seqshm_monotonic_ns() if timestamp_ns is None else <uint64_t>timestamp_ns
-        s = cnp.PyArray_DATA(src)
-        n = self.w.g.payload_size
+        if self._foreign:
+            self._raise_foreign()
+        if self._nogil and not PyThread_acquire_lock(self._lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self._lock, WAIT_LOCK)
+            if self._map is None:  # closed while we waited
+                PyThread_release_lock(self._lock)
+                self._check_open()
+        return 0
+
+    cdef inline void _leave(self) noexcept:
+        if self._nogil:
+            PyThread_release_lock(self._lock)
+
+    def _raise_foreign(self):
+        raise self._foreign_why
+
+    def _forget_in_child(self, exc):
+        """In a forked child: refuse every later call with ``exc`` (one writer per channel)."""
+        self._foreign = True
+        self._foreign_why = exc
+
+    cdef int _publish(self, const void *src, uint64_t ts) except -1:
+        """One write of payload_size bytes from ``src``; the caller has _enter()ed."""
+        cdef void *dst
+        cdef size_t n = self.w.g.payload_size
         if self._nogil:
             with nogil:
                 dst = seqshm_write_begin(&self.w)
-                memmove(dst, s, n)
+                memmove(dst, src, n)
                 seqshm_write_end(&self.w, ts)
         else:
             dst = seqshm_write_begin(&self.w)
-            memmove(dst, s, n)
+            memmove(dst, src, n)
             seqshm_write_end(&self.w, ts)
-        return self.w.head
+        if seqshm_guard_damaged(self._map.guard):
+            self._raise_truncated()
+        return 0
 
-    def _write_pattern(self, uint64_t count):
-        """Test and benchmark source: ``count`` writes as fast as C goes, each filling every
-        64-bit word of the payload with its own write number. Returns the last write number."""
-        cdef uint64_t i, j, k, words = self.w.g.payload_size // 8
-        cdef uint64_t *dst
-        self._check_open()
-        if self.w.in_write:
-            raise RuntimeError(f"{self.path}: _write_pattern() inside an unfinished begin()")
-        if words == 0:
-            raise ValueError(f"{self.path}: the payload is smaller than one 64-bit word")
-        with nogil:
-            for i in range(count):
-                k = self.w.head + 1
-                dst = <uint64_t *>seqshm_write_begin(&self.w)
-                for j in range(words):
-                    dst[j] = k
-                seqshm_write_end(&self.w, seqshm_monotonic_ns())
-        return self.w.head
+    cdef cnp.ndarray _as_payload(self, data):
+        if type(data) is np.ndarray and self._fits(<cnp.ndarray>data, cnp.NPY_ARRAY_C_CONTIGUOUS):
+            return <cnp.ndarray>data
+        src = np.asarray(data, dtype=self._descr, order="C")  # keeps 0-d
+        if not self._same_shape(src):
+            raise ValueError(
+                f"{self.path}: data has shape {(<object>src).shape}, the channel holds {self.shape}")
+        return src
 
-    def begin(self):
-        """Start an in-place write: returns the writable array of the slot being written,
-        holding the last published payload. Readers see nothing of it until ``end()``."""
-        cdef uint32_t newest
-        cdef void *dst
-        self._check_open()
-        if self.w.in_write:
-            raise RuntimeError(f"{self.path}: begin() inside an unfinished begin()")
-        self._begin_ts = seqshm_monotonic_ns()
-        newest = <uint32_t>self.w.head & self.w.g.slot_mask
-        dst = seqshm_write_begin(&self.w)
-        if self.w.slot != newest:
-            # A ring: start from the newest copy, as a one-slot channel does.
-            memcpy(dst, seqshm_slot_payload(&self.w.g, newest), self.w.g.payload_size)
-        return self._slot_array(self.w.slot, True)
+    def write(self, data, timestamp_ns=None):
+        """Publish ``data`` (the channel's shape; converted like ``np.asarray``) as one write.
 
-    def end(self, timestamp_ns=None):
-        """Publish the in-place write ``begin()`` started; returns its write number."""
-        self._check_open()
-        if not self.w.in_write:
-            raise RuntimeError(f"{self.path}: end() without begin()")
-        seqshm_write_end(&self.w, self._begin_ts if timestamp_ns is None else <uint64_t>timestamp_ns)
-        return self.w.head
+        Returns its write number. ``timestamp_ns`` (int, ns) defaults to CLOCK_MONOTONIC now.
+        Safe from several threads: writes are serialized. Raises ClosedError after close(),
+        WriterBusy in a forked child, FileTruncated if the file shrank under the writer.
+        """
+        cdef cnp.ndarray src = self._as_payload(data)
+        cdef uint64_t ts = seqshm_monotonic_ns() if timestamp_ns is None else <uint64_t>timestamp_ns
+        self._enter()
+        try:
+            self._publish(cnp.PyArray_DATA(src), ts)
+            return self.w.head
+        finally:
+            self._leave()
 
-    def writing(self, timestamp_ns=None):
-        """``with writer.writing() as buf:`` fill ``buf`` in place; published when the block
-        ends. If the block raises, what it wrote is published all the same (the slot cannot be
-        left mid-write without stalling readers), so write complete data."""
-        blk = _WriteBlock()
-        blk.w = self
-        blk.ts = timestamp_ns
-        return blk
+    def _copy_newest(self):
+        """A private array holding the last published payload (for an in-place write)."""
+        cdef cnp.ndarray out = self._new_array()
+        self._enter()
+        try:
+            memcpy(cnp.PyArray_DATA(out),
+                   seqshm_slot_payload(&self.w.g, <uint32_t>self.w.head & self.w.g.slot_mask),
+                   self.w.g.payload_size)
+        finally:
+            self._leave()
+        return out
 
-    def close(self, *, unlink=False):
-        """Finish any write in progress, unmap, release the channel, and with ``unlink=True``
-        remove its file (if it is still this channel's)."""
+    def _close_engine(self, uint32_t state):
+        """Store ``state`` (STATE_CLOSED) once no write is in flight, then drop the mapping."""
         if self._map is None:
             return
-        if self.w.in_write:
-            seqshm_write_end(&self.w, self._begin_ts)
-        fd = self._fd
-        if unlink:
-            try:
-                st = os.fstat(fd)
-                cur = os.stat(self.path)
-                if (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
-                    os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-        self._map = None
-        self._views = None
-        memset(&self.w.g, 0, sizeof(self.w.g))
-        self._fd = None
-        os.close(fd)
-
-    def __dealloc__(self):
-        if self._fd is not None:
-            os.close(self._fd)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        if self._foreign:
+            self._map = None
+            return
+        self._enter()
+        try:
+            if self._map is None:
+                return
+            seqshm_write_close(<seqshm_header *>self.w.g.base, state)
+            self._map = None
+            memset(&self.w.g, 0, sizeof(self.w.g))
+        finally:
+            self._leave()
 
     def __repr__(self):
         state = "closed" if self._map is None else f"{self.w.head} writes"
         return (f"<seqshm.Writer {self.path!r} name={self.name!r} dtype={self._descr} "
                 f"shape={self.shape} {state}>")
+
+
+# Test and benchmark hooks: module functions, kept out of the shipped classes; the tests and
+# benchmarks reach them through seqshm/_hooks.py.
+
+def _bench_noop(obj):
+    """Benchmark baseline: the cost of calling into the extension."""
+    return None
+
+
+def _bench_copy_unlocked(ReaderEngine r not None, cnp.ndarray out=None):
+    """Benchmark baseline: snapshot()'s work copying the same bytes with no seqlock. The
+    result may be torn; only benchmarks and the torn-read tests use it."""
+    cdef void *dst
+    cdef const void *src
+    cdef size_t n
+    out = r._out_array(out)
+    dst = cnp.PyArray_DATA(out)
+    src = seqshm_slot_payload(&r.r.g, seqshm_reader_slot(&r.r))
+    n = r.r.g.payload_size
+    if r._nogil:
+        with nogil:
+            memcpy(dst, src, n)
+    else:
+        memcpy(dst, src, n)
+    return out
+
+
+cdef void _pattern_writes(seqshm_writer *w, uint64_t count, uint64_t words) noexcept nogil:
+    cdef uint64_t i, j, k
+    cdef uint64_t *dst
+    for i in range(count):
+        k = w.head + 1
+        dst = <uint64_t *>seqshm_write_begin(w)
+        for j in range(words):
+            dst[j] = k
+        seqshm_write_end(w, seqshm_monotonic_ns())
+
+
+def _bench_write_pattern(WriterEngine w not None, uint64_t count):
+    """Test and benchmark source: ``count`` writes as fast as C goes, each filling every 64-bit
+    word of the payload with its own write number. Returns the last write number."""
+    cdef uint64_t words
+    w._check_open()
+    words = w.w.g.payload_size // 8
+    if words == 0:
+        raise ValueError(f"{w.path}: the payload is smaller than one 64-bit word")
+    w._enter()
+    try:
+        if w._nogil:  # as write(): the GIL is released only where the writer's lock is held
+            with nogil:
+                _pattern_writes(&w.w, count, words)
+        else:
+            _pattern_writes(&w.w, count, words)
+        if seqshm_guard_damaged(w._map.guard):
+            w._raise_truncated()
+    finally:
+        w._leave()
+    return w.w.head
+
+
+def _bench_stall_mid_write(WriterEngine w not None, uint64_t words):
+    """Test hook: begin the next write, fill its first ``words`` 64-bit words with its write
+    number, and return without ending it: the slot stays odd, as when a writer process is
+    killed or stopped inside write(). The Writer is unusable afterwards."""
+    cdef uint64_t *dst
+    cdef uint64_t j, k
+    w._enter()
+    try:
+        k = w.w.head + 1
+        dst = <uint64_t *>seqshm_write_begin(&w.w)
+        for j in range(min(words, w.w.g.payload_size // 8)):
+            dst[j] = k
+    finally:
+        w._leave()
+    w._forget_in_child(RuntimeError(f"{w.path}: stalled in the middle of a write on purpose"))

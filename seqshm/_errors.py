@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-__all__ = ["SeqshmError", "FormatError", "VersionError", "ReadTimeout", "WriterBusy"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seqshm._lifecycle import ChannelState
+
+__all__ = [
+    "SeqshmError",
+    "FormatError",
+    "VersionError",
+    "FileTruncated",
+    "ReadTimeout",
+    "WriterBusy",
+    "ClosedError",
+    "ChannelEnded",
+]
 
 
 class SeqshmError(Exception):
@@ -23,10 +37,32 @@ class VersionError(FormatError):
     """A seqshm region written for another ABI version."""
 
 
+class FileTruncated(FormatError):
+    """The channel's file shrank under this process's mapping (another process truncated it):
+    its data is gone. Reading or writing through this object raises this from then on; close
+    it and reopen the channel."""
+
+
 class ReadTimeout(SeqshmError, TimeoutError):
     """No consistent snapshot within the reader's timeout: the writer stayed mid-write
     (stopped or died while writing) or overwrote the slot faster than a copy takes."""
 
 
 class WriterBusy(SeqshmError, BlockingIOError):
-    """Another writer holds the channel: one writer per channel."""
+    """Another writer holds the channel: one writer per channel (across threads, processes and
+    fork()); also what a creator that lost a race to another creator gets."""
+
+
+class ClosedError(SeqshmError, ValueError):
+    """A call on a Reader or Writer after its ``close()`` (also from another thread while the
+    call waited)."""
+
+
+class ChannelEnded(SeqshmError, EOFError):
+    """The channel will get no more writes: ``state`` says why (its writer closed it, died, or
+    a new channel replaced it at its path). Raised by waits; snapshots still return the last
+    write."""
+
+    def __init__(self, message: str, path: str | None, state: ChannelState) -> None:
+        super().__init__(message, path)
+        self.state = state

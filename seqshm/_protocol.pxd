@@ -13,6 +13,9 @@ cdef extern from "linux/seqshm.h" nogil:
         SEQSHM_MAX_SLOTS
         SEQSHM_F_RECORD
         SEQSHM_FIELD_F_ARRAY
+        SEQSHM_STATE_OPEN
+        SEQSHM_STATE_CLOSED
+        SEQSHM_STATE_REPLACED
     unsigned long long SEQSHM_MAGIC
     unsigned long long SEQSHM_SLOTS_OFFSET
 
@@ -46,8 +49,10 @@ cdef extern from "linux/seqshm.h" nogil:
         uint32_t nr_fields
         uint32_t ndim
         uint64_t shape[8]
+        uint64_t writer_start
         seqshm_field fields[32]
         uint64_t head
+        uint32_t state
 
     # Device interface of the kernel module
     enum:
@@ -83,13 +88,15 @@ cdef extern from "protocol.h" nogil:
 
     struct seqshm_reader:
         seqshm_geometry g
-        uint64_t timeout_ns
         uint64_t newest
         uint64_t snapshots
         uint64_t retries
-        uint64_t timeouts
         uint32_t last_seq
         uint32_t last_slot
+
+    struct seqshm_backoff:
+        unsigned int spins
+        uint64_t sleep_ns
 
     struct seqshm_writer:
         seqshm_geometry g
@@ -101,22 +108,37 @@ cdef extern from "protocol.h" nogil:
     const seqshm_slot *seqshm_slot_ctl(const seqshm_geometry *g, uint32_t slot)
     const unsigned char *seqshm_slot_payload(const seqshm_geometry *g, uint32_t slot)
     uint64_t seqshm_head(const seqshm_geometry *g)
+    uint32_t seqshm_state(const seqshm_geometry *g)
     uint32_t seqshm_reader_slot(const seqshm_reader *r)
     void seqshm_reader_done(seqshm_reader *r, const seqshm_meta *meta)
     uint32_t seqshm_read_begin(const seqshm_geometry *g, uint32_t slot)
     int seqshm_read_retry(const seqshm_geometry *g, uint32_t slot, uint32_t seq)
     void seqshm_read_meta(const seqshm_geometry *g, uint32_t slot, seqshm_meta *meta)
-    int seqshm_read(seqshm_reader *r, void *dst, seqshm_meta *meta)
-    int seqshm_read_slot(seqshm_reader *r, uint32_t slot, void *dst, seqshm_meta *meta)
-    int seqshm_wait_even(seqshm_reader *r, uint32_t *slot, uint32_t *seq, int newest)
+    int seqshm_try_read_slot(const seqshm_geometry *g, uint32_t slot, void *dst,
+                             seqshm_meta *meta)
+    int seqshm_read_once(seqshm_reader *r, void *dst, seqshm_meta *meta)
+    int seqshm_read_until(seqshm_reader *r, int64_t fixed, void *dst, seqshm_meta *meta,
+                          uint64_t deadline, seqshm_backoff *b)
+    int seqshm_wait_even_until(seqshm_reader *r, uint32_t *slot, uint32_t *seq, int newest,
+                               uint64_t deadline, seqshm_backoff *b)
+    uint64_t seqshm_deadline(uint64_t now, uint64_t ns)
     int seqshm_header_check(const seqshm_header *h, uint64_t region_size_limit,
                             char *why, size_t whylen)
     void seqshm_geometry_init(seqshm_geometry *g, const void *base, const seqshm_header *h)
     int seqshm_layout_init(seqshm_header *h, const char *name, uint32_t nr_slots,
                            uint32_t ndim, const uint64_t *shape, uint32_t itemsize,
                            uint32_t flags, uint32_t nr_fields, const seqshm_field *fields,
-                           uint32_t writer_pid, char *why, size_t whylen)
+                           uint32_t writer_pid, uint64_t writer_start, char *why,
+                           size_t whylen)
     void seqshm_header_publish(seqshm_header *h)
     void *seqshm_write_begin(seqshm_writer *w)
     void seqshm_write_end(seqshm_writer *w, uint64_t timestamp_ns)
+    void seqshm_write_close(seqshm_header *h, uint32_t state)
     uint64_t seqshm_monotonic_ns()
+
+cdef extern from "guard.h" nogil:
+    struct seqshm_guard:
+        int damaged
+    seqshm_guard *seqshm_guard_add(void *start, size_t len, uint32_t nr_slots, int writable)
+    void seqshm_guard_remove(seqshm_guard *g)
+    int seqshm_guard_damaged(const seqshm_guard *g)

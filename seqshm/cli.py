@@ -19,7 +19,7 @@ from rich.table import Table
 
 import seqshm
 from seqshm import telemetry
-from seqshm._api import _check_not_busy
+from seqshm._lifecycle import writer_holds
 
 DEMO_PATH = "/dev/shm/seqshm-demo-cpustat"
 _BURST = 1000
@@ -167,9 +167,7 @@ def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
     console = _console()
     if os.path.lexists(path):
         # A channel left by a demo that was killed: remove it, unless a live writer holds it.
-        try:
-            _check_not_busy(path)
-        except seqshm.WriterBusy:
+        if writer_holds(path):
             console.print(f"[red]another writer is publishing {escape(path)}: "
                           "pass --path to run a second demo[/]")
             return 1

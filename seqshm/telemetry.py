@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from seqshm import _api
+from seqshm import _writer
 
 #: One CPU's record, the same as the kernel module's ``cpustat`` channel: cumulative times in
 #: ns since boot (/proc/stat shows them in USER_HZ ticks), and whether the CPU was online.
@@ -113,7 +113,7 @@ def publish_cpustat(
             signal.signal(sig, lambda *_: terminated.set())
     sample = np.zeros(possible_cpus(), CPUSTAT_DTYPE)
     period = 1.0 / rate_hz
-    with _api.create(path, CPUSTAT_DTYPE, sample.shape, nr_slots=CPUSTAT_SLOTS,
+    with _writer.create(path, CPUSTAT_DTYPE, sample.shape, nr_slots=CPUSTAT_SLOTS,
                      name="cpustat", overwrite=True) as writer:
         try:
             start = next_at = time.monotonic()

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from seqshm import _hooks
+
 __all__ = ["PatternWriter", "StalledWriter", "count_torn", "pattern_value", "torn"]
 
 #: Seconds ``__enter__`` waits for the child to publish its channel.
@@ -73,12 +75,12 @@ def _pattern_main(path: str, nbytes: int, nr_slots: int, rate_hz: float | None,
             # Check for stop every few ms whatever the payload size.
             batch = max(1, min(1000, (4 << 20) // nbytes))
             while not stop.value:
-                writes.value = writer._write_pattern(batch)
+                writes.value = _hooks.write_pattern(writer, batch)
         else:
             period = 1.0 / rate_hz
             due = time.monotonic()
             while not stop.value:
-                writes.value = writer._write_pattern(1)
+                writes.value = _hooks.write_pattern(writer, 1)
                 due += period
                 delay = due - time.monotonic()
                 if delay > 0:
@@ -92,22 +94,22 @@ def _pattern_main(path: str, nbytes: int, nr_slots: int, rate_hz: float | None,
 
 def _stalled_main(path: str, nbytes: int, nr_slots: int, writes_before: int,
                   ready: Any, stop: Any, writes: Any, errors: Any) -> None:
-    """The child: publish some pattern writes, then begin one more and never end it."""
+    """The child: publish some pattern writes, then stop in the middle of one more, with its
+    slot's seq odd and half the payload written, as a writer killed or stopped inside write()."""
     try:
         writer = _create(path, nbytes, nr_slots)
         if writes_before:
-            writer._write_pattern(writes_before)
+            _hooks.write_pattern(writer, writes_before)
         writes.value = writer.seq
-        buf = writer.begin()
-        buf[: len(buf) // 2] = writer.seq + 1  # half written: what a reader must never see
+        _hooks.stall_mid_write(writer, nbytes // 16)  # half written: what a reader must never see
     except BaseException:
         errors.send(traceback.format_exc())
         raise
     ready.value = 1
     while not stop.value:
         time.sleep(_POLL_S)
-    # Reached only if the parent stops us gently: close() publishes the half write, so leave
-    # the slot odd as a dead writer would and just exit.
+    # Reached only if the parent stops us gently: leave the slot odd as a dead writer would
+    # and just exit (close() would mark the channel closed).
     os._exit(0)
 
 

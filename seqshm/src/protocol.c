@@ -1,7 +1,6 @@
 /* seqshm protocol core: header validation, layout, the reader's slow path and the writer. */
 #include "protocol.h"
 
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -14,90 +13,78 @@ uint64_t seqshm_monotonic_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Spin with a CPU pause this many times before yielding the CPU: a writer mid-write
- * usually finishes within a few hundred ns; one preempted or dead does not. */
-#define SEQSHM_SPINS_BEFORE_YIELD 1024u
-
 /*
- * Wait until @deadline for the writer to leave the slot; returns nonzero once time is up.
- * The first calls only pause; later ones yield, so a reader waiting on a descheduled
- * writer on the same CPU lets it run.
+ * CPU pauses before the first sleep: a writer mid-write usually finishes within a few hundred
+ * ns; one preempted, stopped or dead does not, and then spinning only burns a CPU. After each
+ * sleep a shorter burst of attempts: a writer rewriting a one-slot channel flat out leaves
+ * only short even windows, and one attempt per sleep would almost never meet one (a burst
+ * costs ~10 us per sleep of up to 1 ms: about 1% of a CPU).
  */
-static int seqshm_backoff(unsigned int *spins, uint64_t deadline)
+#define SEQSHM_SPINS_BEFORE_SLEEP	1024u
+#define SEQSHM_SPINS_AFTER_SLEEP	256u
+#define SEQSHM_SLEEP_MIN_NS		10000u		/* 10 us */
+#define SEQSHM_SLEEP_MAX_NS		1000000u	/* 1 ms: the latency cost of a long wait */
+
+/* One step of waiting for the writer to leave a slot; nonzero once @deadline has passed. */
+static int seqshm_backoff(struct seqshm_backoff *b, uint64_t deadline)
 {
-	if (++*spins < SEQSHM_SPINS_BEFORE_YIELD) {
+	struct timespec ts;
+	uint64_t now, ns;
+
+	if (b->spins < SEQSHM_SPINS_BEFORE_SLEEP) {
+		b->spins++;
 		seqshm_cpu_relax();
-		return (*spins & 127u) == 0 && seqshm_monotonic_ns() >= deadline;
+		return (b->spins & 127u) == 0 && seqshm_monotonic_ns() >= deadline;
 	}
-	sched_yield();
-	return seqshm_monotonic_ns() >= deadline;
+	now = seqshm_monotonic_ns();
+	if (now >= deadline)
+		return 1;
+	ns = b->sleep_ns < SEQSHM_SLEEP_MIN_NS ? SEQSHM_SLEEP_MIN_NS : b->sleep_ns;
+	b->sleep_ns = ns * 2 > SEQSHM_SLEEP_MAX_NS ? SEQSHM_SLEEP_MAX_NS : ns * 2;
+	if (ns > deadline - now)
+		ns = deadline - now;
+	ts.tv_sec = (time_t)(ns / 1000000000u);
+	ts.tv_nsec = (long)(ns % 1000000000u);
+	nanosleep(&ts, NULL);	/* EINTR just ends the sleep early; the caller looks at signals */
+	b->spins = SEQSHM_SPINS_BEFORE_SLEEP - SEQSHM_SPINS_AFTER_SLEEP;
+	return 0;
 }
 
-/* The read loop for the newest slot (@fixed < 0) or for slot @fixed. */
-static int seqshm_read_loop(struct seqshm_reader *r, int64_t fixed, void *dst,
-			    struct seqshm_meta *meta)
+int seqshm_read_until(struct seqshm_reader *r, int64_t fixed, void *dst,
+		      struct seqshm_meta *meta, uint64_t deadline, struct seqshm_backoff *b)
 {
-	uint64_t deadline = seqshm_monotonic_ns() + r->timeout_ns;
-	unsigned int spins = 0;
-
 	for (;;) {
-		uint32_t slot = fixed < 0 ? seqshm_reader_slot(r) : (uint32_t)fixed;
-		uint32_t seq = seqshm_read_begin(&r->g, slot);
+		uint32_t slot = fixed < 0 ? seqshm_reader_slot(r) : (uint32_t)fixed & r->g.slot_mask;
 
-		if (!(seq & 1)) {
-			memcpy(dst, seqshm_slot_payload(&r->g, slot), r->g.payload_size);
-			seqshm_read_meta(&r->g, slot, meta);
-			if (!seqshm_read_retry(&r->g, slot, seq)) {
-				if (fixed < 0)
-					seqshm_reader_done(r, meta);
-				else
-					r->snapshots++;
-				return SEQSHM_OK;
-			}
+		if (!seqshm_try_read_slot(&r->g, slot, dst, meta)) {
+			if (fixed < 0)
+				seqshm_reader_done(r, meta);
+			else
+				r->snapshots++;
+			return SEQSHM_OK;
 		}
 		r->retries++;
-		r->last_seq = seq;
 		r->last_slot = slot;
-		if (seqshm_backoff(&spins, deadline)) {
-			r->last_seq = seqshm_load_relaxed_u32(&seqshm_slot_ctl(&r->g, slot)->seq);
-			r->timeouts++;
+		r->last_seq = seqshm_load_relaxed_u32(&seqshm_slot_ctl(&r->g, slot)->seq);
+		if (seqshm_backoff(b, deadline))
 			return SEQSHM_ETIMEDOUT;
-		}
 	}
 }
 
-int seqshm_read_slow(struct seqshm_reader *r, void *dst, struct seqshm_meta *meta)
+int seqshm_wait_even_until(struct seqshm_reader *r, uint32_t *slot, uint32_t *seq,
+			   int newest, uint64_t deadline, struct seqshm_backoff *b)
 {
-	r->retries++;	/* the inline attempt in seqshm_read() failed */
-	return seqshm_read_loop(r, -1, dst, meta);
-}
-
-int seqshm_read_slot(struct seqshm_reader *r, uint32_t slot, void *dst,
-			  struct seqshm_meta *meta)
-{
-	return seqshm_read_loop(r, (int64_t)(slot & r->g.slot_mask), dst, meta);
-}
-
-int seqshm_wait_even(struct seqshm_reader *r, uint32_t *slot, uint32_t *seq, int newest)
-{
-	uint64_t deadline = 0;
-	unsigned int spins = 0;
-
 	for (;;) {
 		if (newest)
 			*slot = seqshm_reader_slot(r);
 		*seq = seqshm_read_begin(&r->g, *slot);
 		if (!(*seq & 1))
 			return SEQSHM_OK;
-		if (!deadline)
-			deadline = seqshm_monotonic_ns() + r->timeout_ns;
 		r->retries++;
 		r->last_seq = *seq;
 		r->last_slot = *slot;
-		if (seqshm_backoff(&spins, deadline)) {
-			r->timeouts++;
+		if (seqshm_backoff(b, deadline))
 			return SEQSHM_ETIMEDOUT;
-		}
 	}
 }
 
@@ -280,7 +267,7 @@ static uint64_t seqshm_round_up(uint64_t x, uint64_t to)
 int seqshm_layout_init(struct seqshm_header *h, const char *name, uint32_t nr_slots,
 		       uint32_t ndim, const uint64_t *shape, uint32_t itemsize, uint32_t flags,
 		       uint32_t nr_fields, const struct seqshm_field *fields, uint32_t writer_pid,
-		       char *why, size_t whylen)
+		       uint64_t writer_start, char *why, size_t whylen)
 {
 	uint64_t payload = itemsize, stride, offset, region;
 	uint32_t i;
@@ -325,6 +312,7 @@ int seqshm_layout_init(struct seqshm_header *h, const char *name, uint32_t nr_sl
 	h->flags = flags;
 	h->clock_id = CLOCK_MONOTONIC;
 	h->writer_pid = writer_pid;
+	h->writer_start = writer_start;
 	memcpy(h->name, name, name_len);
 	h->itemsize = itemsize;
 	h->nr_fields = nr_fields;
@@ -385,4 +373,11 @@ void seqshm_write_end(struct seqshm_writer *w, uint64_t timestamp_ns)
 	 * slot by head finds its seq already even. */
 	__atomic_store_n(&h->head, w->head, __ATOMIC_RELEASE);
 	w->in_write = 0;
+}
+
+void seqshm_write_close(struct seqshm_header *h, uint32_t state)
+{
+	/* Pairs with the reader's load-acquire in seqshm_state(): it is stored after the last
+	 * store-release of head, so a reader that sees the end sees every write. */
+	__atomic_store_n(&h->state, state, __ATOMIC_RELEASE);
 }

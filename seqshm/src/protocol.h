@@ -66,15 +66,25 @@ struct seqshm_meta {
 
 struct seqshm_reader {
 	struct seqshm_geometry g;
-	uint64_t timeout_ns;
 	uint64_t newest;		/* newest write number this reader has returned */
 	/* statistics of this reader, private to it */
 	uint64_t snapshots;
 	uint64_t retries;
-	uint64_t timeouts;
-	/* set when a read times out: the last seq seen and whether it was odd */
+	/* set when an attempt fails: the slot and the seq seen (odd: the writer was in it) */
 	uint32_t last_seq;
 	uint32_t last_slot;
+};
+
+/*
+ * How a waiting reader spends its time: a short phase of CPU pauses (a writer mid-write
+ * usually finishes within a microsecond or two), then sleeps that double from
+ * SEQSHM_SLEEP_MIN_NS to SEQSHM_SLEEP_MAX_NS, so a reader waiting on a stopped or
+ * preempted writer uses no CPU to speak of. Kept by the caller across calls, so that a wait
+ * cut into slices (to look at signals in between) backs off as one wait.
+ */
+struct seqshm_backoff {
+	unsigned int spins;
+	uint64_t sleep_ns;
 };
 
 struct seqshm_writer {
@@ -83,6 +93,8 @@ struct seqshm_writer {
 	uint32_t slot;			/* slot of the write in progress */
 	int in_write;
 };
+
+#define SEQSHM_BACKOFF_INIT	{ 0, 0 }
 
 static inline const struct seqshm_header *seqshm_hdr(const struct seqshm_geometry *g)
 {
@@ -105,6 +117,15 @@ static inline const unsigned char *seqshm_slot_payload(const struct seqshm_geome
 static inline uint64_t seqshm_head(const struct seqshm_geometry *g)
 {
 	return seqshm_load_acquire_u64(&seqshm_hdr(g)->head);
+}
+
+/*
+ * The channel's state word (SEQSHM_STATE_*). Pairs with the writer's store-release in
+ * seqshm_write_close(): a reader that sees the channel closed sees every write before it.
+ */
+static inline uint32_t seqshm_state(const struct seqshm_geometry *g)
+{
+	return seqshm_load_acquire_u32(&seqshm_hdr(g)->state);
 }
 
 /*
@@ -161,12 +182,18 @@ static inline uint32_t seqshm_reader_slot(const struct seqshm_reader *r)
 	return (uint32_t)(head > r->newest ? head : r->newest) & r->g.slot_mask;
 }
 
-int seqshm_read_slow(struct seqshm_reader *r, void *dst, struct seqshm_meta *meta);
-/* A consistent copy of slot @slot (not the newest): for reading a ring's history. */
-int seqshm_read_slot(struct seqshm_reader *r, uint32_t slot, void *dst,
-		     struct seqshm_meta *meta);
-/* Wait until the newest slot (@newest) or slot *@slot is not mid-write; its seq in *@seq. */
-int seqshm_wait_even(struct seqshm_reader *r, uint32_t *slot, uint32_t *seq, int newest);
+/*
+ * Read until a consistent copy of the newest slot (@fixed < 0) or of slot @fixed is in @dst,
+ * backing off through @b, or until CLOCK_MONOTONIC reaches @deadline. Returns SEQSHM_OK or
+ * SEQSHM_ETIMEDOUT (then last_seq/last_slot say what was seen). Counts failed attempts in
+ * r->retries; a consistent read of the newest slot is accounted by seqshm_reader_done().
+ */
+int seqshm_read_until(struct seqshm_reader *r, int64_t fixed, void *dst,
+		      struct seqshm_meta *meta, uint64_t deadline, struct seqshm_backoff *b);
+/* Wait until the newest slot (@newest) or slot *@slot is not mid-write, backing off through
+ * @b until @deadline; its seq in *@seq. Returns SEQSHM_OK or SEQSHM_ETIMEDOUT. */
+int seqshm_wait_even_until(struct seqshm_reader *r, uint32_t *slot, uint32_t *seq,
+			   int newest, uint64_t deadline, struct seqshm_backoff *b);
 
 /* Account a consistent read of the newest data. */
 static inline void seqshm_reader_done(struct seqshm_reader *r, const struct seqshm_meta *meta)
@@ -190,17 +217,20 @@ static inline int seqshm_try_read_slot(const struct seqshm_geometry *g, uint32_t
 }
 
 /*
- * Copy the newest complete payload into @dst (payload_size bytes) and its metadata into @meta.
- * The first attempt is inline; waiting, backing off and the timeout live out of line.
- * Returns SEQSHM_OK or SEQSHM_ETIMEDOUT.
+ * One attempt at a consistent copy of the newest payload into @dst (payload_size bytes), its
+ * metadata into @meta: 0 on success (accounted), nonzero if the writer was in the way (the
+ * caller goes on with seqshm_read_until()). Inline, so a snapshot costs one call.
  */
-static inline int seqshm_read(struct seqshm_reader *r, void *dst, struct seqshm_meta *meta)
+static inline int seqshm_read_once(struct seqshm_reader *r, void *dst, struct seqshm_meta *meta)
 {
-	if (__builtin_expect(!seqshm_try_read_slot(&r->g, seqshm_reader_slot(r), dst, meta), 1)) {
+	uint32_t slot = seqshm_reader_slot(r);
+
+	if (__builtin_expect(!seqshm_try_read_slot(&r->g, slot, dst, meta), 1)) {
 		seqshm_reader_done(r, meta);
-		return SEQSHM_OK;
+		return 0;
 	}
-	return seqshm_read_slow(r, dst, meta);
+	r->retries++;
+	return 1;
 }
 
 /* Check a private copy of a header. @region_size_limit is the size of the backing file, or 0
@@ -216,7 +246,7 @@ void seqshm_geometry_init(struct seqshm_geometry *g, const void *base,
 int seqshm_layout_init(struct seqshm_header *h, const char *name, uint32_t nr_slots,
 		       uint32_t ndim, const uint64_t *shape, uint32_t itemsize, uint32_t flags,
 		       uint32_t nr_fields, const struct seqshm_field *fields, uint32_t writer_pid,
-		       char *why, size_t whylen);
+		       uint64_t writer_start, char *why, size_t whylen);
 
 /* Store the magic last, with release semantics; pairs with the reader's first load of the
  * header after it opened the file: a reader seeing the magic sees all static fields. */
@@ -225,6 +255,15 @@ void seqshm_header_publish(struct seqshm_header *h);
 /* Writer side: begin returns the payload of the slot being written; end publishes it. */
 void *seqshm_write_begin(struct seqshm_writer *w);
 void seqshm_write_end(struct seqshm_writer *w, uint64_t timestamp_ns);
+/* The channel's end: store @state (SEQSHM_STATE_CLOSED or _REPLACED) into the header at @h. */
+void seqshm_write_close(struct seqshm_header *h, uint32_t state);
+/* Saturating @now + @ns: a timeout past the end of time never wraps to the past. */
+static inline uint64_t seqshm_deadline(uint64_t now, uint64_t ns)
+{
+	uint64_t d;
+
+	return __builtin_add_overflow(now, ns, &d) ? UINT64_MAX : d;
+}
 
 uint64_t seqshm_monotonic_ns(void);
 

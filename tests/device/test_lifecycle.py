@@ -169,3 +169,30 @@ def test_geometry_change_recreates_channel_under_open_mapping(dev, geometry, rel
         os.close(fd)
     assert dev.rmmod().returncode == 0
     dev.insmod()
+
+
+def test_a_recreated_channel_ends_for_its_readers_and_followers_move(dev, geometry):
+    """The kernel marks a destroyed channel closed in its header: a seqshm Reader sees the
+    end (state CLOSED, wait() raises ChannelEnded) and a following one moves to the new
+    channel at the same path."""
+    import seqshm
+
+    plain = seqshm.open(dev.SELFTEST)
+    follower = seqshm.open(dev.SELFTEST, follow=True)
+    try:
+        plain.snapshot()
+        follower.snapshot()
+        old_slots = follower.nr_slots
+        geometry("selftest_slots", 2 if old_slots != 2 else 4)  # same payload, another ring
+        assert plain.state is seqshm.ChannelState.CLOSED and plain.ended
+        with pytest.raises(seqshm.ChannelEnded) as e:
+            while plain.wait(5):
+                plain.snapshot()  # writes made before the end come first
+        assert e.value.state is seqshm.ChannelState.CLOSED
+        assert follower.wait(5) and follower.nr_slots != old_slots
+        assert follower.state is seqshm.ChannelState.OPEN
+        data = follower.snapshot().view(np.uint64)
+        assert (data == data[0]).all() and follower.seq > 0
+    finally:
+        plain.close()
+        follower.close()

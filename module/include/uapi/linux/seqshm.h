@@ -50,6 +50,14 @@
  * fetch the last nr_slots writes, telling from write_seq which ones they missed.
  *
  * Before the first write, head == 0 and every slot reads as write_seq 0, all-zero payload.
+ *
+ * The end of a channel: a writer that stops for good stores @state = SEQSHM_STATE_CLOSED
+ * (store-release, after its last store of @head); a userspace creator that takes over the
+ * channel's path stores SEQSHM_STATE_REPLACED into the old region first (holding the old
+ * file's lock, so the old writer is gone). A reader that loads @state with load-acquire and
+ * sees it not OPEN therefore sees every write the region will ever get: it can take what is
+ * left and then report the end. A writer process that dies stores nothing; readers of a
+ * userspace channel find that through the file lock the writer holds (see @writer_pid).
  */
 #ifndef _UAPI_LINUX_SEQSHM_H
 #define _UAPI_LINUX_SEQSHM_H
@@ -78,6 +86,11 @@
 /* seqshm_header.flags */
 #define SEQSHM_F_RECORD		(1U << 0)	/* element is a record of named fields */
 #define SEQSHM_F_KNOWN		(SEQSHM_F_RECORD)	/* readers reject any other bit */
+
+/* seqshm_header.state: the channel's life */
+#define SEQSHM_STATE_OPEN	0	/* a writer may still publish (the zero value) */
+#define SEQSHM_STATE_CLOSED	1	/* its writer closed it: no write will follow */
+#define SEQSHM_STATE_REPLACED	2	/* a new channel took its path: no write will follow */
 
 /* seqshm_field.flags */
 #define SEQSHM_FIELD_F_ARRAY	(1U << 0)	/* an array of @count scalars, even of one */
@@ -168,8 +181,10 @@ struct seqshm_slot {
  * @nr_slots:	number of slots: a power of two from 1 to SEQSHM_MAX_SLOTS.
  * @flags:	SEQSHM_F_*; readers reject unknown bits.
  * @clock_id:	clock of @timestamp_ns (CLOCK_MONOTONIC = 1).
- * @writer_pid:	thread-group id of a userspace writer, 0 for the kernel; lets a reader that
- *		timed out say whether the writer is alive. Informational only.
+ * @writer_pid:	thread-group id of a userspace writer, 0 for the kernel. Informational: a pid
+ *		can be reused, so a reader tells a live writer by the exclusive flock(2) the
+ *		writer holds on the file for the channel's whole life, and uses the pid and
+ *		@writer_start only to say which process that is (or was).
  *
  * Cache line 1 (static):
  * @name:	channel name, NUL-terminated, printable ASCII.
@@ -182,6 +197,9 @@ struct seqshm_slot {
  * @ndim:	number of dimensions of the payload array, 0 to SEQSHM_MAX_DIMS.
  * @__reserved0: zero.
  * @shape:	the first @ndim entries are the payload array's shape (each >= 1); rest zero.
+ * @writer_start: start time of the writer process (field 22 of /proc/PID/stat, clock ticks
+ *		after boot), 0 for the kernel: with @writer_pid it names one process even after
+ *		the pid is reused.
  * @__pad0:	zero.
  * @fields:	the field table, see struct seqshm_field.
  *
@@ -190,6 +208,12 @@ struct seqshm_slot {
  *		head & (nr_slots - 1). Written by the writer with store-release after the
  *		slot's seq turned even; read by readers with load-acquire.
  * @__pad1:	zero.
+ *
+ * Its own cache line, dynamic but written at most twice in a channel's life, so readers can
+ * load it on every read at the cost of a cache hit:
+ * @state:	SEQSHM_STATE_*; OPEN until the writer closes the channel (store-release after its
+ *		last head) or a new creator replaces it. Readers load it with load-acquire.
+ * @__pad2:	zero.
  */
 struct seqshm_header {
 	/* line 0 */
@@ -212,12 +236,16 @@ struct seqshm_header {
 	__u32	ndim;
 	__u32	__reserved0;
 	__u64	shape[SEQSHM_MAX_DIMS];
-	__u8	__pad0[48];
+	__u64	writer_start;
+	__u8	__pad0[40];
 	/* lines 4-27 */
 	struct seqshm_field fields[SEQSHM_MAX_FIELDS];
 	/* line 28 */
 	__u64	head;
-	__u8	__pad1[SEQSHM_CACHELINE - 8 + 192];
+	__u8	__pad1[SEQSHM_CACHELINE - 8];
+	/* line 29 */
+	__u32	state;
+	__u8	__pad2[SEQSHM_CACHELINE - 4 + 128];
 };
 
 /* The slot control array starts right after the header. */
@@ -251,8 +279,10 @@ __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, itemsize) == 128, "item
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, nr_fields) == 132, "nr_fields");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, ndim) == 136, "ndim");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, shape) == 144, "shape");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, writer_start) == 208, "writer_start");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, fields) == 256, "fields");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, head) == 1792, "head on its own line");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, state) == 1856, "state on its own line");
 __SEQSHM_ASSERT(sizeof(struct seqshm_header) == 2048, "header size");
 __SEQSHM_ASSERT(SEQSHM_ALIGN % SEQSHM_CACHELINE == 0, "alignment");
 

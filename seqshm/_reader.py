@@ -1,0 +1,437 @@
+"""The public Reader: opening a channel, its lifecycle (end, restart, follow), waiting, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import mmap
+import os
+import select
+import stat
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+import numpy as np
+
+from seqshm import _core
+from seqshm._errors import ChannelEnded, ClosedError, FormatError, ReadTimeout
+from seqshm._lifecycle import ChannelState, lock_is_free, process_start_time, same_file
+from seqshm._types import History, ReaderStats
+
+__all__ = ["Reader"]
+
+_T = TypeVar("_T")
+
+#: How often a waiting reader looks, with system calls, for an end the state word cannot show
+#: (a writer that died, a file removed or replaced without create()): the bound on noticing.
+CHECK_INTERVAL_S = 0.1
+#: The longest sleep of a userspace wait() between looks at head.
+POLL_MAX_S = 1e-3
+
+_LAYOUT = _core.abi_layout()["ioc_info"]
+_INFO_STRUCT = struct.Struct(f"=II{_LAYOUT['size'] - 8}x")
+
+
+def _open_region(path: str) -> tuple[int, bool, bytes, int, _core.Mapping]:
+    """Open ``path`` read-only and map its region: (fd, is_device, header, file_size, mapping)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+    try:
+        st = os.fstat(fd)
+        size = 0
+        if stat.S_ISREG(st.st_mode):
+            size = st.st_size
+            if size < _core.HEADER_SIZE:
+                raise FormatError(
+                    f"truncated: {size} bytes, a seqshm header alone has {_core.HEADER_SIZE}",
+                    path)
+            # pread, not a mapping: a file that shrinks now gives a short read, not SIGBUS
+            header = os.pread(fd, _core.HEADER_SIZE, 0)
+        elif stat.S_ISCHR(st.st_mode):
+            try:
+                with mmap.mmap(fd, _core.ALIGN, mmap.MAP_SHARED, mmap.PROT_READ) as page:
+                    header = page[: _core.HEADER_SIZE]
+            except OSError as e:
+                raise OSError(e.errno, f"cannot map the header page: {e.strerror}",
+                              path) from None
+        else:
+            raise FormatError("neither a regular file nor a seqshm device", path)
+        h = _core.check_header(header, size, path)
+        try:
+            m = _core.Mapping(fd, h["region_size"], False, h["nr_slots"])
+        except OSError as e:
+            raise OSError(e.errno, f"cannot map {h['region_size']} bytes: {e.strerror}",
+                          path) from None
+        return fd, not size, header, size, m
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _element_key(h: dict[str, Any]) -> tuple[Any, ...]:
+    """What decides a channel's dtype and shape: a follower moves only between equal ones."""
+    return h["itemsize"], h["flags"], h["fields"], h["shape"]
+
+
+class Reader(_core.ReaderEngine):
+    """A read-only view of one seqshm channel (a kernel device or a /dev/shm file).
+
+    Open with :func:`seqshm.open`. ``snapshot()`` copies the newest write into a NumPy array
+    of the channel's ``dtype`` and ``shape``; ``read()`` returns it with its write number
+    (``seq``) and the writer's CLOCK_MONOTONIC time in ns (``timestamp_ns``); ``view()``,
+    ``begin()``/``validate()`` and ``apply()`` look at shared memory without copying;
+    ``history()`` copies every slot of a ring; ``wait()``/``wait_async()`` sleep until a
+    newer write.
+
+    Lifecycle: ``state`` says whether the channel still has a writer; waits raise
+    ChannelEnded when it ends. With ``follow=True`` the reader moves to the new channel when
+    one replaces its path (as ``tail -F`` follows a rotated log). Safe to share between
+    threads: each call's data, seq and time come from one copy; ``close()`` from another
+    thread makes a waiting call raise ClosedError. A file truncated under the reader raises
+    FileTruncated, never SIGBUS.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | bytes, *, timeout: float | None = 1.0,
+                 follow: bool = False) -> None:
+        """Open ``path``. ``timeout``: seconds a read waits for a consistent copy (None: no
+        limit). Raises FileNotFoundError, PermissionError, FormatError, VersionError."""
+        p = os.fsdecode(os.fspath(path))
+        self._fd = -1
+        self._fd_lock = threading.Lock()
+        self._timeout: float | None = None
+        self.timeout = timeout
+        self._follow_path = bool(follow)
+        self._next_switch = 0.0
+        fd, self._device, header, size, m = _open_region(p)
+        self._fd = fd
+        self._attach(p, header, m, size)
+        self._set_follow(self._follow_path)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", -1)
+        if fd >= 0:
+            self._fd = -1
+            os.close(fd)
+
+    # -- settings and counters ---------------------------------------------------------------
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a read waits for a consistent copy before it raises ReadTimeout; None: no
+        limit (so is any value too large for a 64-bit count of ns)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._set_timeout_ns(_core.timeout_ns(value))
+        self._timeout = None if value is None else float(value)
+
+    @property
+    def follow(self) -> bool:
+        """Whether this reader moves to a new channel that replaces its path."""
+        return self._follow_path
+
+    @property
+    def stats(self) -> ReaderStats:
+        """ReaderStats(snapshots, retries, timeouts) of this reader."""
+        return ReaderStats(*self._counters)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ChannelState:
+        """The channel's state now (system calls: not for a hot loop; waits look at it at
+        most every 0.1 s). See ChannelState."""
+        word = self._state_word
+        if word == _core.STATE_CLOSED:
+            return ChannelState.CLOSED
+        if word == _core.STATE_REPLACED:
+            return ChannelState.REPLACED
+        with self._fd_lock:
+            self._check_not_closed()
+            st = os.fstat(self._fd)
+            if not self._device and lock_is_free(self._fd):
+                return ChannelState.WRITER_DIED
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return ChannelState.REMOVED
+        if not same_file(st, now):
+            return ChannelState.REPLACED if not self._device else ChannelState.CLOSED
+        return ChannelState.OPEN
+
+    @property
+    def ended(self) -> bool:
+        """True when no write will come: the writer closed the channel, died, or a new
+        channel replaced it."""
+        return self.state not in (ChannelState.OPEN, ChannelState.REMOVED)
+
+    def _check_not_closed(self) -> None:
+        if self.closed:
+            raise ClosedError("channel is closed", self.path)
+
+    def _writer_text(self) -> str:
+        h = self.header
+        pid, start = h["writer_pid"], h["writer_start"]
+        if self._device or not pid:
+            return "the kernel"
+        alive = process_start_time(pid) == start if start else process_start_time(pid) is not None
+        return f"writer pid {pid}" + ("" if alive else " (exited)")
+
+    def _ended_error(self, state: ChannelState) -> ChannelEnded:
+        what = {
+            ChannelState.CLOSED: f"the channel was closed by {self._writer_text()}",
+            ChannelState.WRITER_DIED: f"{self._writer_text()} ended without closing the channel",
+            ChannelState.REPLACED: "a new channel replaced this one at its path; reopen it, or "
+                                   "open with follow=True to move to replacements",
+            ChannelState.REMOVED: "the channel's file was removed",
+        }[state]
+        if state is ChannelState.REPLACED and self._follow_path:
+            what = "a new channel replaced this one but cannot be followed: " + self._no_follow
+        return ChannelEnded(f"no more writes: {what}", self.path, state)
+
+    _no_follow = "it is not ready"
+
+    def _switch(self) -> bool:
+        """Follow mode: move to the channel that now has our path. True if we did."""
+        now = time.monotonic()
+        if now < self._next_switch:
+            return False
+        self._next_switch = now + CHECK_INTERVAL_S
+        try:
+            fd, device, header, size, m = _open_region(self.path)
+        except (OSError, FormatError) as e:
+            self._no_follow = f"{type(e).__name__}: {e}"
+            return False
+        with self._fd_lock:
+            if self.closed:
+                os.close(fd)
+                self._check_not_closed()
+            if same_file(os.fstat(fd), os.fstat(self._fd)):
+                os.close(fd)
+                return False
+            h = _core.check_header(header, size, self.path)
+            if _element_key(h) != _element_key(self.header):
+                os.close(fd)
+                self._no_follow = (f"its element type or shape {h['shape']} differs from "
+                                   f"this reader's {self.dtype} {self.shape}")
+                return False
+            old, self._fd, self._device = self._fd, fd, device
+            self._attach(self.path, header, m, size)
+            os.close(old)
+        return True
+
+    def _replaced(self) -> None:
+        # The engine calls this from snapshot()/read() of a following reader whose state word
+        # says REPLACED: move to the new channel (at most every CHECK_INTERVAL_S on failure).
+        self._switch()
+
+    def _timed_out(self, slot: int, seq: int) -> None:
+        t = self._timeout
+        if seq & 1:
+            what = f"slot {slot} stayed mid-write for {t:g} s (its sequence count {seq} is odd)"
+            pid = self.header["writer_pid"]
+            if pid and not self._device:
+                with self._fd_lock:
+                    dead = not self.closed and lock_is_free(self._fd)
+                if dead:
+                    what += f"; writer pid {pid} is gone: it died in the middle of a write"
+                else:
+                    what += f"; writer pid {pid} is alive but not finishing (stopped?)"
+        else:
+            what = (f"the writer rewrote slot {slot} during every copy for {t:g} s; "
+                    "a channel with more slots (nr_slots) lets readers through")
+        raise ReadTimeout(f"no consistent snapshot: {what}", self.path)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def apply(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``fn(view, *args, **kwargs)`` on the newest slot, retried until its result is from a
+        consistent read, which it returns.
+
+        ``fn`` gets a read-only array of the channel's shape and dtype over shared memory. It
+        must not keep or return any part of it (return a value or a copy): a result or
+        anything left behind that still refers to the view is a ValueError, since a later
+        write would change it. ``fn`` must tolerate a torn input: an exception it raises on a
+        read that turns out torn is discarded and the call retried; one it raises on a
+        consistent read propagates. Raises ReadTimeout after ``timeout``.
+        """
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        tries = 0
+        while True:
+            token = self.begin()
+            view = self._fresh_view(token)
+            refs = sys.getrefcount(view)
+            try:
+                result = fn(view, *args, **kwargs)
+            except Exception:
+                if self.validate(token):
+                    raise
+            else:
+                kept = sys.getrefcount(view) > refs
+                del view
+                if self.validate(token):
+                    if kept:
+                        raise ValueError(
+                            f"{self.path}: apply()'s function returned or kept a view of "
+                            "shared memory, which later writes change; return a copy "
+                            "(np.array(...)) or a value computed from it")
+                    return result
+                del result
+            tries += 1
+            if deadline is not None and time.monotonic() >= deadline:
+                self._timed_out(token >> 32, token & 0xFFFFFFFF)
+            if tries > 16:  # the writer keeps overwriting: give it the CPU rather than spin
+                time.sleep(min(POLL_MAX_S, 1e-5 * tries))
+
+    def history(self) -> History:
+        """History(data, seq, timestamp_ns) of every write the slots hold, oldest first.
+
+        ``data`` has shape (n,) + shape, ``seq`` and ``timestamp_ns`` are uint64 of shape
+        (n,); with nr_slots N that is up to the last N writes, and a gap in ``seq`` is a write
+        the ring lost before it was read. Each entry is a consistent copy; a slot with none
+        within the timeout (a writer that died in it) is left out; ReadTimeout if no slot has
+        one. Counts as a read: ``seq``, ``timestamp_ns`` and ``wait()`` then start from the
+        newest entry.
+        """
+        data, seqs, stamps, error = self._read_slots()
+        order = np.argsort(seqs, kind="stable")
+        order = order[seqs[order] > 0]
+        if error is not None and not len(order):
+            raise error
+        if len(order):
+            self._mark_read(int(seqs[order[-1]]), int(stamps[order[-1]]))
+        return History(data[order], seqs[order], stamps[order])
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _newer(self, target: int) -> bool:
+        return int(self.head) > target
+
+    def _end_or_follow(self, target: int) -> int:
+        """Between sleeps of a wait: raise ChannelEnded if the channel ended with nothing left
+        to read (after moving to a replacement when following); returns the target."""
+        state = self.state
+        if state in (ChannelState.OPEN, ChannelState.REMOVED) or self._newer(target):
+            return target
+        if self._follow_path and self._switch():
+            return self.seq
+        raise self._ended_error(state)
+
+    def _device_sleep(self, seconds: float) -> None:
+        """Sleep in poll() on the device until a write newer than this file has seen."""
+        with self._fd_lock:
+            self._check_not_closed()
+            fd = os.dup(self._fd)  # close() in another thread cannot pull it from under us
+        try:
+            info = bytearray(_INFO_STRUCT.pack(_LAYOUT["size"], _core.INFO_ACK))
+            fcntl.ioctl(fd, _core.IOC_INFO, info)  # what this file has seen is head now
+            if int.from_bytes(info[_LAYOUT["head"]:_LAYOUT["head"] + 8], sys.byteorder) > self.seq:
+                return
+            p = select.poll()
+            p.register(fd, select.POLLIN)
+            p.poll(max(0, int(seconds * 1000)))
+        finally:
+            os.close(fd)
+
+    def _wait_plan(self, timeout: float | None, clock: Callable[[], float]
+                   ) -> Generator[float, None, bool]:
+        """The steps of a wait, shared by wait() and wait_async(): yields how long to sleep
+        next, returns the wait's result; raises ChannelEnded or ClosedError."""
+        ns = _core.timeout_ns(timeout)
+        deadline = None if ns == 2**64 - 1 else clock() + ns / 1e9
+        target = self.seq
+        delay = 20e-6
+        next_check = 0.0
+        while True:
+            if self._newer(target):
+                return True
+            now = clock()
+            if now >= next_check or self._state_word != _core.STATE_OPEN:
+                target = self._end_or_follow(target)
+                next_check = now + CHECK_INTERVAL_S
+                if self._newer(target):
+                    return True
+            if deadline is not None and now >= deadline:
+                return False
+            left = CHECK_INTERVAL_S if deadline is None else min(deadline - now, CHECK_INTERVAL_S)
+            if self._device:  # poll() wakes at the next write: sleep until the next check
+                yield min(left, max(0.0, next_check - now))
+            else:
+                yield min(delay, left)
+                delay = min(delay * 2, POLL_MAX_S)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until a write newer than the last one this reader read is published.
+
+        Returns True when there is one, False when ``timeout`` seconds (None: no limit) passed.
+        Raises ChannelEnded when the channel ends with nothing newer to read (a following
+        reader moves to a replacement instead), ClosedError if closed meanwhile. Ctrl-C and
+        other signals interrupt it; no thread is held up. On a kernel device it sleeps in
+        poll(); on a userspace channel it looks at the head with a backoff from 20 us to 1 ms.
+        """
+        plan = self._wait_plan(timeout, time.monotonic)
+        try:
+            while True:
+                seconds = next(plan)
+                if self._device:
+                    self._device_sleep(seconds)
+                else:
+                    time.sleep(seconds)
+        except StopIteration as done:
+            return bool(done.value)
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """``await reader.wait_async()``: :meth:`wait` for asyncio (same results and errors).
+        On a device the event loop watches the file; on a userspace channel it polls head."""
+        loop = asyncio.get_running_loop()
+        plan = self._wait_plan(timeout, loop.time)
+        try:
+            while True:
+                seconds = next(plan)
+                if self._device:
+                    await self._device_sleep_async(loop, seconds)
+                else:
+                    await asyncio.sleep(seconds)
+        except StopIteration as done:
+            return bool(done.value)
+
+    async def _device_sleep_async(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        with self._fd_lock:
+            self._check_not_closed()
+            fd = os.dup(self._fd)
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, wake)
+        try:
+            await asyncio.wait_for(ready, seconds)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Unmap the channel and close its file. Safe while other threads are inside calls:
+        a copy in progress completes, a wait raises ClosedError. Views still held keep their
+        memory mapped until they are gone."""
+        with self._fd_lock:
+            self._detach()
+            fd, self._fd = self._fd, -1
+            if fd >= 0:
+                os.close(fd)
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,274 @@
+"""The public Writer and create(): one writer per channel, atomic creation, clean ends."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from seqshm import _core
+from seqshm._dtype import element_type
+from seqshm._errors import WriterBusy
+from seqshm._lifecycle import process_start_time, same_file
+
+__all__ = ["Writer", "create"]
+
+# Every Writer of this process, so that a forked child can disown them (one writer per channel).
+_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _disown_in_child() -> None:
+    child = os.getpid()
+    for w in list(_writers):
+        w._disown(child)
+
+
+os.register_at_fork(after_in_child=_disown_in_child)
+
+
+class Writer(_core.WriterEngine):
+    """The one writer of a userspace channel. Create with :func:`seqshm.create`.
+
+    ``write(data)`` publishes a whole payload (the channel's ``shape`` and ``dtype``);
+    ``with writing() as buf:`` (or ``begin()``/``end()``) fills a private copy of the last
+    payload and publishes it at the end. The writer holds an exclusive flock on the file from
+    create() to close(): one writer per channel across processes; writes from several threads
+    are serialized; in a forked child every call raises WriterBusy. ``close()`` marks the
+    channel closed, so readers see its end.
+    """
+
+    def __init__(self, fd: int, path: str) -> None:
+        """Take over ``fd``: a region file whose header is complete but for its magic, locked
+        by the caller (use :func:`seqshm.create`). Publishes the magic."""
+        self._fd = -1
+        self._attach(fd, path)
+        self._fd = fd
+        self._owner = os.getpid()
+        self._pending: tuple[np.ndarray, int] | None = None
+        _writers.add(self)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", -1)
+        if fd >= 0:
+            self._fd = -1
+            os.close(fd)
+
+    def _disown(self, child: int) -> None:
+        """In a forked child: this process is not the writer. Refuse every call and let go of
+        the child's copy of the file (the lock stays with the parent's)."""
+        self._forget_in_child(WriterBusy(
+            f"this Writer belongs to pid {self._owner}; forked child {child} cannot use it "
+            "(one writer per channel): create a channel of its own, or write from the parent",
+            self.path))
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def begin(self) -> np.ndarray:
+        """Start an in-place write: returns a private writable array (the channel's shape and
+        dtype) holding the last published payload. Readers see nothing of it until ``end()``
+        publishes it; after that it is read-only."""
+        if self._pending is not None:
+            raise RuntimeError(f"{self.path}: begin() inside an unfinished begin()")
+        buf = self._copy_newest()
+        self._pending = (buf, _core.monotonic_ns())
+        return buf
+
+    def end(self, timestamp_ns: int | None = None) -> int:
+        """Publish what ``begin()`` returned; returns its write number. ``timestamp_ns``
+        defaults to the time of ``begin()``."""
+        if self._pending is None:
+            self._check_usable()
+            raise RuntimeError(f"{self.path}: end() without begin()")
+        buf, t0 = self._pending
+        self._pending = None
+        return self._publish_buffer(buf, t0 if timestamp_ns is None else timestamp_ns)
+
+    def _publish_buffer(self, buf: np.ndarray, timestamp_ns: int) -> int:
+        seq = self.write(buf, timestamp_ns)
+        buf.flags.writeable = False  # a later change could only be a mistake: make it loud
+        return seq
+
+    def _check_usable(self) -> None:
+        self.head  # noqa: B018 - raises ClosedError or WriterBusy as write() would
+
+    @contextlib.contextmanager
+    def writing(self, timestamp_ns: int | None = None) -> Iterator[np.ndarray]:
+        """``with writer.writing() as buf:`` fill ``buf`` (a private copy of the last payload,
+        as from ``begin()``); published as one write when the block ends, with
+        ``timestamp_ns`` or the time the block began. If the block raises, nothing is
+        published. Blocks in several threads each get their own buffer."""
+        buf = self._copy_newest()
+        t0 = _core.monotonic_ns()
+        yield buf
+        self._publish_buffer(buf, t0 if timestamp_ns is None else timestamp_ns)
+
+    def close(self, *, unlink: bool = False) -> None:
+        """Mark the channel closed (readers see its end), unmap, release the channel, and with
+        ``unlink=True`` remove its file if it is still this channel's. A begin() without
+        end() is dropped. Waits for a write in progress in another thread."""
+        if self.closed:
+            return
+        self._pending = None
+        fd = self._fd
+        if fd < 0:  # a forked child's disowned copy
+            self._close_engine(_core.STATE_CLOSED)
+            return
+        self._close_engine(_core.STATE_CLOSED)
+        try:
+            if unlink:
+                # Still holding the lock: no creator can replace the path between the check
+                # and the unlink (create() must take the old file's lock to replace it).
+                with contextlib.suppress(FileNotFoundError):
+                    if same_file(os.fstat(fd), os.stat(self.path)):
+                        os.unlink(self.path)
+        finally:
+            self._fd = -1
+            os.close(fd)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        dims: tuple[object, ...] = (shape,)
+    else:
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            raise TypeError(
+                f"shape {shape!r}: an int or a sequence of ints, not {type(shape).__name__}"
+            ) from None
+    for n in dims:
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"shape {shape!r}: every dimension must be an integer >= 1")
+    if len(dims) > _core.MAX_DIMS:
+        raise ValueError(f"shape {shape!r} has more than {_core.MAX_DIMS} dimensions")
+    return tuple(int(n) for n in dims)  # type: ignore[call-overload]
+
+
+#: A live writer holds its lock for good; a reader's liveness probe (lock_is_free) holds a
+#: shared lock for microseconds. A creator retries this long before it calls the path busy.
+_LOCK_RETRY_S = 0.02
+
+
+def _lock_old(fd: int, path: str) -> None:
+    """Take the exclusive lock of the channel file open as ``fd``, or raise WriterBusy."""
+    deadline = time.monotonic() + _LOCK_RETRY_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise WriterBusy("another writer holds this channel", path) from None
+            time.sleep(0.001)
+
+
+def _take_path(tmp: str, path: str, overwrite: bool) -> None:
+    """Put the complete, locked channel file ``tmp`` at ``path``, atomically: of creators
+    racing for one path exactly one wins and the others get WriterBusy (or FileExistsError
+    without ``overwrite``). Replacing a channel takes its file's lock first, so a live writer
+    is never replaced, and marks it REPLACED, so its readers see the end at once."""
+    for _ in range(100):
+        try:
+            os.link(tmp, path)  # atomic: fails if the path exists
+            os.unlink(tmp)
+            return
+        except FileExistsError:
+            if not overwrite:
+                raise FileExistsError(
+                    17, "channel exists (pass overwrite=True to replace it)", path) from None
+        try:
+            old = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+            writable = True
+        except PermissionError:
+            old = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            writable = False
+        except FileNotFoundError:
+            continue  # removed meanwhile: link again
+        try:
+            _lock_old(old, path)
+            try:
+                if not same_file(os.fstat(old), os.stat(path)):
+                    continue  # replaced while we took the lock: look at the new one
+            except FileNotFoundError:
+                continue
+            os.replace(tmp, path)
+            if writable:
+                _core.mark_state(old, _core.STATE_REPLACED, path)
+            return
+        finally:
+            os.close(old)
+    raise WriterBusy("the path kept changing while this creator tried to take it", path)
+
+
+def create(
+    path: str | os.PathLike[str],
+    dtype: DTypeLike,
+    shape: int | Sequence[int] = (),
+    *,
+    nr_slots: int = 1,
+    name: str | None = None,
+    overwrite: bool = False,
+    mode: int = 0o644,
+) -> Writer:
+    """Create a userspace channel at ``path`` (normally under /dev/shm) and return its writer.
+
+    ``dtype`` is any NumPy scalar or flat structured dtype; ``shape`` the payload's shape;
+    ``nr_slots`` a power of two: 1 for a plain seqlock, N > 1 for a ring that keeps readers
+    from starving under a continuous writer and holds the last N writes. The file appears
+    complete (readers never see a partial header) and stays locked by this writer until
+    ``close()``: one writer per channel. An existing file is an error (FileExistsError)
+    unless ``overwrite``; a file another live writer holds, or one another creator is taking
+    at the same moment, is WriterBusy. Replacing a channel marks the old one REPLACED, so its
+    readers see the end at once (and followers move to the new one).
+    """
+    path = os.fspath(path)
+    element = element_type(dtype)
+    dims = _shape(shape)
+    if name is None:
+        name = os.path.basename(path)[:63]
+    if not (name.isascii() and name.isprintable()):
+        raise ValueError(f"channel name {name!r} must be printable ASCII")
+    if isinstance(nr_slots, bool) or not isinstance(nr_slots, (int, np.integer)):
+        raise TypeError(f"nr_slots must be an int, not {type(nr_slots).__name__}")
+    if not 1 <= nr_slots <= _core.MAX_SLOTS or nr_slots & (nr_slots - 1):
+        raise ValueError(f"nr_slots is {nr_slots}, not a power of two from 1 to {_core.MAX_SLOTS}")
+    pid = os.getpid()
+    header, region_size = _core.build_header(name, int(nr_slots), dims, element, pid,
+                                             process_start_time(pid) or 0)
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(17, "channel exists (pass overwrite=True to replace it)", path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    writer = None
+    try:
+        os.fchmod(fd, mode)
+        # Reserve the memory now: a full tmpfs then fails here with ENOSPC, not later with
+        # SIGBUS on a write into a sparse page.
+        os.posix_fallocate(fd, 0, region_size)
+        os.pwrite(fd, header, 0)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        writer = Writer(fd, path)
+        _take_path(tmp, path, overwrite)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if writer is None:
+            os.close(fd)
+        else:
+            writer.close()
+        raise
+    return writer

@@ -1,0 +1,645 @@
+"""What real programs do around a channel: files changing under a reader, objects shared by
+threads, restarts, signals, huge timeouts, buffers kept too long. One test per behaviour; the
+first of each group is the recipe of issue 8, the rest other members of its kind."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import seqshm
+from seqshm import ChannelEnded, ChannelState, ClosedError, WriterBusy
+from seqshm.testing import PatternWriter, StalledWriter, torn
+
+#: Not a speed limit: a call that takes this long has ignored a signal, a close or a timeout.
+HANG_GUARD_S = 5.0
+
+
+def _run_child(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (so a crash kills the child, not the suite)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _crashed(p: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+
+
+# -- the file changes under a reader or writer -----------------------------------------------
+
+TRUNCATE_CHILD = """
+import os, subprocess, sys
+import numpy as np
+import seqshm
+path, size, what = sys.argv[1], sys.argv[2], sys.argv[3]
+w = seqshm.create(path, np.uint64, (512,), nr_slots=int(os.environ.get("SLOTS", "1")))
+w.write(np.arange(512, dtype=np.uint64))
+r = seqshm.open(path, timeout=0.5)
+view = r.view()
+subprocess.run(["truncate", "-s", size, path], check=True)
+calls = {
+    "snapshot": lambda: r.snapshot(),
+    "read": lambda: r.read(),
+    "history": lambda: r.history(),
+    "apply": lambda: r.apply(np.sum),
+    "validate": lambda: r.validate(tok) if r.view(tok := r.begin()).sum() >= 0 else None,
+    "write": lambda: w.write(np.zeros(512, np.uint64)),
+    "view": lambda: print("view", int(view.sum())) or r.validate(r.begin()),
+}
+try:
+    calls[what]()
+except seqshm.FileTruncated as e:
+    assert path in str(e), e
+    print("FileTruncated", e)
+w.close(unlink=True)
+r.close()
+"""
+
+
+@pytest.mark.parametrize("what", ["snapshot", "read", "history", "apply", "validate", "write",
+                                  "view"])
+@pytest.mark.parametrize("size", ["0", "4096"])
+def test_truncated_file_is_a_typed_error_not_sigbus(shm_path: str, what: str, size: str) -> None:
+    p = _run_child(TRUNCATE_CHILD, shm_path, size, what)
+    assert p.returncode == 0, _crashed(p)
+    assert "FileTruncated" in p.stdout, _crashed(p)
+
+
+def test_truncated_ring_is_a_typed_error_not_sigbus(shm_path: str) -> None:
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(TRUNCATE_CHILD), shm_path, "0",
+                        "snapshot"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "SLOTS": "8"})
+    assert p.returncode == 0 and "FileTruncated" in p.stdout, _crashed(p)
+
+
+def test_truncation_during_reads_in_threads_is_a_typed_error_in_each(shm_path: str) -> None:
+    code = """
+    import subprocess, sys, threading
+    import numpy as np
+    import seqshm
+    path = sys.argv[1]
+    w = seqshm.create(path, np.uint64, (1 << 16,), nr_slots=2)
+    w.write(np.ones(1 << 16, np.uint64))
+    r = seqshm.open(path)
+    errors = []
+    def reader():
+        try:
+            while True:
+                r.snapshot()
+        except seqshm.FileTruncated:
+            errors.append("ok")
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    subprocess.run(["truncate", "-s", "0", path], check=True)
+    for t in threads:
+        t.join(10)
+    print(errors)
+    w.close(unlink=True)
+    """
+    p = _run_child(code, shm_path)
+    assert p.returncode == 0 and "['ok', 'ok', 'ok']" in p.stdout, _crashed(p)
+
+
+def test_a_sigbus_that_is_not_ours_still_kills_the_process(shm_path: str) -> None:
+    # The guard must not swallow faults outside seqshm's mappings.
+    code = """
+    import mmap, os, sys
+    import numpy as np
+    import seqshm
+    w = seqshm.create(sys.argv[1], np.uint8, 8)
+    with open(sys.argv[1] + ".other", "wb") as f:
+        f.write(b"x" * 8192)
+    fd = os.open(sys.argv[1] + ".other", os.O_RDWR)
+    m = mmap.mmap(fd, 8192)
+    os.ftruncate(fd, 0)
+    os.unlink(sys.argv[1] + ".other")
+    w.close(unlink=True)
+    print(m[5000])
+    """
+    p = _run_child(code, shm_path)
+    assert p.returncode == -signal.SIGBUS, _crashed(p)
+
+
+# -- objects shared by threads ---------------------------------------------------------------
+
+def test_close_from_another_thread_during_wait_raises_closed(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.uint64, 8) as w:
+        w.write(np.ones(8, np.uint64))
+        r = seqshm.open(shm_path)
+        r.snapshot()
+        result: list[Any] = []
+
+        def waiter() -> None:
+            try:
+                result.append(r.wait(timeout=3))
+            except BaseException as e:  # noqa: BLE001 - the test inspects it
+                result.append(e)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.2)
+        r.close()
+        t.join(HANG_GUARD_S)
+        assert not t.is_alive()
+        assert isinstance(result[0], ClosedError) and shm_path in str(result[0])
+
+
+@pytest.mark.parametrize("call", ["snapshot", "begin", "apply", "history"])
+def test_close_from_another_thread_during_a_blocked_read_raises_closed(
+        shm_path: str, call: str) -> None:
+    with StalledWriter(shm_path, 64, writes_before=1) as sw:
+        sw.kill(signal.SIGSTOP)
+        r = seqshm.open(shm_path, timeout=HANG_GUARD_S * 2)
+        result: list[Any] = []
+
+        def reader() -> None:
+            try:
+                result.append(getattr(r, call)(*([np.copy] if call == "apply" else [])))
+            except BaseException as e:  # noqa: BLE001
+                result.append(e)
+
+        t = threading.Thread(target=reader)
+        t.start()
+        time.sleep(0.3)
+        r.close()
+        t.join(HANG_GUARD_S)
+        sw.kill(signal.SIGCONT)
+        assert not t.is_alive(), "close() did not end a blocked read"
+        assert isinstance(result[0], ClosedError), result
+
+
+def test_one_reader_shared_by_threads_labels_every_copy_with_its_own_seq(shm_path: str) -> None:
+    nbytes = 1 << 20
+    with PatternWriter(shm_path, nbytes, nr_slots=8) as pw, seqshm.open(shm_path) as r:
+        bad: list[tuple[int, int]] = []
+        counts = [0] * 4
+
+        def reader(i: int) -> None:
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                s = r.read()
+                words = s.data.view(np.uint64)
+                if torn(s.data) or int(words[0]) != s.seq:
+                    bad.append((int(words[0]), s.seq))
+                counts[i] += 1
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert pw.writes > 0
+    assert sum(counts) > 100 and not bad, f"{len(bad)} mislabelled of {sum(counts)}: {bad[:5]}"
+
+
+@pytest.mark.parametrize("nbytes", [256 * 1024, 4096])
+def test_two_threads_writing_through_one_writer_never_tear(shm_path: str, nbytes: int) -> None:
+    n = nbytes // 8
+    with seqshm.create(shm_path, np.uint64, n, nr_slots=2) as w, seqshm.open(shm_path) as r:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def writer(value: int) -> None:
+            data = np.full(n, value, np.uint64)
+            try:
+                while not stop.is_set():
+                    w.write(data)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(v,)) for v in (1, 2)]
+        for t in threads:
+            t.start()
+        torn_n = reads = 0
+        out = np.empty(n, np.uint64)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            r.snapshot(out)
+            reads += 1
+            torn_n += bool((out != out[0]).any())
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert reads > 0 and torn_n == 0, f"{torn_n} torn of {reads}"
+
+
+def test_two_threads_writing_blocks_each_publish_their_own_buffer(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 4) as w, seqshm.open(shm_path) as r:
+        seen = set()
+
+        def block(v: int) -> None:
+            for _ in range(200):
+                with w.writing() as buf:
+                    buf[:] = v
+                    time.sleep(0)
+                seen.add(tuple(r.snapshot().tolist()))
+
+        ts = [threading.Thread(target=block, args=(v,)) for v in (1, 2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert seen <= {(1,) * 4, (2,) * 4}, seen
+        assert w.seq == 400
+
+
+def test_a_forked_child_cannot_write_through_its_parents_writer(shm_path: str) -> None:
+    w = seqshm.create(shm_path, np.int64, 2)
+    w.write([1, 1])
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.SimpleQueue()
+
+    def child() -> None:
+        try:
+            w.write([2, 2])
+            q.put("wrote")
+        except WriterBusy as e:
+            q.put(f"busy: {e}")
+        w.close()
+
+    p = ctx.Process(target=child)
+    p.start()
+    p.join(HANG_GUARD_S)
+    msg = q.get()
+    assert msg.startswith("busy:") and str(os.getpid()) in msg, msg
+    assert w.write([3, 3]) == 2  # the parent is still the writer, and its channel is open
+    w.close(unlink=True)
+    with pytest.raises(FileNotFoundError):
+        seqshm.open(shm_path)
+
+
+def test_after_fork_the_lock_stays_with_the_parent_only(shm_path: str) -> None:
+    w = seqshm.create(shm_path, np.int64, 2)
+    ctx = multiprocessing.get_context("fork")
+    go = ctx.Event()
+    p = ctx.Process(target=go.wait, args=(HANG_GUARD_S,))
+    p.start()
+    try:
+        w.close()  # the child still runs: its copy of the file must not keep the channel locked
+        with seqshm.create(shm_path, np.int64, 2, overwrite=True) as w2:
+            assert w2.write([5, 5]) == 1
+    finally:
+        go.set()
+        p.join()
+        os.unlink(shm_path)
+
+
+def _create_in_child(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        w = seqshm.create(path, np.int64, 2, overwrite=True)
+    except WriterBusy:
+        results.put(("busy", os.getpid(), 0))
+        barrier.wait()
+        return
+    st = os.stat(path)
+    same = (st.st_dev, st.st_ino) == (os.fstat(w._fd).st_dev, os.fstat(w._fd).st_ino)
+    results.put(("won", os.getpid(), int(same)))
+    barrier.wait()  # both are done before the winner lets go
+    w.close()
+
+
+def test_of_two_racing_creators_exactly_one_wins(shm_path: str) -> None:
+    ctx = multiprocessing.get_context("fork")
+    for _ in range(20):
+        with seqshm.create(shm_path, np.int64, 2, overwrite=True):
+            pass  # an existing, unlocked channel
+        barrier = ctx.Barrier(2)
+        results = ctx.SimpleQueue()
+        procs = [ctx.Process(target=_create_in_child, args=(shm_path, barrier, results))
+                 for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(HANG_GUARD_S * 4)
+        outcome = sorted(results.get() for _ in procs)
+        assert [o[0] for o in outcome] == ["busy", "won"], outcome
+        assert outcome[1][2] == 1, "the winner's file is not the one at the path"
+    os.unlink(shm_path)
+
+
+# -- restarts ----------------------------------------------------------------------------------
+
+def test_a_clean_close_is_seen_by_readers_as_the_end(shm_path: str) -> None:
+    w = seqshm.create(shm_path, np.int64, 2)
+    w.write([1, 2])
+    with seqshm.open(shm_path) as r:
+        assert r.state is ChannelState.OPEN and not r.ended
+        w.close()
+        assert r.state is ChannelState.CLOSED and r.ended
+        assert r.wait(0.5)  # write 1 was not read yet: the end comes after it
+        assert r.snapshot().tolist() == [1, 2]  # the last write stays readable
+        with pytest.raises(ChannelEnded) as e:
+            r.wait(HANG_GUARD_S)
+        assert e.value.state is ChannelState.CLOSED and shm_path in str(e.value)
+    os.unlink(shm_path)
+
+
+def test_a_restart_is_seen_by_readers_and_followed_on_request(shm_path: str) -> None:
+    old = seqshm.create(shm_path, np.int64, 2)
+    old.write([1, 1])
+    plain, follower = seqshm.open(shm_path), seqshm.open(shm_path, follow=True)
+    for r in (plain, follower):
+        r.snapshot()
+    old.close()
+    with seqshm.create(shm_path, np.int64, 2, overwrite=True) as new:
+        assert plain.state is ChannelState.REPLACED
+        with pytest.raises(ChannelEnded, match="replaced"):
+            plain.wait(HANG_GUARD_S)
+        new.write([7, 7])
+        assert follower.snapshot().tolist() == [7, 7] and follower.seq == 1
+        t = threading.Timer(0.1, new.write, ([8, 8],))
+        t.start()
+        assert follower.wait(HANG_GUARD_S) and follower.read().data.tolist() == [8, 8]
+        t.join()
+        new.close(unlink=True)
+    plain.close()
+    follower.close()
+
+
+def test_a_crashed_writer_is_seen_by_readers_as_the_end(shm_path: str) -> None:
+    pw = PatternWriter(shm_path, 64, rate_hz=1000, unlink=False)
+    pw.start()
+    with seqshm.open(shm_path) as r:
+        r.wait(HANG_GUARD_S)
+        pw.kill(signal.SIGKILL)
+        pw.join()
+        t0 = time.monotonic()
+        with pytest.raises(ChannelEnded) as e:
+            while True:
+                r.snapshot()
+                r.wait(HANG_GUARD_S)
+        assert time.monotonic() - t0 < HANG_GUARD_S
+        assert e.value.state is ChannelState.WRITER_DIED
+        assert r.state is ChannelState.WRITER_DIED
+    with seqshm.open(shm_path, follow=True) as f:
+        f.snapshot()
+        with seqshm.create(shm_path, np.uint64, 8, overwrite=True) as w:
+            w.write(np.full(8, 3, np.uint64))
+            assert f.wait(HANG_GUARD_S) and f.snapshot().tolist() == [3] * 8
+            w.close(unlink=True)
+
+
+def test_a_removed_file_is_reported(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w, seqshm.open(shm_path) as r:
+        os.unlink(shm_path)
+        assert r.state is ChannelState.REMOVED
+        w.write([1, 1])  # a writer that still publishes is still read
+        assert r.wait(HANG_GUARD_S) and r.snapshot().tolist() == [1, 1]
+
+
+def test_a_follower_does_not_move_to_a_channel_of_another_type(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w, seqshm.open(shm_path, follow=True) as r:
+        w.write([1, 1])
+        r.snapshot()
+        w.close()
+        with seqshm.create(shm_path, np.float32, 3, overwrite=True) as other:
+            other.write([1, 2, 3])
+            with pytest.raises(ChannelEnded, match="float32|shape"):
+                r.wait(HANG_GUARD_S)
+            assert r.snapshot().tolist() == [1, 1]
+            other.close(unlink=True)
+
+
+# -- signals and waits -------------------------------------------------------------------------
+
+INTERRUPT_CHILD = """
+import os, signal, sys, threading, time
+import numpy as np
+import seqshm
+path, call = sys.argv[1], sys.argv[2]
+r = seqshm.open(path, timeout=float(sys.argv[3]))
+if call == "wait":
+    r.snapshot()  # read the newest write: wait() then sleeps for the next one
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+t0, c0 = time.monotonic(), time.process_time()
+try:
+    {"snapshot": r.snapshot, "begin": r.begin, "history": r.history,
+     "apply": lambda: r.apply(np.copy), "wait": lambda: r.wait(10)}[call]()
+    print("returned")
+except KeyboardInterrupt:
+    print("interrupted after %.3f s, cpu %.3f s" % (time.monotonic() - t0,
+                                                   time.process_time() - c0))
+"""
+
+
+@pytest.mark.parametrize("call", ["snapshot", "begin", "history", "apply"])
+def test_ctrl_c_interrupts_a_blocked_read_at_once(shm_path: str, call: str) -> None:
+    with StalledWriter(shm_path, 64, writes_before=1) as sw:
+        sw.kill(signal.SIGSTOP)
+        p = _run_child(INTERRUPT_CHILD, shm_path, call, "5")
+        sw.kill(signal.SIGCONT)
+    assert "interrupted after" in p.stdout, _crashed(p)
+    elapsed = float(p.stdout.split("after ")[1].split(" s")[0])
+    assert elapsed < 2.0, p.stdout  # not the 5 s timeout
+
+
+def test_ctrl_c_interrupts_a_wait_at_once(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w:  # a live writer that writes nothing more
+        w.write([1, 1])
+        p = _run_child(INTERRUPT_CHILD, shm_path, "wait", "5")
+        w.close(unlink=True)
+    assert "interrupted after" in p.stdout, _crashed(p)
+    elapsed = float(p.stdout.split("after ")[1].split(" s")[0])
+    assert elapsed < 2.0, p.stdout  # not the 5 s timeout
+
+
+def test_a_blocked_read_does_not_spin_a_cpu(shm_path: str) -> None:
+    code = """
+    import sys, time
+    import seqshm
+    r = seqshm.open(sys.argv[1], timeout=1.0)
+    c0 = time.process_time()
+    try:
+        r.snapshot()
+    except seqshm.ReadTimeout:
+        pass
+    print(time.process_time() - c0)
+    """
+    with StalledWriter(shm_path, 64, writes_before=1) as sw:
+        sw.kill(signal.SIGSTOP)
+        p = _run_child(code, shm_path)
+        sw.kill(signal.SIGCONT)
+    assert p.returncode == 0, _crashed(p)
+    assert float(p.stdout) < 0.5, f"{p.stdout} s of CPU in a 1 s blocked read"
+
+
+def test_a_blocked_read_lets_other_threads_run(shm_path: str) -> None:
+    with StalledWriter(shm_path, 64, writes_before=1) as sw:
+        sw.kill(signal.SIGSTOP)
+        ticks = 0
+        done = threading.Event()
+
+        def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                time.sleep(0.001)
+
+        t = threading.Thread(target=ticker)
+        t.start()
+        with seqshm.open(shm_path, timeout=0.5) as r, pytest.raises(seqshm.ReadTimeout):
+            before = ticks
+            r.snapshot()
+        during = ticks - before
+        done.set()
+        t.join()
+        sw.kill(signal.SIGCONT)
+    assert during > 20, f"the other thread ran {during} times in 0.5 s"
+
+
+@pytest.mark.parametrize("timeout", [1e11, 1e300, float("inf"), None, 2**70])
+def test_a_huge_timeout_is_honoured(shm_path: str, timeout: Any) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        w.write([4, 4])
+        with seqshm.open(shm_path, timeout=timeout) as r:
+            assert r.timeout == (None if timeout is None else float(timeout))
+            assert r.snapshot().tolist() == [4, 4]
+            threading.Timer(0.1, w.write, ([5, 5],)).start()
+            assert r.wait(timeout) is True
+        w.close(unlink=True)
+    with StalledWriter(shm_path, 64, writes_before=1) as sw:
+        sw.kill(signal.SIGSTOP)
+        _read_for(seqshm.open(sw.path, timeout=timeout), 0.3)
+        sw.kill(signal.SIGCONT)
+
+
+def _read_for(r: seqshm.Reader, seconds: float) -> None:
+    """Run a blocked snapshot() in a thread for ``seconds``: it must still be waiting (a
+    timeout that became 0 would have raised at once)."""
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(_try(r.snapshot)), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert t.is_alive() or not isinstance(out[0], seqshm.ReadTimeout), out
+    r.close()  # ends the blocked read with ClosedError
+    t.join(HANG_GUARD_S)
+    assert not t.is_alive()
+
+
+def _try(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except BaseException as e:  # noqa: BLE001
+        return e
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "abc", [1]])
+def test_a_bad_timeout_is_refused_with_a_clear_error(shm_path: str, timeout: Any) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            seqshm.open(w.path, timeout=timeout)
+        with seqshm.open(w.path) as r, pytest.raises((TypeError, ValueError), match="timeout"):
+            r.wait(timeout)
+        w.close(unlink=True)
+
+
+# -- shared memory escaping its guard ----------------------------------------------------------
+
+def test_a_writing_buffer_is_dead_after_the_block(shm_path: str) -> None:
+    w = seqshm.create(shm_path, np.int64, 4)
+    with seqshm.open(shm_path) as r:
+        with w.writing() as buf:
+            buf[:] = 1
+        with pytest.raises(ValueError, match="read-only"):
+            buf[:2] = 99
+        assert r.read().data.tolist() == [1] * 4 and r.seq == 1
+        w.close()
+        with pytest.raises(ValueError, match="read-only"):
+            buf[:2] = 99
+        # the buffer does not keep the channel: a new writer may take over at once
+        with seqshm.create(shm_path, np.int64, 4, overwrite=True) as w2:
+            w2.write([2] * 4)
+            w2.close(unlink=True)
+    del buf
+
+
+def test_a_begin_buffer_is_dead_after_end_and_private_before(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w, seqshm.open(shm_path) as r:
+        w.write([1, 1])
+        buf = w.begin()
+        buf[:] = 5
+        assert r.snapshot().tolist() == [1, 1]  # nothing visible, not even a mid-write slot
+        w.end()
+        with pytest.raises(ValueError, match="read-only"):
+            buf[0] = 6
+        assert r.snapshot().tolist() == [5, 5]
+        w.close(unlink=True)
+
+
+def test_a_writing_block_that_raises_publishes_nothing(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w, seqshm.open(shm_path) as r:
+        w.write([1, 1])
+        with pytest.raises(KeyError), w.writing() as buf:
+            buf[:] = 9
+            raise KeyError("boom")
+        assert r.read().data.tolist() == [1, 1] and w.seq == 1
+        w.close(unlink=True)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda v: v,
+    lambda v: v[1:],
+    lambda v: [v[0:1]],
+    lambda v: {"a": v.reshape(-1)},
+    lambda v: memoryview(v),
+], ids=["view", "slice", "list of slices", "dict of reshapes", "memoryview"])
+def test_apply_refuses_a_result_that_aliases_shared_memory(shm_path: str, fn: Any) -> None:
+    with seqshm.create(shm_path, np.int64, 4) as w, seqshm.open(shm_path) as r:
+        w.write([1, 2, 3, 4])
+        with pytest.raises(ValueError, match="view of shared memory"):
+            r.apply(fn)
+        assert r.apply(lambda v: v.sum()) == 10
+        assert r.apply(np.copy).tolist() == [1, 2, 3, 4]
+        w.close(unlink=True)
+
+
+def test_apply_refuses_a_record_that_aliases_shared_memory(shm_path: str) -> None:
+    rec = np.dtype([("a", np.int64), ("b", np.float64)])
+    with seqshm.create(shm_path, rec, 2) as w, seqshm.open(shm_path) as r:
+        with pytest.raises(ValueError, match="view of shared memory"):
+            r.apply(lambda v: v[0])  # a np.void record refers to the array's memory
+        w.close(unlink=True)
+
+
+def test_apply_refuses_a_view_kept_elsewhere(shm_path: str) -> None:
+    kept: list[Any] = []
+    with seqshm.create(shm_path, np.int64, 4) as w, seqshm.open(shm_path) as r:
+        with pytest.raises(ValueError, match="view of shared memory"):
+            r.apply(lambda v: kept.append(v[:2]) or 0)
+        w.close(unlink=True)
+    kept.clear()
+    gc.collect()
+
+
+# -- history() is a read -----------------------------------------------------------------------
+
+def test_history_counts_as_a_read(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 2, nr_slots=4) as w, seqshm.open(shm_path) as r:
+        for i in range(1, 4):
+            w.write([i, i])
+        h = r.history()
+        assert list(h.seq) == [1, 2, 3] and r.seq == 3
+        assert r.timestamp_ns == int(h.timestamp_ns[-1])
+        t0, c0 = time.monotonic(), time.process_time()
+        for _ in range(5):
+            r.history()
+            assert r.wait(0.04) is False  # nothing newer than what history() returned
+        assert time.process_time() - c0 < 0.5 * (time.monotonic() - t0) + 0.05
+        w.write([4, 4])
+        assert r.wait(HANG_GUARD_S)
+        w.close(unlink=True)
