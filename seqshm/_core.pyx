@@ -421,6 +421,7 @@ cdef class _Channel:
             "the file shrank under this process's mapping (truncated by another process?); "
             "its data is gone: close this object and reopen the channel", self.path)
 
+    @cython.final
     cdef inline bint _same_shape(self, cnp.ndarray a) noexcept:
         cdef cnp.npy_intp *d = cnp.PyArray_DIMS(a)
         cdef int i
@@ -431,6 +432,7 @@ cdef class _Channel:
                 return False
         return True
 
+    @cython.final
     cdef inline bint _fits(self, cnp.ndarray a, int need) noexcept:
         """The common case inline: the channel's own descriptor object, shape, ``need`` flags."""
         return (<void *>cnp.PyArray_DESCR(a) == <void *>self._descr
@@ -550,6 +552,7 @@ cdef class ReaderEngine(_Channel):
         """Called by a following reader's snapshot when the state word says REPLACED; Reader
         switches to the new channel here."""
 
+    @cython.final
     cdef int _read_into(self, void *dst, seqshm_meta *m) except -1:
         """A consistent copy of the newest payload into ``dst``, its metadata into ``m``."""
         cdef seqshm_reader local
@@ -573,6 +576,7 @@ cdef class ReaderEngine(_Channel):
             self._merge(&local, 0, 1)
         return self._read_slow(-1, dst, m)
 
+    @cython.final
     cdef void _merge(self, seqshm_reader *local, uint64_t snapshots, uint64_t retries) noexcept:
         if self.r.g.base != local.g.base:
             return  # closed or switched to another channel meanwhile
@@ -654,6 +658,7 @@ cdef class ReaderEngine(_Channel):
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (~100 ns of a ~200 ns call)
         return tuple.__new__(_Snapshot, (out, m.write_seq, m.timestamp_ns))
 
+    @cython.final
     cdef inline cnp.ndarray _out_array(self, cnp.ndarray out):
         """What a copy goes into: ``out`` once checked, or a new array; ClosedError if closed."""
         if self.r.g.base == NULL:

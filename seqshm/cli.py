@@ -19,7 +19,7 @@ from rich.table import Table
 
 import seqshm
 from seqshm import telemetry
-from seqshm._lifecycle import writer_holds
+from seqshm._lifecycle import process_start_time, writer_holds
 
 DEMO_PATH = "/dev/shm/seqshm-demo-cpustat"
 _BURST = 1000
@@ -42,10 +42,25 @@ def _age_ms(timestamp_ns: int) -> float:
     return (seqshm.monotonic_ns() - timestamp_ns) / 1e6
 
 
+def _writer_text(reader: seqshm.Reader) -> str:
+    """Who writes the channel and whether that process still lives (pid and start time, so a
+    reused pid is not taken for the writer)."""
+    h = reader.header
+    if not h["writer_pid"]:
+        return "kernel"
+    start = process_start_time(h["writer_pid"])
+    alive = start is not None and (not h["writer_start"] or start == h["writer_start"])
+    return f"pid {h['writer_pid']} ({'running' if alive else 'exited'})"
+
+
 def info_text(reader: seqshm.Reader) -> str:
     """What ``seqshm info`` prints: the layout as validated, and the channel's state now."""
     h = reader.header
-    data = reader.read()
+    try:
+        data = reader.read()
+        writes, age = str(data.seq), f"{_age_ms(data.timestamp_ns):.1f} ms"
+    except seqshm.ReadTimeout as e:
+        writes, age = f"{reader.head} (newest slot stuck mid-write: {e.reason})", "-"
     lines = [
         f"path            {reader.path}",
         f"name            {h['name']}",
@@ -56,9 +71,10 @@ def info_text(reader: seqshm.Reader) -> str:
         f"slots           {h['nr_slots']} (stride {h['slot_stride']} bytes)",
         f"region          {h['region_size']} bytes",
         f"clock id        {h['clock_id']}",
-        f"writer          {'pid ' + str(h['writer_pid']) if h['writer_pid'] else 'kernel'}",
-        f"writes          {data.seq}",
-        f"last write age  {_age_ms(data.timestamp_ns):.1f} ms",
+        f"writer          {_writer_text(reader)}",
+        f"state           {reader.state.value}",
+        f"writes          {writes}",
+        f"last write age  {age}",
     ]
     if reader.dtype.fields:
         lines.append("fields          " + ", ".join(
@@ -66,9 +82,11 @@ def info_text(reader: seqshm.Reader) -> str:
     return "\n".join(lines)
 
 
-def _summary_table(reader: seqshm.Reader, data: np.ndarray, rate: float, rows: int) -> Table:
+def _summary_table(reader: seqshm.Reader, data: np.ndarray, rate: float, rows: int,
+                   state: seqshm.ChannelState) -> Table:
+    gone = "" if state is seqshm.ChannelState.OPEN else f"  [red]writer gone: {state.value}[/]"
     table = Table(title=f"{reader.name} ({reader.path})  seq {reader.seq}  "
-                        f"{rate:,.0f} writes/s  age {_age_ms(reader.timestamp_ns):.1f} ms")
+                        f"{rate:,.0f} writes/s  age {_age_ms(reader.timestamp_ns):.1f} ms{gone}")
     flat = data.reshape(-1) if data.ndim else data.reshape(1)
     if reader.dtype.names:
         table.add_column("#", justify="right")
@@ -91,7 +109,8 @@ def _summary_table(reader: seqshm.Reader, data: np.ndarray, rate: float, rows: i
 def watch(path: str, interval: float, count: int | None, timeout: float) -> int:
     """Show a channel live until Ctrl-C or ``count`` updates; plain lines when not a tty."""
     console = _console()
-    with seqshm.open(path, timeout=timeout) as reader:
+    # follow: a producer that restarts (create(..., overwrite=True)) is followed, as tail -F
+    with seqshm.open(path, timeout=timeout, follow=True) as reader:
         prev: tuple[float, int] | None = None
         shown = 0
         live = Live(console=console, auto_refresh=False) if console.is_terminal else None
@@ -99,11 +118,15 @@ def watch(path: str, interval: float, count: int | None, timeout: float) -> int:
             if live:
                 live.start()
             while count is None or shown < count:
+                before = reader.path, reader.header
                 data = reader.snapshot()
+                if (reader.path, reader.header) != before:
+                    prev = None  # followed a restarted producer: its seq starts again
                 now = time.monotonic()
                 rate = _rate(prev, now, reader.seq)
                 prev = (now, reader.seq)
-                table = _summary_table(reader, data, rate, rows=max(console.height - 8, 4))
+                table = _summary_table(reader, data, rate, rows=max(console.height - 8, 4),
+                                       state=reader.state)
                 if live:
                     live.update(table, refresh=True)
                 else:

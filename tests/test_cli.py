@@ -99,3 +99,29 @@ def test_bad_arguments_exit_2_with_usage() -> None:
     out = run("demo", "--rate", "0")
     assert out.returncode == 2
     assert "not > 0" in out.stderr
+
+
+def test_info_says_when_the_writer_closed_the_channel(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 2) as w:
+        w.write([1, 2])
+    out = run("info", w.path)
+    assert out.returncode == 0, out.stderr
+    assert "state           closed" in out.stdout
+
+
+def test_info_says_when_the_writer_process_is_gone(make_path: Callable[[], str]) -> None:
+    path = make_path()
+    code = ("import sys, os, numpy as np, seqshm; "
+            "w = seqshm.create(sys.argv[1], np.int64, 2); w.write([1, 2]); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, path], check=True, cwd="/")
+    out = run("info", path)
+    assert out.returncode == 0, out.stderr
+    assert "(exited)" in out.stdout and "state           writer-died" in out.stdout
+
+
+def test_watch_says_when_the_writer_has_gone(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 2) as w:
+        w.write([1, 2])
+    out = run("watch", w.path, "--count", "1")
+    assert out.returncode == 0, out.stderr
+    assert "writer gone: closed" in " ".join(out.stdout.split())
