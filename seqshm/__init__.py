@@ -14,7 +14,7 @@ from seqshm._errors import (
 )
 from seqshm._lifecycle import ChannelState
 from seqshm._reader import Reader
-from seqshm._types import History, ReaderStats, Snapshot
+from seqshm._types import History, ReaderStats, Sample, Snapshot
 from seqshm._version import __version__  # written by Meson from meson.build
 from seqshm._writer import Writer, create
 
@@ -30,6 +30,7 @@ __all__ = [
     "ReadTimeout",
     "Reader",
     "ReaderStats",
+    "Sample",
     "SeqshmError",
     "Snapshot",
     "VersionError",

@@ -28,16 +28,16 @@ def resolve(path: str | os.PathLike[str]) -> str:
 
 
 def open(  # noqa: A001
-    path: str | os.PathLike[str], *, timeout: float | None = 1.0, follow: bool = False
+    path: str | os.PathLike[str], *, timeout: float | None = 1.0, reopen: bool = False
 ) -> Reader:
     """Open a seqshm channel (a device node or a file under /dev/shm) for reading.
 
     ``timeout`` is how long, in seconds, a read waits for a consistent copy before it raises
-    ReadTimeout (None: no limit). ``follow=True`` moves the reader to a new channel that
+    ReadTimeout (None: no limit). ``reopen=True`` moves the reader to a new channel that
     replaces this one at its path. Raises FileNotFoundError, PermissionError, FormatError or
     VersionError.
     """
-    return Reader(resolve(path), timeout=timeout, follow=follow)
+    return Reader(resolve(path), timeout=timeout, reopen=reopen)
 
 
 def snapshot(path: str | os.PathLike[str], *, timeout: float | None = 1.0) -> np.ndarray:

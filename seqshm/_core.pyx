@@ -731,6 +731,21 @@ cdef class ReaderEngine(_Channel):
         seqshm_reader_done(&self.r, &m)
         return True
 
+    def _copy_write(self, uint64_t k):
+        """(data, write_seq, timestamp_ns): a consistent copy of the slot write ``k`` went to;
+        write_seq says whether it still holds write ``k`` (or a later one: lapped)."""
+        cdef seqshm_meta m
+        cdef cnp.ndarray out
+        cdef uint32_t slot
+        self._check_open()
+        out = self._new_array()
+        slot = <uint32_t>k & self.r.g.slot_mask
+        if seqshm_try_read_slot(&self.r.g, slot, cnp.PyArray_DATA(out), &m) == 0:
+            self.r.snapshots += 1
+        else:
+            self._read_slow(slot, cnp.PyArray_DATA(out), &m)
+        return out, m.write_seq, m.timestamp_ns
+
     def _read_slots(self):
         """(data, seq, timestamp_ns, error): a consistent copy of every slot, as arrays with a
         leading axis of nr_slots; a slot with no consistent copy within the timeout has seq 0,

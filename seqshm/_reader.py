@@ -1,4 +1,4 @@
-"""The public Reader: opening a channel, its lifecycle (end, restart, follow), waiting, errors."""
+"""The public Reader: opening a channel, its lifecycle (end, restart, reopen), waits, follow()."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from seqshm import _core
 from seqshm._errors import ChannelEnded, ClosedError, FormatError, ReadTimeout
 from seqshm._lifecycle import ChannelState, lock_is_free, process_start_time, same_file
-from seqshm._types import History, ReaderStats
+from seqshm._types import History, ReaderStats, Sample
 
 __all__ = ["Reader"]
 
@@ -87,7 +87,7 @@ class Reader(_core.ReaderEngine):
     newer write.
 
     Lifecycle: ``state`` says whether the channel still has a writer; waits raise
-    ChannelEnded when it ends. With ``follow=True`` the reader moves to the new channel when
+    ChannelEnded when it ends. With ``reopen=True`` the reader moves to the new channel when
     one replaces its path (as ``tail -F`` follows a rotated log). Safe to share between
     threads: each call's data, seq and time come from one copy; ``close()`` from another
     thread makes a waiting call raise ClosedError. A file truncated under the reader raises
@@ -95,7 +95,7 @@ class Reader(_core.ReaderEngine):
     """
 
     def __init__(self, path: str | os.PathLike[str] | bytes, *, timeout: float | None = 1.0,
-                 follow: bool = False) -> None:
+                 reopen: bool = False) -> None:
         """Open ``path``. ``timeout``: seconds a read waits for a consistent copy (None: no
         limit). Raises FileNotFoundError, PermissionError, FormatError, VersionError."""
         p = os.fsdecode(os.fspath(path))
@@ -103,8 +103,9 @@ class Reader(_core.ReaderEngine):
         self._fd_lock = threading.Lock()
         self._timeout: float | None = None
         self.timeout = timeout
-        self._follow_path = bool(follow)
+        self._follow_path = bool(reopen)
         self._next_switch = 0.0
+        self._generation = 0  # channels this reader has moved to (reopen)
         fd, self._device, header, size, m = _open_region(p)
         self._fd = fd
         self._attach(p, header, m, size)
@@ -130,7 +131,7 @@ class Reader(_core.ReaderEngine):
         self._timeout = None if value is None else float(value)
 
     @property
-    def follow(self) -> bool:
+    def reopen(self) -> bool:
         """Whether this reader moves to a new channel that replaces its path."""
         return self._follow_path
 
@@ -186,7 +187,7 @@ class Reader(_core.ReaderEngine):
             ChannelState.CLOSED: f"the channel was closed by {self._writer_text()}",
             ChannelState.WRITER_DIED: f"{self._writer_text()} ended without closing the channel",
             ChannelState.REPLACED: "a new channel replaced this one at its path; reopen it, or "
-                                   "open with follow=True to move to replacements",
+                                   "open with reopen=True to move to replacements",
             ChannelState.REMOVED: "the channel's file was removed",
         }[state]
         if state is ChannelState.REPLACED and self._follow_path:
@@ -221,11 +222,12 @@ class Reader(_core.ReaderEngine):
                 return False
             old, self._fd, self._device = self._fd, fd, device
             self._attach(self.path, header, m, size)
+            self._generation += 1
             os.close(old)
         return True
 
     def _replaced(self) -> None:
-        # The engine calls this from snapshot()/read() of a following reader whose state word
+        # The engine calls this from snapshot()/read() of a reopening reader whose state word
         # says REPLACED: move to the new channel (at most every CHECK_INTERVAL_S on failure).
         self._switch()
 
@@ -306,6 +308,67 @@ class Reader(_core.ReaderEngine):
             self._mark_read(int(seqs[order[-1]]), int(stamps[order[-1]]))
         return History(data[order], seqs[order], stamps[order])
 
+    # -- every write once ------------------------------------------------------------------------
+
+    def _follow_plan(self) -> Generator[Sample | None, None, None]:
+        """The steps of follow(), shared with follow_async(): yields each next write, or None
+        when the caller must wait for one."""
+        gen = -1
+        lost = 0
+        while True:
+            if gen != self._generation:  # the start, or moved to a replacement channel
+                gen = self._generation
+                # after the last write read; a reader that read none starts from the
+                # oldest write the ring still holds
+                nxt = self.seq + 1 if self.seq else max(1, self.head - self.nr_slots + 1)
+            head = self.head
+            if head < nxt:
+                yield None
+                continue
+            if head - nxt >= self.nr_slots:  # the writer lapped the ring: those are gone
+                lost += head - self.nr_slots + 1 - nxt
+                nxt = head - self.nr_slots + 1
+            data, seq, ts = self._copy_write(nxt)
+            if seq != nxt:  # lapped during the copy: look at head again
+                continue
+            self._mark_read(seq, ts)
+            yield Sample(data, seq, ts, lost)
+            lost = 0
+            nxt = seq + 1
+
+    def follow(self, timeout: float | None = None) -> Iterator[Sample]:
+        """Every write once, in order: ``for s in r.follow(): ...`` yields Sample(data, seq,
+        timestamp_ns, lost), ``data`` a copy of the channel's shape and dtype.
+
+        Starts after the last write this reader read (a reader that read none: from the
+        oldest write the ring holds). ``lost`` counts the writes lost just before a sample,
+        when the reader fell more than nr_slots writes behind; only slots not yet returned are
+        copied. Between writes it sleeps in :meth:`wait`. Ends when the channel ends (a
+        reopening reader moves on to the replacement instead) or when no write comes within
+        ``timeout`` seconds (None: no limit). Each sample counts as read (``seq``, ``wait()``).
+        """
+        for sample in self._follow_plan():
+            if sample is not None:
+                yield sample
+                continue
+            try:
+                if not self.wait(timeout):
+                    return
+            except ChannelEnded:
+                return
+
+    async def follow_async(self, timeout: float | None = None) -> AsyncIterator[Sample]:
+        """``async for s in r.follow_async(): ...``: :meth:`follow` for asyncio."""
+        for sample in self._follow_plan():
+            if sample is not None:
+                yield sample
+                continue
+            try:
+                if not await self.wait_async(timeout):
+                    return
+            except ChannelEnded:
+                return
+
     # -- waiting -----------------------------------------------------------------------------
 
     def _newer(self, target: int) -> bool:
@@ -313,7 +376,7 @@ class Reader(_core.ReaderEngine):
 
     def _end_or_follow(self, target: int) -> int:
         """Between sleeps of a wait: raise ChannelEnded if the channel ended with nothing left
-        to read (after moving to a replacement when following); returns the target."""
+        to read (after moving to a replacement when reopening); returns the target."""
         state = self.state
         if state in (ChannelState.OPEN, ChannelState.REMOVED) or self._newer(target):
             return target
@@ -368,7 +431,7 @@ class Reader(_core.ReaderEngine):
         """Sleep until a write newer than the last one this reader read is published.
 
         Returns True when there is one, False when ``timeout`` seconds (None: no limit) passed.
-        Raises ChannelEnded when the channel ends with nothing newer to read (a following
+        Raises ChannelEnded when the channel ends with nothing newer to read (a reopening
         reader moves to a replacement instead), ClosedError if closed meanwhile. Ctrl-C and
         other signals interrupt it; no thread is held up. On a kernel device it sleeps in
         poll(); on a userspace channel it looks at the head with a backoff from 20 us to 1 ms.

@@ -15,6 +15,16 @@ class Snapshot(NamedTuple):
     timestamp_ns: int
 
 
+class Sample(NamedTuple):
+    """One write as ``Reader.follow()`` yields it: a consistent copy, its write number and
+    time, and how many writes the reader lost just before it (the writer lapped the ring)."""
+
+    data: np.ndarray
+    seq: int
+    timestamp_ns: int
+    lost: int
+
+
 class History(NamedTuple):
     """The copies a ring holds, oldest first; gaps in ``seq`` are writes the ring lost."""
 

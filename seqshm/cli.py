@@ -110,7 +110,7 @@ def watch(path: str, interval: float, count: int | None, timeout: float) -> int:
     """Show a channel live until Ctrl-C or ``count`` updates; plain lines when not a tty."""
     console = _console()
     # follow: a producer that restarts (create(..., overwrite=True)) is followed, as tail -F
-    with seqshm.open(path, timeout=timeout, follow=True) as reader:
+    with seqshm.open(path, timeout=timeout, reopen=True) as reader:
         prev: tuple[float, int] | None = None
         shown = 0
         live = Live(console=console, auto_refresh=False) if console.is_terminal else None

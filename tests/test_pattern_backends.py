@@ -266,3 +266,59 @@ def test_wait_async_returns_once_a_newer_write_is_published(pattern_channel: Any
         seen = r.read().seq
         assert asyncio.run(r.wait_async(timeout=HANG_GUARD_S)) is True
         assert r.read().seq > seen
+
+
+def _check_samples(samples: list[seqshm.Sample]) -> tuple[int, int]:
+    """Each sample consistent and in order, and losses counted exactly: (samples, lost)."""
+    seqs = [s.seq for s in samples]
+    assert all(b > a for a, b in zip(seqs, seqs[1:], strict=False)), "follow() went back or repeated"
+    for s in samples:
+        assert not torn(s.data) and int(s.data.view(np.uint64)[0]) == s.seq
+    for a, b in zip(samples, samples[1:], strict=False):
+        assert b.seq - a.seq - 1 == b.lost, "a gap follow() did not count"
+    return len(samples), sum(s.lost for s in samples[1:])
+
+
+def test_follow_yields_every_write_once_when_it_keeps_up(pattern_channel: Any) -> None:
+    # 64 slots at 500 writes/s: a reader may stall 100 ms without losing any
+    with pattern_channel(4 * KiB, 64, rate_hz=500) as src, seqshm.open(src.path) as r:
+        r.snapshot()
+        samples = []
+        for s in r.follow(timeout=HANG_GUARD_S):
+            samples.append(s)
+            if len(samples) == 300:
+                break
+    n, lost = _check_samples(samples)
+    assert (n, lost) == (300, 0) and samples[0].lost == 0
+    assert r.seq == samples[-1].seq
+
+
+def test_follow_counts_exactly_what_a_slow_reader_lost(pattern_channel: Any) -> None:
+    with pattern_channel(64, 4, rate_hz=2000) as src, seqshm.open(src.path) as r:
+        r.snapshot()
+        samples = []
+        for s in r.follow(timeout=HANG_GUARD_S):
+            samples.append(s)
+            time.sleep(0.01)  # ~20 writes between two samples: the ring of 4 is lapped
+            if len(samples) == 50:
+                break
+    n, lost = _check_samples(samples)
+    assert n == 50 and lost > 0
+    assert samples[-1].seq - samples[0].seq + 1 == n + lost
+
+
+def test_follow_async_yields_every_write_in_order(pattern_channel: Any) -> None:
+    import asyncio
+
+    async def take(r: seqshm.Reader) -> list[seqshm.Sample]:
+        out = []
+        async for s in r.follow_async(timeout=HANG_GUARD_S):
+            out.append(s)
+            if len(out) == 50:
+                break
+        return out
+
+    with pattern_channel(64, 64, rate_hz=500) as src, seqshm.open(src.path) as r:
+        r.snapshot()
+        samples = asyncio.run(take(r))
+    assert _check_samples(samples) == (50, 0)

@@ -352,7 +352,7 @@ def test_a_clean_close_is_seen_by_readers_as_the_end(shm_path: str) -> None:
 def test_a_restart_is_seen_by_readers_and_followed_on_request(shm_path: str) -> None:
     old = seqshm.create(shm_path, np.int64, 2)
     old.write([1, 1])
-    plain, follower = seqshm.open(shm_path), seqshm.open(shm_path, follow=True)
+    plain, follower = seqshm.open(shm_path), seqshm.open(shm_path, reopen=True)
     for r in (plain, follower):
         r.snapshot()
     old.close()
@@ -386,7 +386,7 @@ def test_a_crashed_writer_is_seen_by_readers_as_the_end(shm_path: str) -> None:
         assert time.monotonic() - t0 < HANG_GUARD_S
         assert e.value.state is ChannelState.WRITER_DIED
         assert r.state is ChannelState.WRITER_DIED
-    with seqshm.open(shm_path, follow=True) as f:
+    with seqshm.open(shm_path, reopen=True) as f:
         f.snapshot()
         with seqshm.create(shm_path, np.uint64, 8, overwrite=True) as w:
             w.write(np.full(8, 3, np.uint64))
@@ -403,7 +403,7 @@ def test_a_removed_file_is_reported(shm_path: str) -> None:
 
 
 def test_a_follower_does_not_move_to_a_channel_of_another_type(shm_path: str) -> None:
-    with seqshm.create(shm_path, np.int64, 2) as w, seqshm.open(shm_path, follow=True) as r:
+    with seqshm.create(shm_path, np.int64, 2) as w, seqshm.open(shm_path, reopen=True) as r:
         w.write([1, 1])
         r.snapshot()
         w.close()
@@ -643,3 +643,42 @@ def test_history_counts_as_a_read(shm_path: str) -> None:
         w.write([4, 4])
         assert r.wait(HANG_GUARD_S)
         w.close(unlink=True)
+
+
+# -- follow(): every write once, to the end ----------------------------------------------------
+
+def test_follow_ends_after_the_last_write_of_a_closed_channel(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 2, nr_slots=8) as w, seqshm.open(shm_path) as r:
+        for i in range(1, 6):
+            w.write([i, i])
+        w.close()
+        samples = list(r.follow(timeout=HANG_GUARD_S))
+        assert [s.seq for s in samples] == [1, 2, 3, 4, 5]
+        assert [int(s.data[0]) for s in samples] == [1, 2, 3, 4, 5]
+    os.unlink(shm_path)
+
+
+def test_follow_of_a_ring_lapped_before_it_started_counts_nothing_lost(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 2, nr_slots=4) as w, seqshm.open(shm_path) as r:
+        for i in range(1, 11):
+            w.write([i, i])
+        w.close()
+        samples = list(r.follow(timeout=HANG_GUARD_S))
+        assert [s.seq for s in samples] == [7, 8, 9, 10]  # what the ring still holds
+        assert [s.lost for s in samples] == [0, 0, 0, 0]
+    os.unlink(shm_path)
+
+
+def test_follow_moves_to_a_replacement_when_reopening(shm_path: str) -> None:
+    w = seqshm.create(shm_path, np.int64, 2, nr_slots=8)
+    w.write([1, 1])
+    with seqshm.open(shm_path, reopen=True) as r:
+        it = r.follow(timeout=HANG_GUARD_S)
+        assert next(it).seq == 1
+        w.close()
+        w2 = seqshm.create(shm_path, np.int64, 2, nr_slots=8, overwrite=True)
+        w2.write([7, 7])
+        s = next(it)
+        assert (s.seq, int(s.data[0])) == (1, 7)  # the new channel's first write
+        w2.close(unlink=True)
+        assert list(it) == []

@@ -67,7 +67,7 @@ def test_soak_restarting_writer_shared_and_reopened_readers(shm_path: str) -> No
         _hooks.write_pattern(first, 1)
     restarter = ctx.Process(target=_restarter, args=(shm_path, stop, generations))
     restarter.start()  # before any thread: fork is safe
-    shared = seqshm.open(shm_path, follow=True, timeout=0.3)
+    shared = seqshm.open(shm_path, reopen=True, timeout=0.3)
     bad: list[str] = []
     errors: Counter[str] = Counter()
     reads = Counter[str]()
@@ -91,7 +91,7 @@ def test_soak_restarting_writer_shared_and_reopened_readers(shm_path: str) -> No
                 return
 
     def own_reader(who: str) -> None:
-        with seqshm.open(shm_path, follow=True, timeout=0.3) as r:
+        with seqshm.open(shm_path, reopen=True, timeout=0.3) as r:
             read_loop(r, who)
 
     def reopener() -> None:
