@@ -271,7 +271,7 @@ def test_wait_async_returns_once_a_newer_write_is_published(pattern_channel: Any
 def _check_samples(samples: list[seqshm.Sample]) -> tuple[int, int]:
     """Each sample consistent and in order, and losses counted exactly: (samples, lost)."""
     seqs = [s.seq for s in samples]
-    assert all(b > a for a, b in zip(seqs, seqs[1:], strict=False)), "follow() went back or repeated"
+    assert all(b > a for a, b in zip(seqs, seqs[1:], strict=False)), "went back or repeated"
     for s in samples:
         assert not torn(s.data) and int(s.data.view(np.uint64)[0]) == s.seq
     for a, b in zip(samples, samples[1:], strict=False):
