@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from seqshm import _core
+from seqshm._lifecycle import same_file
 from seqshm._reader import Reader
 
 __all__ = ["open", "snapshot", "resolve"]
@@ -40,7 +42,46 @@ def open(  # noqa: A001
     return Reader(resolve(path), timeout=timeout, reopen=reopen)
 
 
+#: How long seqshm.snapshot(path) trusts a reader it keeps before it looks at the path again:
+#: the bound on noticing a channel replaced (without create(), which marks the old one at once)
+#: or removed, or a bare name that now resolves elsewhere.
+ONESHOT_MAX_AGE_S = 0.1
+#: Readers seqshm.snapshot() keeps open (one file descriptor and one mapping each).
+ONESHOT_CAPACITY = 64
+
+
+def _oneshot_miss(path: str | os.PathLike[str], timeout: float | None) -> np.ndarray:
+    """The one-shot's slow path: reuse the kept reader if ``path`` still names its file, else
+    open the channel anew; keep it, fresh for ONESHOT_MAX_AGE_S, and take the snapshot."""
+    reader, _ = _oneshot.get(path)
+    target = resolve(path)
+    if isinstance(reader, Reader) and not reader.closed and reader.path == target:
+        try:
+            current = same_file(os.stat(target), os.fstat(reader._fd))
+        except (FileNotFoundError, OSError):
+            current = False
+        if current:
+            reader.timeout = timeout
+            _oneshot.put(path, reader, timeout)
+            return reader.snapshot()
+    reader = Reader(target, timeout=timeout)
+    _oneshot.put(path, reader, timeout)
+    return reader.snapshot()
+
+
+_oneshot = _core.ReaderCache(_oneshot_miss, ONESHOT_MAX_AGE_S, ONESHOT_CAPACITY)
+# A forked child opens its own readers (a kept one may hold a lock another thread had).
+os.register_at_fork(after_in_child=_oneshot.clear)
+
+
 def snapshot(path: str | os.PathLike[str], *, timeout: float | None = 1.0) -> np.ndarray:
-    """One consistent copy of a channel's payload: open, snapshot, close."""
-    with open(path, timeout=timeout) as reader:
-        return reader.snapshot()
+    """One consistent copy of the newest write of the channel at ``path`` (a device, a file,
+    or a bare name as for :func:`open`): a new array of the channel's shape and dtype.
+
+    Readers are kept open by path (at most ONESHOT_CAPACITY, least recently opened dropped
+    first), so a repeated call costs about what a kept ``Reader.snapshot()`` does. A channel
+    whose writer closed it or that a new one replaced is seen at once; one removed or replaced
+    otherwise within ONESHOT_MAX_AGE_S (0.1 s). Raises what :func:`open` and
+    ``Reader.snapshot()`` raise.
+    """
+    return _oneshot.snapshot(path, timeout=timeout)

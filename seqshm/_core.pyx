@@ -1011,3 +1011,73 @@ def _bench_stall_mid_write(WriterEngine w not None, uint64_t words):
     finally:
         w._leave()
     w._forget_in_child(RuntimeError(f"{w.path}: stalled in the middle of a write on purpose"))
+
+
+@cython.final
+cdef class _CachedReader:
+    cdef ReaderEngine reader
+    cdef uint64_t fresh_until       # CLOCK_MONOTONIC ns: look at the path again after this
+    cdef object timeout             # the timeout argument it was opened with
+
+
+@cython.final
+cdef class ReaderCache:
+    """The engine of ``seqshm.snapshot(path)``: readers kept open by path, so a repeated
+    one-shot costs a dict lookup, a clock read and a load of the state word more than a kept
+    reader's ``snapshot()``. An entry is trusted for ``max_age_s``; after that, or when its
+    state word says the channel ended, ``miss(path, timeout)`` (Python: seqshm/_api.py) looks
+    at the path again, replaces the entry and takes the snapshot."""
+
+    cdef dict _entries
+    cdef object _miss
+    cdef uint64_t _max_age_ns
+    cdef readonly size_t capacity
+
+    def __cinit__(self, miss, double max_age_s, size_t capacity):
+        self._entries = {}
+        self._miss = miss
+        self._max_age_ns = <uint64_t>(max_age_s * 1e9)
+        self.capacity = capacity
+
+    def snapshot(self, path, *, timeout=1.0):
+        """One consistent copy of the channel at ``path`` (see seqshm.snapshot)."""
+        cdef _CachedReader e = self._entries.get(path)
+        cdef ReaderEngine r
+        cdef seqshm_meta m
+        cdef cnp.ndarray out
+        if (e is not None and seqshm_monotonic_ns() < e.fresh_until
+                and (timeout is e.timeout or timeout == e.timeout)):
+            r = e.reader
+            if r.r.g.base != NULL and seqshm_state(&r.r.g) == SEQSHM_STATE_OPEN:
+                out = r._out_array(None)
+                r._read_into(cnp.PyArray_DATA(out), &m)
+                r.meta = m
+                return out
+        return self._miss(path, timeout)
+
+    def get(self, path):
+        """The cached reader of ``path`` and whether it is still fresh, or (None, False)."""
+        cdef _CachedReader e = self._entries.get(path)
+        if e is None:
+            return None, False
+        return e.reader, seqshm_monotonic_ns() < e.fresh_until
+
+    def put(self, path, ReaderEngine reader not None, timeout):
+        """Keep ``reader`` for ``path``, fresh for max_age_s. Beyond ``capacity`` entries the
+        least recently put one is dropped (its reader closes once no thread holds it: closing
+        it here could fail a call in progress in another thread)."""
+        cdef _CachedReader e = _CachedReader()
+        e.reader = reader
+        e.timeout = timeout
+        e.fresh_until = seqshm_deadline(seqshm_monotonic_ns(), self._max_age_ns)
+        self._entries.pop(path, None)
+        self._entries[path] = e
+        while len(self._entries) > self.capacity:
+            del self._entries[next(iter(self._entries))]
+
+    def clear(self):
+        """Forget every reader (they close when no one else holds them)."""
+        self._entries.clear()
+
+    def __len__(self):
+        return len(self._entries)
