@@ -298,8 +298,9 @@ def test_after_fork_the_lock_stays_with_the_parent_only(shm_path: str) -> None:
         os.unlink(shm_path)
 
 
-def _create_in_child(path: str, barrier: Any, results: Any) -> None:
-    barrier.wait()
+def _create_in_child(path: str, barrier: Any, results: Any, start: float) -> None:
+    while time.monotonic() < start:  # both start within microseconds (a barrier is looser)
+        pass
     try:
         w = seqshm.create(path, np.int64, 2, overwrite=True)
     except WriterBusy:
@@ -315,12 +316,13 @@ def _create_in_child(path: str, barrier: Any, results: Any) -> None:
 
 def test_of_two_racing_creators_exactly_one_wins(shm_path: str) -> None:
     ctx = multiprocessing.get_context("fork")
-    for _ in range(20):
+    for _ in range(40):  # before the fix both won in about 1 round of 7
         with seqshm.create(shm_path, np.int64, 2, overwrite=True):
             pass  # an existing, unlocked channel
         barrier = ctx.Barrier(2)
         results = ctx.SimpleQueue()
-        procs = [ctx.Process(target=_create_in_child, args=(shm_path, barrier, results))
+        start = time.monotonic() + 0.1
+        procs = [ctx.Process(target=_create_in_child, args=(shm_path, barrier, results, start))
                  for _ in range(2)]
         for p in procs:
             p.start()
