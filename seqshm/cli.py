@@ -1,45 +1,127 @@
-"""The ``seqshm`` command line: a live demo, channel info, and a live view of any channel."""
+"""The ``seqshm`` command line: list channels, show one's layout and state, watch it live,
+record every write to a file, and a live demo."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import math
+import mmap
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.process
 import os
 import signal
+import stat
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
 
 import numpy as np
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 import seqshm
-from seqshm import telemetry
+from seqshm import _cli_record, _core, telemetry
+from seqshm._api import SEARCH_DIRS
+from seqshm._cli_format import (
+    age_s,
+    clock_name,
+    dtype_text,
+    fields_json,
+    fields_text,
+    flat_names,
+    flat_values,
+    rate,
+    rate_text,
+    record_grid,
+    seconds_text,
+    to_json,
+)
 from seqshm._lifecycle import process_start_time, writer_holds
 
 DEMO_PATH = "/dev/shm/seqshm-demo-cpustat"
 _BURST = 1000
-_BAR = 20
+#: How long ``list`` watches the heads to tell each channel's write rate.
+LIST_RATE_WINDOW_S = 0.1
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EPILOG = """\
+A channel is a path (a /dev/seqshm device or a file) or a bare NAME, looked up in /dev/seqshm,
+then /dev/shm (never in the current directory: write ./NAME for a file here).
+
+exit status:
+  0    success (watch and record: also when the channel ended)
+  1    runtime error: a read timed out (a writer stuck mid-write), another writer holds
+       the channel, an I/O error
+  2    usage error, no such channel, permission denied, not a seqshm channel
+  130  interrupted by Ctrl-C (record still writes what it recorded); 128+N on signal N
+       (SIGTERM 143, SIGHUP 129, 141 when the output pipe closed)
+"""
+
+
+class Failure(Exception):
+    """An error the command line reports as one line on stderr, with its exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stop as on Ctrl-C (every cleanup runs), exit 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame: object) -> None:
+    raise Signalled(signum)
 
 
 def _console() -> Console:
     return Console(highlight=False)
 
 
-def _rate(prev: tuple[float, int] | None, now: float, seq: int) -> float:
-    if prev is None or now <= prev[0]:
-        return float("nan")
-    return (seq - prev[1]) / (now - prev[0])
+# -- finding channels ----------------------------------------------------------------------------
 
 
-def _age_ms(timestamp_ns: int) -> float:
-    if not timestamp_ns:
-        return float("nan")
-    return (seqshm.monotonic_ns() - timestamp_ns) / 1e6
+def resolve(name: str) -> str:
+    """The file a channel argument names: a path if it has a '/', else the first of
+    /dev/seqshm/NAME and /dev/shm/NAME that exists (never the current directory)."""
+    if "/" in name:
+        return name
+    looked = []
+    for d in SEARCH_DIRS:
+        candidate = os.path.join(d, name)
+        if os.path.lexists(candidate):
+            return candidate
+        looked.append(candidate)
+    message = f"no channel {name!r}: looked for {' and '.join(looked)}"
+    if not os.path.isdir(SEARCH_DIRS[0]):
+        message += f" ({SEARCH_DIRS[0]} does not exist: the seqshm kernel module is not loaded)"
+    raise Failure(message, EXIT_USAGE)
+
+
+def _open(name: str, **kwargs: Any) -> seqshm.Reader:
+    return seqshm.open(resolve(name), **kwargs)
+
+
+# -- what a channel is and how it is doing -------------------------------------------------------
+
+
+def _writer_alive(state: seqshm.ChannelState) -> bool:
+    return state in (seqshm.ChannelState.OPEN, seqshm.ChannelState.REMOVED)
 
 
 def _writer_text(reader: seqshm.Reader) -> str:
@@ -53,122 +135,525 @@ def _writer_text(reader: seqshm.Reader) -> str:
     return f"pid {h['writer_pid']} ({'running' if alive else 'exited'})"
 
 
+def _slot_words(reader: seqshm.Reader) -> np.ndarray:
+    """Each slot's (sequence count, write number, timestamp_ns) as the header area holds them
+    now, read without the seqlock (for display: an odd count is a slot mid-write)."""
+    h = reader.header
+    end = _core.SLOTS_OFFSET + 64 * h["nr_slots"]
+    fd = os.open(reader.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if stat.S_ISCHR(os.fstat(fd).st_mode):
+            length = -(-end // mmap.PAGESIZE) * mmap.PAGESIZE
+            with mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+                raw = m[:end]
+        else:
+            raw = os.pread(fd, end, 0)  # not a mapping: a file that shrinks gives no SIGBUS
+    finally:
+        os.close(fd)
+    if len(raw) < end:
+        raise seqshm.FileTruncated("the file shrank while it was read", reader.path)
+    words = np.frombuffer(raw, np.uint64, offset=_core.SLOTS_OFFSET).reshape(-1, 8)
+    return words[:, :3].copy()
+
+
+def info_json(reader: seqshm.Reader) -> dict[str, Any]:
+    """What ``seqshm info --json`` prints: the layout as validated, and the channel's state."""
+    h = reader.header
+    error = None
+    try:
+        snap = reader.read()
+        writes, timestamp = snap.seq, snap.timestamp_ns
+    except seqshm.ReadTimeout as e:
+        writes, timestamp, error = reader.head, 0, e.reason
+    state = reader.state
+    words = _slot_words(reader)
+    mid = [int(i) for i in np.flatnonzero(words[:, 0] & 1)]
+    age = age_s(h["clock_id"], timestamp)
+    return {
+        "path": reader.path,
+        "name": h["name"],
+        "abi_version": h["abi_version"],
+        "dtype": dtype_text(reader.dtype),
+        "descr": np.lib.format.dtype_to_descr(reader.dtype),
+        "itemsize": reader.dtype.itemsize,
+        "fields": fields_json(reader.dtype),
+        "shape": list(reader.shape),
+        "payload_size": h["payload_size"],
+        "payload_offset": h["payload_offset"],
+        "nr_slots": h["nr_slots"],
+        "slot_stride": h["slot_stride"],
+        "region_size": h["region_size"],
+        "clock_id": h["clock_id"],
+        "clock": clock_name(h["clock_id"]),
+        "writer_pid": h["writer_pid"] or None,
+        "writer_start": h["writer_start"] or None,
+        "writer_alive": _writer_alive(state),
+        "state": state.value,
+        "head": reader.head,
+        "writes": writes,
+        "timestamp_ns": timestamp or None,
+        "age_s": age,
+        "mid_write_slots": mid,
+        "stuck": error is not None or (bool(mid) and not _writer_alive(state)),
+        "read_error": error,
+    }
+
+
 def info_text(reader: seqshm.Reader) -> str:
     """What ``seqshm info`` prints: the layout as validated, and the channel's state now."""
-    h = reader.header
-    try:
-        data = reader.read()
-        writes, age = str(data.seq), f"{_age_ms(data.timestamp_ns):.1f} ms"
-    except seqshm.ReadTimeout as e:
-        writes, age = f"{reader.head} (newest slot stuck mid-write: {e.reason})", "-"
+    j = info_json(reader)
+    dt = reader.dtype
     lines = [
-        f"path            {reader.path}",
-        f"name            {h['name']}",
-        f"abi version     {h['abi_version']}",
-        f"dtype           {reader.dtype}",
+        f"path            {j['path']}",
+        f"name            {j['name']}",
+        f"abi version     {j['abi_version']}",
+        "dtype           " + (f"record of {len(dt.names)} fields, {dt.itemsize} bytes"
+                              if dt.names else dtype_text(dt)),
         f"shape           {reader.shape}",
-        f"payload         {h['payload_size']} bytes at offset {h['payload_offset']}",
-        f"slots           {h['nr_slots']} (stride {h['slot_stride']} bytes)",
-        f"region          {h['region_size']} bytes",
-        f"clock id        {h['clock_id']}",
+        f"payload         {j['payload_size']} bytes at offset {j['payload_offset']}",
+        f"slots           {j['nr_slots']} (stride {j['slot_stride']} bytes)",
+        f"region          {j['region_size']} bytes",
+        f"clock           {j['clock']} ({j['clock_id']})",
         f"writer          {_writer_text(reader)}",
-        f"state           {reader.state.value}",
-        f"writes          {writes}",
-        f"last write age  {age}",
+        f"state           {j['state']}",
+        f"writes          {j['writes']}",
+        f"last write age  {seconds_text(j['age_s'])}",
     ]
-    if reader.dtype.fields:
-        lines.append("fields          " + ", ".join(
-            f"{name}:{spec[0]}@{spec[1]}" for name, spec in reader.dtype.fields.items()))
+    if dt.names:
+        lines.append(f"fields          {fields_text(dt)}")
+    for slot in j["mid_write_slots"]:
+        pending = j["head"] + 1
+        which = f" (write {pending})" if pending % j["nr_slots"] == slot else ""
+        what = "stuck mid-write" if j["stuck"] else "mid-write"
+        lines.append(f"slot {slot:<10} {what}{which}")
+    if j["read_error"]:
+        lines.append(f"read            {j['read_error']}")
     return "\n".join(lines)
 
 
-def _summary_table(reader: seqshm.Reader, data: np.ndarray, rate: float, rows: int,
-                   state: seqshm.ChannelState) -> Table:
-    gone = "" if state is seqshm.ChannelState.OPEN else f"  [red]writer gone: {state.value}[/]"
-    table = Table(title=f"{reader.name} ({reader.path})  seq {reader.seq}  "
-                        f"{rate:,.0f} writes/s  age {_age_ms(reader.timestamp_ns):.1f} ms{gone}")
-    flat = data.reshape(-1) if data.ndim else data.reshape(1)
-    if reader.dtype.names:
-        table.add_column("#", justify="right")
-        for name in reader.dtype.names:
-            table.add_column(name, justify="right")
-        for i, rec in enumerate(flat[:rows]):
-            table.add_row(str(i), *(np.array2string(np.asarray(rec[n]), separator=",")
-                                    for n in reader.dtype.names))
+# -- list ----------------------------------------------------------------------------------------
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _probe(path: str) -> seqshm.Reader | str | None:
+    """A reader of the channel at ``path``, the reason it cannot be read, or None if it is not
+    a seqshm channel at all (nor a file that could be one)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # gone meanwhile, a dangling link
+    if stat.S_ISREG(st.st_mode):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as e:
+            return e.strerror or str(e)
+        try:
+            magic = os.pread(fd, 8, 0)
+        finally:
+            os.close(fd)
+        if magic != _core.MAGIC.to_bytes(8, sys.byteorder):
+            return None
+    elif not stat.S_ISCHR(st.st_mode):
+        return None
+    try:
+        return seqshm.open(path, timeout=0.1)
+    except seqshm.SeqshmError as e:
+        return e.reason
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
+    """Every channel in the search directories, as ``seqshm list --json`` prints them."""
+    found: list[tuple[str, seqshm.Reader | str]] = []
+    for d in SEARCH_DIRS:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for name in names:
+            if _is_temp(name):
+                continue
+            path = os.path.join(d, name)
+            probe = _probe(path)
+            if probe is not None:
+                found.append((path, probe))
+    heads = {p: r.head for p, r in found if isinstance(r, seqshm.Reader)}
+    t0 = time.monotonic()
+    if with_rate and heads:
+        time.sleep(LIST_RATE_WINDOW_S)
+    rows = []
+    for path, probe in found:
+        row: dict[str, Any] = dict.fromkeys(
+            ("path", "name", "channel", "dtype", "shape", "nr_slots", "writer_pid",
+             "writer_alive", "state", "writes", "rate_hz", "age_s", "stuck", "error"))
+        row["path"], row["name"] = path, os.path.basename(path)
+        if isinstance(probe, str):
+            row["error"] = probe
+            rows.append(row)
+            continue
+        with probe as r:
+            head = r.head
+            if with_rate:
+                row["rate_hz"] = rate((t0, heads[path]), time.monotonic(), head)
+            try:
+                timestamp, row["stuck"] = r.read().timestamp_ns, False
+            except seqshm.ReadTimeout:
+                timestamp, row["stuck"] = 0, True
+            state = r.state
+            row.update(channel=r.name, dtype=dtype_text(r.dtype), shape=list(r.shape),
+                       nr_slots=r.nr_slots, writer_pid=r.header["writer_pid"] or None,
+                       writer_alive=_writer_alive(state), state=state.value, writes=head,
+                       age_s=age_s(r.header["clock_id"], timestamp))
+        rows.append(row)
+    return rows
+
+
+def list_text(rows: list[dict[str, Any]]) -> str:
+    header = ["PATH", "SHAPE", "SLOTS", "WRITER", "ALIVE", "STATE", "WRITES/S", "AGE", "DTYPE"]
+    table = [header]
+    for r in rows:
+        if r["error"]:
+            table.append([r["path"]] + ["-"] * 7 + [f"(unreadable: {r['error']})"])
+            continue
+        table.append([
+            r["path"], "(" + ",".join(map(str, r["shape"])) + ("," if len(r["shape"]) == 1
+                                                               else "") + ")",
+            str(r["nr_slots"]), f"pid {r['writer_pid']}" if r["writer_pid"] else "kernel",
+            "yes" if r["writer_alive"] else "no", r["state"] + (", stuck" if r["stuck"] else ""),
+            rate_text(r["rate_hz"]), seconds_text(r["age_s"]), r["dtype"]])
+    widths = [max(len(row[c]) for row in table) for c in range(len(header) - 1)]
+    right = {1, 2, 6, 7}
+    return "\n".join(
+        "  ".join([(text.rjust(w) if c in right else text.ljust(w))
+                   for c, (text, w) in enumerate(zip(row, widths, strict=False))] + [row[-1]])
+        for row in table)
+
+
+# -- watch ---------------------------------------------------------------------------------------
+
+
+def _plain_summary(data: np.ndarray) -> str:
+    flat = data.reshape(-1)
+    if not flat.size:
+        return "no elements"
+    numeric = np.abs(flat) if flat.dtype.kind == "c" else flat.astype(np.float64)
+    with np.errstate(all="ignore"):
+        return (f"{flat.size} elements  min {numeric.min():g}  max {numeric.max():g}  "
+                f"mean {numeric.mean():g}")
+
+
+def _line(text: str, style: str = "") -> Text:
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
+def watch_frame(reader: seqshm.Reader, snap: seqshm.Snapshot | None, rate_hz: float | None,
+                state: seqshm.ChannelState, width: int, height: int,
+                error: str | None = None) -> RenderableType:
+    """One screen of ``seqshm watch``, built for a terminal ``width`` x ``height``."""
+    gone = "" if state is seqshm.ChannelState.OPEN else f"  writer gone: {state.value}"
+    age = seconds_text(age_s(reader.header["clock_id"], snap.timestamp_ns) if snap else None)
+    seq = snap.seq if snap else reader.head
+    status = _line(f"seq {seq:,}  {rate_text(rate_hz)} writes/s  age {age}{gone}")
+    if gone:
+        status.stylize("red", len(status.plain) - len(gone))
+    parts: list[RenderableType] = [
+        _line(f"{reader.name}  {reader.path}  {_writer_text(reader)}"), status]
+    if error is not None or snap is None:
+        parts.append(_line(f"no consistent read: {error}", style="red"))
+        return Group(*parts)
+    data = snap.data
+    if data.dtype.names:
+        header, rows, note = record_grid(data, width - 1, max(height - 7, 3))
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+        for title in header:
+            table.add_column(title, justify="right", no_wrap=True, overflow="ellipsis")
+        for row in rows:
+            table.add_row(*map(Text, row))  # Text: "[1,2]" is data, not markup
+        parts.append(table)
+        if note:
+            parts.append(_line(note))
     else:
-        for col in ("elements", "min", "max", "mean", "first values"):
-            table.add_column(col, justify="right")
-        numeric = flat.astype(np.float64) if flat.dtype.kind != "c" else np.abs(flat)
-        table.add_row(str(flat.size), f"{numeric.min():g}", f"{numeric.max():g}",
-                      f"{numeric.mean():g}", np.array2string(flat[:8], separator=","))
-    if flat.size > rows and reader.dtype.names:
-        table.caption = f"{flat.size - rows} more elements not shown"
-    return table
+        parts.append(_line(_plain_summary(data)))
+        parts.append(_line(np.array2string(data.reshape(-1)[:256], separator=",",
+                                           max_line_width=10**6, threshold=64)))
+    return Group(*parts)
 
 
-def watch(path: str, interval: float, count: int | None, timeout: float) -> int:
-    """Show a channel live until Ctrl-C or ``count`` updates; plain lines when not a tty."""
+class _LineWriter:
+    """JSON Lines or CSV records of ``seqshm watch``, one per update, flushed at once."""
+
+    def __init__(self, fmt: str, reader: seqshm.Reader, out: TextIO) -> None:
+        self.fmt, self.out = fmt, out
+        self.csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        self.width = 0
+        if self.csv:
+            names = flat_names(reader.dtype, reader.shape)
+            self.width = len(names)
+            self.csv.writerow(["event", "path", "seq", "timestamp_ns", "age_s", "rate_hz",
+                               "state", *names])
+            out.flush()
+
+    def emit(self, event: str, reader: seqshm.Reader, seq: int, timestamp_ns: int | None,
+             rate_hz: float | None, state: seqshm.ChannelState, data: np.ndarray | None,
+             reason: str | None = None) -> None:
+        age = age_s(reader.header["clock_id"], timestamp_ns or 0)
+        if self.csv is not None:
+            values = flat_values(data) if data is not None else [""] * self.width
+            self.csv.writerow([event, reader.path, seq, timestamp_ns or "",
+                               "" if age is None else f"{age:.6f}",
+                               "" if rate_hz is None else f"{rate_hz:.3f}", state.value,
+                               *values])
+        else:
+            record: dict[str, Any] = {
+                "event": event, "path": reader.path, "seq": seq, "timestamp_ns": timestamp_ns,
+                "age_s": age, "rate_hz": rate_hz, "state": state.value,
+                "writer_pid": reader.header["writer_pid"] or None}
+            if event == "ended":
+                record["reason"] = reason
+            else:
+                record["data"] = None if data is None else to_json(data)
+                record["error"] = reason
+            self.out.write(json.dumps(record, allow_nan=False) + "\n")
+        self.out.flush()
+
+
+def _ended_reason(reader: seqshm.Reader, state: seqshm.ChannelState) -> str:
+    return {
+        seqshm.ChannelState.CLOSED: "the writer closed the channel",
+        seqshm.ChannelState.WRITER_DIED: "the writer process ended without closing it",
+        seqshm.ChannelState.REPLACED: "a channel of another dtype or shape replaced it",
+        seqshm.ChannelState.REMOVED: "the channel's file was removed",
+    }.get(state, state.value)
+
+
+_ENDED = (seqshm.ChannelState.CLOSED, seqshm.ChannelState.WRITER_DIED)
+
+
+def watch(path: str, interval: float, count: int | None, timeout: float,
+          fmt: str | None = None) -> int:
+    """Show a channel live until Ctrl-C or ``count`` updates: a table on a terminal, else one
+    JSON or CSV line per update and a last one when the channel ends."""
     console = _console()
-    # follow: a producer that restarts (create(..., overwrite=True)) is followed, as tail -F
-    with seqshm.open(path, timeout=timeout, reopen=True) as reader:
+    fmt = fmt or ("table" if console.is_terminal else "jsonl")
+    # reopen: a producer that restarts (create(..., overwrite=True)) is followed, as tail -F
+    with _open(path, timeout=timeout, reopen=True) as reader:
+        lines = _LineWriter(fmt, reader, sys.stdout) if fmt != "table" else None
+        live = Live(console=console, auto_refresh=False) if fmt == "table" else None
         prev: tuple[float, int] | None = None
         shown = 0
-        live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+        next_at = time.monotonic()
+        state = seqshm.ChannelState.OPEN
+        if live:
+            live.start()
         try:
-            if live:
-                live.start()
             while count is None or shown < count:
                 before = reader.path, reader.header
-                data = reader.snapshot()
+                snap: seqshm.Snapshot | None
+                error = None
+                try:
+                    snap = reader.read()
+                except seqshm.ReadTimeout as e:
+                    snap, error = None, e.reason
                 if (reader.path, reader.header) != before:
                     prev = None  # followed a restarted producer: its seq starts again
                 now = time.monotonic()
-                rate = _rate(prev, now, reader.seq)
-                prev = (now, reader.seq)
-                table = _summary_table(reader, data, rate, rows=max(console.height - 8, 4),
-                                       state=reader.state)
+                seq = snap.seq if snap else reader.head
+                hz = rate(prev, now, seq)
+                prev = (now, seq)
+                replaced = state is seqshm.ChannelState.REPLACED
+                state = reader.state
                 if live:
-                    live.update(table, refresh=True)
-                else:
-                    console.print(table)
+                    live.update(watch_frame(reader, snap, hz, state, console.width,
+                                            console.height, error), refresh=True)
+                elif lines:
+                    lines.emit("update", reader, seq, snap.timestamp_ns if snap else None, hz,
+                               state, snap.data if snap else None, error)
+                    # ended: no write will come; a replacement is followed at the next read
+                    # (if it cannot be, REPLACED is seen twice)
+                    if state in _ENDED or (state is seqshm.ChannelState.REPLACED and replaced):
+                        lines.emit("ended", reader, seq, snap.timestamp_ns if snap else None,
+                                   None, state, None, _ended_reason(reader, state))
+                        return EXIT_OK
                 shown += 1
                 if count is None or shown < count:
-                    time.sleep(interval)
-        except KeyboardInterrupt:
-            pass
+                    next_at = max(next_at + interval, time.monotonic())
+                    time.sleep(max(0.0, next_at - time.monotonic()))
         finally:
             if live:
                 live.stop()
-    return 0
+    return EXIT_OK
 
 
-def _demo_table(reader: seqshm.Reader, busy: np.ndarray, sample: np.ndarray, rate: float,
-                elapsed: float, read_ns: float) -> Table:
+# -- record --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Ctrl-C ignored meanwhile (saving what was recorded must not be cut short)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _progress(console: Console, what: str, count: int | None, duration: float | None
+              ) -> tuple[Progress, Any]:
+    columns = [TextColumn("recording {task.description}"), BarColumn(),
+               TextColumn("{task.fields[writes]:,} writes ({task.fields[lost]:,} lost)"),
+               TimeElapsedColumn()]
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task(what, total=count or duration, writes=0, lost=0)
+    return progress, task
+
+
+def record(path: str, output: str, count: int | None, duration: float | None,
+           timeout: float) -> int:
+    """Record every write of a channel (Reader.follow()) to ``output`` until ``count``
+    writes, ``duration`` seconds, the channel's end or Ctrl-C; the file is written in every
+    case."""
+    try:
+        ext = _cli_record.output_format(output)
+    except _cli_record.FormatUnavailable as e:
+        raise Failure(str(e), EXIT_USAGE) from None
+    err = Console(stderr=True, highlight=False)
+    with _open(path, timeout=timeout) as reader:
+        try:
+            _cli_record.check_dtype(ext, reader.dtype)
+        except _cli_record.FormatUnavailable as e:
+            raise Failure(str(e), EXIT_USAGE) from None
+        samples: list[seqshm.Sample] = []
+        lost = 0
+        progress, task = _progress(err, reader.path, count, duration)
+        start = time.monotonic()
+        deadline = None if duration is None else start + duration
+        shown_at = 0.0
+        if err.is_terminal:
+            progress.start()
+        try:
+            done = False
+            while not done:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                for s in reader.follow(timeout=0.1 if left is None else min(0.1, left)):
+                    samples.append(s)
+                    lost += s.lost
+                    if count is not None and len(samples) >= count:
+                        done = True
+                        break
+                    if deadline is not None and time.monotonic() >= deadline:
+                        done = True
+                        break
+                    if err.is_terminal and time.monotonic() - shown_at > 0.1:
+                        shown_at = time.monotonic()
+                        progress.update(task, completed=len(samples) if count else
+                                        shown_at - start, writes=len(samples), lost=lost)
+                else:
+                    done = reader.ended  # follow() ended: no write for 0.1 s, or the end
+        finally:
+            if err.is_terminal:
+                progress.update(task, completed=len(samples) if count else
+                                time.monotonic() - start, writes=len(samples), lost=lost)
+                progress.stop()
+            with _no_interrupts():
+                _save(output, ext, samples, reader)
+            if err.is_terminal:
+                err.print(f"{len(samples):,} writes ({lost:,} lost) written to {output}")
+    return EXIT_OK
+
+
+def _save(output: str, ext: str, samples: list[seqshm.Sample], reader: seqshm.Reader) -> None:
+    n = len(samples)
+    data = (np.stack([s.data for s in samples]) if n
+            else np.empty((0, *reader.shape), reader.dtype))
+    _cli_record.save(output, ext,
+                     np.fromiter((s.seq for s in samples), np.uint64, n),
+                     np.fromiter((s.timestamp_ns for s in samples), np.uint64, n),
+                     np.fromiter((s.lost for s in samples), np.uint64, n), data)
+
+
+# -- demo ----------------------------------------------------------------------------------------
+
+
+def _demo_table(reader: seqshm.Reader, busy: np.ndarray, sample: np.ndarray,
+                rate_hz: float | None, elapsed: float, read_ns: float,
+                width: int) -> RenderableType:
     stats = reader.stats
-    table = Table(title=(f"seqshm demo: per-CPU load from /proc/stat through {reader.path}\n"
-                         f"writer pid {reader.header['writer_pid']}  {rate:,.0f} writes/s  "
-                         f"seq {reader.seq}  snapshot {read_ns:,.0f} ns  "
-                         f"retries {stats.retries}/{stats.snapshots}  t={elapsed:.0f}s"))
-    for col in ("cpu", "busy", "", "user s", "system s", "idle s", "iowait s"):
-        table.add_column(col, justify="right" if col != "" else "left")
-    for cpu in range(sample.shape[0]):
-        if not sample[cpu]["online"]:
-            continue
-        frac = float(busy[cpu])
-        bar = "" if np.isnan(frac) else "#" * int(round(frac * _BAR))
-        table.add_row(
-            str(cpu), "-" if np.isnan(frac) else f"{frac:6.1%}", f"[green]{bar:<{_BAR}}[/]",
-            *(f"{sample[cpu][f] / 1e9:,.1f}"
-              for f in ("user_ns", "system_ns", "idle_ns", "iowait_ns")))
-    return table
+    title = [
+        _line(f"seqshm demo: per-CPU load from /proc/stat through {reader.path}"),
+        _line(f"writer pid {reader.header['writer_pid']}  {rate_text(rate_hz)} writes/s  "
+              f"seq {reader.seq}  snapshot {read_ns:,.0f} ns  "
+              f"retries {stats.retries}/{stats.snapshots}  t={elapsed:.0f}s"),
+    ]
+    fields = ("user_ns", "system_ns", "idle_ns", "iowait_ns")
+    cpus = [cpu for cpu in range(sample.shape[0]) if sample[cpu]["online"]]
+    fracs = [float(busy[cpu]) for cpu in cpus]
+    rows = [[str(cpu), "-" if math.isnan(frac) else f"{frac:6.1%}",
+             *(f"{sample[cpu][f] / 1e9:,.1f}" for f in fields)]
+            for cpu, frac in zip(cpus, fracs, strict=True)]
+    header = ["cpu", "busy", "user s", "system s", "idle s", "iowait s"]
+    used = sum(max([len(h)] + [len(r[c]) for r in rows]) + 2 for c, h in enumerate(header))
+    bar_width = max(0, min(20, width - used - 3))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+    for col in header[:2]:
+        table.add_column(col, justify="right", no_wrap=True)
+    if bar_width:
+        table.add_column("", no_wrap=True, width=bar_width)
+    for col in header[2:]:
+        table.add_column(col, justify="right", no_wrap=True)
+    for row, frac in zip(rows, fracs, strict=True):
+        bar = "" if math.isnan(frac) else "#" * int(round(frac * bar_width))
+        table.add_row(*row[:2], *([f"[green]{bar}[/]"] if bar_width else []), *row[2:])
+    return Group(*title, table)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _demo_writer(path: str, rate_hz: float,
+                 parent: multiprocessing.connection.Connection) -> None:
+    """The demo's writer process: publishes this host's per-CPU times at ``rate_hz`` until
+    ``parent`` (the read end of a pipe whose only write end the parent holds) becomes
+    readable: the parent closed it, or died, even by SIGKILL, since the kernel closes a dead
+    process's files. Removes its channel on the way out."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_signalled)
+    sample = np.zeros(telemetry.possible_cpus(), telemetry.CPUSTAT_DTYPE)
+    period = 1.0 / rate_hz
+    try:
+        with seqshm.create(path, telemetry.CPUSTAT_DTYPE, sample.shape,
+                           nr_slots=telemetry.CPUSTAT_SLOTS, name="cpustat",
+                           overwrite=True) as writer:
+            try:
+                next_at = checked = time.monotonic()
+                while True:
+                    telemetry.read_cpustat(sample)
+                    writer.write(sample)
+                    next_at += period
+                    now = time.monotonic()
+                    if next_at > now:
+                        if parent.poll(next_at - now):  # wakes at once when the parent goes
+                            break
+                    else:
+                        next_at = now  # fell behind: do not burst to catch up
+                        if now - checked > 0.01:
+                            checked = now
+                            if parent.poll(0):
+                                break
+            finally:
+                writer.close(unlink=True)
+    except KeyboardInterrupt:
+        pass
 
 
-def _open_written_by(path: str, writer: multiprocessing.process.BaseProcess,
-                     console: Console) -> seqshm.Reader | None:
+def _open_written_by(path: str, writer: multiprocessing.process.BaseProcess
+                     ) -> seqshm.Reader:
     """The channel at ``path`` once ``writer`` has created it (not one left by another)."""
     deadline = time.monotonic() + 30  # the child imports NumPy and seqshm first
     while True:
@@ -177,12 +662,22 @@ def _open_written_by(path: str, writer: multiprocessing.process.BaseProcess,
             if reader.header["writer_pid"] == writer.pid:
                 return reader
             reader.close()
-        except FileNotFoundError:
+        except (FileNotFoundError, seqshm.FormatError):
             pass
         if not writer.is_alive() or time.monotonic() > deadline:
-            console.print(f"[red]the demo writer did not create {escape(path)}[/]")
-            return None
+            raise Failure(f"the demo writer did not create {path}")
         time.sleep(0.02)
+
+
+def _remove_if_left_by(path: str, pid: int | None) -> None:
+    """Remove the channel at ``path`` if process ``pid`` created it and no writer holds it."""
+    try:
+        with seqshm.open(path) as r:
+            ours = r.header["writer_pid"] == pid
+        if ours and not writer_holds(path):
+            os.unlink(path)
+    except (OSError, seqshm.SeqshmError):
+        pass
 
 
 def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
@@ -191,23 +686,18 @@ def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
     if os.path.lexists(path):
         # A channel left by a demo that was killed: remove it, unless a live writer holds it.
         if writer_holds(path):
-            console.print(f"[red]another writer is publishing {escape(path)}: "
-                          "pass --path to run a second demo[/]")
-            return 1
+            raise Failure(f"another writer is publishing {path}: pass --path to run a "
+                          "second demo")
         os.unlink(path)
     ctx = multiprocessing.get_context("spawn")
-    # A shared flag, not an Event: a child killed while inside an Event's lock would make
-    # the parent's set() wait forever.
-    stop = ctx.RawValue("b", 0)
-    writer = ctx.Process(target=telemetry.publish_cpustat, args=(path, rate_hz),
-                         kwargs={"stop": stop}, name="seqshm-demo-writer", daemon=True)
+    # The child stops when this pipe's write end closes: when we close it, or die, however.
+    stop_r, stop_w = ctx.Pipe(duplex=False)
+    writer = ctx.Process(target=_demo_writer, args=(path, rate_hz, stop_r),
+                         name="seqshm-demo-writer", daemon=True)
     writer.start()
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    stop_r.close()
     try:
-        reader = _open_written_by(path, writer, console)
-        if reader is None:
-            return 1
-        with reader:
+        with _open_written_by(path, writer) as reader:
             first = reader.snapshot()
             prev_sample, prev = first, (time.monotonic(), reader.seq)
             start = time.monotonic()
@@ -224,54 +714,109 @@ def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
                         reader.snapshot(out=out)
                     read_ns = (time.perf_counter_ns() - t0) / _BURST
                     now = time.monotonic()
-                    rate = _rate(prev, now, reader.seq)
+                    hz = rate(prev, now, reader.seq)
                     prev = (now, reader.seq)
                     busy = telemetry.cpu_busy_fraction(prev_sample, out)
                     prev_sample = out.copy()
-                    table = _demo_table(reader, busy, out, rate, now - start, read_ns)
+                    table = _demo_table(reader, busy, out, hz, now - start, read_ns,
+                                        console.width)
                     if live:
                         live.update(table, refresh=True)
                     else:
                         console.print(table)
-            except KeyboardInterrupt:
-                pass
             finally:
                 if live:
                     live.stop()
             console.print(f"read {reader.stats.snapshots} consistent snapshots "
                           f"({reader.stats.retries} retries) of {reader.seq} writes")
-    except KeyboardInterrupt:
-        pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        stop.value = 1
+        stop_w.close()  # the writer sees the pipe close and stops
         writer.join(5)
         if writer.is_alive():
-            writer.terminate()
+            writer.kill()
             writer.join(5)
-    return 0 if writer.exitcode == 0 else 1
+        _remove_if_left_by(path, writer.pid)
+    if writer.exitcode != 0:
+        raise Failure(f"the demo writer failed (exit status {writer.exitcode})")
+    return EXIT_OK
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not > 0")
-    return value
+# -- arguments -----------------------------------------------------------------------------------
 
 
-def _nonnegative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not >= 0")
+def _number(minimum: float, strict: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number > (or >=) ``minimum``; argparse names the option."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"{text} is not {'>' if strict else '>='} {minimum:g}")
+        return value
+    return parse
+
+
+_positive = _number(0, strict=True)
+_nonnegative = _number(0, strict=False)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 1")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="seqshm", description="Lock-free snapshots of live data shared by a seqlock.")
+        prog="seqshm", description="Lock-free snapshots of live data shared by a seqlock.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=seqshm.__version__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    channel = "channel: a path, or a NAME in /dev/seqshm or /dev/shm"
+
+    p = sub.add_parser("list", help="list the channels in /dev/seqshm and /dev/shm",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    p.add_argument("--no-rate", action="store_true",
+                   help=f"do not watch the channels {LIST_RATE_WINDOW_S:g} s for their rates")
+
+    p = sub.add_parser("info", help="print a channel's layout and state")
+    p.add_argument("path", metavar="CHANNEL", help=channel)
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--timeout", type=_nonnegative, default=1.0, metavar="S",
+                   help="how long a read waits for a consistent copy (default 1)")
+
+    p = sub.add_parser("watch", help="show a channel live with its update rate")
+    p.add_argument("path", metavar="CHANNEL", help=channel)
+    p.add_argument("--interval", type=_positive, default=0.5, metavar="S",
+                   help="seconds between updates (default 0.5)")
+    p.add_argument("--count", type=_count, default=None, metavar="N",
+                   help="stop after N updates (default: until Ctrl-C or the channel ends)")
+    p.add_argument("--timeout", type=_nonnegative, default=1.0, metavar="S",
+                   help="how long a read waits for a consistent copy (default 1)")
+    p.add_argument("--format", choices=("table", "jsonl", "csv"), default=None,
+                   help="a live table (the default on a terminal), or one JSON or CSV line "
+                        "per update (jsonl: the default otherwise)")
+
+    p = sub.add_parser("record", help="record every write of a channel to a file")
+    p.add_argument("path", metavar="CHANNEL", help=channel)
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="a .npy, .npz, .parquet or .arrow file (the last two need pyarrow)")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--count", type=_count, default=None, metavar="N",
+                      help="stop after N writes")
+    stop.add_argument("--duration", type=_positive, default=None, metavar="S",
+                      help="stop after S seconds")
+    p.add_argument("--timeout", type=_nonnegative, default=1.0, metavar="S",
+                   help="how long a read waits for a consistent copy (default 1)")
 
     p = sub.add_parser("demo", help="publish this host's per-CPU times and watch them live")
     p.add_argument("--rate", type=_positive, default=100.0, metavar="HZ",
@@ -281,34 +826,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=_positive, default=0.5, metavar="S",
                    help="seconds between screen updates (default 0.5)")
     p.add_argument("--path", default=DEMO_PATH, help=f"channel file (default {DEMO_PATH})")
-
-    p = sub.add_parser("info", help="print a channel's layout and state")
-    p.add_argument("path", help="channel file, device, or bare name (/dev/seqshm, /dev/shm)")
-
-    p = sub.add_parser("watch", help="show a channel live with its update rate")
-    p.add_argument("path", help="channel file, device, or bare name (/dev/seqshm, /dev/shm)")
-    p.add_argument("--interval", type=_positive, default=0.5, metavar="S")
-    p.add_argument("--count", type=int, default=None, metavar="N",
-                   help="stop after N updates (default: until Ctrl-C)")
-    p.add_argument("--timeout", type=_nonnegative, default=1.0, metavar="S",
-                   help="how long a read waits for a consistent copy (default 1)")
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    console = _console()
+    if args.command == "list":
+        rows = list_channels(with_rate=not args.no_rate)
+        if args.json:
+            print(json.dumps(rows, indent=2, allow_nan=False))
+        elif rows:
+            print(list_text(rows))
+        else:
+            print(f"seqshm: no channels in {' or '.join(SEARCH_DIRS)}", file=sys.stderr)
+        return EXIT_OK
+    if args.command == "info":
+        with _open(args.path, timeout=args.timeout) as reader:
+            if args.json:
+                print(json.dumps(info_json(reader), indent=2, allow_nan=False))
+            else:
+                console.print(info_text(reader), markup=False)
+        return EXIT_OK
+    if args.command == "watch":
+        return watch(args.path, args.interval, args.count, args.timeout, args.format)
+    if args.command == "record":
+        return record(args.path, args.output, args.count, args.duration, args.timeout)
+    return demo(args.path, args.rate, args.duration, args.interval)
+
+
+def _error_text(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, seqshm.SeqshmError) and e.filename:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = _console()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _raise_signalled)
+                    for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        if args.command == "demo":
-            return demo(args.path, args.rate, args.duration, args.interval)
-        if args.command == "info":
-            with seqshm.open(args.path) as reader:
-                console.print(info_text(reader))
-            return 0
-        return watch(args.path, args.interval, args.count, args.timeout)
+        return _run(args)
+    except KeyboardInterrupt as e:
+        return 128 + (e.signum if isinstance(e, Signalled) else signal.SIGINT)
+    except BrokenPipeError:
+        # the reader of our output went away (| head): say nothing more, as C tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except Failure as e:
+        code, text = e.code, str(e)
+    except seqshm.FileTruncated as e:
+        code, text = EXIT_FAILED, str(e)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+            seqshm.FormatError) as e:
+        code, text = EXIT_USAGE, _error_text(e)
     except (OSError, seqshm.SeqshmError) as e:
-        console.print(f"[red]seqshm: {escape(str(e))}[/]")
-        return 2
+        code, text = EXIT_FAILED, _error_text(e)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"seqshm: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
