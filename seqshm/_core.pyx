@@ -28,6 +28,7 @@ cdef extern from "<sys/mman.h>" nogil:
 from seqshm._protocol cimport *
 
 import math
+import numbers
 import os
 
 import numpy as np
@@ -57,6 +58,8 @@ cdef size_t GIL_RELEASE_BYTES = 256 * 1024
 # signals (Ctrl-C), close() and a truncated file in between: the 100 ms the lifecycle rules
 # allow, with room to spare.
 cdef uint64_t WAIT_SLICE_NS = 10 * 1000 * 1000
+# How often a blocked read asks whether the writer it waits on is still alive (system calls).
+cdef uint64_t STALL_LOOK_NS = 100 * 1000 * 1000
 
 ABI_VERSION = SEQSHM_ABI_VERSION
 MAGIC = SEQSHM_MAGIC
@@ -70,6 +73,12 @@ STATE_CLOSED = SEQSHM_STATE_CLOSED
 STATE_REPLACED = SEQSHM_STATE_REPLACED
 IOC_INFO = SEQSHM_IOC_INFO
 INFO_ACK = SEQSHM_INFO_ACK
+
+
+@cython.final
+cdef class _Lease:
+    """Keeps a mapping alive for one apply() call's view, and exports nothing itself."""
+    cdef Mapping mapping
 
 
 @cython.final
@@ -105,6 +114,13 @@ cdef class Mapping:
         if self.addr != NULL:
             seqshm_guard_remove(self.guard)
             munmap(self.addr, self.length)
+
+    def _forget(self):
+        """In a forked child that did not inherit this mapping (MADV_DONTFORK): stop
+        guarding the range and never unmap it, since the child's own memory may be there."""
+        if self.addr != NULL:
+            seqshm_guard_remove(self.guard)
+            self.addr = NULL
 
     @property
     def damaged(self):
@@ -320,15 +336,18 @@ def monotonic_ns():
 
 
 def timeout_ns(timeout, str what="timeout"):
-    """``timeout`` seconds as ns for the engine: None or inf is no limit (2**64 - 1), and so is
-    anything past 2**63 ns (292 years); negative or NaN is a ValueError, a non-number a
-    TypeError."""
+    """``timeout`` seconds (an int or a float, NumPy's too) as ns for the engine: None or inf
+    is no limit (2**64 - 1), and so is anything past 2**63 ns (292 years); negative or NaN is
+    a ValueError; anything else (a str, bytes, a bool) a TypeError."""
     if timeout is None:
         return UINT64_MAX
-    try:
-        t = float(timeout)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a number of seconds or None, not {timeout!r}") from None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"{what} must be a number of seconds or None, not {timeout!r}")
+    if isinstance(timeout, numbers.Integral):
+        if timeout < 0:
+            raise ValueError(f"{what} must be a number of seconds >= 0 or None, not {timeout!r}")
+        return UINT64_MAX if int(timeout) >= 2**63 // 10**9 else <uint64_t>(int(timeout) * 10**9)
+    t = float(timeout)
     if not t >= 0:
         raise ValueError(f"{what} must be a number of seconds >= 0 or None, not {timeout!r}")
     if t * 1e9 >= 2.0 ** 63:
@@ -401,6 +420,11 @@ cdef class _Channel:
         """Number of writes published so far (read now, so it may move at once)."""
         self._check_open()
         return seqshm_head(self._geometry())
+
+    @property
+    def _mapping_damaged(self):
+        """True once the file shrank under this object's mapping."""
+        return self._map is not None and self._map.damaged
 
     @property
     def _state_word(self):
@@ -487,7 +511,6 @@ cdef class ReaderEngine(_Channel):
     cdef uint64_t _timeout_ns
     cdef uint64_t _timeouts
     cdef bint _follow               # look at the state word on every snapshot (tail -F mode)
-    cdef list _views
 
     def _attach(self, str path not None, bytes header not None, Mapping m not None,
                 uint64_t file_size=0):
@@ -501,13 +524,11 @@ cdef class ReaderEngine(_Channel):
         memset(&self.r, 0, sizeof(self.r))
         memset(&self.meta, 0, sizeof(self.meta))
         seqshm_geometry_init(&self.r.g, m.addr, &h)
-        self._views = [None] * h.nr_slots
 
     def _detach(self):
         """Forget the mapping: calls in other threads finish on the copy they hold; views keep
         their memory mapped until they are gone."""
         self._map = None
-        self._views = None
         memset(&self.r.g, 0, sizeof(self.r.g))
 
     cdef seqshm_geometry *_geometry(self):
@@ -548,6 +569,10 @@ cdef class ReaderEngine(_Channel):
         ``seq``) within the timeout. Overridden by Reader, which can say why."""
         raise TimeoutError(f"{self.path}: no consistent snapshot of slot {slot}")
 
+    def _stalled(self, uint32_t slot, uint32_t seq):
+        """Called about every 0.1 s while a read is blocked (last ``seq`` seen in ``slot``):
+        Reader raises when the writer died mid-write, instead of waiting for the timeout."""
+
     def _replaced(self):
         """Called by a following reader's snapshot when the state word says REPLACED; Reader
         switches to the new channel here."""
@@ -556,25 +581,47 @@ cdef class ReaderEngine(_Channel):
     cdef int _read_into(self, void *dst, seqshm_meta *m) except -1:
         """A consistent copy of the newest payload into ``dst``, its metadata into ``m``."""
         cdef seqshm_reader local
+        cdef Mapping keep
+        cdef uint64_t newest = self.r.newest
+        cdef void *entry
         cdef int rc
-        if self._follow and seqshm_state(&self.r.g) == SEQSHM_STATE_REPLACED:
+        if self._follow and seqshm_state(&self.r.g) != SEQSHM_STATE_OPEN:
             self._replaced()
             self._check_open()
+            newest = self.r.newest
         if not self._nogil:
             # The GIL is held: nothing else touches self.r during the attempt.
             if seqshm_read_once(&self.r, dst, m) == 0:
+                if m.write_seq < newest:
+                    self._raise_went_back(m.write_seq, newest)
                 return 0
         else:
-            # Other threads may use this reader while the GIL is released: work on a copy
-            # of its state and merge it back (the copy's mapping stays alive: see _read_slow).
+            # Other threads may use this reader while the GIL is released (close() it, or
+            # move it to a replacement): work on a copy of its state, holding the mapping
+            # that copy points into, and merge it back.
+            keep = self._map
             local = self.r
             with nogil:
                 rc = seqshm_read_once(&local, dst, m)
             if rc == 0:
                 self._merge(&local, 1, 0)
+                if m.write_seq < newest and self.r.g.base == local.g.base:
+                    self._raise_went_back(m.write_seq, newest)
                 return 0
             self._merge(&local, 0, 1)
-        return self._read_slow(-1, dst, m)
+        entry = <void *>self._map
+        self._read_slow(-1, dst, m)
+        if m.write_seq < newest and <void *>self._map == entry:  # not moved to a replacement
+            self._raise_went_back(m.write_seq, newest)
+        return 0
+
+    cdef int _raise_went_back(self, uint64_t got, uint64_t newest) except -1:
+        # A consistent copy older than one already returned is impossible while the file is
+        # what was mapped: it was truncated and grown again, or rewritten, under the mapping.
+        raise FileTruncated(
+            f"its writes went back from {newest} to {got}: the file was truncated or "
+            "rewritten under this process's mapping; close this object and reopen the "
+            "channel", self.path)
 
     @cython.final
     cdef void _merge(self, seqshm_reader *local, uint64_t snapshots, uint64_t retries) noexcept:
@@ -596,10 +643,11 @@ cdef class ReaderEngine(_Channel):
         cdef Mapping keep
         cdef seqshm_reader local
         cdef seqshm_backoff b
-        cdef uint64_t deadline, until, snaps, retries
+        cdef uint64_t deadline, until, snaps, retries, look
         cdef int rc
         memset(&b, 0, sizeof(b))
         deadline = seqshm_deadline(seqshm_monotonic_ns(), self._timeout_ns)
+        look = seqshm_deadline(seqshm_monotonic_ns(), STALL_LOOK_NS)
         while True:
             keep = self._map  # holds the mapping while the GIL is released
             if keep is None:
@@ -624,8 +672,18 @@ cdef class ReaderEngine(_Channel):
                 continue  # closed or switched while we copied: look again
             PyErr_CheckSignals()
             if fixed < 0 and self._follow and self.r.g.base != NULL and \
-                    seqshm_state(&self.r.g) == SEQSHM_STATE_REPLACED:
+                    seqshm_state(&self.r.g) != SEQSHM_STATE_OPEN:
                 self._replaced()  # a writer that died mid-write was replaced: move on
+            if seqshm_monotonic_ns() >= look:
+                # A writer that died mid-write never finishes: say so now rather than at the
+                # timeout (which may be no limit at all).
+                look = seqshm_deadline(seqshm_monotonic_ns(), STALL_LOOK_NS)
+                self._check_open()
+                try:
+                    self._stalled(local.last_slot, local.last_seq)
+                except TimeoutError:
+                    self._timeouts += 1  # it gave up early: a timeout all the same
+                    raise
             if seqshm_monotonic_ns() >= deadline:
                 self._timeouts += 1
                 if seqshm_guard_damaged(keep.guard):
@@ -669,13 +727,11 @@ cdef class ReaderEngine(_Channel):
             self._check_out(out)
         return out
 
-    cdef cnp.ndarray _slot_array(self, uint32_t slot):
-        v = self._views[slot]
-        if v is None:
-            v = _array_at(self._map, self._descr, self._ndim, self._dims,
-                          seqshm_slot_payload(&self.r.g, slot), False)
-            self._views[slot] = v
-        return v
+    cdef cnp.ndarray _slot_array(self, uint32_t slot, object base=None):
+        """A new read-only array over ``slot`` (new each time: a caller that changes its shape
+        or dtype changes nobody else's), keeping ``base`` or the mapping alive."""
+        return _array_at(self._map if base is None else base, self._descr, self._ndim,
+                         self._dims, seqshm_slot_payload(&self.r.g, slot), False)
 
     def view(self, token=None):
         """A read-only zero-copy array over the newest slot, or the slot a ``begin()`` token
@@ -692,13 +748,15 @@ cdef class ReaderEngine(_Channel):
             slot = <uint32_t>(<uint64_t>token >> 32) & self.r.g.slot_mask
         return self._slot_array(slot)
 
-    def _fresh_view(self, uint64_t token):
-        """A new read-only array over the slot ``token`` names (for apply(): nobody else holds
-        it, so its reference count tells whether the function kept a part of it)."""
+    def _leased_view(self, uint64_t token):
+        """(view, lease) for apply(): a new read-only array over the slot ``token`` names whose
+        base is a new lease holding the mapping. Nobody else holds either, so their reference
+        counts tell whether the function kept a part of the view, or its base (the lease
+        exports no memory of its own)."""
         self._check_open()
-        return _array_at(self._map, self._descr, self._ndim, self._dims,
-                         seqshm_slot_payload(&self.r.g, <uint32_t>(token >> 32) & self.r.g.slot_mask),
-                         False)
+        lease = _Lease()
+        lease.mapping = self._map
+        return self._slot_array(<uint32_t>(token >> 32) & self.r.g.slot_mask, lease), lease
 
     def begin(self):
         """Start reading through a view: waits (up to ``timeout``) until the newest slot is not
@@ -762,6 +820,8 @@ cdef class ReaderEngine(_Channel):
         stamps = np.zeros(n, np.uint64)
         error = None
         for i in range(n):
+            if self.r.g.base == NULL:
+                self._check_open()  # closed by another thread while a slot timed out
             if seqshm_try_read_slot(&self.r.g, i, base + i * stride, &m) == 0:
                 self.r.snapshots += 1
             else:
@@ -856,9 +916,13 @@ cdef class WriterEngine(_Channel):
         raise self._foreign_why
 
     def _forget_in_child(self, exc):
-        """In a forked child: refuse every later call with ``exc`` (one writer per channel)."""
+        """In a forked child: refuse every later call with ``exc`` (one writer per channel).
+        The child has no copy of the writer's mapping (MADV_DONTFORK): forget it unmapped."""
         self._foreign = True
         self._foreign_why = exc
+        if self._map is not None:
+            self._map._forget()
+        memset(&self.w.g, 0, sizeof(self.w.g))
 
     cdef int _publish(self, const void *src, uint64_t ts) except -1:
         """One write of payload_size bytes from ``src``; the caller has _enter()ed."""
@@ -1010,7 +1074,8 @@ def _bench_stall_mid_write(WriterEngine w not None, uint64_t words):
             dst[j] = k
     finally:
         w._leave()
-    w._forget_in_child(RuntimeError(f"{w.path}: stalled in the middle of a write on purpose"))
+    w._foreign = True  # the slot stays odd: every later call refuses
+    w._foreign_why = RuntimeError(f"{w.path}: stalled in the middle of a write on purpose")
 
 
 @cython.final

@@ -15,7 +15,8 @@ class ChannelState(str, enum.Enum):
     OPEN: a writer may still publish. CLOSED: its writer closed it (or the kernel destroyed
     the device). WRITER_DIED: the writer process ended without closing it. REPLACED: a new
     channel now has its path. REMOVED: its file was unlinked (the writer may still publish,
-    but no new reader can find it). Every state but OPEN means no new reader will see what
+    but no new reader can find it). TRUNCATED: its file shrank under this reader, whose reads
+now raise FileTruncated. Every state but OPEN means no new reader will see what
     this one sees; all but OPEN and REMOVED mean no write will come.
     """
 
@@ -24,6 +25,7 @@ class ChannelState(str, enum.Enum):
     WRITER_DIED = "writer-died"
     REPLACED = "replaced"
     REMOVED = "removed"
+    TRUNCATED = "truncated"
 
 
 def process_start_time(pid: int) -> int | None:

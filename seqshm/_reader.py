@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import math
 import mmap
 import os
 import select
@@ -12,13 +13,14 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
 
 from seqshm import _core
-from seqshm._errors import ChannelEnded, ClosedError, FormatError, ReadTimeout
+from seqshm._errors import ChannelEnded, ClosedError, FileTruncated, FormatError, ReadTimeout
 from seqshm._lifecycle import ChannelState, lock_is_free, process_start_time, same_file
 from seqshm._types import History, ReaderStats, Sample
 
@@ -98,7 +100,8 @@ class Reader(_core.ReaderEngine):
                  reopen: bool = False) -> None:
         """Open ``path``. ``timeout``: seconds a read waits for a consistent copy (None: no
         limit). Raises FileNotFoundError, PermissionError, FormatError, VersionError."""
-        p = os.fsdecode(os.fspath(path))
+        # absolute: a later chdir() must not change which file state() and reopening look at
+        p = os.path.abspath(os.fsdecode(os.fspath(path)))
         self._fd = -1
         self._fd_lock = threading.Lock()
         self._timeout: float | None = None
@@ -128,7 +131,10 @@ class Reader(_core.ReaderEngine):
     @timeout.setter
     def timeout(self, value: float | None) -> None:
         self._set_timeout_ns(_core.timeout_ns(value))
-        self._timeout = None if value is None else float(value)
+        try:
+            self._timeout = None if value is None else float(value)
+        except OverflowError:  # an int past float's range: no limit, as the engine has it
+            self._timeout = math.inf
 
     @property
     def reopen(self) -> bool:
@@ -146,6 +152,8 @@ class Reader(_core.ReaderEngine):
     def state(self) -> ChannelState:
         """The channel's state now (system calls: not for a hot loop; waits look at it at
         most every 0.1 s). See ChannelState."""
+        if self._truncated:
+            return ChannelState.TRUNCATED
         word = self._state_word
         if word == _core.STATE_CLOSED:
             return ChannelState.CLOSED
@@ -163,6 +171,11 @@ class Reader(_core.ReaderEngine):
         if not same_file(st, now):
             return ChannelState.REPLACED if not self._device else ChannelState.CLOSED
         return ChannelState.OPEN
+
+    @property
+    def _truncated(self) -> bool:
+        self._check_not_closed()
+        return bool(self._mapping_damaged)
 
     @property
     def ended(self) -> bool:
@@ -195,6 +208,7 @@ class Reader(_core.ReaderEngine):
         return ChannelEnded(f"no more writes: {what}", self.path, state)
 
     _no_follow = "it is not ready"
+    _incompatible = False
 
     def _switch(self) -> bool:
         """Follow mode: move to the channel that now has our path. True if we did."""
@@ -219,7 +233,9 @@ class Reader(_core.ReaderEngine):
                 os.close(fd)
                 self._no_follow = (f"its element type or shape {h['shape']} differs from "
                                    f"this reader's {self.dtype} {self.shape}")
+                self._incompatible = True
                 return False
+            self._incompatible = False
             old, self._fd, self._device = self._fd, fd, device
             self._attach(self.path, header, m, size)
             self._generation += 1
@@ -231,10 +247,20 @@ class Reader(_core.ReaderEngine):
         # says REPLACED: move to the new channel (at most every CHECK_INTERVAL_S on failure).
         self._switch()
 
+    def _stalled(self, slot: int, seq: int) -> None:
+        # The engine asks about every 0.1 s while a read is blocked on an odd slot: a writer
+        # that died in it will never finish, whatever the timeout.
+        if seq & 1 and not self._device and self.header["writer_pid"]:
+            with self._fd_lock:
+                dead = not self.closed and lock_is_free(self._fd)
+            if dead:
+                self._timed_out(slot, seq)
+
     def _timed_out(self, slot: int, seq: int) -> None:
         t = self._timeout
         if seq & 1:
-            what = f"slot {slot} stayed mid-write for {t:g} s (its sequence count {seq} is odd)"
+            what = (f"slot {slot} stayed mid-write (its sequence count {seq} is odd)"
+                    + ("" if t is None else f" for {t:g} s"))
             pid = self.header["writer_pid"]
             if pid and not self._device:
                 with self._fd_lock:
@@ -244,7 +270,7 @@ class Reader(_core.ReaderEngine):
                 else:
                     what += f"; writer pid {pid} is alive but not finishing (stopped?)"
         else:
-            what = (f"the writer rewrote slot {slot} during every copy for {t:g} s; "
+            what = (f"the writer rewrote slot {slot} during every copy for {t or 0:g} s; "
                     "a channel with more slots (nr_slots) lets readers through")
         raise ReadTimeout(f"no consistent snapshot: {what}", self.path)
 
@@ -265,24 +291,31 @@ class Reader(_core.ReaderEngine):
         tries = 0
         while True:
             token = self.begin()
-            view = self._fresh_view(token)
-            refs = sys.getrefcount(view)
+            view, lease = self._leased_view(token)
+            refs = sys.getrefcount(view), sys.getrefcount(lease)
             try:
                 result = fn(view, *args, **kwargs)
-            except Exception:
+            except Exception as e:
                 if self.validate(token):
+                    # the traceback's frames hold the view: only the exception may not
+                    traceback.clear_frames(e.__traceback__)
+                    if sys.getrefcount(view) > refs[0] or sys.getrefcount(lease) > refs[1]:
+                        raise ValueError(
+                            f"{self.path}: apply()'s function raised {type(e).__name__}({e}) "
+                            "holding a view of shared memory, which later writes change"
+                        ) from None
                     raise
             else:
-                kept = sys.getrefcount(view) > refs
-                del view
+                escaped = sys.getrefcount(view) > refs[0] or sys.getrefcount(lease) > refs[1]
                 if self.validate(token):
-                    if kept:
+                    if escaped:
                         raise ValueError(
                             f"{self.path}: apply()'s function returned or kept a view of "
                             "shared memory, which later writes change; return a copy "
                             "(np.array(...)) or a value computed from it")
                     return result
                 del result
+            del view, lease
             tries += 1
             if deadline is not None and time.monotonic() >= deadline:
                 self._timed_out(token >> 32, token & 0xFFFFFFFF)
@@ -376,13 +409,25 @@ class Reader(_core.ReaderEngine):
 
     def _end_or_follow(self, target: int) -> int:
         """Between sleeps of a wait: raise ChannelEnded if the channel ended with nothing left
-        to read (after moving to a replacement when reopening); returns the target."""
+        to read, FileTruncated if its file shrank; a reopening reader instead moves to the
+        channel that now has its path, or keeps waiting for one (as tail -F does) unless the
+        one there cannot be followed. Returns the write number to wait past."""
         state = self.state
+        if state is ChannelState.TRUNCATED:
+            self._raise_truncated_now()
         if state in (ChannelState.OPEN, ChannelState.REMOVED) or self._newer(target):
             return target
-        if self._follow_path and self._switch():
-            return self.seq
+        if self._follow_path:
+            if self._switch():
+                return self.seq
+            if not self._incompatible:
+                return target
         raise self._ended_error(state)
+
+    def _raise_truncated_now(self) -> None:
+        raise FileTruncated(
+            "the file shrank under this process's mapping (truncated by another process?); "
+            "its data is gone: close this object and reopen the channel", self.path)
 
     def _device_sleep(self, seconds: float) -> None:
         """Sleep in poll() on the device until a write newer than this file has seen."""
@@ -413,7 +458,7 @@ class Reader(_core.ReaderEngine):
             if self._newer(target):
                 return True
             now = clock()
-            if now >= next_check or self._state_word != _core.STATE_OPEN:
+            if now >= next_check or self._state_word != _core.STATE_OPEN or self._truncated:
                 target = self._end_or_follow(target)
                 next_check = now + CHECK_INTERVAL_S
                 if self._newer(target):

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -48,6 +49,7 @@ class Writer(_core.WriterEngine):
         """Take over ``fd``: a region file whose header is complete but for its magic, locked
         by the caller (use :func:`seqshm.create`). Publishes the magic."""
         self._fd = -1
+        self._close_lock = threading.Lock()
         self._attach(fd, path)
         self._fd = fd
         self._owner = os.getpid()
@@ -88,8 +90,9 @@ class Writer(_core.WriterEngine):
             self._check_usable()
             raise RuntimeError(f"{self.path}: end() without begin()")
         buf, t0 = self._pending
+        ts = t0 if timestamp_ns is None else _timestamp(timestamp_ns, self.path)
         self._pending = None
-        return self._publish_buffer(buf, t0 if timestamp_ns is None else timestamp_ns)
+        return self._publish_buffer(buf, ts)
 
     def _publish_buffer(self, buf: np.ndarray, timestamp_ns: int) -> int:
         seq = self.write(buf, timestamp_ns)
@@ -105,39 +108,50 @@ class Writer(_core.WriterEngine):
         as from ``begin()``); published as one write when the block ends, with
         ``timestamp_ns`` or the time the block began. If the block raises, nothing is
         published. Blocks in several threads each get their own buffer."""
+        ts = None if timestamp_ns is None else _timestamp(timestamp_ns, self.path)
         buf = self._copy_newest()
         t0 = _core.monotonic_ns()
         yield buf
-        self._publish_buffer(buf, t0 if timestamp_ns is None else timestamp_ns)
+        self._publish_buffer(buf, t0 if ts is None else ts)
 
     def close(self, *, unlink: bool = False) -> None:
         """Mark the channel closed (readers see its end), unmap, release the channel, and with
         ``unlink=True`` remove its file if it is still this channel's. A begin() without
-        end() is dropped. Waits for a write in progress in another thread."""
-        if self.closed:
-            return
-        self._pending = None
-        fd = self._fd
-        if fd < 0:  # a forked child's disowned copy
+        end() is dropped. Waits for a write in progress in another thread; closing again (or
+        from several threads at once) does nothing more."""
+        with self._close_lock:
+            if self.closed:
+                return
+            self._pending = None
+            fd = self._fd
             self._close_engine(_core.STATE_CLOSED)
-            return
-        self._close_engine(_core.STATE_CLOSED)
-        try:
-            if unlink:
-                # Still holding the lock: no creator can replace the path between the check
-                # and the unlink (create() must take the old file's lock to replace it).
-                with contextlib.suppress(FileNotFoundError):
-                    if same_file(os.fstat(fd), os.stat(self.path)):
-                        os.unlink(self.path)
-        finally:
-            self._fd = -1
-            os.close(fd)
+            if fd < 0:  # a forked child's disowned copy: its parent still writes
+                return
+            try:
+                if unlink:
+                    # Still holding the lock: no creator can replace the path between the
+                    # check and the unlink (create() takes the old file's lock to replace it).
+                    with contextlib.suppress(FileNotFoundError):
+                        if same_file(os.fstat(fd), os.stat(self.path)):
+                            os.unlink(self.path)
+            finally:
+                self._fd = -1
+                os.close(fd)
 
     def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _timestamp(value: int, path: str) -> int:
+    """A write's timestamp: an int of ns from 0 to 2**64 - 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{path}: timestamp_ns must be an int of ns, not {value!r}")
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{path}: timestamp_ns {value} is not from 0 to 2**64 - 1")
+    return int(value)
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -197,6 +211,9 @@ def _take_path(tmp: str, path: str, overwrite: bool) -> None:
             old = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             writable = False
         except FileNotFoundError:
+            if os.path.islink(path):  # a dangling symlink: nobody writes there, replace it
+                os.replace(tmp, path)
+                return
             continue  # removed meanwhile: link again
         try:
             _lock_old(old, path)
@@ -235,24 +252,37 @@ def create(
     at the same moment, is WriterBusy. Replacing a channel marks the old one REPLACED, so its
     readers see the end at once (and followers move to the new one).
     """
-    path = os.fspath(path)
-    element = element_type(dtype)
-    dims = _shape(shape)
-    if name is None:
-        name = os.path.basename(path)[:63]
-    if not (name.isascii() and name.isprintable()):
-        raise ValueError(f"channel name {name!r} must be printable ASCII")
-    if isinstance(nr_slots, bool) or not isinstance(nr_slots, (int, np.integer)):
-        raise TypeError(f"nr_slots must be an int, not {type(nr_slots).__name__}")
-    if not 1 <= nr_slots <= _core.MAX_SLOTS or nr_slots & (nr_slots - 1):
-        raise ValueError(f"nr_slots is {nr_slots}, not a power of two from 1 to {_core.MAX_SLOTS}")
-    pid = os.getpid()
-    header, region_size = _core.build_header(name, int(nr_slots), dims, element, pid,
-                                             process_start_time(pid) or 0)
+    # absolute: close(unlink=True) after a chdir() must still find the file
+    path = os.path.abspath(os.fspath(path))
+    try:
+        element = element_type(dtype)
+        dims = _shape(shape)
+        if name is None:
+            name = os.path.basename(path)[:63]
+        if not (name.isascii() and name.isprintable()):
+            raise ValueError(f"channel name {name!r} must be printable ASCII")
+        if isinstance(nr_slots, bool) or not isinstance(nr_slots, (int, np.integer)):
+            raise TypeError(f"nr_slots must be an int, not {type(nr_slots).__name__}")
+        if not 1 <= nr_slots <= _core.MAX_SLOTS or nr_slots & (nr_slots - 1):
+            raise ValueError(
+                f"nr_slots is {nr_slots}, not a power of two from 1 to {_core.MAX_SLOTS}")
+        pid = os.getpid()
+        header, region_size = _core.build_header(name, int(nr_slots), dims, element, pid,
+                                                 process_start_time(pid) or 0)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{path}: {e}") from None
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "a directory, not a channel: choose another path", path)
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(17, "channel exists (pass overwrite=True to replace it)", path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    directory = os.path.dirname(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                   suffix=".tmp")
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"no directory {directory}", path) from None
+    except PermissionError:
+        raise PermissionError(13, f"cannot create a file in {directory}", path) from None
     writer = None
     try:
         os.fchmod(fd, mode)

@@ -45,9 +45,13 @@ def test_view_base_keeps_the_mapping_alive(make_path: Callable[[], str]) -> None
         assert v.base is not None and not v.flags.owndata and not v.flags.writeable
 
 
-def test_same_slot_view_is_the_same_array(make_path: Callable[[], str]) -> None:
-    with seqshm.create(make_path(), np.int64, 2) as w, seqshm.open(w.path) as r:
-        assert r.view() is r.view()
+def test_each_view_is_a_new_array_over_the_same_memory(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 4) as w, seqshm.open(w.path) as r:
+        a, b = r.view(), r.view()
+        assert a is not b and np.shares_memory(a, b)
+        a.shape = (2, 2)  # one caller's change of shape or dtype is nobody else's
+        a.dtype = np.int32
+        assert r.view().shape == (4,) and r.view().dtype == np.int64 and b.shape == (4,)
 
 
 def test_snapshot_copies_survive_everything(make_path: Callable[[], str]) -> None:

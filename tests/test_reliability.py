@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import seqshm
-from seqshm import ChannelEnded, ChannelState, ClosedError, WriterBusy
+from seqshm import ChannelEnded, ChannelState, ClosedError, FileTruncated, WriterBusy
 from seqshm.testing import PatternWriter, StalledWriter, torn
 
 #: Not a speed limit: a call that takes this long has ignored a signal, a close or a timeout.
@@ -684,3 +684,220 @@ def test_follow_moves_to_a_replacement_when_reopening(shm_path: str) -> None:
         assert (s.seq, int(s.data[0])) == (1, 7)  # the new channel's first write
         w2.close(unlink=True)
         assert list(it) == []
+
+
+# -- found by trying to break the above ------------------------------------------------------
+
+CLOSE_DURING_COPY = """
+import sys, threading
+import numpy as np
+import seqshm
+path, n = sys.argv[1], 1 << 17  # 1 MiB: copies run with the GIL released
+w = seqshm.create(path, np.uint64, n, nr_slots=2)
+w.write(np.ones(n, np.uint64))
+for _ in range(50):
+    r = seqshm.open(path)
+    out = np.empty(n, np.uint64)
+    def loop():
+        try:
+            while True:
+                r.snapshot(out)
+        except seqshm.ClosedError:
+            pass
+    t = threading.Thread(target=loop)
+    t.start()
+    r.close()
+    t.join()
+w.close(unlink=True)
+print("ok")
+"""
+
+
+def test_close_during_a_large_copy_in_another_thread_is_safe(shm_path: str) -> None:
+    p = _run_child(CLOSE_DURING_COPY, shm_path)
+    assert p.returncode == 0 and "ok" in p.stdout, _crashed(p)
+
+
+REOPEN_DURING_COPIES = """
+import sys, threading, time
+import numpy as np
+import seqshm
+path, n = sys.argv[1], 1 << 17
+w = seqshm.create(path, np.uint64, n, nr_slots=2)
+w.write(np.ones(n, np.uint64))
+r = seqshm.open(path, reopen=True, timeout=0.5)
+stop = False
+def loop():
+    while not stop:
+        try:
+            r.snapshot()
+        except (seqshm.ReadTimeout, seqshm.ChannelEnded):
+            pass
+ts = [threading.Thread(target=loop) for _ in range(2)]
+[t.start() for t in ts]
+for i in range(20):
+    w.close()
+    w = seqshm.create(path, np.uint64, n, nr_slots=2, overwrite=True)
+    w.write(np.full(n, i, np.uint64))
+    time.sleep(0.03)
+stop = True
+[t.join() for t in ts]
+w.close(unlink=True)
+r.close()
+print("ok")
+"""
+
+
+def test_a_reopening_reader_shared_by_threads_survives_restarts(shm_path: str) -> None:
+    p = _run_child(REOPEN_DURING_COPIES, shm_path)
+    assert p.returncode == 0 and "ok" in p.stdout, _crashed(p)
+
+
+FORKED_CHILD_CLOSES = """
+import os, sys
+import numpy as np
+import seqshm
+w = seqshm.create(sys.argv[1], np.uint8, 16 << 20)
+pid = os.fork()
+if pid == 0:
+    blocks = [np.ones(16 << 20, np.uint8) for _ in range(6)]  # may land where w was mapped
+    w.close()
+    del w
+    assert all(int(b[-1]) == 1 for b in blocks)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+w.close(unlink=True)
+print("child", status)
+"""
+
+
+def test_a_forked_child_closing_its_parents_writer_keeps_its_own_memory(shm_path: str) -> None:
+    p = _run_child(FORKED_CHILD_CLOSES, shm_path)
+    assert p.returncode == 0 and "child 0" in p.stdout, _crashed(p)
+
+
+def test_a_blocked_read_without_timeout_ends_when_the_writer_died(shm_path: str) -> None:
+    with StalledWriter(shm_path, 64, writes_before=1) as sw:
+        sw.kill(signal.SIGKILL)
+        sw.join()
+        with seqshm.open(shm_path, timeout=None) as r:
+            for call in (r.snapshot, r.begin):
+                t0 = time.monotonic()
+                with pytest.raises(seqshm.ReadTimeout, match="died in the middle of a write"):
+                    call()
+                assert time.monotonic() - t0 < HANG_GUARD_S
+
+
+def test_truncation_ends_a_wait(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 512) as w, seqshm.open(shm_path) as r:
+        w.write(np.ones(512, np.int64))
+        r.snapshot()
+        threading.Timer(0.2, os.truncate, (shm_path, 0)).start()
+        with pytest.raises(FileTruncated):
+            r.wait(HANG_GUARD_S)
+        assert r.state is ChannelState.TRUNCATED and r.ended
+        w.close(unlink=True)
+
+
+def test_a_file_shrunk_and_grown_again_is_not_read_as_new_data(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 4) as w, seqshm.open(shm_path) as r:
+        w.write([1] * 4)
+        w.write([2] * 4)
+        assert r.read().seq == 2
+        size = os.stat(shm_path).st_size
+        os.truncate(shm_path, 0)
+        os.truncate(shm_path, size)  # zeros: seq 0, "consistent"
+        with pytest.raises(FileTruncated, match="went back"):
+            r.read()
+        w.close(unlink=True)
+
+
+def test_a_reopening_reader_waits_through_a_restart_gap(shm_path: str) -> None:
+    w = seqshm.create(shm_path, np.int64, 2)
+    w.write([1, 1])
+    with seqshm.open(shm_path, reopen=True) as r:
+        r.snapshot()
+        w.close()
+
+        def restart() -> None:
+            with seqshm.create(shm_path, np.int64, 2, overwrite=True) as w2:
+                w2.write([2, 2])
+
+        threading.Timer(0.5, restart).start()  # longer than the 0.1 s check interval
+        assert r.wait(HANG_GUARD_S) and r.snapshot().tolist() == [2, 2]
+    os.unlink(shm_path)
+
+
+def test_closing_a_writer_from_many_threads_at_once_is_quiet(shm_path: str) -> None:
+    w = seqshm.create(shm_path, np.uint8, 64 << 20)
+    errors: list[BaseException] = []
+    data = np.ones(64 << 20, np.uint8)
+    writer = threading.Thread(target=lambda: w.write(data))
+    writer.start()
+
+    def close() -> None:
+        try:
+            w.close(unlink=True)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    closers = [threading.Thread(target=close) for _ in range(4)]
+    for t in closers:
+        t.start()
+    for t in [writer, *closers]:
+        t.join()
+    assert not errors and w.closed and not os.path.exists(shm_path)
+
+
+def test_apply_refuses_the_views_base_and_exceptions_holding_views(shm_path: str) -> None:
+    with seqshm.create(shm_path, np.int64, 4) as w, seqshm.open(shm_path) as r:
+        w.write([1, 2, 3, 4])
+        for fn in (lambda v: v.base, lambda v: np.asarray(v.base)):
+            with pytest.raises(ValueError, match="view of shared memory"):
+                r.apply(fn)
+
+        def raises_with_view(v: np.ndarray) -> None:
+            raise KeyError(v[:2])
+
+        with pytest.raises(ValueError, match="KeyError.*view of shared memory"):
+            r.apply(raises_with_view)
+        with pytest.raises(KeyError, match="plain"):
+            r.apply(lambda v: {}["plain"])
+        w.close(unlink=True)
+
+
+@pytest.mark.parametrize("timeout", ["5", b"1", True, " 1e11 "])
+def test_a_timeout_that_is_not_a_number_is_a_type_error(shm_path: str, timeout: Any) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            seqshm.open(shm_path, timeout=timeout)
+        w.close(unlink=True)
+
+
+def test_create_errors_name_the_path(tmp_path: Any) -> None:
+    path = str(tmp_path / "c")
+    for kwargs in ({"nr_slots": 3}, {"shape": (0,)}, {"shape": (1 << 40, 1 << 10)}):
+        with pytest.raises(ValueError, match=path):
+            seqshm.create(path, np.int64, **kwargs)
+    with pytest.raises(FileNotFoundError) as e:
+        seqshm.create(str(tmp_path / "no" / "c"), np.int64)
+    assert e.value.filename == str(tmp_path / "no" / "c")
+    os.mkdir(path)
+    with pytest.raises(IsADirectoryError):
+        seqshm.create(path, np.int64, overwrite=True)
+    link = str(tmp_path / "dangling")
+    os.symlink(str(tmp_path / "nowhere"), link)
+    with seqshm.create(link, np.int64, overwrite=True) as w:
+        assert w.write(1) == 1 and not os.path.islink(link)
+        w.close(unlink=True)
+
+
+def test_relative_paths_survive_a_chdir(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    w = seqshm.create("rel", np.int64, 2)
+    r = seqshm.open("./rel")
+    monkeypatch.chdir("/")
+    assert r.state is ChannelState.OPEN
+    w.close(unlink=True)
+    assert not (tmp_path / "rel").exists()
+    r.close()

@@ -59,33 +59,35 @@ static struct seqshm_guard *seqshm_guard_find(const void *addr)
 	return NULL;
 }
 
-/* Hand the signal to whoever had it before us, as if we had never been installed. */
-static void seqshm_guard_chain(int sig, siginfo_t *info, void *ctx)
+/*
+ * Hand a SIGBUS that is not ours to whoever had it before us, as if we had never been
+ * installed: put their action back and let the fault replay (a sent signal is raised again,
+ * blocked until we return). Calling their handler from ours instead loops forever when it
+ * puts us back and returns (Python's faulthandler restores the handler it found, which may
+ * be ours). If we are reached again after that, whatever happens, take the default action.
+ */
+static void seqshm_guard_chain(int sig, siginfo_t *info)
 {
-	const struct sigaction *old = &seqshm_old_action;
+	static volatile sig_atomic_t chained;
 
-	if ((old->sa_flags & SA_SIGINFO) && old->sa_sigaction) {
-		old->sa_sigaction(sig, info, ctx);
-		return;
+	if (!chained) {
+		chained = 1;
+		sigaction(sig, &seqshm_old_action, NULL);
+	} else {
+		signal(sig, SIG_DFL);
 	}
-	if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-		old->sa_handler(sig);
-		return;
-	}
-	/* Default action: reinstall it; a fault re-executes and kills the process as it would
-	 * have without us, a sent signal is raised again (it is blocked until we return). */
-	signal(sig, SIG_DFL);
 	if (info->si_code <= 0)
 		raise(sig);
 }
 
 static void seqshm_guard_handler(int sig, siginfo_t *info, void *ctx)
 {
+	(void)ctx;
 	int saved = errno, expect = 0;
 	struct seqshm_guard *g = info->si_code > 0 ? seqshm_guard_find(info->si_addr) : NULL;
 
 	if (!g) {
-		seqshm_guard_chain(sig, info, ctx);
+		seqshm_guard_chain(sig, info);
 		errno = saved;
 		return;
 	}

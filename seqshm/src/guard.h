@@ -20,7 +20,11 @@
  * fails the same way (the odd seq differs from the even one it started with). The flag is set
  * before the replacement is installed, so whoever sees the replacement sees the flag.
  *
- * Faults outside every guarded mapping go to the handler that was installed before ours.
+ * Faults outside every guarded mapping go to the handler that was installed before ours (it is
+ * put back and the fault replays), so a crash elsewhere still dumps core or a faulthandler
+ * traceback. A SIGBUS handler installed after ours (faulthandler.enable() after a channel was
+ * opened) runs first and ends the process; the next open of a channel puts the guard back on
+ * top. Enable faulthandler before opening channels (pytest and python -X faulthandler do).
  */
 struct seqshm_guard {
 	void *start;
