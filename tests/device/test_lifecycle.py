@@ -178,7 +178,7 @@ def test_a_recreated_channel_ends_for_its_readers_and_followers_move(dev, geomet
     import seqshm
 
     plain = seqshm.open(dev.SELFTEST)
-    follower = seqshm.open(dev.SELFTEST, follow=True)
+    follower = seqshm.open(dev.SELFTEST, reopen=True)
     try:
         plain.snapshot()
         follower.snapshot()
