@@ -17,16 +17,23 @@ SEARCH_DIRS = ("/dev/seqshm", "/dev/shm")
 
 
 def resolve(path: str | os.PathLike[str]) -> str:
-    """The file a channel name stands for: ``path`` itself if it exists or contains a '/',
-    else the first of /dev/seqshm/NAME and /dev/shm/NAME that exists."""
+    """The file a channel argument names: ``path`` itself if it contains a '/', else the first
+    of /dev/seqshm/NAME and /dev/shm/NAME that exists (never the current directory: write
+    ./NAME for that). Raises FileNotFoundError saying where it looked (and, when
+    /dev/seqshm does not exist, that the kernel module is not loaded)."""
     p = os.fsdecode(path)  # bytes paths too, as Reader takes them
-    if "/" in p or os.path.exists(p):
+    if "/" in p:
         return p
+    looked = []
     for d in SEARCH_DIRS:
         candidate = os.path.join(d, p)
-        if os.path.exists(candidate):
+        if os.path.lexists(candidate):
             return candidate
-    return p
+        looked.append(candidate)
+    why = f"no channel {p!r}: looked for {' and '.join(looked)}"
+    if not os.path.isdir(SEARCH_DIRS[0]):
+        why += f" ({SEARCH_DIRS[0]} does not exist: the seqshm kernel module is not loaded)"
+    raise FileNotFoundError(2, why, p)
 
 
 def open(  # noqa: A001

@@ -97,20 +97,11 @@ def _console() -> Console:
 
 
 def resolve(name: str) -> str:
-    """The file a channel argument names: a path if it has a '/', else the first of
-    /dev/seqshm/NAME and /dev/shm/NAME that exists (never the current directory)."""
-    if "/" in name:
-        return name
-    looked = []
-    for d in SEARCH_DIRS:
-        candidate = os.path.join(d, name)
-        if os.path.lexists(candidate):
-            return candidate
-        looked.append(candidate)
-    message = f"no channel {name!r}: looked for {' and '.join(looked)}"
-    if not os.path.isdir(SEARCH_DIRS[0]):
-        message += f" ({SEARCH_DIRS[0]} does not exist: the seqshm kernel module is not loaded)"
-    raise Failure(message, EXIT_USAGE)
+    """The file a channel argument names (seqshm.resolve: never the current directory)."""
+    try:
+        return seqshm.resolve(name)
+    except FileNotFoundError as e:
+        raise Failure(e.strerror, EXIT_USAGE) from None
 
 
 def _open(name: str, **kwargs: Any) -> seqshm.Reader:

@@ -370,3 +370,13 @@ def test_apply_refuses_to_return_a_view_of_shared_memory(make_path) -> None:
 def test_writer_repr_and_reader_repr_name_the_channel(make_path) -> None:
     with seqshm.create(make_path(), np.int8, 1) as w, seqshm.open(w.path) as r:
         assert w.path in repr(w) and w.path in repr(r)
+
+
+def test_a_bare_name_never_resolves_in_the_current_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    name = "seqshm-no-such-channel-here"
+    with seqshm.create(tmp_path / name, np.int32, 1) as w:
+        with pytest.raises(FileNotFoundError, match="looked for /dev/seqshm/.* and /dev/shm/"):
+            seqshm.open(name)
+        assert seqshm.open(f"./{name}").path == w.path  # a path says where
+        w.close(unlink=True)
