@@ -17,7 +17,8 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 1 ] || { echo "usage: $0 KDIR [KDIR...]" >&2; exit 2; }
 fail=0
-srcs="seqshm_main.c seqshm_channel.c seqshm_cpustat.c seqshm_selftest.c seqshm_apitest.c seqshm_internal.h"
+srcs="seqshm_main.c seqshm_channel.c seqshm_cpustat.c seqshm_selftest.c seqshm_apitest.c seqshm_example.c
+	seqshm_internal.h"
 c_flag=C=2
 [ "${SPARSE:-1}" = 0 ] && c_flag=
 if [ -n "$c_flag" ] && ! command -v sparse >/dev/null 2>&1; then
@@ -45,6 +46,24 @@ for kdir in "$@"; do
 	fi
 	rm -rf "$work"
 done
+
+# The README's producer example is seqshm_example.c's code between its markers, which the builds
+# above compiled: the two must not drift apart.
+echo "== README example = seqshm_example.c"
+readme_ex=$(awk '/^```c$/ { on = 1; next } on && /^```$/ { exit } on' "$here/README.md")
+file_ex=$(sed -n '\|/\* README example begin \*/|,\|/\* README example end \*/|p' \
+	"$here/seqshm_example.c" | sed '1d;$d')
+if [ -n "$file_ex" ] && [ "$readme_ex" = "$file_ex" ]; then
+	echo "ok: README example matches seqshm_example.c"
+else
+	echo "check: README.md's C example differs from seqshm_example.c's (between its markers):"
+	tmp=$(mktemp -d)
+	printf '%s\n' "$readme_ex" >"$tmp/README.md-example"
+	printf '%s\n' "$file_ex" >"$tmp/seqshm_example.c-example"
+	(cd "$tmp" && diff -u README.md-example seqshm_example.c-example) || true
+	rm -rf "$tmp"
+	fail=1
+fi
 
 kdoc="$1/scripts/kernel-doc"
 if [ -f "$kdoc" ]; then

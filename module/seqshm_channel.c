@@ -7,6 +7,7 @@
 #include <linux/kernel.h>
 #include <linux/ctype.h>
 #include <linux/export.h>
+#include <linux/irq_work.h>
 #include <linux/log2.h>
 #include <linux/mutex.h>
 #include <linux/math.h>
@@ -204,6 +205,32 @@ void seqshm_channel_put(struct seqshm_channel *ch)
 	kref_put(&ch->ref, seqshm_channel_release);
 }
 
+/*
+ * Wakes the channel's pollers on behalf of seqshm_write_end(), which only queues this.
+ *
+ * A writer may run in hard interrupt context, where a wake-up must not happen on PREEMPT_RT:
+ * it takes the wait queue's spinlock_t, a sleeping lock there. So the work is set up with
+ * init_irq_work(), no flags, as perf does for the wake-up of its ring buffer's readers
+ * (event->pending_irq, perf_pending_irq()): without PREEMPT_RT it runs from the irq_work
+ * interrupt the writer's CPU raises at once (a self-IPI on x86; hard interrupt context, where
+ * a wake-up is fine); with PREEMPT_RT it runs in that CPU's irq_work/N kernel thread
+ * (SCHED_FIFO), where the wait-queue lock may sleep. IRQ_WORK_INIT_HARD() would run it in
+ * hard interrupt context on PREEMPT_RT too, the very thing to avoid (perf keeps that flavour
+ * for pending_disable_irq, which takes no sleeping lock); IRQ_WORK_INIT_LAZY() would wait
+ * for the next tick.
+ *
+ * Queuing a work that is pending (queued, not yet started) does nothing: the pending run
+ * wakes every sleeper that is on the queue when it runs, the new write's included. Queuing
+ * one that is running queues it again. So no wake-up is lost.
+ */
+static void seqshm_wake_pollers(struct irq_work *work)
+{
+	struct seqshm_channel *ch = container_of(work, struct seqshm_channel, wake_work);
+
+	atomic64_inc(&ch->nr_poll_wakeups);
+	wake_up_interruptible_poll(&ch->wq, EPOLLIN | EPOLLRDNORM);
+}
+
 /**
  * seqshm_channel_create() - create a channel and its device /dev/seqshm/<name>.
  * @cfg: name, element type, shape and number of slots; copied, the caller may free it.
@@ -245,9 +272,11 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 	if (!ch->devname || !ch->nodename)
 		goto err_free;
 
-	spin_lock_init(&ch->lock);
+	raw_spin_lock_init(&ch->lock);
 	kref_init(&ch->ref);
 	init_waitqueue_head(&ch->wq);
+	/* Not IRQ_WORK_INIT_HARD: see seqshm_wake_pollers(). */
+	init_irq_work(&ch->wake_work, seqshm_wake_pollers);
 	seqshm_fill_header(cfg, ch);
 
 	ch->misc.minor = MISC_DYNAMIC_MINOR;
@@ -302,14 +331,20 @@ void seqshm_channel_destroy(struct seqshm_channel *ch)
 	list_del(&ch->node);
 	misc_deregister(&ch->misc);
 	mutex_unlock(&seqshm_channels_lock);
-	spin_lock_irqsave(&ch->lock, flags);
+	raw_spin_lock_irqsave(&ch->lock, flags);
 	WRITE_ONCE(ch->dead, true);
 	/*
 	 * Under the writers' lock, so after the last store-release of head: pairs with the
 	 * reader's load-acquire of state, which then sees every write the channel got.
 	 */
 	smp_store_release(&ch->hdr->state, SEQSHM_STATE_CLOSED);
-	spin_unlock_irqrestore(&ch->lock, flags);
+	raw_spin_unlock_irqrestore(&ch->lock, flags);
+	/*
+	 * The last write's wake-up may still be queued or running on some CPU: wait for it. No
+	 * writer queues it again (none may write after this), so once synced it stays idle, and
+	 * the channel (maybe freed by the put below) and this module's code can go.
+	 */
+	irq_work_sync(&ch->wake_work);
 	wake_up_interruptible_poll(&ch->wq, EPOLLHUP);
 	seqshm_channel_put(ch);
 }
@@ -332,7 +367,8 @@ EXPORT_SYMBOL_GPL(seqshm_channel_payload_size);
  * @ch: the channel.
  * @write_seq: if not NULL, receives the number of this write (1 for the first).
  *
- * Takes the channel's spinlock with interrupts saved and disabled; it is held until
+ * Takes the channel's raw spinlock with interrupts saved and disabled (a real spinning lock
+ * on PREEMPT_RT too, so hard interrupt context is fine there); it is held until
  * seqshm_write_end(), which must follow on the same CPU without sleeping in between. The
  * returned payload (seqshm_channel_payload_size() bytes) holds whatever this slot held
  * before (an old write, or zeros): write all of it that matters.
@@ -347,7 +383,7 @@ void *seqshm_write_begin(struct seqshm_channel *ch, u64 *write_seq)
 	unsigned long flags;
 	u32 s;
 
-	spin_lock_irqsave(&ch->lock, flags);
+	raw_spin_lock_irqsave(&ch->lock, flags);
 	ch->irqflags = flags;
 	s = (ch->head + 1) & ch->mask;
 	slot = &ch->slots[s];
@@ -371,10 +407,12 @@ EXPORT_SYMBOL_GPL(seqshm_write_begin);
  * @timestamp_ns: CLOCK_MONOTONIC time of the data in ns; 0 means now (ktime_get_ns()).
  *
  * Stores the slot's write number and timestamp, turns its seq even, stores the new head with
- * release semantics, releases the lock and restores interrupts, then wakes pollers if any
- * sleep (a wait-queue wake-up, fine from hard interrupt context).
+ * release semantics, releases the lock and restores interrupts. If pollers sleep, it queues
+ * an irq_work that wakes them from a context where that is allowed (the wait queue's lock
+ * sleeps on PREEMPT_RT): this function itself takes no lock that can sleep, on any kernel.
  *
- * Context: any context but NMI, same CPU and context as the seqshm_write_begin() it ends.
+ * Context: any context but NMI (hard interrupt included, on PREEMPT_RT too), same CPU and
+ * context as the seqshm_write_begin() it ends.
  */
 void seqshm_write_end(struct seqshm_channel *ch, u64 timestamp_ns)
 	__releases(ch)
@@ -400,17 +438,19 @@ void seqshm_write_end(struct seqshm_channel *ch, u64 timestamp_ns)
 	smp_store_release(&ch->hdr->head, k);
 	ch->head = k;
 	ch->slot = NULL;
-	spin_unlock_irqrestore(&ch->lock, flags);
+	raw_spin_unlock_irqrestore(&ch->lock, flags);
 
 	/*
 	 * wq_has_sleeper()'s smp_mb() pairs with the smp_mb() in seqshm_poll() between
 	 * poll_wait() and its load of head: either the poller sees head == k, or we see it on
-	 * the queue and wake it. Without sleepers a write costs no wait-queue lock.
+	 * the queue and have it woken. waitqueue_active() reads the list without its lock, so
+	 * a write without sleepers costs no lock and no irq_work. The wake-up itself is
+	 * deferred to seqshm_wake_pollers(), which runs after this (it is queued here) and
+	 * takes the queue's lock: it finds the poller we saw on the queue, which leaves only
+	 * once woken or once its poll() is over.
 	 */
-	if (wq_has_sleeper(&ch->wq)) {
-		atomic64_inc(&ch->nr_poll_wakeups);
-		wake_up_interruptible_poll(&ch->wq, EPOLLIN | EPOLLRDNORM);
-	}
+	if (wq_has_sleeper(&ch->wq))
+		irq_work_queue(&ch->wake_work);
 }
 EXPORT_SYMBOL_GPL(seqshm_write_end);
 

@@ -125,7 +125,7 @@ static int seqshm_cpustat_hz_set(const char *val, const struct kernel_param *kp)
 	unsigned int hz;
 	int ret;
 
-	ret = kstrtouint(val, 0, &hz);
+	ret = seqshm_param_uint(val, &hz);
 	if (ret)
 		return ret;
 	if (hz > CPUSTAT_HZ_MAX)

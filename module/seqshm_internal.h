@@ -7,7 +7,9 @@
 
 #include <linux/atomic.h>
 #include <linux/bits.h>
+#include <linux/irq_work.h>
 #include <linux/kref.h>
+#include <linux/kstrtox.h>
 #include <linux/list.h>
 #include <linux/miscdevice.h>
 #include <linux/spinlock.h>
@@ -28,6 +30,8 @@
 /**
  * struct seqshm_channel - one channel: its region, its writer lock and its device.
  * @lock:	serializes writers; held with interrupts off from write_begin() to write_end().
+ *		A raw spinlock: it never sleeps, on PREEMPT_RT either, so a writer may run in
+ *		hard interrupt context there too.
  * @irqflags:	interrupt state saved by write_begin(), restored by write_end(); only the
  *		holder of @lock touches it.
  * @head:	private copy of the header's head, written under @lock.
@@ -43,7 +47,10 @@
  * @ref:	one reference for the producer (dropped by destroy) and one per open file.
  * @node:	entry in the list of live channels (names are unique among them).
  * @dead:	set by destroy: no more writes; read() fails, poll() reports a hang-up.
- * @wq:	pollers waiting for a new version.
+ * @wq:	pollers waiting for a new version. Its lock is a spinlock_t, a sleeping lock on
+ *		PREEMPT_RT: writers never take it, they queue @wake_work.
+ * @wake_work:	wakes @wq on behalf of a writer, out of the writer's context (see
+ *		seqshm_wake_pollers()); synced by destroy before the producer's reference goes.
  * @misc:	the misc device /dev/seqshm/<name>.
  * @devname:	name of @misc in the misc class: "seqshm-<name>".
  * @nodename:	"seqshm/<name>", the node under /dev.
@@ -56,7 +63,7 @@
  * @nr_poll_wakeups: see @nr_reads.
  */
 struct seqshm_channel {
-	spinlock_t lock;	/* serializes writers, see @lock above */
+	raw_spinlock_t lock;	/* serializes writers, see @lock above */
 	unsigned long irqflags;
 	u64 head;
 	struct seqshm_slot *slot;
@@ -72,6 +79,7 @@ struct seqshm_channel {
 	struct list_head node;
 	bool dead;
 	struct wait_queue_head wq;
+	struct irq_work wake_work;
 	struct miscdevice misc;
 	char *devname;
 	char *nodename;
@@ -89,6 +97,23 @@ extern const struct file_operations seqshm_fops;
 void seqshm_channel_get(struct seqshm_channel *ch);
 void seqshm_channel_put(struct seqshm_channel *ch);
 int seqshm_channel_read(struct seqshm_channel *ch, void *dst, u64 *write_seq);
+
+/**
+ * seqshm_param_uint() - parse an unsigned int module parameter as kstrtouint() does.
+ * @val: the text written (sysfs) or given at load.
+ * @v: receives the value.
+ *
+ * A number too large for the type is just another bad value: -EINVAL, not kstrtouint()'s
+ * -ERANGE, so that every bad parameter value fails the same way.
+ *
+ * Return: 0 or -EINVAL.
+ */
+static inline int seqshm_param_uint(const char *val, unsigned int *v)
+{
+	int ret = kstrtouint(val, 0, v);
+
+	return ret == -ERANGE ? -EINVAL : ret;
+}
 
 int seqshm_cpustat_init(void);
 void seqshm_cpustat_exit(void);

@@ -13,6 +13,7 @@
 #include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/uio.h>
 #include <linux/version.h>
 #include <linux/vmalloc.h>
 
@@ -39,7 +40,8 @@ static inline void seqshm_vm_flags_clear(struct vm_area_struct *vma, vm_flags_t 
  * @ch:		the channel; the file holds a reference on it.
  * @lock:	serializes read() and SEQSHM_IOC_INFO on this file; guards @bounce.
  * @bounce:	payload_size bytes that read() copies into under the seqlock, allocated on the
- *		first read(); copy_to_user() happens outside the seqlock loop, from here.
+ *		first read(); the copy to the caller (copy_to_iter()) happens outside the seqlock
+ *		loop, from here.
  * @seen:	the version this file last saw (see poll); written under @lock, read locklessly.
  */
 struct seqshm_file {
@@ -79,14 +81,19 @@ static int seqshm_release(struct inode *inode, struct file *file)
 	return 0;
 }
 
-static ssize_t seqshm_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)
+/*
+ * read(), readv() and the like: one consistent copy of the newest payload per call, whatever
+ * the number of buffers (a readv() scatters that one copy over its buffers, in order; without
+ * .read_iter the VFS would call .read once per buffer and return several copies).
+ */
+static ssize_t seqshm_read_iter(struct kiocb *iocb, struct iov_iter *to)
 {
-	struct seqshm_file *sf = file->private_data;
+	struct seqshm_file *sf = iocb->ki_filp->private_data;
 	struct seqshm_channel *ch = sf->ch;
 	u64 write_seq;
 	ssize_t ret;
 
-	if (count < ch->payload_size)
+	if (iov_iter_count(to) < ch->payload_size)
 		return -EINVAL;
 	if (READ_ONCE(ch->dead))
 		return -ENODEV;
@@ -106,7 +113,8 @@ static ssize_t seqshm_read(struct file *file, char __user *buf, size_t count, lo
 		atomic64_inc(&ch->nr_read_busy);
 		goto out;
 	}
-	if (copy_to_user(buf, sf->bounce, ch->payload_size)) {
+	/* A short copy (a bad buffer) fails the whole call; the file's seen stays as it was. */
+	if (copy_to_iter(sf->bounce, ch->payload_size, to) != ch->payload_size) {
 		ret = -EFAULT;
 		goto out;
 	}
@@ -150,9 +158,32 @@ static void seqshm_vm_close(struct vm_area_struct *vma)
 	atomic64_dec(&ch->nr_maps_active);
 }
 
+/*
+ * A page of the mapping that is not present (mmap pre-populates every page, but
+ * madvise(MADV_DONTNEED) and the like zap them) is the region's page at that offset again,
+ * as relay's buffers do. Only read faults reach here: the mapping has neither VM_WRITE nor
+ * VM_MAYWRITE, and no .page_mkwrite/.pfn_mkwrite, so it can never become writable.
+ */
+static vm_fault_t seqshm_vm_fault(struct vm_fault *vmf)
+{
+	struct seqshm_channel *ch = vmf->vma->vm_private_data;
+	struct page *page;
+
+	/* mmap limits the mapping to the region and mremap cannot grow it: for the record. */
+	if (vmf->pgoff >= ch->region_size >> PAGE_SHIFT)
+		return VM_FAULT_SIGBUS;
+	page = vmalloc_to_page(ch->region + (vmf->pgoff << PAGE_SHIFT));
+	if (!page)
+		return VM_FAULT_SIGBUS;
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}
+
 static const struct vm_operations_struct seqshm_vm_ops = {
 	.open = seqshm_vm_open,
 	.close = seqshm_vm_close,
+	.fault = seqshm_vm_fault,
 };
 
 /*
@@ -274,7 +305,7 @@ const struct file_operations seqshm_fops = {
 	.owner = THIS_MODULE,
 	.open = seqshm_open,
 	.release = seqshm_release,
-	.read = seqshm_read,
+	.read_iter = seqshm_read_iter,
 	.poll = seqshm_poll,
 	.mmap = seqshm_mmap,
 	.unlocked_ioctl = seqshm_ioctl,

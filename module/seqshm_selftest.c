@@ -7,6 +7,7 @@
 
 #include <linux/kernel.h>
 #include <linux/hrtimer.h>
+#include <linux/kstrtox.h>
 #include <linux/ktime.h>
 #include <linux/log2.h>
 #include <linux/moduleparam.h>
@@ -22,12 +23,18 @@
 static DEFINE_MUTEX(selftest_mutex);
 static struct seqshm_channel *selftest_ch;
 static struct hrtimer selftest_timer;
+/* selftest_timer was set up by seqshm_selftest_init() (a parameter set before may not touch it). */
+static bool selftest_timer_ready;
+static bool selftest_hard;
 static unsigned int selftest_bytes = 4096;
 static unsigned int selftest_slots = 1;
 static unsigned int selftest_period_us = 100;
 static u64 selftest_period_ns = 100 * NSEC_PER_USEC;
 
-/* Hard interrupt context (softirq on PREEMPT_RT): one write of the whole pattern. */
+/*
+ * Hard interrupt context; on PREEMPT_RT only with selftest_hard (HRTIMER_MODE_REL_HARD),
+ * else there the timer expires in the softirq thread. One write of the whole pattern.
+ */
 static enum hrtimer_restart seqshm_selftest_tick(struct hrtimer *timer)
 {
 	struct seqshm_channel *ch = selftest_ch;
@@ -45,12 +52,32 @@ static enum hrtimer_restart seqshm_selftest_tick(struct hrtimer *timer)
 	return HRTIMER_RESTART;
 }
 
+/*
+ * The timer's mode: HRTIMER_MODE_REL expires in hard interrupt context, except on PREEMPT_RT,
+ * which moves such timers to the softirq thread; HRTIMER_MODE_REL_HARD expires in hard
+ * interrupt context on every kernel (the API's promise that writers may run there is tested
+ * with it on PREEMPT_RT). A timer is started in the mode it was set up with.
+ */
+static enum hrtimer_mode seqshm_selftest_mode(void)
+{
+	return selftest_hard ? HRTIMER_MODE_REL_HARD : HRTIMER_MODE_REL;
+}
+
+/* Under selftest_mutex (or in init, before anything else uses it), the timer stopped. */
+static void seqshm_selftest_timer_setup(void)
+{
+	hrtimer_init(&selftest_timer, CLOCK_MONOTONIC, seqshm_selftest_mode());
+	selftest_timer.function = seqshm_selftest_tick;
+	selftest_timer_ready = true;
+}
+
 /* Under selftest_mutex, with the channel created. */
 static void seqshm_selftest_restart(void)
 {
 	hrtimer_cancel(&selftest_timer);
 	if (selftest_period_ns)
-		hrtimer_start(&selftest_timer, ns_to_ktime(selftest_period_ns), HRTIMER_MODE_REL);
+		hrtimer_start(&selftest_timer, ns_to_ktime(selftest_period_ns),
+			      seqshm_selftest_mode());
 }
 
 /* Under selftest_mutex: a channel with the current selftest_bytes and selftest_slots. */
@@ -116,7 +143,7 @@ static int seqshm_selftest_geometry_set(const char *val, const struct kernel_par
 	unsigned int v;
 	int ret;
 
-	ret = kstrtouint(val, 0, &v);
+	ret = seqshm_param_uint(val, &v);
 	if (ret)
 		return ret;
 	if (kp->arg == &selftest_bytes && (v < 8 || v > SZ_16M || v % 8))
@@ -150,7 +177,7 @@ static int seqshm_selftest_period_set(const char *val, const struct kernel_param
 	unsigned int us;
 	int ret;
 
-	ret = kstrtouint(val, 0, &us);
+	ret = seqshm_param_uint(val, &us);
 	if (ret)
 		return ret;
 	if (us && (us < SELFTEST_PERIOD_MIN_US || us > SELFTEST_PERIOD_MAX_US))
@@ -173,6 +200,38 @@ module_param_cb(selftest_period_us, &seqshm_selftest_period_ops, &selftest_perio
 MODULE_PARM_DESC(selftest_period_us,
 		 "selftest write period in us, 10 to 10000000, 0 = stopped (default 100; writable at run time)");
 
+static int seqshm_selftest_hard_set(const char *val, const struct kernel_param *kp)
+{
+	bool hard;
+	int ret;
+
+	ret = kstrtobool(val, &hard);
+	if (ret)
+		return ret;
+	mutex_lock(&selftest_mutex);
+	if (selftest_timer_ready && hard != selftest_hard) {
+		/* A timer's expiry mode is fixed when it is set up: stop, set up again, start. */
+		hrtimer_cancel(&selftest_timer);
+		selftest_hard = hard;
+		seqshm_selftest_timer_setup();
+		if (selftest_ch)
+			seqshm_selftest_restart();
+	} else {
+		selftest_hard = hard;
+	}
+	mutex_unlock(&selftest_mutex);
+	return 0;
+}
+
+static const struct kernel_param_ops seqshm_selftest_hard_ops = {
+	.set = seqshm_selftest_hard_set,
+	.get = param_get_bool,
+};
+
+module_param_cb(selftest_hard, &seqshm_selftest_hard_ops, &selftest_hard, 0644);
+MODULE_PARM_DESC(selftest_hard,
+		 "1: the selftest timer expires in hard interrupt context on PREEMPT_RT too (HRTIMER_MODE_REL_HARD; default 0; writable at run time)");
+
 /**
  * seqshm_selftest_init() - create /dev/seqshm/selftest and start its timer.
  *
@@ -182,11 +241,11 @@ int seqshm_selftest_init(void)
 {
 	struct seqshm_channel *ch;
 
-	hrtimer_init(&selftest_timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL);
-	selftest_timer.function = seqshm_selftest_tick;
 	mutex_lock(&selftest_mutex);
+	seqshm_selftest_timer_setup();
 	ch = seqshm_selftest_create();
 	if (IS_ERR(ch)) {
+		selftest_timer_ready = false;
 		mutex_unlock(&selftest_mutex);
 		pr_err("cannot create the selftest channel: %pe\n", ch);
 		return PTR_ERR(ch);
@@ -211,8 +270,9 @@ void seqshm_selftest_exit(void)
 	 * pointer after: the callback uses selftest_ch. Under the mutex no sysfs write restarts
 	 * the timer in between.
 	 */
-	if (ch)
+	if (selftest_timer_ready)
 		hrtimer_cancel(&selftest_timer);
+	selftest_timer_ready = false;
 	selftest_ch = NULL;
 	mutex_unlock(&selftest_mutex);
 	seqshm_channel_destroy(ch);

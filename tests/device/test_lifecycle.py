@@ -118,6 +118,30 @@ def test_bad_runtime_parameters_are_einval(dev, param, bad):
     assert dev.read_param(param) == old
 
 
+@pytest.mark.parametrize("param", ["selftest_period_us", "selftest_bytes", "selftest_slots",
+                                   "cpustat_hz"])
+@pytest.mark.parametrize("bad", [str(2**32), str(2**64), "99999999999999999999999"])
+def test_parameter_too_large_for_its_type_is_einval(dev, param, bad):
+    """A number of 2^32 or more is a bad value like any other: EINVAL (kstrtouint() alone
+    says ERANGE), and the old value stays."""
+    old = dev.read_param(param)
+    with dev.expect_errno(errno.EINVAL):
+        dev.write_param(param, bad)
+    assert dev.read_param(param) == old
+
+
+def test_load_parameter_too_large_is_einval(dev, reloadable):
+    assert dev.rmmod().returncode == 0
+    r = subprocess.run(dev._tool("insmod") + [os.environ["SEQSHM_KO"],
+                                              f"selftest_period_us={2**32}"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert not dev.loaded()
+    # busybox insmod and kmod print strerror() of the load's error
+    assert "Invalid argument" in r.stdout + r.stderr, r.stdout + r.stderr
+    dev.insmod()
+
+
 @pytest.mark.parametrize("param,bad", [("selftest_bytes", "12"), ("selftest_bytes", "0"),
                                        ("selftest_slots", "3"), ("selftest_slots", "0")])
 def test_bad_geometry_at_run_time_is_einval_and_keeps_channel(dev, param, bad):

@@ -3,6 +3,9 @@
 import errno
 import mmap
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -147,3 +150,49 @@ def test_mappings_are_counted_and_released(dev):
         assert after.maps_active == before.maps_active
     finally:
         os.close(fd)
+
+
+MADVISE_CHILD = r"""
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+flags = mmap.MAP_PRIVATE if sys.argv[2] == "private" else mmap.MAP_SHARED
+with mmap.mmap(fd, 4096, prot=mmap.PROT_READ) as first:
+    size = int.from_bytes(first[16:24], "little")
+m = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
+before = m[:]
+m.madvise(mmap.MADV_DONTNEED)  # zaps every page of the mapping
+after = m[:]                   # SIGBUS here without a fault handler
+sys.stdout.buffer.write(b"%d %d\n" % (before == after, len(after)))
+"""
+
+
+@pytest.mark.parametrize("kind", ["shared", "private"])
+def test_mapping_reads_again_after_madvise_dontneed(dev, selftest_period, kind):
+    """madvise(MADV_DONTNEED) drops the mapping's pages; the next access maps the region's
+    pages again (a fault handler), with the same bytes, and the mapping stays read-only. In
+    a child process, so that a SIGBUS fails this test rather than killing pytest."""
+    selftest_period(0)  # nothing changes between the two copies
+    time.sleep(0.05)
+    r = subprocess.run([sys.executable, "-c", MADVISE_CHILD, dev.SELFTEST, kind],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"child died (rc {r.returncode}, -7 is SIGBUS): {r.stderr}"
+    same, size = map(int, r.stdout.split())
+    assert same == 1, "the bytes read after MADV_DONTNEED differ from those before"
+    with dev.mapped() as (fd, m, h):
+        assert size == h["region_size"]
+        m.madvise(mmap.MADV_DONTNEED)
+        h2 = dev.header(m)
+        assert h2 == h and h2["magic"] == dev.MAGIC
+        off = h["payload_offset"] + (dev.head(m) & (h["nr_slots"] - 1)) * h["slot_stride"]
+        assert m[off:off + h["payload_size"]] == os.read(fd, h["payload_size"])
+        # Refaulted pages are as read-only as the first ones.
+        addr = dev.raw_mmap(fd, dev.PAGE, mmap.PROT_READ)
+        try:
+            dev.libc.madvise.argtypes = [dev.ctypes.c_void_p, dev.ctypes.c_size_t,
+                                         dev.ctypes.c_int]
+            assert dev.libc.madvise(addr, dev.PAGE, mmap.MADV_DONTNEED) == 0
+            assert dev.ctypes.string_at(addr, 8) == dev.MAGIC.to_bytes(8, "little")
+            rc = dev.libc.mprotect(addr, dev.PAGE, mmap.PROT_READ | mmap.PROT_WRITE)
+            assert rc == -1 and dev.ctypes.get_errno() == errno.EACCES
+        finally:
+            dev.raw_munmap(addr, dev.PAGE)

@@ -104,3 +104,23 @@ def test_read_marks_version_seen(dev, fd, selftest_period):
     p = select.poll()
     p.register(fd, select.POLLIN)
     assert p.poll(100) == []
+
+
+def test_readv_returns_one_payload_whatever_the_buffers(dev, fd):
+    """One read call is one payload: readv() scatters one consistent copy over its buffers in
+    order (the VFS would otherwise call read once per buffer and return several copies)."""
+    n = dev.info(fd).payload_size
+    a, b = bytearray(n), bytearray(b"\xaa" * n)
+    assert os.readv(fd, [a, b]) == n
+    words = np.frombuffer(a, dtype=np.uint64)
+    assert words[0] > 0 and (words == words[0]).all()
+    assert b == b"\xaa" * n, "readv() wrote a second copy into the second buffer"
+    assert dev.info(fd).seen == words[0]
+    # Split across buffers: still one copy, in order.
+    parts = [bytearray(8), bytearray(n // 2 - 8), bytearray(n - n // 2)]
+    assert os.readv(fd, parts) == n
+    words = np.frombuffer(b"".join(parts), dtype=np.uint64)
+    assert (words == words[0]).all(), "the copy scattered over three buffers is torn"
+    # Too little room in all of them together: EINVAL, as for read().
+    with dev.expect_errno(errno.EINVAL):
+        os.readv(fd, [bytearray(n // 2), bytearray(n // 2 - 8)])

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Compile checks of module/ against both provisioned kernels (W=1 and sparse warnings fail) plus
-# checkpatch --strict, by running the module's own module/check.sh with the right headers.
+# Compile checks of module/ against the three provisioned kernels (W=1 and sparse warnings fail)
+# plus checkpatch --strict, by running the module's own module/check.sh with the right headers.
 #
-# Usage: tests/vm/check_module.sh [KERNEL...]     KERNEL is 6.1 and/or 6.12 (default: both)
+# Usage: tests/vm/check_module.sh [KERNEL...]     KERNEL is 6.1, 6.12 and/or 6.12-rt (default: all three)
 # env:   CHECKPATCH=/path/to/checkpatch.pl to use that one; otherwise it is taken from PATH,
 #        from the cache, or extracted once from Debian's linux-source-6.1 package into
 #        tests/vm/.cache/checkpatch/ (the installed /usr/src tarball if present, else
@@ -14,7 +14,7 @@ cache=${SEQSHM_VM_CACHE:-$here/.cache}
 log() { printf 'check_module: %s\n' "$*" >&2; }
 
 kernels=("$@")
-[ ${#kernels[@]} -gt 0 ] || kernels=(6.1 6.12)
+[ ${#kernels[@]} -gt 0 ] || kernels=(6.1 6.12 6.12-rt)
 [ -x "$repo/module/check.sh" ] || { log "error: $repo/module/check.sh missing"; exit 1; }
 
 "$here/provision.sh" "${kernels[@]}"

@@ -3,7 +3,7 @@
 #
 # Written into the initramfs by tests/vm/vmharness.py together with /etc/seqshm-vm.conf, which
 # sets (all host paths are absolute and valid inside `chroot /host` unchanged):
-#   VM_KERNEL   "6.1" or "6.12" (exported to the tests as SEQSHM_VM_KERNEL)
+#   VM_KERNEL   "6.1", "6.12" or "6.12-rt" (exported to the tests as SEQSHM_VM_KERNEL)
 #   VM_MODULES  in-tree modules to insmod, in dependency order (files under /lib/modules)
 #   VM_TMP_KEEP entries of the host's /tmp to keep visible over the guest's tmpfs /tmp
 #   VM_REPO     repository root (pytest's cwd and --rootdir)

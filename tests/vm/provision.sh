@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Provisions what the VM tests need: host packages and two Debian kernels (image + headers) in tests/vm/.cache.
+# Provisions what the VM tests need: host packages and three Debian kernels (image + headers) in
+# tests/vm/.cache.
 #
-# Usage: tests/vm/provision.sh [KERNEL...]     KERNEL is "6.1" and/or "6.12" (default: both)
+# Usage: tests/vm/provision.sh [KERNEL...]     KERNEL is "6.1", "6.12" and/or "6.12-rt"
+#                                              (default: all three)
 #
 # Idempotent: when everything is in place it only runs dpkg-query/apt-cache (well under a second).
 # For each kernel it writes tests/vm/.cache/kernels/<KERNEL>/kernel.env (shell syntax, read by
@@ -16,6 +18,8 @@
 #      /usr/src; the matching image is fetched (apt-get download + dpkg -x), never installed.
 # 6.12: linux-image-6.12-amd64 / linux-headers-6.12-amd64 from bookworm-security; image,
 #      headers, -common headers and kbuild are all extracted into the cache, never installed.
+# 6.12-rt: the same for the PREEMPT_RT flavour, linux-image-6.12-rt-amd64 /
+#      linux-headers-6.12-rt-amd64 (its headers need -common-rt instead of -common).
 # Versions are resolved from apt's metadata each time, so a new upload is picked up after
 # `apt-get update`.
 set -euo pipefail
@@ -33,9 +37,9 @@ need_root() {
 }
 
 kernels=("$@")
-[ ${#kernels[@]} -gt 0 ] || kernels=(6.1 6.12)
+[ ${#kernels[@]} -gt 0 ] || kernels=(6.1 6.12 6.12-rt)
 for k in "${kernels[@]}"; do
-	case $k in 6.1|6.12) ;; *) die "unknown kernel '$k' (expected 6.1 or 6.12)" ;; esac
+	case $k in 6.1|6.12|6.12-rt) ;; *) die "unknown kernel '$k' (expected 6.1, 6.12 or 6.12-rt)" ;; esac
 done
 
 # One provisioning at a time per cache (two pytest sessions may start together).
@@ -158,30 +162,34 @@ provision_61() {
 	write_env 6.1 "$kver" "$pv" "$root" "/usr/src/$hdr"
 }
 
-# ---- 6.12: image, headers, -common headers and kbuild all extracted into the cache -------------
+# ---- 6.12 and 6.12-rt: image, headers, -common headers and kbuild all extracted into the cache --
+# provision_612 NAME FLAVOUR: NAME is the cache name (6.12, 6.12-rt), FLAVOUR the Debian flavour
+# (amd64, rt-amd64) of the meta-packages linux-image-6.12-FLAVOUR / linux-headers-6.12-FLAVOUR.
 provision_612() {
+	local name=$1 flavour=$2
 	local img pv kver root common kbuild kdir
 	local meta
-	meta=$(apt-cache show --no-all-versions linux-image-6.12-amd64 2>/dev/null || true)
+	meta=$(apt-cache show --no-all-versions "linux-image-6.12-$flavour" 2>/dev/null || true)
 	if [ -z "$meta" ]; then
 		apt_update
-		meta=$(apt-cache show --no-all-versions linux-image-6.12-amd64 2>/dev/null || true)
+		meta=$(apt-cache show --no-all-versions "linux-image-6.12-$flavour" 2>/dev/null || true)
 	fi
 	pv=$(printf '%s\n' "$meta" | sed -n 's/^Version: //p' | head -n1)
-	[ -n "$pv" ] || die "no linux-image-6.12-amd64 in apt's sources (needs bookworm-security)"
-	img=$(printf '%s\n' "$meta" | depends_matching - '^linux-image-6\.12\.' | head -n1)
-	[ -n "$img" ] || die "cannot resolve the image linux-image-6.12-amd64 depends on"
+	[ -n "$pv" ] || die "no linux-image-6.12-$flavour in apt's sources (needs bookworm-security)"
+	img=$(printf '%s\n' "$meta" | depends_matching - "^linux-image-6\\.12\\..*-$flavour\$" | head -n1)
+	[ -n "$img" ] || die "cannot resolve the image linux-image-6.12-$flavour depends on"
 	kver=${img#linux-image-}
-	if up_to_date 6.12 "$kver" "$pv"; then
-		log "6.12 up to date: $kver ($pv)"
+	if up_to_date "$name" "$kver" "$pv"; then
+		log "$name up to date: $kver ($pv)"
 		return
 	fi
-	common=$(depends_matching "linux-headers-$kver" '^linux-headers-.*-common$' | head -n1)
+	# -common for amd64, -common-rt for rt-amd64.
+	common=$(depends_matching "linux-headers-$kver" '^linux-headers-.*-common(-rt)?$' | head -n1)
 	kbuild=$(depends_matching "linux-headers-$kver" '^linux-kbuild-' | head -n1)
 	[ -n "$common" ] && [ -n "$kbuild" ] ||
 		die "cannot resolve -common/kbuild packages of linux-headers-$kver"
-	root=$cache/kernels/6.12/root
-	rm -rf "$cache/kernels/6.12"
+	root=$cache/kernels/$name/root
+	rm -rf "${cache:?}/kernels/$name"
 	mkdir -p "$root"
 	fetch "$root" "linux-image-$kver=$pv" "linux-headers-$kver=$pv" "$common=$pv" "$kbuild=$pv"
 	kdir=$root/usr/src/linux-headers-$kver
@@ -190,13 +198,14 @@ provision_612() {
 	sed -i "s|/usr/src/|$root/usr/src/|g" "$kdir/Makefile"
 	grep -q "$root/usr/src/linux-headers-" "$kdir/Makefile" || die "unexpected $kdir/Makefile"
 	[ -x "$kdir/scripts/basic/fixdep" ] || die "$kdir/scripts/basic/fixdep missing (kbuild package)"
-	write_env 6.12 "$kver" "$pv" "$root" "$kdir"
+	write_env "$name" "$kver" "$pv" "$root" "$kdir"
 }
 
 mkdir -p "$cache/kernels"
 for k in "${kernels[@]}"; do
 	case $k in
 	6.1) provision_61 ;;
-	6.12) provision_612 ;;
+	6.12) provision_612 6.12 amd64 ;;
+	6.12-rt) provision_612 6.12-rt rt-amd64 ;;
 	esac
 done

@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-KERNELS = ("6.1", "6.12")
+KERNELS = ("6.1", "6.12", "6.12-rt")
 # The module's own tests, and the reader tests that run one body on two backends, here on the
 # kernel's (the userspace backend of those runs on the host, faster than under TCG).
 DEFAULT_PYTEST_ARGS = (
@@ -748,7 +748,8 @@ def run_kernel(kernel: str, opts: Options) -> RunResult:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="tests/vm/run.py",
-        description="Build seqshm.ko and run the guest tests in QEMU on Debian's 6.1/6.12 kernels.",
+        description="Build seqshm.ko and run the guest tests in QEMU on Debian's 6.1, 6.12 and "
+        "6.12-rt (PREEMPT_RT) kernels.",
     )
     ap.add_argument(
         "--kernel",

@@ -5,8 +5,10 @@
  * A producer creates a channel (a region laid out as in <uapi/linux/seqshm.h>, shown at
  * /dev/seqshm/<name>), then writes to it from any context but NMI: write_begin() returns the
  * payload of the slot being written, write_end() publishes it; or publish() copies a buffer.
- * Writers never sleep and never wait for readers. Writers of one channel are serialized by a
- * spinlock taken with interrupts saved between write_begin() and write_end().
+ * Writers never sleep and never wait for readers, and take no lock that can sleep on any
+ * kernel, PREEMPT_RT included (so hard interrupt context is fine): writers of one channel are
+ * serialized by a raw spinlock taken with interrupts saved between write_begin() and
+ * write_end(), and pollers are woken from an irq_work, not from the writer's context.
  */
 #ifndef _LINUX_SEQSHM_H
 #define _LINUX_SEQSHM_H
