@@ -15,10 +15,11 @@ from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock,
                                PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_release_lock, PyThread_type_lock)
 from cpython.ref cimport Py_INCREF
-from libc.errno cimport errno
+from libc.errno cimport EACCES, EAGAIN, errno
 from libc.stdint cimport UINT64_MAX, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset, strncpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.unistd cimport close as c_close, getpid
 
 cdef extern from "<sys/mman.h>" nogil:
     int madvise(void *addr, size_t length, int advice)
@@ -72,6 +73,9 @@ STATE_OPEN = SEQSHM_STATE_OPEN
 STATE_CLOSED = SEQSHM_STATE_CLOSED
 STATE_REPLACED = SEQSHM_STATE_REPLACED
 IOC_INFO = SEQSHM_IOC_INFO
+WAKE_F_FENCE = SEQSHM_WAKE_F_FENCE
+WAITERS_MAGIC = SEQSHM_WAITERS_MAGIC
+WAKE_HEAL_AFTER = SEQSHM_WAKE_HEAL_AFTER
 INFO_ACK = SEQSHM_INFO_ACK
 
 
@@ -184,6 +188,9 @@ cdef dict _header_dict(const seqshm_header *h):
         "clock_id": h.clock_id,
         "writer_pid": h.writer_pid,
         "writer_start": h.writer_start,
+        "waiters_dev": h.waiters_dev,
+        "waiters_ino": h.waiters_ino,
+        "wake_flags": h.wake_flags,
         "name": h.name.decode("ascii"),
         "itemsize": h.itemsize,
         "nr_fields": h.nr_fields,
@@ -216,8 +223,11 @@ def check_header(bytes data not None, uint64_t file_size=0, str path=None):
 
 
 def build_header(str name not None, uint32_t nr_slots, tuple shape not None, element,
-                 uint32_t writer_pid=0, uint64_t writer_start=0):
+                 uint32_t writer_pid=0, uint64_t writer_start=0, *, uint64_t waiters_dev=0,
+                 uint64_t waiters_ino=0, uint32_t wake_flags=0):
     """The header bytes (magic still 0) of a region for ``element`` and ``shape``, and its size.
+    ``waiters_dev``/``waiters_ino`` name the sidecar of sleeping readers (0: none),
+    ``wake_flags`` is SEQSHM_WAKE_*.
 
     Raises ValueError when the layout cannot be built.
     """
@@ -250,6 +260,9 @@ def build_header(str name not None, uint32_t nr_slots, tuple shape not None, ele
                             why, sizeof(why))
     if rc != SEQSHM_OK:
         raise ValueError(why.decode("utf-8", "replace"))
+    h.waiters_dev = waiters_dev
+    h.waiters_ino = waiters_ino
+    h.wake_flags = wake_flags
     return (<char *>&h)[:sizeof(h)], h.region_size
 
 
@@ -269,6 +282,7 @@ def mark_state(int fd, uint32_t state, str path=None):
     if seqshm_load_relaxed_magic(h) != SEQSHM_MAGIC:
         return False
     seqshm_write_close(h, state)
+    seqshm_wake_all(h)  # its sleeping readers see the end now, not at their next check
     return True
 
 
@@ -282,7 +296,9 @@ def abi_layout():
     cdef seqshm_slot s
     cdef seqshm_field f
     cdef seqshm_ioc_info info
+    cdef seqshm_waiters w
     cdef size_t hb = <size_t>&h, sb = <size_t>&s, fb = <size_t>&f, ib = <size_t>&info
+    cdef size_t wb = <size_t>&w
     return {
         "header": {
             "size": sizeof(h),
@@ -303,6 +319,9 @@ def abi_layout():
             "ndim": <size_t>&h.ndim - hb,
             "shape": <size_t>&h.shape - hb,
             "writer_start": <size_t>&h.writer_start - hb,
+            "waiters_dev": <size_t>&h.waiters_dev - hb,
+            "waiters_ino": <size_t>&h.waiters_ino - hb,
+            "wake_flags": <size_t>&h.wake_flags - hb,
             "fields": <size_t>&h.fields - hb,
             "head": <size_t>&h.head - hb,
             "state": <size_t>&h.state - hb,
@@ -322,12 +341,70 @@ def abi_layout():
             "size_": <size_t>&f.size - fb,
             "flags": <size_t>&f.flags - fb,
         },
+        "waiters": {
+            "size": sizeof(w),
+            "magic": <size_t>&w.magic - wb,
+            "channel_dev": <size_t>&w.channel_dev - wb,
+            "channel_ino": <size_t>&w.channel_ino - wb,
+            "count": <size_t>&w.count - wb,
+        },
         "ioc_info": {
             "size": sizeof(info),
             "head": <size_t>&info.head - ib,
             "seen": <size_t>&info.seen - ib,
         },
     }
+
+
+@cython.final
+cdef class WaitersFile:
+    """The sidecar of a channel's sleeping readers (struct seqshm_waiters, one page), mapped
+    read-write, in the writer and in each reader alike. Takes ``fd`` over (closed when the
+    object goes; on failure the caller keeps it): a reader's fd carries its read lock on the
+    sidecar while it is counted. Guarded like a channel mapping: a rogue reader that truncates
+    the file spoils only the wake-ups (the pages then read as zero)."""
+
+    cdef void *addr
+    cdef seqshm_guard *guard
+    cdef int fd
+    cdef int pid            # the process that mapped it: a forked child opens its own
+    cdef int sleepers       # a reader's calls asleep now (changed with the GIL held)
+
+    def __cinit__(self, int fd):
+        cdef void *p = mmap(NULL, SEQSHM_ALIGN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        self.addr = NULL
+        self.fd = -1
+        if p == MAP_FAILED:
+            raise OSError(errno, os.strerror(errno))
+        self.guard = seqshm_guard_add(p, SEQSHM_ALIGN, 0, 1)
+        if self.guard == NULL:
+            munmap(p, SEQSHM_ALIGN)
+            raise OSError(errno, f"cannot guard the mapping: {os.strerror(errno)}")
+        self.addr = p
+        self.fd = fd
+        self.pid = getpid()
+
+    def __dealloc__(self):
+        if self.addr != NULL:
+            seqshm_guard_remove(self.guard)
+            munmap(self.addr, SEQSHM_ALIGN)
+        if self.fd >= 0:
+            c_close(self.fd)
+
+    @property
+    def count(self):
+        """Readers counted as asleep now (advisory: see linux/seqshm.h)."""
+        return _load_waiters_count(<seqshm_waiters *>self.addr)
+
+
+cdef inline uint32_t _load_waiters_count(seqshm_waiters *w) noexcept nogil:
+    return (<volatile uint32_t *>&w.count)[0]
+
+
+def membarrier_register():
+    """Register this process for MEMBARRIER_CMD_GLOBAL_EXPEDITED, once: True if it is (a
+    writer then needs no fence per write: its readers' membarrier() orders for it)."""
+    return seqshm_membarrier_register() == 0
 
 
 def monotonic_ns():
@@ -511,6 +588,8 @@ cdef class ReaderEngine(_Channel):
     cdef uint64_t _timeout_ns
     cdef uint64_t _timeouts
     cdef bint _follow               # look at the state word on every snapshot (tail -F mode)
+    cdef WaitersFile _waiters       # the sidecar of sleeping readers, or None: poll
+    cdef bint _wake_fence           # the writer fences every write: no membarrier() here
 
     def _attach(self, str path not None, bytes header not None, Mapping m not None,
                 uint64_t file_size=0):
@@ -524,11 +603,18 @@ cdef class ReaderEngine(_Channel):
         memset(&self.r, 0, sizeof(self.r))
         memset(&self.meta, 0, sizeof(self.meta))
         seqshm_geometry_init(&self.r.g, m.addr, &h)
+        self._waiters = None  # the new channel's sidecar is attached by _set_waiters()
 
     def _detach(self):
         """Forget the mapping: calls in other threads finish on the copy they hold; views keep
         their memory mapped until they are gone."""
+        if self._waiters is not None and self._waiters.sleepers and self._map is not None:
+            # Our own threads asleep in the futex: wake them to raise ClosedError now (the
+            # channel's other sleepers wake too, find nothing new and sleep again; a wake
+            # needs no write access to the mapping).
+            seqshm_wake_all(<seqshm_header *>self._map.addr)
         self._map = None
+        self._waiters = None
         memset(&self.r.g, 0, sizeof(self.r.g))
 
     cdef seqshm_geometry *_geometry(self):
@@ -554,6 +640,62 @@ cdef class ReaderEngine(_Channel):
 
     def _set_follow(self, bint follow):
         self._follow = follow
+
+    def _set_waiters(self, WaitersFile waiters, bint fence):
+        """Sleep through ``waiters``, the channel's sidecar (None: poll instead); ``fence``:
+        the header's SEQSHM_WAKE_F_FENCE."""
+        self._waiters = waiters
+        self._wake_fence = fence
+
+    @property
+    def _has_waiters(self):
+        return self._waiters is not None
+
+    def _futex_sleep(self, uint64_t target, double seconds):
+        """Sleep in the kernel, the GIL released, until head passes ``target``, the channel
+        ends, a signal or ``seconds``. 0: look again (woken, or no need to sleep); 2: the
+        same, after sleeping the whole ``seconds``; 1: cannot sleep just now (the writer is
+        resetting the count), poll once; -1: no usable sidecar (dropped: a forked child, a
+        truncated sidecar, membarrier() refused), poll.
+
+        A reader's calls asleep at once (threads) share its one read lock on the sidecar,
+        taken by the first and dropped by the last: OFD locks belong to the open file, not to
+        a thread.
+        """
+        cdef WaitersFile wf = self._waiters
+        cdef Mapping keep = self._map  # holds the header mapping while the GIL is released
+        cdef const seqshm_header *h
+        cdef uint32_t *count
+        cdef uint64_t ns
+        cdef int fence = self._wake_fence
+        cdef int rc
+        if wf is None or keep is None:
+            return -1
+        if wf.pid != getpid() or seqshm_guard_damaged(wf.guard):
+            self._waiters = None
+            return -1
+        if wf.sleepers == 0:
+            rc = seqshm_wake_lock(wf.fd, 1)
+            if rc == -EAGAIN or rc == -EACCES:
+                return 1
+            if rc != 0:
+                self._waiters = None
+                return -1
+        wf.sleepers += 1
+        h = <const seqshm_header *>keep.addr
+        count = &(<seqshm_waiters *>wf.addr).count
+        ns = <uint64_t>(seconds * 1e9) if seconds > 0 else 0
+        with nogil:
+            rc = seqshm_wake_wait(h, count, fence, target, ns)
+        wf.sleepers -= 1
+        if wf.sleepers == 0:
+            seqshm_wake_lock(wf.fd, 0)
+        if rc == SEQSHM_WAKE_ENOBARRIER:
+            if self._waiters is wf:
+                self._waiters = None
+            return -1
+        PyErr_CheckSignals()  # Ctrl-C ends the futex sleep (EINTR): raise it now
+        return 2 if rc == SEQSHM_ETIMEDOUT else 0
 
     def _mark_read(self, uint64_t write_seq, uint64_t timestamp_ns):
         """Count ``write_seq`` as read (history() returned it): seq, timestamp_ns and wait()
@@ -850,6 +992,7 @@ cdef class WriterEngine(_Channel):
     cdef PyThread_type_lock _lock   # serializes writes that run with the GIL released
     cdef bint _foreign              # set in a forked child: this process is not the writer
     cdef object _foreign_why
+    cdef WaitersFile _waiters       # the sidecar of sleeping readers, or None
 
     def __cinit__(self, *args, **kwargs):
         self._lock = PyThread_allocate_lock()
@@ -874,8 +1017,22 @@ cdef class WriterEngine(_Channel):
         m = _map_fd(fd, h.region_size, True, path, h.nr_slots)
         self._setup(path, &h, m)
         seqshm_geometry_init(&self.w.g, m.addr, &h)
+        seqshm_waker_init(&self.w.wake, <seqshm_header *>m.addr,
+                          h.wake_flags & SEQSHM_WAKE_F_FENCE)
         self.w.head = (<seqshm_header *>m.addr).head
         seqshm_header_publish(<seqshm_header *>m.addr)
+
+    def _set_waiters(self, WaitersFile waiters):
+        """Wake the readers that count themselves in ``waiters`` (the sidecar the header
+        names) after each write; None: nobody."""
+        self._enter()
+        try:
+            self._waiters = waiters
+            seqshm_waker_attach(&self.w.wake,
+                                NULL if waiters is None else <seqshm_waiters *>waiters.addr,
+                                -1 if waiters is None else waiters.fd)
+        finally:
+            self._leave()
 
     cdef seqshm_geometry *_geometry(self):
         return &self.w.g
@@ -990,6 +1147,9 @@ cdef class WriterEngine(_Channel):
             if self._map is None:
                 return
             seqshm_write_close(<seqshm_header *>self.w.g.base, state)
+            seqshm_wake_all(<seqshm_header *>self.w.g.base)  # after the state: see wake.h
+            seqshm_waker_attach(&self.w.wake, NULL, -1)
+            self._waiters = None
             self._map = None
             memset(&self.w.g, 0, sizeof(self.w.g))
         finally:
@@ -1058,6 +1218,26 @@ def _bench_write_pattern(WriterEngine w not None, uint64_t count):
     finally:
         w._leave()
     return w.w.head
+
+
+def _bench_wake_stats(WriterEngine w not None):
+    """Test hook: (FUTEX_WAKE calls after writes, stale counts reset) of this writer."""
+    return w.w.wake.wakes, w.w.wake.resets
+
+
+def _bench_wake_enable(WriterEngine w not None, bint on):
+    """Benchmark hook: stop (or resume) looking at the sidecar's count after each write, as a
+    writer with no sidecar does (the baseline of the writer's cost per write)."""
+    w._enter()
+    try:
+        wf = w._waiters
+        if on and wf is not None:
+            seqshm_waker_attach(&w.w.wake, <seqshm_waiters *>(<WaitersFile>wf).addr,
+                                (<WaitersFile>wf).fd)
+        else:
+            seqshm_waker_attach(&w.w.wake, NULL, -1)
+    finally:
+        w._leave()
 
 
 def _bench_stall_mid_write(WriterEngine w not None, uint64_t words):

@@ -16,7 +16,10 @@ cdef extern from "linux/seqshm.h" nogil:
         SEQSHM_STATE_OPEN
         SEQSHM_STATE_CLOSED
         SEQSHM_STATE_REPLACED
+        SEQSHM_WAKE_F_FENCE
+        SEQSHM_WAKE_HEAL_AFTER
     unsigned long long SEQSHM_MAGIC
+    unsigned long long SEQSHM_WAITERS_MAGIC
     unsigned long long SEQSHM_SLOTS_OFFSET
 
     struct seqshm_field:
@@ -50,9 +53,18 @@ cdef extern from "linux/seqshm.h" nogil:
         uint32_t ndim
         uint64_t shape[8]
         uint64_t writer_start
+        uint64_t waiters_dev
+        uint64_t waiters_ino
+        uint32_t wake_flags
         seqshm_field fields[32]
         uint64_t head
         uint32_t state
+
+    struct seqshm_waiters:
+        uint64_t magic
+        uint64_t channel_dev
+        uint64_t channel_ino
+        uint32_t count
 
     # Device interface of the kernel module
     enum:
@@ -64,6 +76,25 @@ cdef extern from "linux/seqshm.h" nogil:
         uint32_t flags
         uint64_t head
         uint64_t seen
+
+cdef extern from "wake.h" nogil:
+    struct seqshm_waker:
+        uint32_t *count
+        int fd
+        int fence
+        uint64_t wakes
+        uint64_t resets
+
+    enum:
+        SEQSHM_WAKE_ENOBARRIER
+
+    void seqshm_waker_init(seqshm_waker *wk, seqshm_header *h, int fence)
+    void seqshm_waker_attach(seqshm_waker *wk, seqshm_waiters *w, int fd)
+    void seqshm_wake_all(seqshm_header *h)
+    int seqshm_membarrier_register()
+    int seqshm_wake_lock(int fd, int lock)
+    int seqshm_wake_wait(const seqshm_header *h, uint32_t *count, int fence, uint64_t target,
+                         uint64_t timeout_ns)
 
 cdef extern from "protocol.h" nogil:
     enum:
@@ -103,6 +134,7 @@ cdef extern from "protocol.h" nogil:
         uint64_t head
         uint32_t slot
         int in_write
+        seqshm_waker wake
 
     const seqshm_header *seqshm_hdr(const seqshm_geometry *g)
     const seqshm_slot *seqshm_slot_ctl(const seqshm_geometry *g, uint32_t slot)

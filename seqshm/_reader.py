@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
 import math
 import mmap
@@ -23,6 +24,7 @@ from seqshm import _core
 from seqshm._errors import ChannelEnded, ClosedError, FileTruncated, FormatError, ReadTimeout
 from seqshm._lifecycle import ChannelState, lock_is_free, process_start_time, same_file
 from seqshm._types import History, ReaderStats, Sample
+from seqshm._writer import waiters_path
 
 __all__ = ["Reader"]
 
@@ -36,6 +38,30 @@ POLL_MAX_S = 1e-3
 
 _LAYOUT = _core.abi_layout()["ioc_info"]
 _INFO_STRUCT = struct.Struct(f"=II{_LAYOUT['size'] - 8}x")
+_WAITERS = _core.abi_layout()["waiters"]
+_WAITERS_ID = struct.Struct("=QQQ")  # magic, channel_dev, channel_ino: line 0 of the sidecar
+#: How long a reader polls, once, when the writer is resetting the sidecar's count.
+_RESET_POLL_S = 20e-6
+
+_sleep_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _sleepers() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads in which wait_async() sleeps in the kernel (a futex cannot be polled by an
+    event loop): each waiting task holds one for at most CHECK_INTERVAL_S at a time."""
+    global _sleep_pool
+    if _sleep_pool is None:
+        _sleep_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=64, thread_name_prefix="seqshm-wait")
+    return _sleep_pool
+
+
+def _forget_sleepers() -> None:
+    global _sleep_pool
+    _sleep_pool = None  # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_sleepers)
 
 
 def _open_region(path: str) -> tuple[int, bool, bytes, int, _core.Mapping]:
@@ -113,6 +139,7 @@ class Reader(_core.ReaderEngine):
         self._fd = fd
         self._attach(p, header, m, size)
         self._set_follow(self._follow_path)
+        self._next_waiters_try = 0.0  # the sidecar is opened by the first wait, if any
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", -1)
@@ -240,6 +267,7 @@ class Reader(_core.ReaderEngine):
             self._attach(self.path, header, m, size)
             self._generation += 1
             os.close(old)
+            self._next_waiters_try = 0.0  # the new channel's sidecar, at the next wait
         return True
 
     def _replaced(self) -> None:
@@ -424,6 +452,62 @@ class Reader(_core.ReaderEngine):
                 return target
         raise self._ended_error(state)
 
+    def _open_waiters(self) -> None:
+        """Sleep through the channel's sidecar from now on, if the header names one and the
+        file at its place is it (st_dev and st_ino as the header says, and it names our
+        channel file back); else poll, and look again in CHECK_INTERVAL_S."""
+        self._next_waiters_try = time.monotonic() + CHECK_INTERVAL_S
+        h = self.header
+        if not h["waiters_ino"]:
+            return
+        try:
+            fd = os.open(waiters_path(os.path.realpath(self.path)),
+                         os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return  # none (not yet renamed into place, removed) or not ours to write
+        try:
+            st = os.fstat(fd)
+            if (not stat.S_ISREG(st.st_mode) or st.st_size < _core.ALIGN
+                    or (st.st_dev, st.st_ino) != (h["waiters_dev"], h["waiters_ino"])):
+                os.close(fd)
+                return
+            magic, dev, ino = _WAITERS_ID.unpack(
+                os.pread(fd, _WAITERS_ID.size, _WAITERS["magic"]))
+            with self._fd_lock:
+                self._check_not_closed()
+                ch = os.fstat(self._fd)
+            if magic != _core.WAITERS_MAGIC or (dev, ino) != (ch.st_dev, ch.st_ino):
+                os.close(fd)
+                return
+            waiters = _core.WaitersFile(fd)  # owns fd from here
+        except BaseException:
+            os.close(fd)
+            raise
+        self._set_waiters(waiters, bool(h["wake_flags"] & _core.WAKE_F_FENCE))
+
+    def _sleeps_in_kernel(self) -> bool:
+        """Whether a wait can sleep until the next write (a sidecar is attached); without
+        one, looks for it (first at the reader's first wait: readers that only take
+        snapshots never open it) and again at most every CHECK_INTERVAL_S."""
+        if self._has_waiters:
+            return True
+        if not self._device and time.monotonic() >= self._next_waiters_try:
+            try:
+                self._open_waiters()
+            except OSError:
+                pass
+        return bool(self._has_waiters)
+
+    def _kernel_sleep(self, target: int, seconds: float) -> bool:
+        """One futex sleep (see _core.ReaderEngine._futex_sleep); False if this reader must
+        poll instead."""
+        rc = self._futex_sleep(target, seconds)
+        if rc == 1:  # the writer is resetting the count: microseconds
+            time.sleep(_RESET_POLL_S)
+        elif rc < 0:
+            self._next_waiters_try = 0.0  # e.g. a forked child: open its own at once
+        return bool(rc >= 0)
+
     def _raise_truncated_now(self) -> None:
         raise FileTruncated(
             "the file shrank under this process's mapping (truncated by another process?); "
@@ -446,9 +530,10 @@ class Reader(_core.ReaderEngine):
             os.close(fd)
 
     def _wait_plan(self, timeout: float | None, clock: Callable[[], float]
-                   ) -> Generator[float, None, bool]:
+                   ) -> Generator[tuple[float, int], None, bool]:
         """The steps of a wait, shared by wait() and wait_async(): yields how long to sleep
-        next, returns the wait's result; raises ChannelEnded or ClosedError."""
+        next and the head to sleep past, returns the wait's result; raises ChannelEnded or
+        ClosedError."""
         ns = _core.timeout_ns(timeout)
         deadline = None if ns == 2**64 - 1 else clock() + ns / 1e9
         target = self.seq
@@ -466,10 +551,12 @@ class Reader(_core.ReaderEngine):
             if deadline is not None and now >= deadline:
                 return False
             left = CHECK_INTERVAL_S if deadline is None else min(deadline - now, CHECK_INTERVAL_S)
-            if self._device:  # poll() wakes at the next write: sleep until the next check
-                yield min(left, max(0.0, next_check - now))
+            if self._device or self._sleeps_in_kernel():
+                # poll() or a futex wakes at the next write: sleep until the next check (a
+                # writer that dies wakes no one)
+                yield min(left, max(0.0, next_check - now)), target
             else:
-                yield min(delay, left)
+                yield min(delay, left), target
                 delay = min(delay * 2, POLL_MAX_S)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -479,31 +566,36 @@ class Reader(_core.ReaderEngine):
         Raises ChannelEnded when the channel ends with nothing newer to read (a reopening
         reader moves to a replacement instead), ClosedError if closed meanwhile. Ctrl-C and
         other signals interrupt it; no thread is held up. On a kernel device it sleeps in
-        poll(); on a userspace channel it looks at the head with a backoff from 20 us to 1 ms.
+        poll(); on a userspace channel in a futex the writer wakes (see linux/seqshm.h),
+        or, when the channel has no sidecar (or this process cannot use it), it looks at the
+        head with a backoff from 20 us to 1 ms.
         """
         plan = self._wait_plan(timeout, time.monotonic)
         try:
             while True:
-                seconds = next(plan)
+                seconds, target = next(plan)
                 if self._device:
                     self._device_sleep(seconds)
-                else:
-                    time.sleep(seconds)
+                elif not self._kernel_sleep(target, seconds):
+                    time.sleep(min(seconds, POLL_MAX_S))
         except StopIteration as done:
             return bool(done.value)
 
     async def wait_async(self, timeout: float | None = None) -> bool:
         """``await reader.wait_async()``: :meth:`wait` for asyncio (same results and errors).
-        On a device the event loop watches the file; on a userspace channel it polls head."""
+        On a device the event loop watches the file; on a userspace channel the futex sleep
+        runs in a worker thread (a cancelled wait leaves it asleep until the next write or
+        for at most 0.1 s), or it polls head when it cannot."""
         loop = asyncio.get_running_loop()
         plan = self._wait_plan(timeout, loop.time)
         try:
             while True:
-                seconds = next(plan)
+                seconds, target = next(plan)
                 if self._device:
                     await self._device_sleep_async(loop, seconds)
-                else:
-                    await asyncio.sleep(seconds)
+                elif not (self._has_waiters and await loop.run_in_executor(
+                        _sleepers(), self._kernel_sleep, target, seconds)):
+                    await asyncio.sleep(min(seconds, POLL_MAX_S))
         except StopIteration as done:
             return bool(done.value)
 

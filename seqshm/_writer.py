@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import struct
 import tempfile
 import threading
 import time
@@ -33,6 +34,40 @@ def _disown_in_child() -> None:
 
 os.register_at_fork(after_in_child=_disown_in_child)
 
+#: Tests set this to make writers fence every write, as when membarrier(2) is unavailable.
+_FORCE_FENCE = False
+_WAITERS = _core.abi_layout()["waiters"]
+
+
+def waiters_path(path: str) -> str:
+    """The sidecar file of the channel at ``path`` where its sleeping readers count themselves:
+    ``<dir>/.<name>.waiters`` (hidden; ``seqshm list`` skips it)."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".{name}.waiters")
+
+
+def _make_waiters(directory: str, name: str, mode: int, channel: os.stat_result
+                  ) -> tuple[int, str]:
+    """A new sidecar for the channel file ``channel`` (its stat), under a temporary name
+    (renamed into place once the channel has its path): (fd, temporary path).
+
+    Writable by every class of user (owner, group, others) that ``mode`` lets read the
+    channel: its readers cannot write the channel's region, and count themselves here.
+    fchmod, not the creation mode, so the umask does not take that away."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.waiters.", suffix=".tmp")
+    try:
+        readable = mode & 0o444
+        os.fchmod(fd, readable | (readable >> 1))
+        os.posix_fallocate(fd, 0, _core.ALIGN)
+        os.pwrite(fd, struct.pack("=QQQ", _core.WAITERS_MAGIC, channel.st_dev, channel.st_ino),
+                  _WAITERS["magic"])
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return fd, tmp
+
 
 class Writer(_core.WriterEngine):
     """The one writer of a userspace channel. Create with :func:`seqshm.create`.
@@ -54,6 +89,7 @@ class Writer(_core.WriterEngine):
         self._fd = fd
         self._owner = os.getpid()
         self._pending: tuple[np.ndarray, int] | None = None
+        self._waiters_id: tuple[int, int] | None = None  # the sidecar's (st_dev, st_ino)
         _writers.add(self)
 
     def __del__(self) -> None:
@@ -128,6 +164,15 @@ class Writer(_core.WriterEngine):
             if fd < 0:  # a forked child's disowned copy: its parent still writes
                 return
             try:
+                # The sidecar goes with every close: after the end no reader sleeps. Still
+                # under the channel's lock, so it is ours (a creator replaces it only holding
+                # the lock).
+                if self._waiters_id is not None:
+                    side = waiters_path(self.path)
+                    with contextlib.suppress(FileNotFoundError):
+                        st = os.stat(side)
+                        if (st.st_dev, st.st_ino) == self._waiters_id:
+                            os.unlink(side)
                 if unlink:
                     # Still holding the lock: no creator can replace the path between the
                     # check and the unlink (create() takes the old file's lock to replace it).
@@ -267,8 +312,9 @@ def create(
             raise ValueError(
                 f"nr_slots is {nr_slots}, not a power of two from 1 to {_core.MAX_SLOTS}")
         pid = os.getpid()
+        start = process_start_time(pid) or 0
         header, region_size = _core.build_header(name, int(nr_slots), dims, element, pid,
-                                                 process_start_time(pid) or 0)
+                                                 start)
     except (TypeError, ValueError) as e:
         raise type(e)(f"{path}: {e}") from None
     if os.path.isdir(path):
@@ -276,6 +322,7 @@ def create(
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(17, "channel exists (pass overwrite=True to replace it)", path)
     directory = os.path.dirname(path)
+    base = os.path.basename(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
                                    suffix=".tmp")
@@ -284,18 +331,42 @@ def create(
     except PermissionError:
         raise PermissionError(13, f"cannot create a file in {directory}", path) from None
     writer = None
+    side_fd, side_tmp = -1, None
     try:
         os.fchmod(fd, mode)
+        # The sidecar where sleeping readers count themselves, named in the header. Without
+        # membarrier(2) the writer fences every write instead, and says so (wake.h).
+        side_fd, side_tmp = _make_waiters(directory, base, mode, os.fstat(fd))
+        side = os.fstat(side_fd)
+        fence = _FORCE_FENCE or not _core.membarrier_register()
+        header, _ = _core.build_header(name, int(nr_slots), dims, element, pid, start,
+                                       waiters_dev=side.st_dev, waiters_ino=side.st_ino,
+                                       wake_flags=_core.WAKE_F_FENCE if fence else 0)
         # Reserve the memory now: a full tmpfs then fails here with ENOSPC, not later with
         # SIGBUS on a write into a sparse page.
         os.posix_fallocate(fd, 0, region_size)
         os.pwrite(fd, header, 0)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         writer = Writer(fd, path)
+        waiters = _core.WaitersFile(side_fd)  # owns side_fd from here
+        side_fd = -1
+        writer._set_waiters(waiters)
+        writer._waiters_id = (side.st_dev, side.st_ino)
         _take_path(tmp, path, overwrite)
+        # Only now, holding the channel (a creator that lost would have replaced the sidecar
+        # of a live writer): a new file, so readers of an old channel keep the old one and
+        # readers of ours find the one the header names. Readers that open the channel
+        # before this poll, and look for the sidecar again every 0.1 s.
+        os.replace(side_tmp, waiters_path(path))
+        side_tmp = None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if side_tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(side_tmp)
+        if side_fd >= 0:
+            os.close(side_fd)
         if writer is None:
             os.close(fd)
         else:

@@ -57,7 +57,7 @@ _names = itertools.count()
 
 def _leftovers() -> list[str]:
     return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX)
-                  or (n.startswith(f".{PREFIX}") and n.endswith(".tmp")))
+                  or (n.startswith(f".{PREFIX}") and n.endswith((".tmp", ".waiters"))))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -75,8 +75,10 @@ def shm_name() -> Iterator[str]:
     """A fresh channel name whose file (SHM_DIR/name) is removed after the test."""
     name = f"{PREFIX}{next(_names)}"
     yield name
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(SHM_DIR, name))
+    # and its sidecar of sleeping readers, which a writer that died leaves behind
+    for n in (name, f".{name}.waiters"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(SHM_DIR, n))
 
 
 @pytest.fixture

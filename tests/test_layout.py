@@ -15,7 +15,8 @@ import seqshm
 from seqshm import _core
 
 UAPI_HEADER = Path(__file__).resolve().parent.parent / "module/include/uapi/linux/seqshm.h"
-STRUCTS = {"seqshm_header": "header", "seqshm_slot": "slot", "seqshm_field": "field"}
+STRUCTS = {"seqshm_header": "header", "seqshm_slot": "slot", "seqshm_field": "field",
+           "seqshm_waiters": "waiters"}
 
 
 @pytest.fixture(scope="module")

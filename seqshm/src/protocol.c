@@ -373,6 +373,8 @@ void seqshm_write_end(struct seqshm_writer *w, uint64_t timestamp_ns)
 	 * slot by head finds its seq already even. */
 	__atomic_store_n(&h->head, w->head, __ATOMIC_RELEASE);
 	w->in_write = 0;
+	/* Sleeping readers: one load of the sidecar's count when there are none (wake.h). */
+	seqshm_waker_after_publish(&w->wake);
 }
 
 void seqshm_write_close(struct seqshm_header *h, uint32_t state)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "linux/seqshm.h"
+#include "wake.h"
 
 /*
  * Atomics: the shared structs are plain __u32/__u64 (they are shared with the kernel and
@@ -92,6 +93,7 @@ struct seqshm_writer {
 	uint64_t head;			/* completed writes: only this writer changes head */
 	uint32_t slot;			/* slot of the write in progress */
 	int in_write;
+	struct seqshm_waker wake;	/* wakes sleeping readers after each write (wake.h) */
 };
 
 #define SEQSHM_BACKOFF_INIT	{ 0, 0 }
@@ -252,7 +254,8 @@ int seqshm_layout_init(struct seqshm_header *h, const char *name, uint32_t nr_sl
  * header after it opened the file: a reader seeing the magic sees all static fields. */
 void seqshm_header_publish(struct seqshm_header *h);
 
-/* Writer side: begin returns the payload of the slot being written; end publishes it. */
+/* Writer side: begin returns the payload of the slot being written; end publishes it and
+ * wakes sleeping readers (w->wake, set up with seqshm_waker_init() first). */
 void *seqshm_write_begin(struct seqshm_writer *w);
 void seqshm_write_end(struct seqshm_writer *w, uint64_t timestamp_ns);
 /* The channel's end: store @state (SEQSHM_STATE_CLOSED or _REPLACED) into the header at @h. */

@@ -58,6 +58,48 @@
  * sees it not OPEN therefore sees every write the region will ever get: it can take what is
  * left and then report the end. A writer process that dies stores nothing; readers of a
  * userspace channel find that through the file lock the writer holds (see @writer_pid).
+ *
+ * Waking sleepers (userspace channels; a device's readers sleep in poll() instead). Readers
+ * cannot write the region, so the writer creates a sidecar file they may write, named
+ * <dir>/.<channel file name>.waiters, one page holding struct seqshm_waiters; the header
+ * names it by @waiters_dev and @waiters_ino (0: none, and then readers poll). A reader
+ * sleeps in FUTEX_WAIT (shared, not FUTEX_PRIVATE_FLAG: the key is the file and offset, so
+ * the writer's mapping and each reader's read-only one meet) on the low 32 bits of @head,
+ * together with @state when it can (futex_waitv(2)), so that both a write and the end of the
+ * channel wake it. With W = SEQSHM_WAKE_F_FENCE in @wake_flags:
+ *
+ * Writer, after each smp_store_release(&head, k) above:
+ *	W ? smp_mb() : barrier();		pairs with the reader's membarrier() / smp_mb()
+ *	if (READ_ONCE(waiters->count))		(one plain load when nobody sleeps)
+ *		futex(&head, FUTEX_WAKE, INT_MAX);
+ * and at the end, after smp_store_release(&state, CLOSED or REPLACED):
+ *	futex(&state, FUTEX_WAKE, INT_MAX); futex(&head, FUTEX_WAKE, INT_MAX);
+ *
+ * Reader, to sleep until head > target (it holds a read lock on byte 0 of the sidecar,
+ * fcntl(F_OFD_SETLK), around its count):
+ *	atomic_inc(&waiters->count);		(a full barrier on its own)
+ *	W ? smp_mb() : membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+ *						pairs with the writer's barrier above
+ *	h = smp_load_acquire(&head);
+ *	if (h > target || smp_load_acquire(&state) != OPEN) goto done;
+ *	futex_waitv({&head, (u32)h}, {&state, OPEN}, timeout);
+ *   done:
+ *	atomic_dec(&waiters->count);
+ *
+ * The store of head and the load of count against the store of count and the load of head
+ * are the store-buffering (Dekker) pattern: only a full barrier on both sides keeps both
+ * loads from missing both stores. The writer that registered for membarrier
+ * (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) pays a compiler barrier per write and each
+ * reader going to sleep pays a membarrier(), which puts a full barrier into every running
+ * thread of every registered process; so either the reader's load sees head k or the
+ * writer's load sees the count, and then its FUTEX_WAKE comes after its store of head, which
+ * the futex contract turns into "the sleeper sees k or is woken". A writer that could not
+ * register fences every write and sets SEQSHM_WAKE_F_FENCE. Both ends are advisory: a count
+ * left high (a reader that died counted) costs the writer a futex wake per write until it
+ * resets the count, which it does when a wake has found nobody SEQSHM_WAKE_HEAL_AFTER times
+ * in a row and it can take a write lock on the sidecar's byte 0 (no live reader counted); a
+ * count too low (a rogue reader) only delays a wake-up to the sleeper's timeout, which
+ * readers bound (they also look for a writer that died, which wakes no one).
  */
 #ifndef _UAPI_LINUX_SEQSHM_H
 #define _UAPI_LINUX_SEQSHM_H
@@ -86,6 +128,14 @@
 /* seqshm_header.flags */
 #define SEQSHM_F_RECORD		(1U << 0)	/* element is a record of named fields */
 #define SEQSHM_F_KNOWN		(SEQSHM_F_RECORD)	/* readers reject any other bit */
+
+/* seqshm_header.wake_flags */
+#define SEQSHM_WAKE_F_FENCE	(1U << 0)	/* the writer fences every write: no membarrier */
+
+/* The sidecar file of sleeping readers (struct seqshm_waiters): its magic, "waiters\0". */
+#define SEQSHM_WAITERS_MAGIC	0x0073726574696177ULL
+/* Wakes that found nobody in a row before the writer tries to reset a stale count. */
+#define SEQSHM_WAKE_HEAL_AFTER	1024
 
 /* seqshm_header.state: the channel's life */
 #define SEQSHM_STATE_OPEN	0	/* a writer may still publish (the zero value) */
@@ -200,6 +250,15 @@ struct seqshm_slot {
  * @writer_start: start time of the writer process (field 22 of /proc/PID/stat, clock ticks
  *		after boot), 0 for the kernel: with @writer_pid it names one process even after
  *		the pid is reused.
+ * @waiters_dev: st_dev of the channel's sidecar of sleeping readers (struct seqshm_waiters),
+ *		as stat(2) reports it. Written by a userspace writer before the magic, read by
+ *		readers, who use the file at <dir>/.<name of the channel file>.waiters only if
+ *		its st_dev and st_ino are these (a stale sidecar of an earlier channel is not).
+ *		0 for the kernel, which has none.
+ * @waiters_ino: st_ino of that sidecar; 0 when there is none (readers then poll).
+ * @wake_flags:	SEQSHM_WAKE_*: written by the writer before the magic, read by readers;
+ *		unknown bits are ignored. 0 for the kernel.
+ * @__reserved1: zero.
  * @__pad0:	zero.
  * @fields:	the field table, see struct seqshm_field.
  *
@@ -237,7 +296,11 @@ struct seqshm_header {
 	__u32	__reserved0;
 	__u64	shape[SEQSHM_MAX_DIMS];
 	__u64	writer_start;
-	__u8	__pad0[40];
+	__u64	waiters_dev;
+	__u64	waiters_ino;
+	__u32	wake_flags;
+	__u32	__reserved1;
+	__u8	__pad0[16];
 	/* lines 4-27 */
 	struct seqshm_field fields[SEQSHM_MAX_FIELDS];
 	/* line 28 */
@@ -246,6 +309,35 @@ struct seqshm_header {
 	/* line 29 */
 	__u32	state;
 	__u8	__pad2[SEQSHM_CACHELINE - 4 + 128];
+};
+
+/**
+ * struct seqshm_waiters - the sidecar file of a userspace channel's sleeping readers, one
+ * SEQSHM_ALIGN-byte page. The writer creates it beside the channel, writable by everyone who
+ * may read the channel (readers cannot write the region), and names it in the header.
+ *
+ * Line 0, static (written by the writer before the file gets its name):
+ * @magic:	SEQSHM_WAITERS_MAGIC.
+ * @channel_dev: st_dev of the channel file it serves: with @channel_ino, a reader checks the
+ *		sidecar belongs to its channel (the header names the sidecar the other way).
+ * @channel_ino: st_ino of the channel file.
+ * @__pad0:	zero.
+ *
+ * Line 1, dynamic:
+ * @count:	readers about to sleep or asleep on the channel's futex words. Readers add and
+ *		subtract 1 atomically (holding a read lock on byte 0 of the file); the writer
+ *		loads it after every write and stores 0 when it resets a stale count.
+ * @__pad1:	zero.
+ */
+struct seqshm_waiters {
+	/* line 0 */
+	__u64	magic;
+	__u64	channel_dev;
+	__u64	channel_ino;
+	__u8	__pad0[SEQSHM_CACHELINE - 24];
+	/* line 1 */
+	__u32	count;
+	__u8	__pad1[SEQSHM_CACHELINE - 4];
 };
 
 /* The slot control array starts right after the header. */
@@ -280,11 +372,19 @@ __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, nr_fields) == 132, "nr_
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, ndim) == 136, "ndim");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, shape) == 144, "shape");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, writer_start) == 208, "writer_start");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, waiters_dev) == 216, "waiters_dev");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, waiters_ino) == 224, "waiters_ino");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, wake_flags) == 232, "wake_flags");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, fields) == 256, "fields");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, head) == 1792, "head on its own line");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, state) == 1856, "state on its own line");
 __SEQSHM_ASSERT(sizeof(struct seqshm_header) == 2048, "header size");
 __SEQSHM_ASSERT(SEQSHM_ALIGN % SEQSHM_CACHELINE == 0, "alignment");
+
+__SEQSHM_ASSERT(sizeof(struct seqshm_waiters) == 128, "waiters: two cache lines");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_waiters, channel_dev) == 8, "waiters dev");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_waiters, channel_ino) == 16, "waiters ino");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_waiters, count) == 64, "waiters count");
 
 /*
  * Device interface (/dev/seqshm/<name>), implemented by the kernel module.

@@ -1,0 +1,573 @@
+"""Readers of a userspace channel sleep in a futex until the next write (linux/seqshm.h,
+"Waking sleepers"): woken by writes in other threads and processes, all at once, by the end
+of the channel; a dead writer noticed by the bounded sleep; no lost wake-up; polling when the
+sidecar is missing or stale; a stale count reset by the writer; nothing paid per write when
+nobody sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import multiprocessing
+import os
+import random
+import signal
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import seqshm
+from seqshm import _core, _hooks, _writer
+from seqshm._lifecycle import ChannelState
+from seqshm._writer import waiters_path
+
+#: Not a speed limit: a wait that takes this long has missed its wake-up and its checks.
+HANG_GUARD_S = 10.0
+#: A wake-up comes well within the readers' 0.1 s check interval; a lost one shows only at
+#: the next check (or the next write), so a wait this late after its write lost one.
+LATE_S = 0.04
+
+
+def _ctx() -> Any:
+    # fork while one thread runs (fast, inherits a monkeypatched _FORCE_FENCE); spawn otherwise
+    return multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+
+
+def _count(path: str) -> int:
+    """The sidecar's count of readers asleep now."""
+    fd = os.open(waiters_path(path), os.O_RDWR | os.O_CLOEXEC)
+    return _core.WaitersFile(fd).count
+
+
+def _until(cond: Callable[[], bool], what: str, limit: float = HANG_GUARD_S) -> None:
+    deadline = time.monotonic() + limit
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.001)
+
+
+@pytest.fixture(params=["membarrier", "fence"])
+def barrier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a writer orders its store of head before its load of the count."""
+    if request.param == "fence":
+        monkeypatch.setattr(_writer, "_FORCE_FENCE", True)
+    elif not _core.membarrier_register():
+        pytest.skip("membarrier(2) is not available here")
+    return str(request.param)
+
+
+# -- the sidecar -------------------------------------------------------------------------------
+
+def test_create_makes_a_sidecar_the_header_names(make_path: Callable[[], str],
+                                                 barrier: str) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        st = os.stat(waiters_path(w.path))
+        h = r.header
+        assert (h["waiters_dev"], h["waiters_ino"]) == (st.st_dev, st.st_ino)
+        assert st.st_size == _core.ALIGN
+        assert bool(h["wake_flags"] & _core.WAKE_F_FENCE) == (barrier == "fence")
+        assert r._sleeps_in_kernel()
+        assert os.path.basename(waiters_path(w.path)) == f".{os.path.basename(w.path)}.waiters"
+
+
+@pytest.mark.parametrize(("mode", "side_mode"), [(0o644, 0o666), (0o640, 0o660), (0o600, 0o600),
+                                                 (0o444, 0o666)])
+def test_sidecar_is_writable_by_whoever_may_read_the_channel(
+        make_path: Callable[[], str], mode: int, side_mode: int) -> None:
+    old = os.umask(0o077)  # fchmod: the umask takes nothing away
+    try:
+        with seqshm.create(make_path(), np.int64, 1, mode=mode) as w:
+            assert stat.S_IMODE(os.stat(waiters_path(w.path)).st_mode) == side_mode
+    finally:
+        os.umask(old)
+
+
+def test_close_removes_the_sidecar_with_or_without_unlink(make_path: Callable[[], str]) -> None:
+    for unlink in (False, True):
+        w = seqshm.create(make_path(), np.int64, 1)
+        side = waiters_path(w.path)
+        assert os.path.exists(side)
+        w.close(unlink=unlink)
+        assert not os.path.exists(side)
+        assert os.path.exists(w.path) != unlink
+
+
+def test_closing_the_reader_wakes_its_own_sleeping_threads(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w:
+        w.write([1])
+        r = seqshm.open(w.path)
+        r.read()
+        assert r._sleeps_in_kernel()
+        ended: list[Any] = []
+
+        def waiter() -> None:
+            try:
+                r.wait(timeout=HANG_GUARD_S)
+            except BaseException as e:  # noqa: BLE001 - the test inspects it
+                ended.append((e, time.monotonic()))
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        _until(lambda: _count(w.path) == 1, "the thread sleeps")
+        t0 = time.monotonic()
+        r.close()
+        t.join(HANG_GUARD_S)
+        assert isinstance(ended[0][0], seqshm.ClosedError)
+        assert ended[0][1] - t0 < LATE_S  # woken, not found at its next check
+
+
+def _write_then_hang(path: str, ready: Any) -> None:
+    w = seqshm.create(path, np.int64, 1, overwrite=True)
+    w.write([1])
+    ready.set()
+    time.sleep(HANG_GUARD_S)
+
+
+def _dead_writer(path: str) -> None:
+    """A channel at ``path`` whose writer process died without closing it."""
+    ctx = _ctx()
+    ready = ctx.Event()
+    p = ctx.Process(target=_write_then_hang, args=(path, ready))
+    p.start()
+    try:
+        assert ready.wait(60)
+    finally:
+        p.kill()
+        p.join()
+
+
+def test_create_over_a_channel_replaces_its_sidecar(make_path: Callable[[], str]) -> None:
+    path = make_path()
+    _dead_writer(path)
+    r1 = seqshm.open(path)
+    old = os.stat(waiters_path(path))
+    with seqshm.create(path, np.int64, 1, overwrite=True) as w2, seqshm.open(path) as r2:
+        new = os.stat(waiters_path(path))
+        assert (new.st_dev, new.st_ino) != (old.st_dev, old.st_ino)
+        assert r2._sleeps_in_kernel() and r2.header["waiters_ino"] == new.st_ino
+        assert r1.state is ChannelState.REPLACED
+        w2.write([1])
+        assert r2.wait(timeout=0) is True
+    r1.close()
+
+
+# -- wake-ups ----------------------------------------------------------------------------------
+
+def test_a_write_from_another_thread_wakes_a_sleeper(make_path: Callable[[], str],
+                                                     barrier: str) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        w.write([1])
+        r.read()
+        timer = threading.Timer(0.05, w.write, args=([2],))
+        timer.start()
+        try:
+            t0 = time.monotonic()
+            assert r.wait(timeout=HANG_GUARD_S) is True
+            assert time.monotonic() - t0 < HANG_GUARD_S
+        finally:
+            timer.join()
+        assert r.read().data[0] == 2
+        assert _hooks.wake_stats(w)[0] >= 1  # it slept counted, so the writer woke it
+
+
+def _write_later(path: str, delay: float, value: int) -> None:
+    w = seqshm.create(path, np.int64, 1, overwrite=True)
+    try:
+        w.write([0])
+        time.sleep(delay)
+        w.write([value])
+        time.sleep(0.2)
+    finally:
+        w.close()
+
+
+def test_a_write_from_another_process_wakes_a_sleeper(make_path: Callable[[], str],
+                                                      barrier: str) -> None:
+    path = make_path()
+    p = _ctx().Process(target=_write_later, args=(path, 0.3, 7))
+    p.start()
+    try:
+        _until(lambda: os.path.exists(waiters_path(path)), "the channel exists")
+        with seqshm.open(path) as r:
+            r.read()
+            assert r._sleeps_in_kernel()
+            if r.seq == 0:
+                assert r.wait(timeout=HANG_GUARD_S) is True
+                r.read()
+            if r.seq == 1:
+                assert r.wait(timeout=HANG_GUARD_S) is True
+            assert r.read().data[0] == 7
+    finally:
+        p.join(HANG_GUARD_S)
+
+
+def _sleepers_main(path: str, threads: int, ready: Any, results: Any) -> None:
+    """In a child: ``threads`` threads each wait for a write newer than the first and report
+    when they woke (or what ended the wait)."""
+    r = seqshm.open(path)
+    r.read()
+
+    def one() -> None:
+        try:
+            ok = r.wait(timeout=HANG_GUARD_S)
+            results.put(("woke", ok, time.monotonic()))
+        except seqshm.ChannelEnded as e:
+            results.put(("ended", e.state.value, time.monotonic()))
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            results.put(("error", repr(e), time.monotonic()))
+
+    ts = [threading.Thread(target=one) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    ready.set()
+    for t in ts:
+        t.join()
+
+
+@pytest.fixture
+def sleepers(make_path: Callable[[], str]) -> Iterator[tuple[seqshm.Writer, Any, int]]:
+    """A writer, and 3 processes of 2 threads each asleep on its channel (counted)."""
+    w = seqshm.create(make_path(), np.int64, 1)
+    w.write([1])
+    ctx = _ctx()
+    results = ctx.Queue()
+    procs = []
+    try:
+        for _ in range(3):
+            ready = ctx.Event()
+            p = ctx.Process(target=_sleepers_main, args=(w.path, 2, ready, results))
+            p.start()
+            procs.append(p)
+            assert ready.wait(60)
+        _until(lambda: _count(w.path) == 6, "all 6 readers sleep")
+        yield w, results, 6
+    finally:
+        w.close()
+        for p in procs:
+            p.join(HANG_GUARD_S)
+            if p.is_alive():
+                p.kill()
+
+
+def test_one_write_wakes_every_sleeper_in_every_process(
+        sleepers: tuple[seqshm.Writer, Any, int]) -> None:
+    w, results, n = sleepers
+    t0 = time.monotonic()
+    w.write([2])
+    got = [results.get(timeout=HANG_GUARD_S) for _ in range(n)]
+    assert all(kind == "woke" and ok is True for kind, ok, _ in got), got
+    lags = sorted(t - t0 for _, _, t in got)
+    # futex wake-ups, not the 0.1 s checks (which would spread them over 0.1 s)
+    assert lags[len(lags) // 2] < LATE_S, lags
+    assert _hooks.wake_stats(w)[0] == 1
+
+
+def test_close_wakes_every_sleeper_with_the_end(
+        sleepers: tuple[seqshm.Writer, Any, int]) -> None:
+    w, results, n = sleepers
+    t0 = time.monotonic()
+    w.close()
+    got = [results.get(timeout=HANG_GUARD_S) for _ in range(n)]
+    assert all(kind == "ended" and state == "closed" for kind, state, _ in got), got
+    lags = sorted(t - t0 for _, _, t in got)
+    assert lags[len(lags) // 2] < LATE_S, lags
+
+
+def test_close_from_another_thread_ends_a_wait_at_once(make_path: Callable[[], str],
+                                                       barrier: str) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        w.write([1])
+        r.read()
+        closed = []
+
+        def close() -> None:
+            closed.append(time.monotonic())
+            w.close()
+
+        timer = threading.Timer(0.05, close)
+        timer.start()
+        try:
+            with pytest.raises(seqshm.ChannelEnded) as e:
+                r.wait(timeout=HANG_GUARD_S)
+            assert time.monotonic() - closed[0] < HANG_GUARD_S
+        finally:
+            timer.join()
+        assert e.value.state is ChannelState.CLOSED
+
+
+def test_a_writer_that_dies_is_noticed_within_the_check_interval(
+        make_path: Callable[[], str]) -> None:
+    path = make_path()
+    ctx = _ctx()
+    ready = ctx.Event()
+    p = ctx.Process(target=_write_then_hang, args=(path, ready))
+    p.start()
+    try:
+        assert ready.wait(60)
+        with seqshm.open(path) as r:
+            r.read()
+            assert r._sleeps_in_kernel()
+            threading.Timer(0.1, os.kill, args=(p.pid, signal.SIGKILL)).start()
+            with pytest.raises(seqshm.ChannelEnded) as e:
+                r.wait(timeout=HANG_GUARD_S)
+            p.join(HANG_GUARD_S)
+            assert e.value.state is ChannelState.WRITER_DIED
+    finally:
+        p.kill()
+        p.join()
+
+
+def test_ctrl_c_interrupts_a_futex_sleep_at_once(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        w.write([1])
+        r.read()
+        assert r._sleeps_in_kernel()
+        sent = []
+
+        def interrupt() -> None:
+            sent.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+        timer = threading.Timer(0.05, interrupt)
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                r.wait(timeout=HANG_GUARD_S)
+            assert time.monotonic() - sent[0] < 0.1
+        finally:
+            timer.join()
+        assert _count(w.path) == 0  # it counted itself out
+
+
+def test_wait_async_sleeps_in_the_kernel_and_is_woken(make_path: Callable[[], str]) -> None:
+    async def main(w: seqshm.Writer, r: seqshm.Reader) -> bool:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, w.write, [2])
+        return await r.wait_async(timeout=HANG_GUARD_S)
+
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        w.write([1])
+        r.read()
+        assert asyncio.run(main(w, r)) is True
+        assert _hooks.wake_stats(w)[0] >= 1
+
+
+def _wait_in_child(r: seqshm.Reader, results: Any) -> None:
+    try:
+        results.put(r.wait(timeout=HANG_GUARD_S))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        results.put(repr(e))
+
+
+def test_a_forked_reader_sleeps_on_its_own_sidecar_file(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        w.write([1])
+        r.read()
+        assert r._sleeps_in_kernel()
+        ctx = multiprocessing.get_context("fork")
+        results = ctx.Queue()
+        p = ctx.Process(target=_wait_in_child, args=(r, results))  # fork: r is inherited
+        p.start()
+        try:
+            _until(lambda: _count(w.path) == 1, "the child sleeps")
+            w.write([2])
+            assert results.get(timeout=HANG_GUARD_S) is True
+        finally:
+            p.join(HANG_GUARD_S)
+
+
+# -- no lost wake-up ---------------------------------------------------------------------------
+
+def _stress_writer(path: str, seconds: float, seed: int, ready: Any, go: Any,
+                   log: Any) -> None:
+    """Writes at random short intervals (spinning: microseconds, the window of the race)
+    and now and then a long pause: a wake-up lost before a pause shows as a late wait.
+    Sends back (write number, timestamp) of every write."""
+    w = seqshm.create(path, np.int64, 1, nr_slots=64, overwrite=True)
+    rng = random.Random(seed)
+    writes = []
+    try:
+        ready.set()
+        go.wait(60)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t = _core.monotonic_ns()
+            writes.append((w.write([0], t), t))
+            if rng.random() < 0.1:
+                time.sleep(0.1)  # a lost wake-up would now last until the reader's next check
+            else:
+                until = time.perf_counter() + rng.uniform(0, 300e-6)
+                while time.perf_counter() < until:
+                    pass
+    finally:
+        w.close()
+        log.put(writes)
+
+
+def test_no_wake_up_is_lost_under_random_writes(make_path: Callable[[], str], barrier: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lost wake-up is a futex sleep that ran to its timeout although a write it waited
+    for came well before that (the kernel's own account, so a reader the machine is slow to
+    run is not one); and, looser, waits that end long after their write."""
+    sleeps: list[tuple[int, int, int, int]] = []  # start, deadline (ns), target, result
+
+    def futex_sleep(self: seqshm.Reader, target: int, seconds: float) -> int:
+        t0 = _core.monotonic_ns()
+        rc = _core.ReaderEngine._futex_sleep(self, target, seconds)
+        sleeps.append((t0, t0 + int(seconds * 1e9), target, rc))
+        return rc
+
+    monkeypatch.setattr(seqshm.Reader, "_futex_sleep", futex_sleep)
+    path = make_path()
+    ctx = _ctx()
+    ready, go, log = ctx.Event(), ctx.Event(), ctx.Queue()
+    p = ctx.Process(target=_stress_writer, args=(path, 2.0, 1234, ready, go, log))
+    p.start()
+    ends = []
+    try:
+        assert ready.wait(60)
+        with seqshm.open(path) as r:
+            assert r._sleeps_in_kernel()
+            go.set()
+            while True:
+                target = r.seq
+                try:
+                    if not r.wait(timeout=HANG_GUARD_S):
+                        break
+                except seqshm.ChannelEnded:
+                    break
+                ends.append((target, _core.monotonic_ns()))
+                r.history()  # read all: the next wait is for the write after the newest
+        writes = dict(log.get(timeout=HANG_GUARD_S))
+    finally:
+        p.join(HANG_GUARD_S)
+    margin = 20_000_000  # ns: a writer preempted between its timestamp and its wake
+    lost = [(target + 1, (deadline - writes[target + 1]) / 1e9)
+            for start, deadline, target, rc in sleeps
+            if rc == 2 and target + 1 in writes and start < writes[target + 1] < deadline - margin]
+    assert not lost, f"futex sleeps that timed out after the write they waited for: {lost}"
+    assert len(ends) > 20 and sum(rc == 0 for *_, rc in sleeps) > 20
+    late = [(target + 1, (woke - writes[target + 1]) / 1e9) for target, woke in ends
+            if target + 1 in writes and woke - writes[target + 1] > LATE_S * 1e9]
+    assert len(late) <= max(2, len(ends) // 20), (len(ends), late)
+
+
+# -- polling when there is no sidecar ----------------------------------------------------------
+
+def _poll_wakes_on_a_thread_write(w: seqshm.Writer, r: seqshm.Reader) -> None:
+    w.write([1])
+    r.read()
+    timer = threading.Timer(0.05, w.write, args=([2],))
+    timer.start()
+    try:
+        assert r.wait(timeout=HANG_GUARD_S) is True
+    finally:
+        timer.join()
+    assert r.read().data[0] == 2
+
+
+def test_without_a_sidecar_a_reader_polls(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w:
+        os.unlink(waiters_path(w.path))
+        with seqshm.open(w.path) as r:
+            assert not r._sleeps_in_kernel()
+            _poll_wakes_on_a_thread_write(w, r)
+            assert not r._has_waiters
+        assert _hooks.wake_stats(w) == (0, 0)
+
+
+def test_a_stale_sidecar_of_an_earlier_channel_is_not_used(make_path: Callable[[], str]) -> None:
+    path = make_path()
+    w1 = seqshm.create(path, np.int64, 1)
+    os.link(waiters_path(path), path + ".old-sidecar")
+    w1.close()
+    with seqshm.create(path, np.int64, 1, overwrite=True) as w2:
+        os.replace(path + ".old-sidecar", waiters_path(path))  # the earlier channel's
+        with seqshm.open(path) as r:
+            assert not r._sleeps_in_kernel()
+            _poll_wakes_on_a_thread_write(w2, r)
+            assert not r._has_waiters
+            assert _count(path) == 0  # untouched
+
+
+def test_a_sidecar_that_names_another_channel_is_not_used(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w:
+        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        try:
+            os.pwrite(fd, struct.pack("=Q", 12345), _core.abi_layout()["waiters"]["channel_ino"])
+        finally:
+            os.close(fd)
+        with seqshm.open(w.path) as r:
+            assert not r._sleeps_in_kernel()
+            _poll_wakes_on_a_thread_write(w, r)
+
+
+def test_a_reader_finds_a_sidecar_that_appears_later(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w:
+        side = waiters_path(w.path)
+        os.rename(side, side + ".away")  # as between create()'s two renames
+        with seqshm.open(w.path) as r:
+            assert not r._sleeps_in_kernel()
+            os.rename(side + ".away", side)
+            w.write([1])
+            r.read()
+            assert r.wait(timeout=0.3) is False  # looked again meanwhile
+            assert r._has_waiters
+
+
+# -- what the writer pays ----------------------------------------------------------------------
+
+def test_the_writer_makes_no_wake_call_when_nobody_sleeps(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        for i in range(1000):
+            w.write([i])
+        _hooks.write_pattern(w, 1000)
+        assert _hooks.wake_stats(w) == (0, 0)
+        r.read()
+        timer = threading.Timer(0.05, w.write, args=([1],))
+        timer.start()
+        try:
+            assert r.wait(timeout=HANG_GUARD_S) is True
+        finally:
+            timer.join()
+        wakes = _hooks.wake_stats(w)[0]
+        assert wakes >= 1
+        for i in range(1000):  # the sleeper counted itself out
+            w.write([i])
+        assert _hooks.wake_stats(w)[0] == wakes
+
+
+def _flock(kind: int) -> bytes:
+    return struct.pack("=hh4xqqi4x", kind, os.SEEK_SET, 0, 1, 0)  # struct flock, x86-64 / arm64
+
+
+def test_a_count_left_by_a_dead_reader_is_reset_by_the_writer(
+        make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 1) as w:
+        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        try:
+            count_at = _core.abi_layout()["waiters"]["count"]
+            os.pwrite(fd, struct.pack("=I", 3), count_at)  # three readers died counted
+            _hooks.write_pattern(w, _core.WAKE_HEAL_AFTER - 1)
+            assert _hooks.wake_stats(w) == (_core.WAKE_HEAL_AFTER - 1, 0)
+            _hooks.write_pattern(w, 1)
+            assert _hooks.wake_stats(w) == (_core.WAKE_HEAL_AFTER, 1)
+            assert _count(w.path) == 0
+            _hooks.write_pattern(w, 100)
+            assert _hooks.wake_stats(w) == (_core.WAKE_HEAL_AFTER, 1)
+
+            # a live counted reader holds its read lock: its count is not taken away
+            os.pwrite(fd, struct.pack("=I", 1), count_at)
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_RDLCK))
+            _hooks.write_pattern(w, _core.WAKE_HEAL_AFTER)
+            assert _hooks.wake_stats(w) == (2 * _core.WAKE_HEAL_AFTER, 1)
+            assert _count(w.path) == 1
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK))
+        finally:
+            os.close(fd)
