@@ -35,6 +35,10 @@ SECTIONS = [
                    "snapshots/s = share of calls that returned a consistent copy / mean call "
                    "time; retries come from the reader's counters (r.stats) over the run"),
     ("publish", "Writer publishes/s with 0 or 1 busy reader process; baseline: no reader"),
+    ("wake", "Waking a reader that waits for the next write, between two processes: a "
+             "ping-pong (ns/op: half a round trip), one-way p50/p99 from a sleeping reader, "
+             "the waiting reader's idle wake-ups and CPU; baseline: a pipe. And the writer's "
+             "cost per write with the wake-up check; baseline: no sidecar (or nobody waiting)"),
     ("peers", "seqshm beside what a Python user would write instead (writer at 1 kHz); "
               "baseline: seqshm `snapshot(out)`. ratio = times slower than seqshm"),
     ("telemetry", "Per-CPU times: demo's cpustat channel (published at 100 Hz) vs psutil; "
@@ -188,6 +192,8 @@ def table(rows: list[Result], section: str) -> list[str]:
         cols += ["publishes/s", "reader snapshots/s"]
     if section in ("peers", "telemetry"):
         cols += ["writer writes/s"]
+    if section == "wake":
+        cols += ["one-way p50", "one-way p99", "idle wake-ups/s", "idle CPU", "wakes / write"]
     if section == "kernel":
         cols += ["failed calls", "writer ticks lost"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -210,6 +216,11 @@ def table(rows: list[Result], section: str) -> list[str]:
                       ", ".join(fmt_rate(x) for x in rs) or "-"]
         if section in ("peers", "telemetry"):
             cells += [fmt_rate(i.get("writer_writes_per_s"))]
+        if section == "wake":
+            cells += [_num(i.get("p50_us"), "{:.1f} us"), _num(i.get("p99_us"), "{:.1f} us"),
+                      _num(i.get("idle_wakeups_per_s"), "{:.0f}"),
+                      _num(i.get("idle_cpu_percent"), "{:.2f}%"),
+                      _num(i.get("wake_calls_per_write"), "{:.2f}")]
         if section == "kernel":
             calls, bad = i.get("calls"), i.get("failed_calls")
             cells += [f"{bad / calls:.1%}" if calls else "-",

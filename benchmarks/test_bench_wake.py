@@ -1,18 +1,22 @@
 """Waking a reader that waits for the next write (issue 9 part 3), between two processes on
 different cores.
 
-- ``wake-up``: a ping-pong between this process and a helper: each side waits for the other's
-  write and answers with its own. The benchmark times a round trip (two wake-ups; ns/op is
-  half of it); ``extra_info`` has the one-way latency's p50/p99, measured by the helper from
-  the write's timestamp to its return from the wait, and the waiting reader's idle wake-ups
-  and CPU per second with nothing written (0.5 s). Cases: seqshm ``wait()`` sleeping in the
-  futex, the same with polling (the channel's sidecar removed before the readers opened it:
-  the fallback, and the only way before), a pipe and an eventfd carrying the same
-  notification. Baseline: the pipe.
-- ``wake writer cost``: a writer's cost per write (``write_pattern`` at C speed, and
-  ``write()``) with no sidecar (the engine's count check switched off: the baseline), with a
-  sidecar and nobody waiting (one load per write: the 5% target), and with one reader
-  process waking for every write it can.
+- ``wake-up``: a ping-pong between this process and a helper: this process writes A, the
+  helper wakes and answers on B at once, this process wakes. Before each round (untimed)
+  this process spins 100 us, so the helper is asleep when A comes: ``extra_info`` has the
+  one-way latency's p50/p99 from a sleeping reader, measured by the helper from the write's
+  timestamp to its return from the wait, and the waiting reader's idle wake-ups and CPU per
+  second with nothing written (0.5 s). The timed round trip (ns/op: half of it) is the
+  protocol as used: this process may find B written before it sleeps. Cases: seqshm
+  ``wait()`` sleeping in the futex, the same polling (the channel's sidecar removed before
+  the readers opened it: the fallback, and the only way before), a pipe and an eventfd
+  carrying the same notification. Baseline: the pipe.
+- ``wake writer cost <api>``: a writer's cost per write (``write_pattern`` at C speed, and
+  ``write()``, in loops) with no sidecar (the engine's count check switched off: the
+  baseline) and with a sidecar and nobody waiting (one load per write: the 5% target).
+- ``wake writer cost paced write``: one ``write()`` per round after 100 us (untimed), with
+  nobody waiting (baseline) and with a reader process asleep in ``wait()`` at each write
+  (the writer pays the FUTEX_WAKE).
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ from seqshm._writer import waiters_path
 WAKE_CASES = ["pipe", "eventfd", "futex", "poll"]
 IDLE_S = 0.5
 ROUNDS = 1000
+GAP_S = 100e-6  # before each timed round: the peer is asleep again by then
+
+
+def _spin(seconds=GAP_S):
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
 
 
 def _pong_seqshm(path_a, path_b, poll, ready, stop):
@@ -140,7 +151,8 @@ def test_wake_latency(benchmark, request, kind):
                             pass
                         lat.append(int(rb.read().data[0]))
 
-                    benchmark.pedantic(roundtrip, rounds=rounds, iterations=1, warmup_rounds=10)
+                    benchmark.pedantic(roundtrip, setup=_spin, rounds=rounds, iterations=1,
+                                       warmup_rounds=10)
                     idle = _idle(lambda: rb.wait(timeout=IDLE_S))
                     wa.close(unlink=True)  # the helper's wait ends
                     rb.close()
@@ -164,7 +176,8 @@ def test_wake_latency(benchmark, request, kind):
                             os.eventfd_write(a_w, t)
                             lat.append(os.eventfd_read(b_r) - 2)
 
-                    benchmark.pedantic(roundtrip, rounds=rounds, iterations=1, warmup_rounds=10)
+                    benchmark.pedantic(roundtrip, setup=_spin, rounds=rounds, iterations=1,
+                                       warmup_rounds=10)
                     idle = _idle(lambda: select.select([b_r], [], [], IDLE_S))
                     if kind == "pipe":
                         os.close(a_w)
@@ -190,20 +203,22 @@ def _sleeper(path, ready, stop):
 
 
 COST = [pytest.param(api, readers, id=f"{api}-{readers}")
-        for api in ("write_pattern", "write") for readers in ("no_sidecar", "nobody", "sleeper")]
+        for api in ("write_pattern", "write") for readers in ("no_sidecar", "nobody")]
+COST += [pytest.param("paced write", readers, id=f"paced-{readers}")
+         for readers in ("nobody", "sleeper")]
 
 
 @pytest.mark.parametrize(("api", "readers"), COST)
-def test_writer_cost(benchmark, api, readers):
+def test_writer_cost(benchmark, request, api, readers):
     path = shm_path("wakecost")
     w = seqshm.create(path, np.uint64, 8, overwrite=True)  # 64 B
     _hooks.write_pattern(w, 1)
-    k = 20_000 if api == "write_pattern" else 1000
+    k = {"write_pattern": 20_000, "write": 1000, "paced write": 1}[api]
     setup(benchmark, group=f"wake writer cost {api} 64B",
           case={"no_sidecar": "no sidecar", "nobody": "sidecar, nobody waits",
                 "sleeper": "1 reader asleep in wait()"}[readers],
-          nbytes=64, baseline=(readers == "no_sidecar"), ops_per_call=k, section="wake",
-          api=api)
+          nbytes=64, baseline=(readers == ("nobody" if api == "paced write" else "no_sidecar")),
+          ops_per_call=k, section="wake", api=api)
     data = np.arange(8, dtype=np.uint64)
     if readers == "no_sidecar":
         _hooks.wake_enable(w, False)
@@ -216,8 +231,11 @@ def test_writer_cost(benchmark, api, readers):
             seq0 = w.seq
             if api == "write_pattern":
                 benchmark(_hooks.write_pattern, w, k)
-            else:
+            elif api == "write":
                 benchmark(looped(w.write, data, n=k))
+            else:
+                benchmark.pedantic(w.write, (data,), setup=_spin, warmup_rounds=10,
+                                   rounds=3 if quick(request) else 2000, iterations=1)
             wakes = _hooks.wake_stats(w)[0] - w0
             writes = w.seq - seq0
     finally:
