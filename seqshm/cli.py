@@ -101,7 +101,7 @@ def resolve(name: str) -> str:
     try:
         return seqshm.resolve(name)
     except FileNotFoundError as e:
-        raise Failure(e.strerror, EXIT_USAGE) from None
+        raise Failure(e.strerror or str(e), EXIT_USAGE) from None
 
 
 def _open(name: str, **kwargs: Any) -> seqshm.Reader:
