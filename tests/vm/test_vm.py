@@ -60,7 +60,7 @@ def test_module_passes_guest_tests(kernel, vm_report):
 
 
 def test_module_compiles_without_warnings():
-    """W=1 and sparse on both kernels, and checkpatch --strict (module/check.sh)."""
+    """W=1 and sparse on all three kernels, and checkpatch --strict (module/check.sh)."""
     proc = subprocess.run(
         ["bash", str(vmharness.HERE / "check_module.sh")],
         stdout=subprocess.PIPE,
