@@ -463,7 +463,8 @@ struct seqshm_ioc_info {
  * @mmaps:	out: successful mmap() calls.
  * @maps_active: out: mappings of the region that exist now (a fork or split counts apart).
  * @opens:	out: open() calls.
- * @poll_wakeups: out: times the writer woke sleeping pollers.
+ * @poll_wakeups: out: wake-up passes over sleeping pollers (an irq_work after a write; writes
+ *		close together may share one).
  * @__reserved:	in: zero; out: zero.
  *
  * Written by the caller (@size, @flags, @__reserved) and filled by the kernel (the rest).
