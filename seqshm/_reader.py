@@ -189,6 +189,10 @@ class Reader(_core.ReaderEngine):
         with self._fd_lock:
             self._check_not_closed()
             st = os.fstat(self._fd)
+            # Shrunk under the mapping, even if nothing has touched a lost page yet (a file
+            # cut to its header page leaves head readable: waits would never learn of it)
+            if not self._device and st.st_size < self.header["region_size"]:
+                return ChannelState.TRUNCATED
             if not self._device and lock_is_free(self._fd):
                 return ChannelState.WRITER_DIED
         try:
@@ -378,10 +382,12 @@ class Reader(_core.ReaderEngine):
         lost = 0
         while True:
             if gen != self._generation:  # the start, or moved to a replacement channel
-                gen = self._generation
                 # after the last write read; a reader that read none starts from the
                 # oldest write the ring still holds
                 nxt = self.seq + 1 if self.seq else max(1, self.head - self.nr_slots + 1)
+                if gen >= 0:  # moved on: the new channel's writes it no longer holds are lost
+                    lost += nxt - 1
+                gen = self._generation
             head = self.head
             if head < nxt:
                 yield None

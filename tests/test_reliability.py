@@ -901,3 +901,34 @@ def test_relative_paths_survive_a_chdir(tmp_path: Any, monkeypatch: Any) -> None
     w.close(unlink=True)
     assert not (tmp_path / "rel").exists()
     r.close()
+
+
+@pytest.mark.parametrize("size", [100, 2048, 4096])
+def test_a_wait_ends_when_the_file_is_cut_to_its_header(shm_path: str, size: int) -> None:
+    with seqshm.create(shm_path, np.int64, 512) as w, seqshm.open(shm_path) as r:
+        w.write(np.ones(512, np.int64))
+        r.snapshot()
+        os.truncate(shm_path, size)  # head may stay readable: only the size tells
+        assert r.state is ChannelState.TRUNCATED
+        t0 = time.monotonic()
+        with pytest.raises(FileTruncated):
+            r.wait(HANG_GUARD_S)
+        with pytest.raises(FileTruncated):
+            list(r.follow(timeout=HANG_GUARD_S))
+        assert time.monotonic() - t0 < HANG_GUARD_S
+        w.close(unlink=True)
+
+
+def test_follow_counts_what_a_reopening_reader_missed_of_the_new_channel(shm_path: str) -> None:
+    w = seqshm.create(shm_path, np.int64, 2, nr_slots=4)
+    w.write([1, 1])
+    with seqshm.open(shm_path, reopen=True) as r:
+        it = r.follow(timeout=HANG_GUARD_S)
+        assert next(it).seq == 1
+        w.close()
+        with seqshm.create(shm_path, np.int64, 2, nr_slots=4, overwrite=True) as w2:
+            for i in range(1, 11):
+                w2.write([i, i])  # the ring of 4 keeps writes 7-10 only
+            s = next(it)
+            assert (s.seq, s.lost) == (7, 6)
+            w2.close(unlink=True)
