@@ -15,8 +15,8 @@ they re-poll, taking the queue's lock, as fast as they can), then 1 ms and 3 ms,
 as a poller's loop takes under TCG, so that at a write some pollers sleep in poll() (the
 writer has sleepers to wake) while others hold the queue's lock to leave or re-enter it. The
 old code (wake_up from the writer) logged "BUG: scheduling while atomic" on the 6.12-rt guest
-within seconds; with the fix (a raw spinlock, and the wake-up deferred to an irq_work that runs in the irq_work/N thread on PREEMPT_RT)
-nothing is logged. On the other kernels HRTIMER_MODE_REL_HARD is what the timer does anyway:
+within seconds; with the fix (a raw spinlock, and the wake-up deferred to an irq_work that
+runs in the irq_work/N thread on PREEMPT_RT) nothing is logged. On the other kernels HRTIMER_MODE_REL_HARD is what the timer does anyway:
 the same test, a sanity check.
 """
 
