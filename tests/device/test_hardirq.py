@@ -1,24 +1,23 @@
 """A writer in hard interrupt context, on every kernel (PREEMPT_RT included), polled and read by
 many processes at once: the kernel log stays clean.
 
-The in-kernel API promises that a producer may publish from hard interrupt context. On
-PREEMPT_RT, spinlock_t and the wait queue's lock are sleeping locks (rtmutexes), so a writer
-that took its channel lock as a spinlock_t, or woke pollers itself (wake_up takes the wait
-queue's lock), would block in hard interrupt context as soon as a poller held that lock:
-"BUG: scheduling while atomic", then usually a hung CPU, since the lock owner may be the very
-task the interrupt preempted. Debian's RT kernel has no DEBUG_ATOMIC_SLEEP, so the mistake
-shows only when the lock is contended; this test makes it so: selftest_hard=1 puts the selftest
-hrtimer in hard interrupt context on PREEMPT_RT too (HRTIMER_MODE_REL_HARD) while six pollers
-(poll and select) add and remove themselves on the wait queue all the time and two readers
-copy through the mapping, in three phases: a 20 us period (the pollers never get to sleep:
-they re-poll, taking the queue's lock, as fast as they can), then 1 ms and 3 ms, about as long
-as a poller's loop takes under TCG, so that at a write some pollers sleep in poll() (the
-writer has sleepers to wake) while others hold the queue's lock to leave or re-enter it. The
-old code (wake_up from the writer) logged "BUG: scheduling while atomic" on the 6.12-rt guest
-within seconds; with the fix (a raw spinlock, and the wake-up deferred to an irq_work that
-runs in the irq_work/N thread on PREEMPT_RT) nothing is logged. On the other kernels HRTIMER_MODE_REL_HARD is what the timer does anyway:
-the same test, a sanity check.
-"""
+The in-kernel API promises that a producer may publish from hard interrupt context. On PREEMPT_RT,
+spinlock_t and the wait queue's lock are sleeping locks (rtmutexes), so a writer that took its
+channel lock as a spinlock_t, or woke pollers itself (wake_up takes the wait queue's lock), would
+block in hard interrupt context as soon as a poller held that lock: "BUG: scheduling while atomic",
+then usually a hung CPU, since the lock owner may be the very task the interrupt preempted.
+Debian's RT kernel has no DEBUG_ATOMIC_SLEEP, so the mistake shows only when the lock is contended;
+this test makes it so: selftest_hard=1 puts the selftest hrtimer in hard interrupt context on
+PREEMPT_RT too (HRTIMER_MODE_REL_HARD) while six pollers (poll and select) add and remove
+themselves on the wait queue all the time and two readers copy through the mapping, in three
+phases: a 20 us period (the pollers never get to sleep: they re-poll, taking the queue's lock, as
+fast as they can), then 1 ms and 3 ms, about as long as a poller's loop takes under TCG, so that at
+a write some pollers sleep in poll() (the writer has sleepers to wake) while others hold the
+queue's lock to leave or re-enter it. The old code (wake_up from the writer) logged "BUG:
+scheduling while atomic" on the 6.12-rt guest within seconds; with the fix (a raw spinlock, and the
+wake-up deferred to an irq_work that runs in the irq_work/N thread on PREEMPT_RT) nothing is
+logged. On the other kernels HRTIMER_MODE_REL_HARD is what the timer does anyway: the same test, a
+sanity check."""
 
 import errno
 import os
