@@ -731,12 +731,10 @@ cdef class ReaderEngine(_Channel):
             self._replaced()
             self._check_open()
             newest = self.r.newest
+        entry = <void *>self._map
         if not self._nogil:
             # The GIL is held: nothing else touches self.r during the attempt.
-            if seqshm_read_once(&self.r, dst, m) == 0:
-                if m.write_seq < newest:
-                    self._raise_went_back(m.write_seq, newest)
-                return 0
+            rc = seqshm_read_once(&self.r, dst, m)
         else:
             # Other threads may use this reader while the GIL is released (close() it, or
             # move it to a replacement): work on a copy of its state, holding the mapping
@@ -745,14 +743,9 @@ cdef class ReaderEngine(_Channel):
             local = self.r
             with nogil:
                 rc = seqshm_read_once(&local, dst, m)
-            if rc == 0:
-                self._merge(&local, 1, 0)
-                if m.write_seq < newest and self.r.g.base == local.g.base:
-                    self._raise_went_back(m.write_seq, newest)
-                return 0
-            self._merge(&local, 0, 1)
-        entry = <void *>self._map
-        self._read_slow(-1, dst, m)
+            self._merge(&local, rc == 0, rc != 0)
+        if rc != 0:
+            self._read_slow(-1, dst, m)
         if m.write_seq < newest and <void *>self._map == entry:  # not moved to a replacement
             self._raise_went_back(m.write_seq, newest)
         return 0
