@@ -18,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 1 ] || { echo "usage: $0 KDIR [KDIR...]" >&2; exit 2; }
 fail=0
 srcs="seqshm_main.c seqshm_channel.c seqshm_cpustat.c seqshm_selftest.c seqshm_apitest.c seqshm_example.c
-	seqshm_internal.h"
+	seqshm_internal.h seqshm_env.h protocol/seqshm_protocol.c protocol/seqshm_protocol.h"
 c_flag=C=2
 [ "${SPARSE:-1}" = 0 ] && c_flag=
 if [ -n "$c_flag" ] && ! command -v sparse >/dev/null 2>&1; then
@@ -31,7 +31,8 @@ for kdir in "$@"; do
 	rel=$(make -s -C "$kdir" kernelrelease 2>/dev/null || basename "$kdir")
 	work=$(mktemp -d)
 	cp -r "$here/Kbuild" "$here/include" "$work/"
-	for f in $srcs; do cp "$here/$f" "$work/"; done
+	mkdir -p "$work/protocol"
+	for f in $srcs; do cp "$here/$f" "$work/$f"; done
 	log="$work/build.log"
 	echo "== build $rel ($kdir) W=1 $c_flag"
 	if ! make -C "$kdir" M="$work" W=1 $c_flag CONFIG_DEBUG_INFO_BTF_MODULES= modules >"$log" 2>&1; then

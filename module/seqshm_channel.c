@@ -41,128 +41,44 @@ static bool seqshm_name_valid(const char *name)
 	return true;
 }
 
-static int seqshm_check_fields(const struct seqshm_channel_config *cfg)
+/*
+ * Lays out @cfg's region into @hdr (all but the magic) with the shared protocol's
+ * seqshm_layout_init(), which ends with the check every reader makes of a header: the kernel
+ * publishes no header a reader would reject. The kernel's own rules come first: a name that
+ * can be a device node, and the pointers a config must have.
+ */
+static int seqshm_layout(const struct seqshm_channel_config *cfg, struct seqshm_header *hdr)
 {
-	unsigned int i, j;
-
-	if (!cfg->fields || cfg->nr_fields < 1 || cfg->nr_fields > SEQSHM_MAX_FIELDS)
-		return -EINVAL;
-	if (!cfg->record && cfg->nr_fields != 1)
-		return -EINVAL;
-	if (cfg->itemsize == 0)
-		return -EINVAL;
-
-	for (i = 0; i < cfg->nr_fields; i++) {
-		const struct seqshm_field *f = &cfg->fields[i];
-		size_t nlen = strnlen(f->name, SEQSHM_FIELD_NAME_LEN);
-		u64 end;
-
-		if (nlen >= SEQSHM_FIELD_NAME_LEN)
-			return -EINVAL;
-		if (memchr_inv(f->__reserved, 0, sizeof(f->__reserved)))
-			return -EINVAL;
-		if (!seqshm_kind_size_valid(f->kind, f->size) || f->count == 0)
-			return -EINVAL;
-		if ((f->flags & ~SEQSHM_FIELD_F_KNOWN) ||
-		    (f->count > 1 && !(f->flags & SEQSHM_FIELD_F_ARRAY)))
-			return -EINVAL;
-		end = (u64)f->offset + (u64)f->count * f->size;
-		if (end > cfg->itemsize)
-			return -EINVAL;
-		if (!cfg->record) {
-			if (nlen || f->offset || f->count != 1 || f->flags ||
-			    f->size != cfg->itemsize)
-				return -EINVAL;
-			continue;
-		}
-		if (!nlen)
-			return -EINVAL;
-		for (j = 0; j < i; j++) {
-			if (!strncmp(f->name, cfg->fields[j].name, SEQSHM_FIELD_NAME_LEN))
-				return -EINVAL;
-		}
-	}
-	return 0;
-}
-
-/* Validates @cfg and computes the geometry of its region into @ch. */
-static int seqshm_layout(const struct seqshm_channel_config *cfg, struct seqshm_channel *ch)
-{
-	u64 payload_size = cfg->itemsize;
-	u64 payload_offset, stride, slots_end, region;
-	unsigned int i;
+	struct seqshm_layout_req req = {
+		.name = cfg->name,
+		.nr_slots = cfg->nr_slots,
+		.ndim = cfg->ndim,
+		.shape = cfg->shape,
+		.itemsize = cfg->itemsize,
+		.flags = cfg->record ? SEQSHM_F_RECORD : 0,
+		.nr_fields = cfg->nr_fields,
+		.fields = cfg->fields,
+		.writer_pid = 0,	/* the kernel: no process to watch */
+		.region_align = PAGE_SIZE,
+		.max_region = SEQSHM_MAX_REGION,
+	};
+	char why[128];
 	int ret;
 
-	if (!cfg->name || !seqshm_name_valid(cfg->name))
+	if (!cfg->name || !seqshm_name_valid(cfg->name) || !cfg->fields ||
+	    cfg->nr_fields > SEQSHM_MAX_FIELDS || cfg->ndim > SEQSHM_MAX_DIMS ||
+	    (cfg->ndim && !cfg->shape))
 		return -EINVAL;
-	ret = seqshm_check_fields(cfg);
-	if (ret)
-		return ret;
-	if (cfg->ndim > SEQSHM_MAX_DIMS || (cfg->ndim && !cfg->shape))
-		return -EINVAL;
-	for (i = 0; i < cfg->ndim; i++) {
-		if (cfg->shape[i] == 0)
-			return -EINVAL;
-		if (check_mul_overflow(payload_size, cfg->shape[i], &payload_size))
-			return -EOVERFLOW;
-		if (payload_size > SEQSHM_MAX_REGION)
-			return -E2BIG;
-	}
-	if (!cfg->nr_slots || cfg->nr_slots > SEQSHM_MAX_SLOTS || !is_power_of_2(cfg->nr_slots))
-		return -EINVAL;
-
-	stride = round_up(payload_size, SEQSHM_CACHELINE);
-	slots_end = SEQSHM_SLOTS_OFFSET + (u64)cfg->nr_slots * sizeof(struct seqshm_slot);
-	payload_offset = round_up(slots_end, SEQSHM_ALIGN);
-	/* stride <= 1 GiB + 63 and nr_slots <= 1024: no overflow in u64. */
-	region = round_up(payload_offset + stride * cfg->nr_slots, PAGE_SIZE);
-	if (region > SEQSHM_MAX_REGION)
+	ret = seqshm_layout_init(hdr, &req, why, sizeof(why));
+	if (ret == SEQSHM_E2BIG)
 		return -E2BIG;
-
-	ch->payload_size = payload_size;
-	ch->slot_stride = stride;
-	ch->region_size = region;
-	ch->mask = cfg->nr_slots - 1;
-	return 0;
-}
-
-/* Fills the static fields of the header; the magic goes last, with release semantics. */
-static void seqshm_fill_header(const struct seqshm_channel_config *cfg, struct seqshm_channel *ch)
-{
-	struct seqshm_header *hdr = ch->hdr;
-	unsigned int i;
-
-	hdr->abi_version = SEQSHM_ABI_VERSION;
-	hdr->header_size = sizeof(*hdr);
-	hdr->region_size = ch->region_size;
-	hdr->payload_offset = ch->payload - (u8 *)ch->region;
-	hdr->payload_size = ch->payload_size;
-	hdr->slot_stride = ch->slot_stride;
-	hdr->nr_slots = ch->mask + 1;
-	hdr->flags = cfg->record ? SEQSHM_F_RECORD : 0;
-	hdr->clock_id = CLOCK_MONOTONIC;
-	hdr->writer_pid = 0;
-	strscpy(hdr->name, cfg->name, sizeof(hdr->name));
-	hdr->itemsize = cfg->itemsize;
-	hdr->nr_fields = cfg->nr_fields;
-	hdr->ndim = cfg->ndim;
-	for (i = 0; i < cfg->ndim; i++)
-		hdr->shape[i] = cfg->shape[i];
-	for (i = 0; i < cfg->nr_fields; i++) {
-		struct seqshm_field *f = &hdr->fields[i];
-
-		strscpy_pad(f->name, cfg->fields[i].name, sizeof(f->name));
-		f->offset = cfg->fields[i].offset;
-		f->count = cfg->fields[i].count;
-		f->kind = cfg->fields[i].kind;
-		f->size = cfg->fields[i].size;
-		f->flags = cfg->fields[i].flags;
+	if (ret == SEQSHM_EOVERFLOW)
+		return -EOVERFLOW;
+	if (ret) {
+		pr_debug("channel %s: %s\n", cfg->name, why);
+		return -EINVAL;
 	}
-	/*
-	 * Pairs with the reader's load-acquire of the magic: a reader that sees the magic sees
-	 * every static field above. (Nobody can map the region yet; this is for the record.)
-	 */
-	smp_store_release(&hdr->magic, SEQSHM_MAGIC);
+	return 0;
 }
 
 /* Under seqshm_channels_lock. */
@@ -240,33 +156,48 @@ static void seqshm_wake_pollers(struct irq_work *work)
  * describes. The device appears only once the region is complete.
  *
  * Context: process context; may sleep.
- * Return: the channel, or an ERR_PTR(): -EINVAL for a bad @cfg, -E2BIG or -EOVERFLOW for a
- * region over 1 GiB, -EEXIST if a live channel has that name, -ENOMEM, or a misc_register()
- * error.
+ * Return: the channel, or an ERR_PTR(): -EINVAL for a bad @cfg, -E2BIG for a region over
+ * 1 GiB, -EOVERFLOW for a shape whose size overflows 64 bits, -EEXIST if a live channel has
+ * that name, -ENOMEM, or a misc_register() error.
  */
 struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config *cfg)
 {
+	struct seqshm_header *hdr = NULL;
 	struct seqshm_channel *ch;
+	char why[128];
 	int ret;
 
 	if (!cfg)
 		return ERR_PTR(-EINVAL);
 	ch = kzalloc(sizeof(*ch), GFP_KERNEL);
-	if (!ch)
-		return ERR_PTR(-ENOMEM);
-	ret = seqshm_layout(cfg, ch);
+	hdr = kmalloc(sizeof(*hdr), GFP_KERNEL);
+	ret = -ENOMEM;
+	if (!ch || !hdr)
+		goto err_free;
+	ret = seqshm_layout(cfg, hdr);
 	if (ret)
 		goto err_free;
 
 	ret = -ENOMEM;
+	ch->region_size = hdr->region_size;
+	ch->payload_size = hdr->payload_size;
 	ch->region = vmalloc_user(ch->region_size);
 	if (!ch->region)
 		goto err_free;
 	ch->hdr = ch->region;
-	ch->slots = ch->region + SEQSHM_SLOTS_OFFSET;
-	ch->payload = ch->region +
-		round_up(SEQSHM_SLOTS_OFFSET + (u64)(ch->mask + 1) * sizeof(struct seqshm_slot),
-			 SEQSHM_ALIGN);
+	memcpy(ch->hdr, hdr, sizeof(*hdr));
+	/*
+	 * The header as published, magic included, through the readers' own check (the one
+	 * seqshm_layout_init() ended with, on what is now in the region): the geometry below is
+	 * taken from a checked header, as a reader takes its own.
+	 */
+	hdr->magic = SEQSHM_MAGIC;
+	if (WARN_ON(seqshm_header_check(hdr, ch->region_size, why, sizeof(why)))) {
+		pr_err("channel %s: its own header fails the readers' check: %s\n", cfg->name, why);
+		ret = -EINVAL;
+		goto err_free;
+	}
+	seqshm_geometry_init(&ch->g, ch->region, hdr);
 	ch->devname = kasprintf(GFP_KERNEL, "seqshm-%s", cfg->name);
 	ch->nodename = kasprintf(GFP_KERNEL, "seqshm/%s", cfg->name);
 	if (!ch->devname || !ch->nodename)
@@ -277,7 +208,11 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 	init_waitqueue_head(&ch->wq);
 	/* Not IRQ_WORK_INIT_HARD: see seqshm_wake_pollers(). */
 	init_irq_work(&ch->wake_work, seqshm_wake_pollers);
-	seqshm_fill_header(cfg, ch);
+	/*
+	 * Pairs with the reader's load-acquire of the magic: a reader that sees the magic sees
+	 * every static field. (Nobody can map the region yet; this is for the record.)
+	 */
+	seqshm_header_publish(ch->hdr);
 
 	ch->misc.minor = MISC_DYNAMIC_MINOR;
 	ch->misc.name = ch->devname;
@@ -298,13 +233,17 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 		goto err_free;
 
 	pr_debug("channel %s: payload %zu B, %u slots, region %zu B\n", cfg->name,
-		 ch->payload_size, ch->mask + 1, ch->region_size);
+		 ch->payload_size, ch->g.slot_mask + 1, ch->region_size);
+	kfree(hdr);
 	return ch;
 
 err_free:
-	vfree(ch->region);
-	kfree(ch->devname);
-	kfree(ch->nodename);
+	kfree(hdr);
+	if (ch) {
+		vfree(ch->region);
+		kfree(ch->devname);
+		kfree(ch->nodename);
+	}
 	kfree(ch);
 	return ERR_PTR(ret);
 }
@@ -379,25 +318,15 @@ EXPORT_SYMBOL_GPL(seqshm_channel_payload_size);
 void *seqshm_write_begin(struct seqshm_channel *ch, u64 *write_seq)
 	__acquires(ch)
 {
-	struct seqshm_slot *slot;
 	unsigned long flags;
-	u32 s;
 
 	raw_spin_lock_irqsave(&ch->lock, flags);
 	ch->irqflags = flags;
-	s = (ch->head + 1) & ch->mask;
-	slot = &ch->slots[s];
-	ch->slot = slot;
-	/* Odd: the copy in this slot is being rewritten. */
-	WRITE_ONCE(slot->seq, slot->seq + 1);
-	/*
-	 * Pairs with the reader's smp_rmb() before it re-reads seq: a reader whose copy saw any
-	 * byte written below sees this odd seq (or a later one) and retries.
-	 */
-	smp_wmb();
+	/* The slot's seq turns odd, then smp_wmb(): the shared protocol's step [B]. */
+	ch->slot = seqshm_write_slot_begin(&ch->g, ch->head);
 	if (write_seq)
 		*write_seq = ch->head + 1;
-	return ch->payload + (size_t)s * ch->slot_stride;
+	return seqshm_slot_payload_w(&ch->g, ch->slot);
 }
 EXPORT_SYMBOL_GPL(seqshm_write_begin);
 
@@ -417,27 +346,17 @@ EXPORT_SYMBOL_GPL(seqshm_write_begin);
 void seqshm_write_end(struct seqshm_channel *ch, u64 timestamp_ns)
 	__releases(ch)
 {
-	struct seqshm_slot *slot = ch->slot;
 	unsigned long flags = ch->irqflags;
 	u64 k = ch->head + 1;
 
 	if (!timestamp_ns)
 		timestamp_ns = ktime_get_ns();
-	WRITE_ONCE(slot->write_seq, k);
-	WRITE_ONCE(slot->timestamp_ns, timestamp_ns);
 	/*
-	 * Pairs with the reader's load-acquire of seq: a reader that sees the even seq below
-	 * sees the whole payload, write_seq and timestamp written before it.
+	 * Metadata, the slot's seq even with smp_store_release() ([A]), then head with
+	 * smp_store_release() ([C]): the shared protocol's steps, each barrier's pair named there.
 	 */
-	smp_wmb();
-	WRITE_ONCE(slot->seq, slot->seq + 1);
-	/*
-	 * Pairs with the reader's load-acquire of head: a reader that sees head == k finds
-	 * slot k's seq already even (or later) and its payload complete.
-	 */
-	smp_store_release(&ch->hdr->head, k);
+	seqshm_write_slot_end(&ch->g, ch->slot, k, timestamp_ns);
 	ch->head = k;
-	ch->slot = NULL;
 	raw_spin_unlock_irqrestore(&ch->lock, flags);
 
 	/*
@@ -494,14 +413,10 @@ EXPORT_SYMBOL_GPL(seqshm_publish);
 int seqshm_channel_read(struct seqshm_channel *ch, void *dst, u64 *write_seq)
 {
 	u64 deadline = ktime_get_ns() + SEQSHM_READ_MAX_NS;
-	u64 seen = *write_seq;
+	struct seqshm_meta meta;
 	unsigned int tries;
 
 	for (tries = 0; tries < SEQSHM_READ_MAX_TRIES; tries++) {
-		struct seqshm_slot *slot;
-		u64 head, ws;
-		u32 seq, s;
-
 		if (tries) {
 			atomic64_inc(&ch->nr_read_retries);
 			/* A reader preempted past the deadline still gets a few attempts. */
@@ -510,25 +425,14 @@ int seqshm_channel_read(struct seqshm_channel *ch, void *dst, u64 *write_seq)
 			cpu_relax();
 			cond_resched();
 		}
-		/* Pairs with the writer's smp_store_release() of head. */
-		head = smp_load_acquire(&ch->hdr->head);
 		/*
-		 * A slot turns even before head names it, so the caller may have seen a newer
-		 * write than head says; that write's slot holds it or a later one.
+		 * The shared protocol's read: the slot from head and the newest write the caller
+		 * has seen (never back in time), seq load-acquire ([A]), the copy, smp_rmb() and
+		 * the seq re-check ([B]).
 		 */
-		s = max(head, seen) & ch->mask;
-		slot = &ch->slots[s];
-		/* Pairs with the writer's second smp_wmb() (before seq turns even). */
-		seq = smp_load_acquire(&slot->seq);
-		if (seq & 1)
+		if (seqshm_try_read_slot(&ch->g, seqshm_pick_slot(&ch->g, *write_seq), dst, &meta))
 			continue;
-		memcpy(dst, ch->payload + (size_t)s * ch->slot_stride, ch->payload_size);
-		ws = READ_ONCE(slot->write_seq);
-		/* Pairs with the writer's first smp_wmb() (after seq turned odd). */
-		smp_rmb();
-		if (READ_ONCE(slot->seq) != seq)
-			continue;
-		*write_seq = ws;
+		*write_seq = meta.write_seq;
 		return 0;
 	}
 	return -EAGAIN;

@@ -16,6 +16,8 @@
 #include <linux/wait.h>
 #include <linux/seqshm.h>
 
+#include "protocol/seqshm_protocol.h"
+
 /*
  * read() retries at most SEQSHM_READ_MAX_TRIES times, and for at most SEQSHM_READ_MAX_NS
  * once it has made SEQSHM_READ_MIN_TRIES attempts, before it gives up with -EAGAIN.
@@ -36,14 +38,12 @@
  *		holder of @lock touches it.
  * @head:	private copy of the header's head, written under @lock.
  * @slot:	slot being written, valid under @lock between write_begin() and write_end().
- * @mask:	nr_slots - 1.
+ * @g:		the region's geometry for the shared protocol's steps, taken from its checked
+ *		header (seqshm_geometry_init()).
  * @region:	the region (vmalloc_user()), @region_size bytes; freed with the last reference.
  * @hdr:	@region as the header.
- * @slots:	the slot control array inside @region.
- * @payload:	slot 0's payload inside @region.
  * @region_size: bytes of @region.
  * @payload_size: bytes of one payload.
- * @slot_stride: bytes between payloads.
  * @ref:	one reference for the producer (dropped by destroy) and one per open file.
  * @node:	entry in the list of live channels (names are unique among them).
  * @dead:	set by destroy: no more writes; read() fails, poll() reports a hang-up.
@@ -66,15 +66,12 @@ struct seqshm_channel {
 	raw_spinlock_t lock;	/* serializes writers, see @lock above */
 	unsigned long irqflags;
 	u64 head;
-	struct seqshm_slot *slot;
-	u32 mask;
+	u32 slot;
+	struct seqshm_geometry g;
 	void *region;
 	struct seqshm_header *hdr;
-	struct seqshm_slot *slots;
-	u8 *payload;
 	size_t region_size;
 	size_t payload_size;
-	size_t slot_stride;
 	struct kref ref;
 	struct list_head node;
 	bool dead;

@@ -235,7 +235,7 @@ static long seqshm_ioctl_info(struct seqshm_file *sf, void __user *uarg, size_t 
 	info.region_size = ch->region_size;
 	info.payload_offset = ch->hdr->payload_offset;
 	info.payload_size = ch->payload_size;
-	info.slot_stride = ch->slot_stride;
+	info.slot_stride = ch->g.slot_stride;
 	info.head = READ_ONCE(ch->hdr->head);
 	if (info.flags & SEQSHM_INFO_ACK) {
 		if (mutex_lock_interruptible(&sf->lock))

@@ -212,6 +212,11 @@ cdef int _load_header(bytes data, uint64_t file_size, str path, seqshm_header *h
     return 0
 
 
+# The largest region a userspace writer builds (1 TiB): past what any tmpfs holds, so a size
+# this large is a mistake in the shape, reported as such rather than as ENOSPC.
+cdef uint64_t MAX_REGION = (<uint64_t>1) << 40
+
+
 def check_header(bytes data not None, uint64_t file_size=0, str path=None):
     """Validate raw header bytes the way a reader does; returns the header's fields as a dict.
 
@@ -233,7 +238,8 @@ def build_header(str name not None, uint32_t nr_slots, tuple shape not None, ele
     """
     cdef seqshm_header h
     cdef seqshm_field fields[SEQSHM_MAX_FIELDS]
-    cdef uint64_t dims[SEQSHM_MAX_DIMS]
+    cdef unsigned long long dims[SEQSHM_MAX_DIMS]
+    cdef seqshm_layout_req req
     cdef char why[256]
     cdef bytes name_b = name.encode("ascii")
     cdef bytes fname
@@ -254,10 +260,19 @@ def build_header(str name not None, uint32_t nr_slots, tuple shape not None, ele
         fields[i].kind = <uint8_t>ord(f.kind)
         fields[i].size = f.size
         fields[i].flags = SEQSHM_FIELD_F_ARRAY if f.array else 0
-    rc = seqshm_layout_init(&h, name_b, nr_slots, <uint32_t>len(shape), dims, element.itemsize,
-                            SEQSHM_F_RECORD if element.record else 0,
-                            <uint32_t>len(element.fields), fields, writer_pid, writer_start,
-                            why, sizeof(why))
+    req.name = name_b
+    req.nr_slots = nr_slots
+    req.ndim = <uint32_t>len(shape)
+    req.shape = dims
+    req.itemsize = element.itemsize
+    req.flags = SEQSHM_F_RECORD if element.record else 0
+    req.nr_fields = <uint32_t>len(element.fields)
+    req.fields = fields
+    req.writer_pid = writer_pid
+    req.writer_start = writer_start
+    req.region_align = SEQSHM_ALIGN
+    req.max_region = MAX_REGION
+    rc = seqshm_layout_init(&h, &req, why, sizeof(why))
     if rc != SEQSHM_OK:
         raise ValueError(why.decode("utf-8", "replace"))
     h.waiters_dev = waiters_dev

@@ -1,4 +1,5 @@
-# Cython declarations of the C protocol core (src/protocol.h) and the shared layout it includes.
+# Cython declarations of the C protocol (module/protocol/seqshm_protocol.h, shared with the
+# kernel, and src/protocol.h, userspace's waits and writer) and the layout they include.
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 
 cdef extern from "linux/seqshm.h" nogil:
@@ -96,7 +97,7 @@ cdef extern from "wake.h" nogil:
     int seqshm_wake_wait(const seqshm_header *h, uint32_t *count, int fence, uint64_t target,
                          uint64_t timeout_ns)
 
-cdef extern from "protocol.h" nogil:
+cdef extern from "seqshm_protocol.h" nogil:
     enum:
         SEQSHM_OK
         SEQSHM_ETIMEDOUT
@@ -104,6 +105,7 @@ cdef extern from "protocol.h" nogil:
         SEQSHM_EVERSION
         SEQSHM_EFORMAT
         SEQSHM_EINVAL
+        SEQSHM_E2BIG
 
     struct seqshm_geometry:
         const unsigned char *base
@@ -117,6 +119,39 @@ cdef extern from "protocol.h" nogil:
         uint64_t timestamp_ns
         uint32_t slot
 
+    struct seqshm_layout_req:
+        const char *name
+        uint32_t nr_slots
+        uint32_t ndim
+        const unsigned long long *shape
+        uint32_t itemsize
+        uint32_t flags
+        uint32_t nr_fields
+        const seqshm_field *fields
+        uint32_t writer_pid
+        uint64_t writer_start
+        uint64_t region_align
+        uint64_t max_region
+
+    const seqshm_header *seqshm_hdr(const seqshm_geometry *g)
+    const seqshm_slot *seqshm_slot_ctl(const seqshm_geometry *g, uint32_t slot)
+    const unsigned char *seqshm_slot_payload(const seqshm_geometry *g, uint32_t slot)
+    uint64_t seqshm_head(const seqshm_geometry *g)
+    uint32_t seqshm_state(const seqshm_geometry *g)
+    uint32_t seqshm_read_begin(const seqshm_geometry *g, uint32_t slot)
+    int seqshm_read_retry(const seqshm_geometry *g, uint32_t slot, uint32_t seq)
+    void seqshm_read_meta(const seqshm_geometry *g, uint32_t slot, seqshm_meta *meta)
+    int seqshm_try_read_slot(const seqshm_geometry *g, uint32_t slot, void *dst,
+                             seqshm_meta *meta)
+    int seqshm_header_check(const seqshm_header *h, uint64_t region_size_limit,
+                            char *why, size_t whylen)
+    void seqshm_geometry_init(seqshm_geometry *g, const void *base, const seqshm_header *h)
+    int seqshm_layout_init(seqshm_header *h, const seqshm_layout_req *req, char *why,
+                           size_t whylen)
+    void seqshm_header_publish(seqshm_header *h)
+    void seqshm_write_close(seqshm_header *h, uint32_t state)
+
+cdef extern from "protocol.h" nogil:
     struct seqshm_reader:
         seqshm_geometry g
         uint64_t newest
@@ -136,36 +171,16 @@ cdef extern from "protocol.h" nogil:
         int in_write
         seqshm_waker wake
 
-    const seqshm_header *seqshm_hdr(const seqshm_geometry *g)
-    const seqshm_slot *seqshm_slot_ctl(const seqshm_geometry *g, uint32_t slot)
-    const unsigned char *seqshm_slot_payload(const seqshm_geometry *g, uint32_t slot)
-    uint64_t seqshm_head(const seqshm_geometry *g)
-    uint32_t seqshm_state(const seqshm_geometry *g)
     uint32_t seqshm_reader_slot(const seqshm_reader *r)
     void seqshm_reader_done(seqshm_reader *r, const seqshm_meta *meta)
-    uint32_t seqshm_read_begin(const seqshm_geometry *g, uint32_t slot)
-    int seqshm_read_retry(const seqshm_geometry *g, uint32_t slot, uint32_t seq)
-    void seqshm_read_meta(const seqshm_geometry *g, uint32_t slot, seqshm_meta *meta)
-    int seqshm_try_read_slot(const seqshm_geometry *g, uint32_t slot, void *dst,
-                             seqshm_meta *meta)
     int seqshm_read_once(seqshm_reader *r, void *dst, seqshm_meta *meta)
     int seqshm_read_until(seqshm_reader *r, int64_t fixed, void *dst, seqshm_meta *meta,
                           uint64_t deadline, seqshm_backoff *b)
     int seqshm_wait_even_until(seqshm_reader *r, uint32_t *slot, uint32_t *seq, int newest,
                                uint64_t deadline, seqshm_backoff *b)
     uint64_t seqshm_deadline(uint64_t now, uint64_t ns)
-    int seqshm_header_check(const seqshm_header *h, uint64_t region_size_limit,
-                            char *why, size_t whylen)
-    void seqshm_geometry_init(seqshm_geometry *g, const void *base, const seqshm_header *h)
-    int seqshm_layout_init(seqshm_header *h, const char *name, uint32_t nr_slots,
-                           uint32_t ndim, const uint64_t *shape, uint32_t itemsize,
-                           uint32_t flags, uint32_t nr_fields, const seqshm_field *fields,
-                           uint32_t writer_pid, uint64_t writer_start, char *why,
-                           size_t whylen)
-    void seqshm_header_publish(seqshm_header *h)
     void *seqshm_write_begin(seqshm_writer *w)
     void seqshm_write_end(seqshm_writer *w, uint64_t timestamp_ns)
-    void seqshm_write_close(seqshm_header *h, uint32_t state)
     uint64_t seqshm_monotonic_ns()
 
 cdef extern from "guard.h" nogil:

@@ -183,8 +183,8 @@ int seqshm_wake_wait(const struct seqshm_header *h, uint32_t *count, int fence,
 		return SEQSHM_WAKE_ENOBARRIER;
 	}
 	/* Pairs with the writer's store-release of head (and of state at the end). */
-	head = seqshm_load_acquire_u64(&h->head);
-	if (head <= target && seqshm_load_acquire_u32(&h->state) == SEQSHM_STATE_OPEN)
+	head = seqshm_load_acquire(&h->head);
+	if (head <= target && seqshm_load_acquire(&h->state) == SEQSHM_STATE_OPEN)
 		rc = seqshm_sleep(h, (uint32_t)head, timeout_ns);
 	/* Late is harmless (a spurious wake); release keeps it after our loads of head. */
 	__atomic_fetch_sub(count, 1, __ATOMIC_RELEASE);
