@@ -1,17 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * seqshm_apitest: test-only producer module for tests/device: checks that the exported API
- * rejects bad channel configurations, then publishes known records on /dev/seqshm/apitest.
- * Built beside seqshm.ko for the guest tests; not installed by DKMS.
+ * rejects bad channel configurations, then publishes known records on /dev/seqshm/apitest,
+ * and lets the tests put any header through the kernel's compiled header check
+ * (/dev/seqshm_apitest_check). Built beside seqshm.ko for the guest tests; not installed by
+ * DKMS.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/kernel.h>
 #include <linux/err.h>
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/stddef.h>
+#include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/uaccess.h>
 #include <linux/seqshm.h>
 
 static unsigned int checks;
@@ -149,6 +155,78 @@ static void apitest_bad_configs(void)
 	apitest_expect(&c, -EINVAL, "empty field name in a record");
 }
 
+/*
+ * /dev/seqshm_apitest_check: write() a u64 region size (native byte order; 0: unknown) and
+ * then a struct seqshm_header, in one buffer; read() then returns "<errno> <why>\n", the
+ * result of seqshm_check_header() on it. The tests put the same headers through the
+ * userspace check and compare: one source, one verdict, one sentence, on both sides.
+ */
+struct apitest_verdict {
+	struct seqshm_header hdr;
+	int ret;
+	char why[256];
+};
+
+static int apitest_check_open(struct inode *inode, struct file *file)
+{
+	struct apitest_verdict *v = kzalloc(sizeof(*v), GFP_KERNEL);
+
+	if (!v)
+		return -ENOMEM;
+	v->ret = -ENODATA;
+	strscpy(v->why, "no header written yet", sizeof(v->why));
+	file->private_data = v;
+	return 0;
+}
+
+static int apitest_check_release(struct inode *inode, struct file *file)
+{
+	kfree(file->private_data);
+	return 0;
+}
+
+static ssize_t apitest_check_write(struct file *file, const char __user *buf, size_t len,
+				   loff_t *ppos)
+{
+	struct apitest_verdict *v = file->private_data;
+	u64 region_size;
+
+	if (len != sizeof(region_size) + sizeof(v->hdr))
+		return -EINVAL;
+	if (copy_from_user(&region_size, buf, sizeof(region_size)) ||
+	    copy_from_user(&v->hdr, buf + sizeof(region_size), sizeof(v->hdr)))
+		return -EFAULT;
+	v->why[0] = '\0';
+	v->ret = seqshm_check_header(&v->hdr, region_size, v->why, sizeof(v->why));
+	*ppos = 0;	/* the next read() returns this verdict from its start */
+	return len;
+}
+
+static ssize_t apitest_check_read(struct file *file, char __user *buf, size_t len,
+				  loff_t *ppos)
+{
+	struct apitest_verdict *v = file->private_data;
+	char line[sizeof(v->why) + 16];
+	int n = scnprintf(line, sizeof(line), "%d %s\n", v->ret, v->why);
+
+	return simple_read_from_buffer(buf, len, ppos, line, n);
+}
+
+static const struct file_operations apitest_check_fops = {
+	.owner = THIS_MODULE,
+	.open = apitest_check_open,
+	.release = apitest_check_release,
+	.read = apitest_check_read,
+	.write = apitest_check_write,
+};
+
+static struct miscdevice apitest_check_dev = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "seqshm_apitest_check",
+	.mode = 0600,
+	.fops = &apitest_check_fops,
+};
+
 static int __init apitest_init(void)
 {
 	/* 0.0, 1.0, 2.0, 3.0, 4.0, 5.0 as binary64 */
@@ -158,12 +236,17 @@ static int __init apitest_init(void)
 	};
 	struct apitest_rec recs[6] = {};
 	struct apitest_rec *p;
-	int i;
+	int i, ret;
 
 	apitest_bad_configs();
 	apitest_ch = seqshm_channel_create(&apitest_cfg);
 	if (IS_ERR(apitest_ch))
 		return PTR_ERR(apitest_ch);
+	ret = misc_register(&apitest_check_dev);
+	if (ret) {
+		seqshm_channel_destroy(apitest_ch);
+		return ret;
+	}
 
 	/* Write 1 through publish(), write 2 through begin/end with a given timestamp. */
 	for (i = 0; i < 6; i++) {
@@ -187,6 +270,7 @@ static int __init apitest_init(void)
 
 static void __exit apitest_exit(void)
 {
+	misc_deregister(&apitest_check_dev);
 	seqshm_channel_destroy(apitest_ch);
 }
 

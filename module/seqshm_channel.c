@@ -290,6 +290,34 @@ void seqshm_channel_destroy(struct seqshm_channel *ch)
 EXPORT_SYMBOL_GPL(seqshm_channel_destroy);
 
 /**
+ * seqshm_check_header() - check a header as every seqshm reader does.
+ * @hdr: a private copy of a region's header (not one a writer may change under the check).
+ * @region_size: bytes of the region the header came from, or 0 if unknown.
+ * @why: receives a sentence saying what is wrong (the readers' own wording), or NULL.
+ * @whylen: bytes of @why.
+ *
+ * The same compiled check (seqshm_header_check() of the shared protocol source) that this
+ * module passes every header it publishes through, and the one the userspace readers run.
+ *
+ * Context: any context.
+ * Return: 0; -EBADMSG if @hdr is not a seqshm header or is inconsistent, truncated or
+ * unrepresentable; -EPROTONOSUPPORT if it is one of another ABI version.
+ */
+int seqshm_check_header(const struct seqshm_header *hdr, u64 region_size, char *why,
+			size_t whylen)
+{
+	switch (seqshm_header_check(hdr, region_size, why, whylen)) {
+	case SEQSHM_OK:
+		return 0;
+	case SEQSHM_EVERSION:
+		return -EPROTONOSUPPORT;
+	default:
+		return -EBADMSG;
+	}
+}
+EXPORT_SYMBOL_GPL(seqshm_check_header);
+
+/**
  * seqshm_channel_payload_size() - bytes of one payload of a channel.
  * @ch: the channel.
  *

@@ -298,3 +298,20 @@ class _ErrnoRaises:
         assert val.errno == self.code, (
             f"expected {errno.errorcode[self.code]}, got {errno.errorcode.get(val.errno)}: {val}")
         return True
+
+
+APITEST_SYS = "/sys/module/seqshm_apitest"
+
+
+@pytest.fixture
+def apitest(dev):
+    """seqshm_apitest.ko (built beside $SEQSHM_KO) loaded for the test, unloaded after it."""
+    ko = os.environ.get("SEQSHM_KO", "")
+    path = os.path.join(os.path.dirname(ko), "seqshm_apitest.ko")
+    if not ko or not os.path.exists(path):
+        pytest.skip("no seqshm_apitest.ko beside $SEQSHM_KO")
+    r = subprocess.run(dev._tool("insmod") + [path], capture_output=True, text=True)
+    assert r.returncode == 0, f"insmod {path}: {r.stdout}{r.stderr}"
+    yield path
+    if os.path.isdir(APITEST_SYS):
+        subprocess.run(dev._tool("rmmod") + ["seqshm_apitest"], capture_output=True)

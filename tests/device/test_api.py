@@ -21,19 +21,6 @@ APITEST = "/dev/seqshm/apitest"
 SYS = "/sys/module/seqshm_apitest"
 
 
-@pytest.fixture
-def apitest(dev):
-    ko = os.environ.get("SEQSHM_KO", "")
-    path = os.path.join(os.path.dirname(ko), "seqshm_apitest.ko")
-    if not ko or not os.path.exists(path):
-        pytest.skip("no seqshm_apitest.ko beside $SEQSHM_KO")
-    r = subprocess.run(dev._tool("insmod") + [path], capture_output=True, text=True)
-    assert r.returncode == 0, f"insmod {path}: {r.stdout}{r.stderr}"
-    yield path
-    if os.path.isdir(SYS):
-        subprocess.run(dev._tool("rmmod") + ["seqshm_apitest"], capture_output=True)
-
-
 def test_bad_configurations_are_refused(apitest):
     with open(f"{SYS}/parameters/checks") as f:
         checks = int(f.read())

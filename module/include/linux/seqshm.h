@@ -48,5 +48,7 @@ size_t seqshm_channel_payload_size(const struct seqshm_channel *ch);
 void *seqshm_write_begin(struct seqshm_channel *ch, u64 *write_seq) __acquires(ch);
 void seqshm_write_end(struct seqshm_channel *ch, u64 timestamp_ns) __releases(ch);
 int seqshm_publish(struct seqshm_channel *ch, const void *buf, size_t len);
+int seqshm_check_header(const struct seqshm_header *hdr, u64 region_size, char *why,
+			size_t whylen);
 
 #endif /* _LINUX_SEQSHM_H */
