@@ -1,5 +1,5 @@
 """The ``seqshm`` command line: list channels, show one's layout and state, watch it live,
-record every write to a file, and a live demo."""
+record every write to a file, serve channels to Prometheus, and a live demo."""
 
 from __future__ import annotations
 
@@ -732,6 +732,52 @@ def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
     return EXIT_OK
 
 
+# -- export --------------------------------------------------------------------------------------
+
+#: seqshm.export.DEFAULT_LISTEN, written here too so that the parser needs no prometheus_client.
+EXPORT_LISTEN = "127.0.0.1:9464"
+
+
+def export(patterns: list[str], listen: str, sum_over: list[str], timeout: float,
+           once: bool, openmetrics: bool) -> int:
+    """Serve the channels ``patterns`` name as Prometheus metrics at ``listen`` until Ctrl-C or
+    SIGTERM (``once``: print one scrape to stdout and exit)."""
+    try:
+        from seqshm import export as exp
+    except ImportError as e:
+        raise Failure(str(e), EXIT_USAGE) from None
+    try:
+        collector = exp.SeqshmCollector(patterns, sum_over=sum_over, timeout=timeout)
+    except exp.ExportError as e:
+        raise Failure(str(e), EXIT_USAGE) from None
+    try:
+        registry = exp.registry_of(collector)
+        if once:
+            sys.stdout.buffer.write(exp.exposition(registry, openmetrics))
+            sys.stdout.flush()
+            return EXIT_OK
+        try:
+            server, thread = exp.serve(registry, listen)
+        except exp.ExportError as e:
+            raise Failure(str(e)) from None
+        try:
+            host, port = str(server.server_address[0]), server.server_address[1]
+            shown = f"[{host}]" if ":" in host else host
+            paths = collector.metrics.paths()
+            print(f"seqshm: serving {len(paths)} channel{'s' if len(paths) != 1 else ''} at "
+                  f"http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
+            # The server runs in its thread; this one waits for Ctrl-C, SIGTERM or SIGHUP,
+            # which main() turns into exit status 130, 143 and 129.
+            threading.Event().wait()
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+    finally:
+        collector.close()
+    return EXIT_OK  # not reached: only a signal ends the wait
+
+
 # -- arguments -----------------------------------------------------------------------------------
 
 
@@ -763,6 +809,14 @@ def _count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not >= 1")
     return value
+
+
+def _listen(text: str) -> str:
+    """An argparse type: HOST:PORT as seqshm.export.parse_listen takes it."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. {EXPORT_LISTEN})")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -809,6 +863,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_nonnegative, default=1.0, metavar="S",
                    help="how long a read waits for a consistent copy (default 1)")
 
+    p = sub.add_parser(
+        "export", help="serve channels as Prometheus metrics (pip install 'seqshm[export]')",
+        description="Serve channels over HTTP as Prometheus/OpenMetrics metrics, one snapshot "
+                    "per channel per scrape. cpustat channels become node_exporter's "
+                    "node_cpu_seconds_total{cpu,mode}; other records seqshm_<name>_<field>, a "
+                    "counter if the field's name ends in _total, else a gauge (_ns/_us/_ms "
+                    "fields in seconds); every channel has seqshm_channel_up, _state, "
+                    "_writes_total and the time of its write.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("patterns", nargs="*", metavar="CHANNEL|GLOB",
+                   help="channels to export: names, paths or globs ('*' matches names in "
+                        "/dev/seqshm and /dev/shm); default: every channel")
+    p.add_argument("--listen", type=_listen, default=EXPORT_LISTEN, metavar="HOST:PORT",
+                   help=f"address to serve on (default {EXPORT_LISTEN}; port 0 picks a free "
+                        "one, printed on stderr)")
+    p.add_argument("--sum-over", action="append", default=[], metavar="LABEL",
+                   help="sum the series over this label at the source (cpu for cpustat; "
+                        "dim0... for other channels' dimensions); repeatable")
+    p.add_argument("--timeout", type=_nonnegative, default=0.1, metavar="S",
+                   help="how long a snapshot waits for a consistent copy (default 0.1)")
+    p.add_argument("--once", action="store_true",
+                   help="print one scrape to stdout and exit instead of serving")
+    p.add_argument("--openmetrics", action="store_true",
+                   help="with --once: the OpenMetrics format instead of Prometheus text")
+
     p = sub.add_parser("demo", help="publish this host's per-CPU times and watch them live")
     p.add_argument("--rate", type=_positive, default=100.0, metavar="HZ",
                    help="writes per second of the demo writer (default 100)")
@@ -842,6 +921,9 @@ def _run(args: argparse.Namespace) -> int:
         return watch(args.path, args.interval, args.count, args.timeout, args.format)
     if args.command == "record":
         return record(args.path, args.output, args.count, args.duration, args.timeout)
+    if args.command == "export":
+        return export(args.patterns, args.listen, args.sum_over, args.timeout, args.once,
+                      args.openmetrics)
     return demo(args.path, args.rate, args.duration, args.interval)
 
 

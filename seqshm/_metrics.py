@@ -1,0 +1,525 @@
+"""Channels as metric families: which channels a selection names, one snapshot per channel per
+collection, and the rules that turn a record into counters and gauges (seqshm.export, .otel)."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from seqshm import _core
+from seqshm._api import SEARCH_DIRS, resolve
+from seqshm._errors import FileTruncated, ReadTimeout, SeqshmError
+from seqshm._lifecycle import ChannelState
+from seqshm._reader import Reader
+from seqshm.telemetry import CPUSTAT_FIELDS
+
+__all__ = [
+    "COUNTER",
+    "GAUGE",
+    "ExportError",
+    "Family",
+    "ChannelMetrics",
+    "meta_families",
+    "metric_name",
+    "USER_HZ",
+]
+
+log = logging.getLogger("seqshm.export")
+
+COUNTER, GAUGE = "counter", "gauge"
+
+#: /proc/stat's unit, USER_HZ (ticks per second; 100 on every Linux architecture). The kernel
+#: prints nsec_to_clock_t(ns), i.e. ns truncated to whole ticks, and node_exporter (through
+#: prometheus/procfs) divides those ticks by 100.
+USER_HZ = os.sysconf("SC_CLK_TCK")
+_NS_PER_TICK = 1_000_000_000 // USER_HZ
+#: node_exporter's jumpBackSeconds (collector/cpu_linux.go): a CPU whose idle time goes back by
+#: this much or more was unplugged and plugged again, and its counters start over.
+JUMP_BACK_SECONDS = 3.0
+#: node_exporter's cpu modes, in /proc/stat's column order; cpustat's first eight fields.
+CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+#: Suffixes of field names that give their unit (the convention below), and the factor to
+#: Prometheus's base unit, seconds.
+_TIME_SUFFIXES = {"_ns": 1e-9, "_us": 1e-6, "_ms": 1e-3}
+_GLOB_CHARS = frozenset("*?[")
+
+
+class ExportError(SeqshmError):
+    """A selection that cannot be exported as asked: a glob that matches no channel, a channel
+    with no numeric field, a --sum-over dimension that no selected channel has, an address
+    that cannot be listened on. The message says which and what to do."""
+
+
+@dataclass
+class Family:
+    """One metric family: Prometheus ``name`` (counters end in ``_total``) and ``kind``
+    (COUNTER or GAUGE), the OpenTelemetry instrument name ``otel_name`` with its UCUM ``unit``
+    ("s", "1", "{write}", ""), the label names (``otel_labels`` their OpenTelemetry attribute
+    names; those in ``int_labels`` are array indices, integer attributes there), and the
+    samples: (label values, value) pairs, every one from the same snapshot of its channel."""
+
+    name: str
+    kind: str
+    help: str
+    otel_name: str
+    unit: str
+    labels: tuple[str, ...]
+    otel_labels: tuple[str, ...]
+    int_labels: frozenset[str] = frozenset()
+    samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+
+    @property
+    def prometheus_unit(self) -> str:
+        """The unit prometheus_client writes in OpenMetrics (only a name's own suffix)."""
+        base = self.name.removesuffix("_total")
+        return "seconds" if base.endswith("_seconds") else ""
+
+
+def metric_name(text: str) -> str:
+    """``text`` as a Prometheus metric name part: every character outside [a-zA-Z0-9_] becomes
+    '_' (the data model's rule), and a leading digit gets a '_' before it."""
+    out = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in text)
+    return "_" + out if out[:1].isdigit() else out
+
+
+def is_cpustat(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:
+    """Whether a channel carries the kernel module's cpustat record (one per CPU): the same
+    field names, all unsigned 64-bit, in the same order, and a 1-D shape."""
+    names = dtype.names
+    if (len(shape) != 1 or names is None or "online" not in names
+            or tuple(names[:len(CPUSTAT_FIELDS)]) != CPUSTAT_FIELDS):
+        return False
+    return all(dtype.fields[n][0] == np.dtype(np.uint64) for n in names)  # type: ignore[index]
+
+
+def numeric_fields(dtype: np.dtype[Any]) -> list[str | None]:
+    """The fields exported of a record (None: the whole element of a plain dtype): booleans,
+    integers and floats, alone or in subarrays. Complex numbers (the one other kind a channel
+    holds) have no Prometheus value and are left out."""
+    if dtype.names is None:
+        return [None] if dtype.base.kind in "biuf" else []
+    return [n for n in dtype.names
+            if dtype.fields[n][0].base.kind in "biuf"]  # type: ignore[index]
+
+
+def _field_rule(channel_name: str, fname: str | None) -> tuple[str, str, str, float]:
+    """The naming convention of a generic channel's field: (family name, kind, OpenTelemetry
+    name, scale). The family is ``seqshm_<channel>_<field>``. A field named ``..._total`` is a
+    counter, every other one a gauge: the record's field names are the only meaning a channel
+    carries, and this is Prometheus's own naming rule (counters end in _total), so a producer
+    says what a field is where it defines it and no mapping file can drift from the record. A
+    time unit suffix before it (``_ns``, ``_us``, ``_ms``) is converted to seconds, the base
+    unit, and named ``_seconds``: ``busy_ns_total`` becomes ``..._busy_seconds_total``."""
+    base = metric_name(channel_name) or "channel"
+    if fname is None:
+        return f"seqshm_{base}", GAUGE, f"seqshm.{base}", 1.0
+    name = metric_name(fname)
+    kind = COUNTER if name.endswith("_total") else GAUGE
+    stem = name.removesuffix("_total")
+    scale = 1.0
+    for suffix, factor in _TIME_SUFFIXES.items():
+        if stem.endswith(suffix):
+            stem, scale = stem.removesuffix(suffix) + "_seconds", factor
+            break
+    full = f"seqshm_{base}_{stem}" + ("_total" if kind == COUNTER else "")
+    return full, kind, f"seqshm.{base}.{stem.removesuffix('_seconds')}", scale
+
+
+def _index_labels(shape: tuple[int, ...]) -> list[tuple[str, ...]]:
+    """Every index of an array of ``shape`` as label values, in C order."""
+    if not shape:
+        return [()]
+    grids = np.indices(shape).reshape(len(shape), -1).T
+    return [tuple(map(str, row)) for row in grids.tolist()]
+
+
+@dataclass
+class _Layout:
+    """What a channel's families look like, worked out once per (dtype, shape)."""
+
+    cpustat: bool
+    fields: list[str | None]
+    dims: tuple[str, ...]
+
+
+class _Channel:
+    """One selected channel: its reader (kept open between collections, so a collection costs
+    a snapshot, not an open) and, for cpustat, node_exporter's per-CPU high-water marks."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.reader: Reader | None = None
+        self.cpu_seen: np.ndarray | None = None  # seconds, (cpus, modes + guest modes)
+
+    def open(self) -> Reader:
+        if self.reader is None:
+            self.reader = Reader(self.path, timeout=self.timeout, reopen=True)
+            self.cpu_seen = None
+        return self.reader
+
+    def reopen_if_replaced(self) -> None:
+        """A channel that ended and whose path now holds another live channel (a writer that
+        closed and a new one that created the file again, which ``reopen=True`` does not
+        follow: only create(overwrite=True) marks the old one REPLACED) is opened anew."""
+        try:
+            fresh = Reader(self.path, timeout=self.timeout, reopen=True)
+        except (OSError, SeqshmError):
+            return
+        if fresh.state is ChannelState.OPEN:
+            self.close()
+            self.reader = fresh
+        else:
+            fresh.close()
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+def _looks_like_channel(path: str) -> bool:
+    """Whether ``path`` may be a channel: a character device (the module's), or a regular file
+    that starts with seqshm's magic. Sidecars, temp files and other programs' /dev/shm files
+    are not."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if stat.S_ISCHR(st.st_mode):
+        return True
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return True  # unreadable: opening it reports why
+    try:
+        return os.pread(fd, 8, 0) == _core.MAGIC.to_bytes(8, "little")
+    finally:
+        os.close(fd)
+
+
+class ChannelMetrics:
+    """The metric families of the channels that ``patterns`` name, each collection from one
+    snapshot per channel (every series of a channel comes from the same write).
+
+    ``patterns``: channel paths or bare names (seqshm.resolve: /dev/seqshm, then /dev/shm), and
+    globs (``*``, ``?``, ``[...]``): a glob with a '/' matches paths, one without matches the
+    names in /dev/seqshm and /dev/shm. None or empty: every channel there. Globs are looked at
+    again at every collection, so channels that appear later are exported; at construction
+    each glob must match at least one channel, each name must exist and each channel named
+    must have a numeric field, else ExportError (FileNotFoundError for a missing name).
+
+    ``sum_over``: label names (``cpu`` of cpustat, ``dim0``... of a channel's array dimensions,
+    ``elem0``... of a field's subarray) summed away at the source, for whoever cannot afford a
+    series per CPU. ``timeout``: seconds a snapshot waits for a consistent copy (a writer
+    stuck mid-write shows as ``seqshm_channel_up 0`` after it).
+
+    Families: cpustat channels (the kernel module's and ``seqshm demo``'s) become
+    node_exporter's ``node_cpu_seconds_total{cpu,mode}`` and
+    ``node_cpu_guest_seconds_total{cpu,mode}``; other channels ``seqshm_<name>_<field>``
+    (see the naming convention in ``_field_rule``); every channel also gets
+    ``seqshm_channel_up``, ``seqshm_channel_state``, ``seqshm_channel_writes_total`` and the
+    time of its write. A channel whose writer is gone (closed, died, replaced, truncated) has
+    ``seqshm_channel_up 0`` and no data series, so its last values go stale in Prometheus
+    instead of staying frozen.
+    """
+
+    def __init__(self, patterns: Sequence[str] | None = None, *,
+                 sum_over: Iterable[str] = (), timeout: float = 0.1) -> None:
+        self.patterns = list(patterns or ["*"])
+        self.sum_over = frozenset(sum_over)
+        self.timeout = timeout
+        self._lock = threading.Lock()  # collections from concurrent scrapes take turns
+        self._channels: dict[str, _Channel] = {}
+        self._layouts: dict[tuple[Any, ...], _Layout] = {}
+        self._label_cache: dict[tuple[Any, ...], list[tuple[str, ...]]] = {}
+        self._fixed: list[str] = []  # names the user gave: exported even when they vanish
+        dims_seen: set[str] = set()
+        for pattern in self.patterns:
+            if _GLOB_CHARS.intersection(pattern):
+                found = self._glob(pattern)
+                if not found and patterns:
+                    raise ExportError(
+                        f"{pattern!r} matches no channel (looked in "
+                        f"{'the given path' if '/' in pattern else ' and '.join(SEARCH_DIRS)});"
+                        " check the pattern with 'seqshm list'")
+            else:
+                found = [resolve(pattern)]
+                self._fixed.append(found[0])
+            for path in found:
+                try:
+                    reader = self._channel(path).open()
+                except (OSError, SeqshmError) as e:
+                    if not _GLOB_CHARS.intersection(pattern):
+                        raise  # a channel named alone must be readable
+                    log.warning("%s", e)  # one of a glob's: shown as down at collections
+                    continue
+                layout = self._layout_of(reader)
+                if not _GLOB_CHARS.intersection(pattern) and not layout.fields:
+                    raise ExportError(
+                        f"its element type {reader.dtype} has no numeric field: nothing to "
+                        "export (bool, integer and float fields are exported)", path)
+                dims_seen.update(layout.dims)
+        missing = self.sum_over - dims_seen
+        if missing and self._channels:
+            raise ExportError(
+                f"--sum-over {', '.join(sorted(missing))}: no selected channel has such a "
+                f"dimension (they have: {', '.join(sorted(dims_seen)) or 'none'})")
+
+    # -- selection ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _glob(pattern: str) -> list[str]:
+        if "/" in pattern:
+            candidates = sorted(glob.glob(pattern))
+        else:
+            candidates = [p for d in SEARCH_DIRS
+                          for p in sorted(glob.glob(os.path.join(d, pattern)))]
+        return [p for p in candidates if _looks_like_channel(p)]
+
+    def paths(self) -> list[str]:
+        """The channels selected now, in the order of the patterns, each once."""
+        out: dict[str, None] = {}
+        for pattern in self.patterns:
+            if _GLOB_CHARS.intersection(pattern):
+                out.update(dict.fromkeys(self._glob(pattern)))
+            else:
+                try:
+                    out[resolve(pattern)] = None
+                except FileNotFoundError:
+                    pass  # a named channel that is gone: reported below as down
+        out.update(dict.fromkeys(p for p in self._fixed if p not in out))
+        return list(out)
+
+    def _channel(self, path: str) -> _Channel:
+        ch = self._channels.get(path)
+        if ch is None:
+            ch = self._channels[path] = _Channel(path, self.timeout)
+        return ch
+
+    def _layout_of(self, reader: Reader) -> _Layout:
+        key = (reader.dtype, reader.shape)
+        layout = self._layouts.get(key)
+        if layout is None:
+            cpustat = is_cpustat(reader.dtype, reader.shape)
+            dims = tuple(f"dim{i}" for i in range(len(reader.shape)))
+            fields = numeric_fields(reader.dtype)
+            sub = max((len(reader.dtype.fields[f][0].shape)  # type: ignore[index]
+                       for f in fields if f is not None), default=0)
+            dims += tuple(f"elem{i}" for i in range(sub))
+            layout = self._layouts[key] = _Layout(cpustat, fields, ("cpu",) if cpustat else dims)
+        return layout
+
+    # -- collection --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every reader (a later collection opens them again)."""
+        with self._lock:
+            for ch in self._channels.values():
+                ch.close()
+
+    def collect(self) -> list[Family]:
+        """One collection: a snapshot of each selected channel, as metric families."""
+        with self._lock:
+            return self._collect()
+
+    def _collect(self) -> list[Family]:
+        meta = meta_families()
+        by_name: dict[str, Family] = {f.name: f for f in meta}
+        out = list(meta)
+        up, state_f, writes, stamp, age = meta
+        node_cpu_from: str | None = None
+        paths = self.paths()
+        for path in list(self._channels):
+            if path not in paths:  # no longer selected (its file went away): forget it
+                self._channels.pop(path).close()
+        for path in paths:
+            ch = self._channel(path)
+            lbl = (path,)
+            try:
+                reader = ch.open()
+                state = reader.state
+                if state not in (ChannelState.OPEN, ChannelState.REMOVED):
+                    ch.reopen_if_replaced()
+                    reader = ch.open()
+                    state = reader.state
+                layout = self._layout_of(reader)
+                snap = reader.read()
+            except FileNotFoundError:
+                ch.close()
+                up.samples.append((lbl, 0.0))
+                continue
+            except ReadTimeout as e:
+                log.warning("%s", e)
+                up.samples.append((lbl, 0.0))
+                state_f.samples.extend(_state_samples(path, reader.state))
+                continue
+            except FileTruncated as e:
+                log.warning("%s", e)
+                ch.close()
+                up.samples.append((lbl, 0.0))
+                state_f.samples.extend(_state_samples(path, ChannelState.TRUNCATED))
+                continue
+            except (OSError, SeqshmError) as e:
+                log.warning("%s", e)
+                ch.close()
+                up.samples.append((lbl, 0.0))
+                continue
+            alive = state in (ChannelState.OPEN, ChannelState.REMOVED)
+            up.samples.append((lbl, 1.0 if alive else 0.0))
+            state_f.samples.extend(_state_samples(path, state))
+            writes.samples.append((lbl, float(snap.seq)))
+            if snap.seq:
+                clock = int(reader.header["clock_id"])
+                try:
+                    ago = time.clock_gettime_ns(clock) - snap.timestamp_ns
+                except OSError:
+                    ago = None
+                if ago is not None:
+                    stamp.samples.append((lbl, (time.time_ns() - ago) / 1e9))
+                    age.samples.append((lbl, ago / 1e9))
+            if not alive or not snap.seq:
+                continue  # no frozen values of a dead writer, nor the zeros before a write
+            if layout.cpustat:
+                if node_cpu_from is not None:
+                    log.info("%s: node_cpu_* already come from %s; exporting its state only",
+                             path, node_cpu_from)
+                    continue
+                node_cpu_from = path
+                fams = self._cpustat_families(ch, snap.data)
+            else:
+                fams = self._generic_families(reader, layout, snap.data)
+            for fam in fams:
+                known = by_name.get(fam.name)
+                if known is None:
+                    by_name[fam.name] = fam
+                    out.append(fam)
+                elif known.labels == fam.labels and known.kind == fam.kind:
+                    known.samples.extend(fam.samples)
+                else:
+                    log.warning("%s: family %s has labels %s here and %s in another channel; "
+                                "left out", path, fam.name, fam.labels, known.labels)
+        return out
+
+    def _labels(self, fixed: tuple[str, ...], shape: tuple[int, ...]) -> list[tuple[str, ...]]:
+        key = (fixed, shape)
+        cached = self._label_cache.get(key)
+        if cached is None:
+            cached = [fixed + idx for idx in _index_labels(shape)]
+            if len(self._label_cache) > 4096:
+                self._label_cache.clear()
+            self._label_cache[key] = cached
+        return cached
+
+    def _reduce(self, values: np.ndarray, names: tuple[str, ...]
+                ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """``values`` (one axis per label in ``names``) with the --sum-over axes summed away."""
+        axes = tuple(i for i, n in enumerate(names) if n in self.sum_over)
+        if not axes:
+            return values, names
+        return values.sum(axis=axes), tuple(n for n in names if n not in self.sum_over)
+
+    def _generic_families(self, reader: Reader, layout: _Layout, data: np.ndarray
+                          ) -> list[Family]:
+        fams = []
+        dims = layout.dims[:len(reader.shape)]
+        for fname in layout.fields:
+            name, kind, otel_name, scale = _field_rule(reader.name or
+                                                       os.path.basename(reader.path), fname)
+            raw = data if fname is None else data[fname]
+            sub = raw.shape[len(reader.shape):]
+            names = dims + tuple(f"elem{i}" for i in range(len(sub)))
+            values, kept = self._reduce(raw.astype(np.float64), names)
+            if scale != 1.0:
+                values = values * scale
+            rows = self._labels((reader.path,), values.shape)
+            fams.append(Family(
+                name, kind, f"field {fname or '(element)'} of seqshm channel "
+                f"{reader.name!r}" + (" in seconds" if scale != 1.0 else ""),
+                otel_name, "s" if scale != 1.0 else "", ("channel", *kept),
+                ("seqshm.channel", *kept),
+                frozenset(kept), list(zip(rows, values.ravel().tolist(), strict=True))))
+        return fams
+
+    def _cpustat_families(self, ch: _Channel, data: np.ndarray) -> list[Family]:
+        """node_exporter's cpu collector from a cpustat snapshot: seconds per CPU and mode as
+        /proc/stat shows them (ns truncated to USER_HZ ticks, then ticks / USER_HZ, as
+        node_exporter converts them), never below what an earlier collection exported
+        (node_exporter's updateCPUStats: a counter that goes back keeps its old value, and a
+        CPU whose idle time went back 3 s or more was re-plugged and starts over). Only online
+        CPUs get series, as /proc/stat lists only those; a sum over cpu adds every CPU, as
+        /proc/stat's "cpu" line does."""
+        cols = CPUSTAT_FIELDS  # 8 modes, then guest and guest_nice
+        ticks = np.stack([data[f] // np.uint64(_NS_PER_TICK) for f in cols], axis=1)
+        seconds = ticks.astype(np.float64) / USER_HZ
+        seen = ch.cpu_seen
+        if seen is not None and seen.shape == seconds.shape:
+            idle = CPU_MODES.index("idle")
+            replugged = (seen[:, idle] - seconds[:, idle]) >= JUMP_BACK_SECONDS
+            seconds = np.where(replugged[:, None], seconds, np.maximum(seen, seconds))
+        ch.cpu_seen = seconds
+        online = data["online"] != 0
+        if "cpu" in self.sum_over:
+            total = seconds.sum(axis=0)
+            cpu_rows: list[tuple[str, ...]] = [()]
+            per_mode = [total[None, :]]
+            labels: tuple[str, ...] = ("mode",)
+        else:
+            idx = np.flatnonzero(online)
+            cpu_rows = [(str(i),) for i in idx.tolist()]
+            per_mode = [seconds[idx]]
+            labels = ("cpu", "mode")
+        block = per_mode[0]
+        otel = tuple({"cpu": "cpu.logical_number", "mode": "cpu.mode"}[n] for n in labels)
+        cpu = Family("node_cpu_seconds_total", COUNTER, "Seconds the CPUs spent in each mode.",
+                     "system.cpu.time", "s", labels, otel, frozenset({"cpu"}))
+        guest = Family("node_cpu_guest_seconds_total", COUNTER,
+                       "Seconds the CPUs spent in guests (VMs) for each mode.",
+                       "system.cpu.guest_time", "s", labels, otel, frozenset({"cpu"}))
+        values = block.tolist()
+        for row, vals in zip(cpu_rows, values, strict=True):
+            cpu.samples.extend((row + (mode,), v)
+                               for mode, v in zip(CPU_MODES, vals, strict=False))
+            guest.samples.append((row + ("user",), vals[8]))
+            guest.samples.append((row + ("nice",), vals[9]))
+        return [cpu, guest]
+
+
+def meta_families() -> list[Family]:
+    """The families every channel has: up, state, writes, the time and age of its write."""
+    ch, och = ("channel",), ("seqshm.channel",)
+    return [
+        Family("seqshm_channel_up", GAUGE,
+               "1 if the channel's writer is alive and a consistent snapshot was taken, else 0 "
+               "(closed, writer died, replaced, truncated, gone, or stuck mid-write).",
+               "seqshm.channel.up", "1", ch, och),
+        Family("seqshm_channel_state", GAUGE,
+               "The channel's state (ChannelState): 1 for the current one, 0 for the others.",
+               "seqshm.channel.state", "1", ("channel", "state"), (*och, "seqshm.state")),
+        Family("seqshm_channel_writes_total", COUNTER,
+               "Writes published to the channel: the write number (seq) of the snapshot the "
+               "other series of this channel come from.",
+               "seqshm.channel.writes", "{write}", ch, och),
+        Family("seqshm_channel_last_write_timestamp_seconds", GAUGE,
+               "Unix time of the snapshot's write (the writer's timestamp on the channel's "
+               "clock, moved to the realtime clock at collection).",
+               "seqshm.channel.last_write.timestamp", "s", ch, och),
+        Family("seqshm_channel_last_write_age_seconds", GAUGE,
+               "Seconds between the snapshot's write and the collection, on the channel's "
+               "clock.", "seqshm.channel.last_write.age", "s", ch, och),
+    ]
+
+
+def _state_samples(path: str, state: ChannelState) -> list[tuple[tuple[str, ...], float]]:
+    return [((path, s.value), 1.0 if s is state else 0.0) for s in ChannelState]
