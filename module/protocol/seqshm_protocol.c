@@ -51,7 +51,7 @@ static int seqshm_check_fields(const struct seqshm_header *h, char *why, size_t 
 
 		if (!seqshm_kind_size_valid(f->kind, f->size))
 			return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
-					   "field %u has kind %#x size %u, which no NumPy scalar has",
+					   "field %u has kind 0x%x size %u, which no NumPy scalar has",
 					   i, f->kind, f->size);
 		if (!seqshm_check_name(f->name, sizeof(f->name), !record))
 			return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
@@ -64,7 +64,7 @@ static int seqshm_check_fields(const struct seqshm_header *h, char *why, size_t 
 					   "field %u has nonzero reserved bytes", i);
 		if (f->flags & ~SEQSHM_FIELD_F_KNOWN)
 			return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
-					   "field %u has unknown flags %#x", i,
+					   "field %u has unknown flags 0x%x", i,
 					   f->flags & ~SEQSHM_FIELD_F_KNOWN);
 		if (f->count < 1 || (f->count > 1 && !(f->flags & SEQSHM_FIELD_F_ARRAY)))
 			return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
@@ -99,7 +99,7 @@ int seqshm_header_check(const struct seqshm_header *h, __u64 region_size_limit,
 			return seqshm_fail(why, whylen, SEQSHM_EMAGIC,
 					   "a seqshm region of the other byte order");
 		return seqshm_fail(why, whylen, SEQSHM_EMAGIC,
-				   "not a seqshm region (magic is %#llx, expected %#llx)",
+				   "not a seqshm region (magic is 0x%llx, expected 0x%llx)",
 				   (unsigned long long)h->magic, (unsigned long long)SEQSHM_MAGIC);
 	}
 	if (h->abi_version != SEQSHM_ABI_VERSION)
@@ -111,7 +111,7 @@ int seqshm_header_check(const struct seqshm_header *h, __u64 region_size_limit,
 				   "header_size is %u, not %zu", h->header_size, sizeof(*h));
 	if (h->flags & ~SEQSHM_F_KNOWN)
 		return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
-				   "unknown flags %#x", h->flags & ~SEQSHM_F_KNOWN);
+				   "unknown flags 0x%x", h->flags & ~SEQSHM_F_KNOWN);
 	if (!seqshm_is_pow2(h->nr_slots) || h->nr_slots > SEQSHM_MAX_SLOTS)
 		return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
 				   "nr_slots is %u, not a power of two from 1 to %u",
