@@ -13,28 +13,18 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from exporting import Series, cpustat_publisher, parse, pick, proc_stat_seconds, seqshm_exporter
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 import seqshm
-from seqshm import export, telemetry
+from seqshm import export
 from seqshm._metrics import CPU_MODES, USER_HZ
 from seqshm.telemetry import CPUSTAT_DTYPE, CPUSTAT_FIELDS
 from seqshm.testing import StalledWriter
-
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: bytes | str) -> Series:
-    """An exposition's samples by (sample name, labels)."""
-    if isinstance(text, bytes):
-        text = text.decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def types(text: bytes) -> dict[str, str]:
@@ -45,45 +35,12 @@ def scrape(collector: export.SeqshmCollector) -> bytes:
     return export.exposition(export.registry_of(collector))
 
 
-def pick(series: Series, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
-    """The samples named ``name`` whose labels include ``labels``."""
-    want = set(labels.items())
-    return {lbl: v for (n, lbl), v in series.items() if n == name and want <= lbl}
-
-
-def proc_stat_seconds() -> dict[tuple[str, str], float]:
-    """/proc/stat now, as node_exporter reads it: (cpu, mode) -> ticks / USER_HZ."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith("cpu") and not line.startswith("cpu "):
-                name, *vals = line.split()
-                for mode, v in zip(CPU_MODES, vals, strict=False):
-                    out[(name[3:], mode)] = int(v) / USER_HZ
-    return out
-
-
 @pytest.fixture
 def cpustat_channel(shm_path: str) -> Iterator[str]:
     """The demo's userspace cpustat channel, published at 100 Hz by seqshm.telemetry's
-    publisher in a thread while the test runs."""
-    stop = threading.Event()
-    t = threading.Thread(target=telemetry.publish_cpustat, args=(shm_path, 100.0),
-                         kwargs={"stop": stop}, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with seqshm.open(shm_path) as r:
-                if r.head > 0:
-                    break
-        except (FileNotFoundError, seqshm.FormatError):
-            pass
-        assert time.monotonic() < deadline, "the publisher did not start"
-        time.sleep(0.01)
-    yield shm_path
-    stop.set()
-    t.join(10)
+    publisher while the test runs."""
+    with cpustat_publisher(shm_path) as path:
+        yield path
 
 
 def wait_writes(path: str, n: int) -> None:
@@ -440,26 +397,8 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=timeout, cwd="/")
 
 
-@contextmanager
-def exporting(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``seqshm export --listen 127.0.0.1:0 ARGS`` running, and its metrics URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "seqshm", "export", "--listen",
-                             "127.0.0.1:0", *args], stderr=subprocess.PIPE, text=True, cwd="/")
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert line.startswith("seqshm: serving "), line + proc.stderr.read()
-        yield proc, line.split(" at ")[1].strip()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
-
-
 def test_export_command_serves_until_sigterm_then_exits_143(cpustat_channel: str) -> None:
-    with exporting(cpustat_channel) as (proc, url):
+    with seqshm_exporter(cpustat_channel) as (proc, url):
         with urllib.request.urlopen(url, timeout=10) as resp:
             series = parse(resp.read())
         assert pick(series, "node_cpu_seconds_total", mode="idle")
@@ -485,7 +424,7 @@ def test_export_usage_errors_exit_2_with_one_line(args: list[str], message: str)
 
 
 def test_export_on_a_port_in_use_exits_1(cpustat_channel: str) -> None:
-    with exporting(cpustat_channel) as (_, url):
+    with seqshm_exporter(cpustat_channel) as (_, url):
         taken = url.removeprefix("http://").removesuffix("/metrics")
         out = run("--listen", taken, cpustat_channel)
     assert out.returncode == 1

@@ -1,0 +1,233 @@
+"""Helpers of the export tests and benchmark: a live cpustat channel, and the real programs
+(``seqshm export``, Debian's prometheus and prometheus-node-exporter) on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+import seqshm
+from seqshm import telemetry
+from seqshm._metrics import CPU_MODES, USER_HZ
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+#: The Debian packages of the programs the tests start, by program name.
+PACKAGES = {"prometheus": "prometheus", "promtool": "prometheus",
+            "prometheus-node-exporter": "prometheus-node-exporter"}
+
+
+def binary(name: str) -> str:
+    """The path of program ``name``; a test that needs it fails (not skips) without it: CI
+    installs it (scripts/test runs apt-get as root)."""
+    path = shutil.which(name)
+    if path is None:
+        import pytest
+        pytest.fail(f"{name} is not installed: apt-get install {PACKAGES.get(name, name)} "
+                    "(scripts/test installs it when run as root)")
+    return path
+
+
+def parse(text: bytes | str) -> Series:
+    """An exposition's samples by (sample name, labels)."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def pick(series: Series, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+    """The samples named ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return {lbl: v for (n, lbl), v in series.items() if n == name and want <= lbl}
+
+
+def by_cpu_mode(samples: dict[frozenset[tuple[str, str]], float]
+                ) -> dict[tuple[str, str], float]:
+    return {(dict(lbl)["cpu"], dict(lbl)["mode"]): v for lbl, v in samples.items()}
+
+
+def proc_stat_seconds() -> dict[tuple[str, str], float]:
+    """/proc/stat now, as node_exporter reads it: (cpu, mode) -> ticks / USER_HZ."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and not line.startswith("cpu "):
+                name, *vals = line.split()
+                for mode, v in zip(CPU_MODES, vals, strict=False):
+                    out[(name[3:], mode)] = int(v) / USER_HZ
+    return out
+
+
+@contextmanager
+def cpustat_publisher(path: str, rate_hz: float = 100.0) -> Iterator[str]:
+    """The demo's userspace cpustat channel at ``path``, published by seqshm.telemetry in a
+    thread at ``rate_hz`` until the block ends (then the channel is removed)."""
+    stop = threading.Event()
+    t = threading.Thread(target=telemetry.publish_cpustat, args=(path, rate_hz),
+                         kwargs={"stop": stop}, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with seqshm.open(path) as r:
+                    if r.head > 0:
+                        break
+            except (FileNotFoundError, seqshm.FormatError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cpustat publisher did not start writing {path}")
+            time.sleep(0.01)
+        yield path
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str, timeout: float = 10, headers: dict[str, str] | None = None) -> bytes:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                timeout=timeout) as resp:
+        body: bytes = resp.read()
+        return body
+
+
+def _wait_http(url: str, proc: subprocess.Popen[Any], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            get(url, timeout=2)
+            return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer {url} within {timeout} s")
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextmanager
+def seqshm_exporter(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``seqshm export --listen 127.0.0.1:0 ARGS`` running, and its metrics URL (from the line
+    it prints on stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "seqshm", "export", "--listen",
+                             "127.0.0.1:0", *args], stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        if not line.startswith("seqshm: serving "):
+            raise RuntimeError(f"seqshm export did not start: {line}{proc.stderr.read()}")
+        yield proc, line.split(" at ")[1].strip()
+    finally:
+        _stop(proc)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@contextmanager
+def node_exporter() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Debian's prometheus-node-exporter with its cpu collector alone, on a free loopback
+    port, and its metrics URL."""
+    port = free_port()
+    proc = subprocess.Popen([binary("prometheus-node-exporter"), "--collector.disable-defaults",
+                             "--collector.cpu", f"--web.listen-address=127.0.0.1:{port}",
+                             "--log.level=warn"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        _wait_http(url, proc, "prometheus-node-exporter")
+        yield proc, url
+    finally:
+        _stop(proc)
+
+
+class Prometheus:
+    """A Prometheus server of our own, and its HTTP API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result of an instant query: [{"metric": labels, "value": [t, "v"]}, ...]."""
+        body = get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+        answer = json.loads(body)
+        assert answer["status"] == "success", answer
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def wait_for(self, promql: str, count: int = 1, timeout: float = 30
+                 ) -> list[dict[str, Any]]:
+        """The result of ``promql`` once it has at least ``count`` series."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(promql)
+            if len(result) >= count:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{promql}: {len(result)} series after {timeout} s, "
+                                     f"not {count}")
+            time.sleep(0.2)
+
+
+@contextmanager
+def prometheus(targets: dict[str, str], interval: str = "1s") -> Iterator[Prometheus]:
+    """Debian's prometheus on a free loopback port with a scrape job per ``targets`` item
+    (job name -> metrics URL), storing in a temporary directory removed afterwards."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="seqshm-prometheus-") as tmp:
+        jobs = []
+        for job, url in targets.items():
+            u = urllib.parse.urlsplit(url)
+            jobs.append(f"  - job_name: {job}\n    metrics_path: {u.path}\n"
+                        f"    static_configs:\n      - targets: ['{u.netloc}']\n")
+        config = os.path.join(tmp, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write(f"global:\n  scrape_interval: {interval}\n  evaluation_interval: "
+                    f"{interval}\nscrape_configs:\n" + "".join(jobs))
+        log = open(os.path.join(tmp, "log"), "w+b")  # noqa: SIM115 (read back on failure)
+        proc = subprocess.Popen([binary("prometheus"), f"--config.file={config}",
+                                 f"--storage.tsdb.path={tmp}/data",
+                                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            try:
+                _wait_http(f"{url}/-/ready", proc, "prometheus")
+            except RuntimeError as e:
+                log.seek(0)
+                raise RuntimeError(f"{e}: {log.read().decode(errors='replace')}") from None
+            yield Prometheus(url)
+        finally:
+            _stop(proc)
+            log.close()
