@@ -18,7 +18,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 1 ] || { echo "usage: $0 KDIR [KDIR...]" >&2; exit 2; }
 fail=0
 srcs="seqshm_main.c seqshm_channel.c seqshm_cpustat.c seqshm_selftest.c seqshm_apitest.c seqshm_example.c
-	seqshm_internal.h seqshm_env.h protocol/seqshm_protocol.c protocol/seqshm_protocol.h"
+	seqshm_module.c seqshm_internal.h seqshm_producers.h seqshm_env.h protocol/seqshm_protocol.c
+	protocol/seqshm_protocol.h"
 c_flag=C=2
 [ "${SPARSE:-1}" = 0 ] && c_flag=
 if [ -n "$c_flag" ] && ! command -v sparse >/dev/null 2>&1; then

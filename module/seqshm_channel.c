@@ -273,10 +273,11 @@ void seqshm_channel_destroy(struct seqshm_channel *ch)
 	raw_spin_lock_irqsave(&ch->lock, flags);
 	WRITE_ONCE(ch->dead, true);
 	/*
-	 * Under the writers' lock, so after the last store-release of head: pairs with the
-	 * reader's load-acquire of state, which then sees every write the channel got.
+	 * Under the writers' lock, so after the last store-release of head: the shared
+	 * protocol's store-release of state, which pairs with the reader's load-acquire of it
+	 * (seqshm_state()); a reader that sees the end then sees every write the channel got.
 	 */
-	smp_store_release(&ch->hdr->state, SEQSHM_STATE_CLOSED);
+	seqshm_write_close(ch->hdr, SEQSHM_STATE_CLOSED);
 	raw_spin_unlock_irqrestore(&ch->lock, flags);
 	/*
 	 * The last write's wake-up may still be queued or running on some CPU: wait for it. No

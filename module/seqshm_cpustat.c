@@ -16,7 +16,9 @@
 #include <linux/tick.h>
 #include <linux/workqueue.h>
 
-#include "seqshm_internal.h"
+#include <linux/seqshm.h>
+
+#include "seqshm_producers.h"
 
 #define CPUSTAT_HZ_MAX		1000
 #define CPUSTAT_SLOTS		4

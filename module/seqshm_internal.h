@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * seqshm: definitions shared by the module's files (channel object, device glue, producers).
+ * seqshm: the device core's own definitions (channel object, device glue), shared by its files.
  */
 #ifndef _SEQSHM_INTERNAL_H
 #define _SEQSHM_INTERNAL_H
@@ -9,7 +9,6 @@
 #include <linux/bits.h>
 #include <linux/irq_work.h>
 #include <linux/kref.h>
-#include <linux/kstrtox.h>
 #include <linux/list.h>
 #include <linux/miscdevice.h>
 #include <linux/spinlock.h>
@@ -94,27 +93,5 @@ extern const struct file_operations seqshm_fops;
 void seqshm_channel_get(struct seqshm_channel *ch);
 void seqshm_channel_put(struct seqshm_channel *ch);
 int seqshm_channel_read(struct seqshm_channel *ch, void *dst, u64 *write_seq);
-
-/**
- * seqshm_param_uint() - parse an unsigned int module parameter as kstrtouint() does.
- * @val: the text written (sysfs) or given at load.
- * @v: receives the value.
- *
- * A number too large for the type is just another bad value: -EINVAL, not kstrtouint()'s
- * -ERANGE, so that every bad parameter value fails the same way.
- *
- * Return: 0 or -EINVAL.
- */
-static inline int seqshm_param_uint(const char *val, unsigned int *v)
-{
-	int ret = kstrtouint(val, 0, v);
-
-	return ret == -ERANGE ? -EINVAL : ret;
-}
-
-int seqshm_cpustat_init(void);
-void seqshm_cpustat_exit(void);
-int seqshm_selftest_init(void);
-void seqshm_selftest_exit(void);
 
 #endif /* _SEQSHM_INTERNAL_H */

@@ -312,32 +312,3 @@ const struct file_operations seqshm_fops = {
 	/* Every structure has the same layout for 32-bit callers (only __u32/__u64, padded). */
 	.compat_ioctl = compat_ptr_ioctl,
 };
-
-static int __init seqshm_init(void)
-{
-	int ret;
-
-	ret = seqshm_selftest_init();
-	if (ret)
-		return ret;
-	ret = seqshm_cpustat_init();
-	if (ret) {
-		seqshm_selftest_exit();
-		return ret;
-	}
-	pr_info("loaded\n");
-	return 0;
-}
-
-static void __exit seqshm_exit(void)
-{
-	seqshm_cpustat_exit();
-	seqshm_selftest_exit();
-}
-
-module_init(seqshm_init);
-module_exit(seqshm_exit);
-
-MODULE_DESCRIPTION("Seqlock-protected shared memory channels from kernel producers to userspace readers");
-MODULE_AUTHOR("seqshm project");
-MODULE_LICENSE("GPL");

@@ -14,7 +14,9 @@
 #include <linux/mutex.h>
 #include <linux/sizes.h>
 
-#include "seqshm_internal.h"
+#include <linux/seqshm.h>
+
+#include "seqshm_producers.h"
 
 #define SELFTEST_PERIOD_MIN_US	10
 #define SELFTEST_PERIOD_MAX_US	10000000
