@@ -36,7 +36,7 @@ struct seqshm_waker {
 /* The count of a writer with no sidecar: a word nobody ever stores to. */
 extern uint32_t seqshm_no_waiters;
 
-/* Status of seqshm_wake_wait() beside SEQSHM_OK and SEQSHM_ETIMEDOUT (protocol.h). */
+/* Status of seqshm_wake_wait() beside SEQSHM_OK and SEQSHM_ETIMEDOUT (seqshm_protocol.h). */
 #define SEQSHM_WAKE_ENOBARRIER	(-20)	/* membarrier() failed: this process must poll */
 
 /* The 32-bit word of @head a futex waits on: its low half, in either byte order. */
