@@ -158,8 +158,12 @@ def test_kernel(benchmark, selftest, case, request):
                 failed[1] += 1
 
         before = mutex[1]() if mutex else None
+        head0, t0 = r.head, time.monotonic()
         benchmark(looped(call, n=n))  # every case pays the same wrapper
-        extra = {"calls": failed[0], "failed_calls": failed[1]}
+        # The selftest writer's rate while this reader ran (nominal 1 / selftest_period_us):
+        # seqshm's writer never waits on readers, so it should not fall with the read method.
+        extra = {"calls": failed[0], "failed_calls": failed[1],
+                 "writer_writes_per_s": (r.head - head0) / (time.monotonic() - t0)}
         if mutex:
             w0, s0, _ = before
             w1, s1, _ = mutex[1]()
