@@ -37,6 +37,36 @@ def output_format(path: str) -> str:
     return ext
 
 
+class DestinationUnwritable(ValueError):
+    """``record -o FILE`` cannot create FILE: said before recording starts, not after."""
+
+
+def check_destination(path: str) -> None:
+    """Raise DestinationUnwritable unless a file can be created at ``path``: its directory
+    exists and takes a new file (tried for real, with the temporary name save() will use:
+    access() answers yes to root on a read-only mount), and ``path`` is not a directory."""
+    full = os.path.abspath(path)
+    directory = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise DestinationUnwritable(f"{path} is a directory: give a file name, e.g. "
+                                    f"{os.path.join(path, 'recording.npy')}")
+    if not os.path.isdir(directory):
+        raise DestinationUnwritable(f"{path}: the directory {directory} does not exist: "
+                                    "create it first, or record to another place")
+    probe = _temporary(full)
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as e:
+        raise DestinationUnwritable(f"{path}: cannot create a file in {directory} "
+                                    f"({e.strerror}): record to another place") from None
+    os.unlink(probe)
+
+
+def _temporary(full: str) -> str:
+    directory, base = os.path.split(full)
+    return os.path.join(directory, f".{base}.{os.getpid()}.tmp")
+
+
 def check_dtype(ext: str, dtype: np.dtype[Any]) -> None:
     """FormatUnavailable if ``ext`` cannot hold ``dtype`` (Arrow has no complex numbers)."""
     fields = dtype.fields or {"": (dtype, 0)}
@@ -85,8 +115,7 @@ def arrow_table(seq: np.ndarray, timestamp_ns: np.ndarray, lost: np.ndarray, dat
 def save(path: str, ext: str, seq: np.ndarray, timestamp_ns: np.ndarray, lost: np.ndarray,
          data: np.ndarray) -> None:
     """Write the recording to ``path`` atomically (a temporary file renamed over it)."""
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{base}.{os.getpid()}.tmp")
+    tmp = _temporary(os.path.abspath(path))
     try:
         if ext == ".npy":
             with open(tmp, "wb") as f:
@@ -101,7 +130,9 @@ def save(path: str, ext: str, seq: np.ndarray, timestamp_ns: np.ndarray, lost: n
             else:
                 importlib.import_module("pyarrow.feather").write_feather(table, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.lexists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # name the file the user asked for, not our temporary
+            raise OSError(e.errno, f"cannot write the recording: {e.strerror}", path) from e
         raise

@@ -512,7 +512,8 @@ def record(path: str, output: str, count: int | None, duration: float | None,
     case."""
     try:
         ext = _cli_record.output_format(output)
-    except _cli_record.FormatUnavailable as e:
+        _cli_record.check_destination(output)
+    except (_cli_record.FormatUnavailable, _cli_record.DestinationUnwritable) as e:
         raise Failure(str(e), EXIT_USAGE) from None
     err = Console(stderr=True, highlight=False)
     with _open(path, timeout=timeout) as reader:

@@ -405,6 +405,25 @@ def test_record_refuses_an_unknown_extension_or_missing_pyarrow(
     assert ".parquet" in out.stderr and "pip install pyarrow" in out.stderr
 
 
+@pytest.mark.parametrize("where", ["missing dir", "a directory", "parent is a file"])
+def test_record_refuses_an_unwritable_destination_before_recording(
+        make_path: Callable[[], str], tmp_path: os.PathLike[str], where: str) -> None:
+    """Said at once, naming the file asked for and what to do, before any write is taken (not
+    after a recording that then has nowhere to go), even when writes keep coming."""
+    plain = os.path.join(tmp_path, "plain")
+    open(plain, "w").close()
+    target = {"missing dir": os.path.join(tmp_path, "no", "such", "x.npy"),
+              "a directory": os.path.join(tmp_path, "d.npy"),
+              "parent is a file": os.path.join(plain, "x.npy")}[where]
+    if where == "a directory":
+        os.mkdir(target)
+    with seqshm.create(make_path(), np.int64, 2) as w, writing(w):
+        out = run("record", w.path, "-o", target)  # no --count: only a refusal returns
+    assert out.returncode == 2, out.stderr
+    assert target in out.stderr and ".tmp" not in out.stderr and "Traceback" not in out.stderr
+    assert not os.path.isfile(target)
+
+
 def test_record_writes_what_it_has_on_ctrl_c(make_path: Callable[[], str],
                                             tmp_path: os.PathLike[str]) -> None:
     out_file = os.path.join(tmp_path, "rec.npy")
