@@ -96,7 +96,8 @@ def is_cpustat(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:
     field names, all unsigned 64-bit, in the same order, and a 1-D shape."""
     names = dtype.names
     if (len(shape) != 1 or names is None or "online" not in names
-            or tuple(names[:len(CPUSTAT_FIELDS)]) != CPUSTAT_FIELDS):
+            or tuple(names[:len(CPUSTAT_FIELDS)]) != CPUSTAT_FIELDS
+            or dtype.itemsize != 8 * len(names)):  # no padding: it reads as a u64 matrix
         return False
     return all(dtype.fields[n][0] == np.dtype(np.uint64) for n in names)  # type: ignore[index]
 
@@ -244,6 +245,7 @@ class ChannelMetrics:
         self._channels: dict[str, _Channel] = {}
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
         self._label_cache: dict[tuple[Any, ...], list[tuple[str, ...]]] = {}
+        self._cpu_labels: dict[bytes, tuple[list[tuple[str, ...]], list[tuple[str, ...]]]] = {}
         self._fixed: list[str] = []  # names the user gave: exported even when they vanish
         dims_seen: set[str] = set()
         for pattern in self.patterns:
@@ -460,39 +462,42 @@ class ChannelMetrics:
         CPU whose idle time went back 3 s or more was re-plugged and starts over). Only online
         CPUs get series, as /proc/stat lists only those; a sum over cpu adds every CPU, as
         /proc/stat's "cpu" line does."""
-        cols = CPUSTAT_FIELDS  # 8 modes, then guest and guest_nice
-        ticks = np.stack([data[f] // np.uint64(_NS_PER_TICK) for f in cols], axis=1)
-        seconds = ticks.astype(np.float64) / USER_HZ
+        # cpustat is all u64: one (cpus, fields) matrix, the 8 modes then guest, guest_nice
+        raw = data.view(np.uint64).reshape(len(data), -1)
+        seconds = (raw[:, :len(CPUSTAT_FIELDS)] // np.uint64(_NS_PER_TICK)) / USER_HZ
         seen = ch.cpu_seen
         if seen is not None and seen.shape == seconds.shape:
             idle = CPU_MODES.index("idle")
             replugged = (seen[:, idle] - seconds[:, idle]) >= JUMP_BACK_SECONDS
             seconds = np.where(replugged[:, None], seconds, np.maximum(seen, seconds))
         ch.cpu_seen = seconds
-        online = data["online"] != 0
         if "cpu" in self.sum_over:
-            total = seconds.sum(axis=0)
-            cpu_rows: list[tuple[str, ...]] = [()]
-            per_mode = [total[None, :]]
+            block = seconds.sum(axis=0, keepdims=True)
             labels: tuple[str, ...] = ("mode",)
+            key = b""
         else:
-            idx = np.flatnonzero(online)
-            cpu_rows = [(str(i),) for i in idx.tolist()]
-            per_mode = [seconds[idx]]
+            online = np.flatnonzero(data["online"])
+            block = seconds[online]
             labels = ("cpu", "mode")
-        block = per_mode[0]
+            key = online.tobytes()
+        names = self._cpu_labels.get(key)
+        if names is None:  # the label values of each sample, the same scrape after scrape
+            rows = [(str(i),) for i in np.frombuffer(key, np.intp).tolist()] if key else [()]
+            names = ([row + (m,) for row in rows for m in CPU_MODES],
+                     [row + (m,) for row in rows for m in ("user", "nice")])
+            if len(self._cpu_labels) > 64:
+                self._cpu_labels.clear()
+            self._cpu_labels[key] = names
         otel = tuple({"cpu": "cpu.logical_number", "mode": "cpu.mode"}[n] for n in labels)
         cpu = Family("node_cpu_seconds_total", COUNTER, "Seconds the CPUs spent in each mode.",
-                     "system.cpu.time", "s", labels, otel, frozenset({"cpu"}))
+                     "system.cpu.time", "s", labels, otel, frozenset({"cpu"}),
+                     list(zip(names[0], block[:, :len(CPU_MODES)].ravel().tolist(),
+                              strict=True)))
         guest = Family("node_cpu_guest_seconds_total", COUNTER,
                        "Seconds the CPUs spent in guests (VMs) for each mode.",
-                       "system.cpu.guest_time", "s", labels, otel, frozenset({"cpu"}))
-        values = block.tolist()
-        for row, vals in zip(cpu_rows, values, strict=True):
-            cpu.samples.extend((row + (mode,), v)
-                               for mode, v in zip(CPU_MODES, vals, strict=False))
-            guest.samples.append((row + ("user",), vals[8]))
-            guest.samples.append((row + ("nice",), vals[9]))
+                       "system.cpu.guest_time", "s", labels, otel, frozenset({"cpu"}),
+                       list(zip(names[1], block[:, len(CPU_MODES):].ravel().tolist(),
+                                strict=True)))
         return [cpu, guest]
 
 

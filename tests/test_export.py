@@ -199,6 +199,7 @@ def test_every_series_of_a_channel_comes_from_one_write(shm_path: str) -> None:
                 values = {v for (n, _), v in series.items() if n.startswith("seqshm_fast_")}
                 assert values == {seq}
                 seqs.add(seq)
+                time.sleep(0.005)  # the writer thread gets the GIL and moves on
         finally:
             stop.set()
             t.join()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,6 +88,7 @@ def test_all_instruments_of_a_collection_come_from_one_snapshot(
                           for p in got[name][1]}
                 assert values == {writes}
                 seen.append(writes)
+                time.sleep(0.01)  # the writer thread gets the GIL and moves on
         finally:
             stop.set()
             t.join()
