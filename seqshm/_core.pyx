@@ -939,20 +939,35 @@ cdef class ReaderEngine(_Channel):
         seqshm_reader_done(&self.r, &m)
         return True
 
-    def _copy_write(self, uint64_t k):
-        """(data, write_seq, timestamp_ns): a consistent copy of the slot write ``k`` went to;
-        write_seq says whether it still holds write ``k`` (or a later one: lapped)."""
+    def _follow_next(self, unsigned long long nxt):
+        """The next write of a follower that wants write ``nxt``: None if it is not complete
+        yet; else (data, write_seq, timestamp_ns, lost), write_seq >= ``nxt`` (later when the
+        ring no longer held ``nxt``: ``lost`` writes were skipped). The steps are the shared
+        protocol's seqshm_follow_once(); a slot found mid-write is waited for as a snapshot
+        is (with this reader's timeout)."""
         cdef seqshm_meta m
         cdef cnp.ndarray out
-        cdef uint32_t slot
+        cdef unsigned long long lost = 0
+        cdef seqshm_follow rc
         self._check_open()
         out = self._new_array()
-        slot = <uint32_t>k & self.r.g.slot_mask
-        if seqshm_try_read_slot(&self.r.g, slot, cnp.PyArray_DATA(out), &m) == 0:
-            self.r.snapshots += 1
-        else:
-            self._read_slow(slot, cnp.PyArray_DATA(out), &m)
-        return out, m.write_seq, m.timestamp_ns
+        while True:
+            rc = seqshm_follow_once(&self.r.g, &nxt, &lost, cnp.PyArray_DATA(out), &m)
+            if rc == SEQSHM_FOLLOW_WAIT:
+                return None
+            if rc == SEQSHM_FOLLOW_GOT:
+                self.r.snapshots += 1
+            elif rc == SEQSHM_FOLLOW_BUSY:
+                # the writer is in the slot: wait for a consistent copy as a snapshot does
+                # (signals, close(), truncation and the timeout looked at between slices; it
+                # counts its own attempts)
+                self.r.retries += 1
+                self._read_slow(<uint32_t>nxt & self.r.g.slot_mask, cnp.PyArray_DATA(out), &m)
+                if m.write_seq != nxt:
+                    continue  # the writer lapped us while we waited: step again
+            else:
+                continue  # SEQSHM_FOLLOW_LAPPED: step again, from a fresh head
+            return out, m.write_seq, m.timestamp_ns, lost
 
     def _read_slots(self):
         """(data, seq, timestamp_ns, error): a consistent copy of every slot, as arrays with a

@@ -151,6 +151,14 @@ cdef extern from "seqshm_protocol.h" nogil:
     void seqshm_header_publish(seqshm_header *h)
     void seqshm_write_close(seqshm_header *h, uint32_t state)
 
+    enum seqshm_follow:
+        SEQSHM_FOLLOW_WAIT
+        SEQSHM_FOLLOW_GOT
+        SEQSHM_FOLLOW_BUSY
+        SEQSHM_FOLLOW_LAPPED
+    seqshm_follow seqshm_follow_once(const seqshm_geometry *g, unsigned long long *next,
+                                     unsigned long long *lost, void *dst, seqshm_meta *meta)
+
 cdef extern from "protocol.h" nogil:
     struct seqshm_reader:
         seqshm_geometry g

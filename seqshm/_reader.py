@@ -388,16 +388,14 @@ class Reader(_core.ReaderEngine):
                 if gen >= 0:  # moved on: the new channel's writes it no longer holds are lost
                     lost += nxt - 1
                 gen = self._generation
-            head = self.head
-            if head < nxt:
+            # the shared protocol's follow steps (seqshm_follow_once()): the slot of write
+            # nxt, the writes a lapping writer took from us counted, the copy checked to be nxt
+            got = self._follow_next(nxt)
+            if got is None:
                 yield None
                 continue
-            if head - nxt >= self.nr_slots:  # the writer lapped the ring: those are gone
-                lost += head - self.nr_slots + 1 - nxt
-                nxt = head - self.nr_slots + 1
-            data, seq, ts = self._copy_write(nxt)
-            if seq != nxt:  # lapped during the copy: look at head again
-                continue
+            data, seq, ts, skipped = got
+            lost += skipped
             self._mark_read(seq, ts)
             yield Sample(data, seq, ts, lost)
             lost = 0

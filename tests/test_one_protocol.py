@@ -20,7 +20,8 @@ SHARED_FUNCTIONS = [
     "seqshm_header_check", "seqshm_layout_init", "seqshm_geometry_init", "seqshm_head",
     "seqshm_state", "seqshm_read_begin", "seqshm_read_retry", "seqshm_read_meta",
     "seqshm_pick_slot", "seqshm_try_read_slot", "seqshm_write_slot_begin",
-    "seqshm_write_slot_end", "seqshm_write_close", "seqshm_header_publish",
+    "seqshm_write_slot_end", "seqshm_write_close", "seqshm_header_publish", "seqshm_follow_step",
+    "seqshm_follow_once",
 ]
 PRODUCERS = ["seqshm_cpustat.c", "seqshm_selftest.c", "seqshm_apitest.c", "seqshm_example.c"]
 DEVICE_CORE = ["seqshm_main.c", "seqshm_channel.c", "seqshm_internal.h"]

@@ -174,6 +174,57 @@ static inline int seqshm_try_read_slot(const struct seqshm_geometry *g, __u32 sl
 	return seqshm_read_retry(g, slot, seq);
 }
 
+/*
+ * Following: every write once, in order (seqshm's follow(); also how a kernel consumer would
+ * drain a ring). The follower wants write *@next (>= 1) and knows the newest complete write,
+ * @head (from seqshm_head()).
+ *
+ * seqshm_follow_step(): 0 if write *@next is not complete yet (wait). Else 1: the ring holds
+ * only the last nr_slots writes, so a follower more than that behind moves *@next on to the
+ * oldest one still held and counts what it skipped in *@lost; slot *@next & slot_mask is
+ * then the one to copy. A slot that head says is complete holds that write or a later one
+ * (head is stored after the slot's seq turned even, [C]).
+ */
+static inline int seqshm_follow_step(const struct seqshm_geometry *g, __u64 head, __u64 *next,
+				     __u64 *lost)
+{
+	__u64 nr_slots = (__u64)g->slot_mask + 1;
+
+	if (head < *next)
+		return 0;
+	if (head - *next >= nr_slots) {
+		*lost += head - nr_slots + 1 - *next;
+		*next = head - nr_slots + 1;
+	}
+	return 1;
+}
+
+/* What one seqshm_follow_once() attempt found. */
+enum seqshm_follow {
+	SEQSHM_FOLLOW_WAIT = 0,		/* write *next is not complete yet */
+	SEQSHM_FOLLOW_GOT = 1,		/* write *next is in dst and meta */
+	SEQSHM_FOLLOW_BUSY = 2,		/* its slot is mid-write: try again (after a pause) */
+	SEQSHM_FOLLOW_LAPPED = 3,	/* the writer reused the slot during the copy: step again */
+};
+
+/*
+ * One attempt at write *@next: step (seqshm_follow_step(), from a fresh head), then a
+ * consistent copy of its slot into @dst and @meta, accepted only if it is that very write
+ * (write_seq == *@next: a consistent copy of a later write means the writer lapped the
+ * follower during the copy, and write *@next is lost; the next step counts it). On
+ * SEQSHM_FOLLOW_GOT the caller returns the copy and goes on with *@next + 1.
+ */
+static inline enum seqshm_follow seqshm_follow_once(const struct seqshm_geometry *g,
+						    __u64 *next, __u64 *lost, void *dst,
+						    struct seqshm_meta *meta)
+{
+	if (!seqshm_follow_step(g, seqshm_head(g), next, lost))
+		return SEQSHM_FOLLOW_WAIT;
+	if (seqshm_try_read_slot(g, (__u32)*next & g->slot_mask, dst, meta))
+		return SEQSHM_FOLLOW_BUSY;
+	return meta->write_seq == *next ? SEQSHM_FOLLOW_GOT : SEQSHM_FOLLOW_LAPPED;
+}
+
 /* A writer's view of a slot's control line (the writer's mapping is writable). */
 static inline struct seqshm_slot *seqshm_slot_ctl_w(const struct seqshm_geometry *g, __u32 slot)
 {
