@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import struct
@@ -46,27 +47,85 @@ def waiters_path(path: str) -> str:
     return os.path.join(directory, f".{name}.waiters")
 
 
+class _NewFile:
+    """A new file in ``directory`` that has no name until it is linked into place
+    (O_TMPFILE), so a creator killed before then (SIGKILL, or SIGTERM's default action, which
+    runs no Python cleanup) leaves nothing behind. Where O_TMPFILE or /proc is missing, a
+    named temporary ``<prefix>XXXX.tmp``, as mkstemp makes."""
+
+    def __init__(self, directory: str, prefix: str) -> None:
+        self.directory, self.prefix = directory, prefix
+        self.name: str | None = None
+        try:
+            self.fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+        else:
+            if os.path.exists(self._proc()):
+                return
+            os.close(self.fd)
+        self.fd, self.name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+
+    def _proc(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    def link(self, path: str) -> None:
+        """Give the file the name ``path`` too: atomic, FileExistsError if it is taken."""
+        if self.name is not None:
+            os.link(self.name, path)
+            return
+        # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file. os.link()
+        # calls linkat() only when given a directory fd (plain link() would try to link the
+        # /proc symlink itself: EXDEV), so it gets the destination's directory.
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.link(self._proc(), os.path.basename(path), dst_dir_fd=dfd, follow_symlinks=True)
+        finally:
+            os.close(dfd)
+
+    def named(self) -> str:
+        """A name in the directory (made now if it has none), to rename over a path."""
+        while self.name is None:
+            candidate = os.path.join(self.directory,
+                                     f"{self.prefix}{os.urandom(6).hex()}.tmp")
+            with contextlib.suppress(FileExistsError):
+                self.link(candidate)
+                self.name = candidate
+        return self.name
+
+    def renamed(self) -> None:
+        """The named temporary was renamed into place: it is no longer ours to remove."""
+        self.name = None
+
+    def discard_name(self) -> None:
+        """Remove the temporary name, if any (the file lives on while open or linked)."""
+        if self.name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.name)
+            self.name = None
+
+
 def _make_waiters(directory: str, name: str, mode: int, channel: os.stat_result
-                  ) -> tuple[int, str]:
-    """A new sidecar for the channel file ``channel`` (its stat), under a temporary name
-    (renamed into place once the channel has its path): (fd, temporary path).
+                  ) -> _NewFile:
+    """A new sidecar for the channel file ``channel`` (its stat), unnamed until it is
+    renamed into place once the channel has its path.
 
     Writable by every class of user (owner, group, others) that ``mode`` lets read the
     channel: its readers cannot write the channel's region, and count themselves here.
     fchmod, not the creation mode, so the umask does not take that away."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.waiters.", suffix=".tmp")
+    new = _NewFile(directory, f".{name}.waiters.")
     try:
         readable = mode & 0o444
-        os.fchmod(fd, readable | (readable >> 1))
-        os.posix_fallocate(fd, 0, _core.ALIGN)
-        os.pwrite(fd, struct.pack("=QQQ", _core.WAITERS_MAGIC, channel.st_dev, channel.st_ino),
-                  _WAITERS["magic"])
+        os.fchmod(new.fd, readable | (readable >> 1))
+        os.posix_fallocate(new.fd, 0, _core.ALIGN)
+        os.pwrite(new.fd, struct.pack("=QQQ", _core.WAITERS_MAGIC, channel.st_dev,
+                                      channel.st_ino), _WAITERS["magic"])
     except BaseException:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        os.close(new.fd)
+        new.discard_name()
         raise
-    return fd, tmp
+    return new
 
 
 class Writer(_core.WriterEngine):
@@ -235,15 +294,15 @@ def _lock_old(fd: int, path: str) -> None:
             time.sleep(0.001)
 
 
-def _take_path(tmp: str, path: str, overwrite: bool) -> None:
-    """Put the complete, locked channel file ``tmp`` at ``path``, atomically: of creators
+def _take_path(new: _NewFile, path: str, overwrite: bool) -> None:
+    """Put the complete, locked channel file ``new`` at ``path``, atomically: of creators
     racing for one path exactly one wins and the others get WriterBusy (or FileExistsError
     without ``overwrite``). Replacing a channel takes its file's lock first, so a live writer
     is never replaced, and marks it REPLACED, so its readers see the end at once."""
     for _ in range(100):
         try:
-            os.link(tmp, path)  # atomic: fails if the path exists
-            os.unlink(tmp)
+            new.link(path)  # atomic: fails if the path exists
+            new.discard_name()
             return
         except FileExistsError:
             if not overwrite:
@@ -257,7 +316,8 @@ def _take_path(tmp: str, path: str, overwrite: bool) -> None:
             writable = False
         except FileNotFoundError:
             if os.path.islink(path):  # a dangling symlink: nobody writes there, replace it
-                os.replace(tmp, path)
+                os.replace(new.named(), path)
+                new.renamed()
                 return
             continue  # removed meanwhile: link again
         try:
@@ -267,7 +327,8 @@ def _take_path(tmp: str, path: str, overwrite: bool) -> None:
                     continue  # replaced while we took the lock: look at the new one
             except FileNotFoundError:
                 continue
-            os.replace(tmp, path)
+            os.replace(new.named(), path)
+            new.renamed()
             if writable:
                 _core.mark_state(old, _core.STATE_REPLACED, path)
             return
@@ -324,19 +385,20 @@ def create(
     directory = os.path.dirname(path)
     base = os.path.basename(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                   suffix=".tmp")
+        new = _NewFile(directory, f".{base}.")
     except FileNotFoundError:
         raise FileNotFoundError(2, f"no directory {directory}", path) from None
     except PermissionError:
         raise PermissionError(13, f"cannot create a file in {directory}", path) from None
+    fd = new.fd
     writer = None
-    side_fd, side_tmp = -1, None
+    side_fd, side_new = -1, None
     try:
         os.fchmod(fd, mode)
         # The sidecar where sleeping readers count themselves, named in the header. Without
         # membarrier(2) the writer fences every write instead, and says so (wake.h).
-        side_fd, side_tmp = _make_waiters(directory, base, mode, os.fstat(fd))
+        side_new = _make_waiters(directory, base, mode, os.fstat(fd))
+        side_fd = side_new.fd
         side = os.fstat(side_fd)
         fence = _FORCE_FENCE or not _core.membarrier_register()
         header, _ = _core.build_header(name, int(nr_slots), dims, element, pid, start,
@@ -352,19 +414,17 @@ def create(
         side_fd = -1
         writer._set_waiters(waiters)
         writer._waiters_id = (side.st_dev, side.st_ino)
-        _take_path(tmp, path, overwrite)
+        _take_path(new, path, overwrite)
         # Only now, holding the channel (a creator that lost would have replaced the sidecar
         # of a live writer): a new file, so readers of an old channel keep the old one and
         # readers of ours find the one the header names. Readers that open the channel
         # before this poll, and look for the sidecar again every 0.1 s.
-        os.replace(side_tmp, waiters_path(path))
-        side_tmp = None
+        os.replace(side_new.named(), waiters_path(path))
+        side_new.renamed()
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if side_tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(side_tmp)
+        new.discard_name()
+        if side_new is not None:
+            side_new.discard_name()
         if side_fd >= 0:
             os.close(side_fd)
         if writer is None:

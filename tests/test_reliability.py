@@ -932,3 +932,43 @@ def test_follow_counts_what_a_reopening_reader_missed_of_the_new_channel(shm_pat
             s = next(it)
             assert (s.seq, s.lost) == (7, 6)
             w2.close(unlink=True)
+
+
+# -- a creator killed mid-create leaves nothing behind -------------------------------------------
+
+_DIE_IN_CREATE = textwrap.dedent("""
+import os, signal, sys
+import numpy as np
+import seqshm
+path, sig, nth, overwrite = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+calls = [0]
+fallocate = os.posix_fallocate
+
+def dying(fd, offset, length):
+    calls[0] += 1
+    if calls[0] == nth:  # 1: the sidecar's, 2: the channel file's
+        os.kill(os.getpid(), sig)  # default action: no Python cleanup runs
+    fallocate(fd, offset, length)
+
+os.posix_fallocate = dying
+seqshm.create(path, np.uint64, (1024,), overwrite=overwrite)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("nth", [1, 2], ids=["in-sidecar", "in-channel"])
+@pytest.mark.parametrize("overwrite", [False, True], ids=["new", "overwrite"])
+def test_a_creator_killed_mid_create_leaves_no_file(make_path: Callable[[], str], sig: int,
+                                                    nth: int, overwrite: bool) -> None:
+    """Killed while it reserves a file's memory (the longest step for a large channel), a
+    creator leaves neither a temporary channel file nor a temporary sidecar in the directory:
+    both have no name until they are linked into place (O_TMPFILE)."""
+    path = make_path()
+    directory = os.path.dirname(path)
+    if overwrite:  # a channel already there, whose writer is gone
+        seqshm.create(path, np.uint64, (1024,)).close()
+    before = set(os.listdir(directory))
+    p = subprocess.run([sys.executable, "-c", _DIE_IN_CREATE, path, str(sig), str(nth),
+                        "1" if overwrite else "0"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == -sig, p.stderr
+    assert set(os.listdir(directory)) == before
