@@ -156,13 +156,13 @@ def seqshm_exporter(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
 
 
 @contextmanager
-def node_exporter() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Debian's prometheus-node-exporter with its cpu collector alone, on a free loopback
-    port, and its metrics URL."""
+def node_exporter(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Debian's prometheus-node-exporter with its cpu collector alone (and ``args``), on a free
+    loopback port, and its metrics URL."""
     port = free_port()
     proc = subprocess.Popen([binary("prometheus-node-exporter"), "--collector.disable-defaults",
                              "--collector.cpu", f"--web.listen-address=127.0.0.1:{port}",
-                             "--log.level=warn"], stdout=subprocess.DEVNULL,
+                             "--log.level=warn", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/metrics"
