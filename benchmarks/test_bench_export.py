@@ -31,7 +31,8 @@ import psutil
 import pytest
 from benchutil import shm_path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# tests/exporting.py starts the programs; appended, so no tests/ folder shadows a module
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
 from exporting import get, node_exporter, seqshm_exporter  # noqa: E402
 
 import seqshm  # noqa: E402

@@ -743,6 +743,9 @@ def export(patterns: list[str], listen: str, sum_over: list[str], timeout: float
            once: bool, openmetrics: bool) -> int:
     """Serve the channels ``patterns`` name as Prometheus metrics at ``listen`` until Ctrl-C or
     SIGTERM (``once``: print one scrape to stdout and exit)."""
+    if openmetrics and not once:
+        raise Failure("--openmetrics goes with --once (the server answers OpenMetrics to a "
+                      "scraper that asks for it)", EXIT_USAGE)
     try:
         from seqshm import export as exp
     except ImportError as e:
