@@ -228,7 +228,9 @@ class ChannelMetrics:
 
     Families: cpustat channels (the kernel module's and ``seqshm demo``'s) become
     node_exporter's ``node_cpu_seconds_total{cpu,mode}`` and
-    ``node_cpu_guest_seconds_total{cpu,mode}``; other channels ``seqshm_<name>_<field>``
+    ``node_cpu_guest_seconds_total{cpu,mode}`` (with node_exporter's labels only, so the
+    first cpustat channel of the selection gives them: /dev/seqshm's before /dev/shm's; any
+    other one has its state series only); other channels ``seqshm_<name>_<field>``
     (see the naming convention in ``_field_rule``); every channel also gets
     ``seqshm_channel_up``, ``seqshm_channel_state``, ``seqshm_channel_writes_total`` and the
     time of its write. A channel whose writer is gone (closed, died, replaced, truncated) has
