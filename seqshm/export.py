@@ -18,10 +18,10 @@ import errno
 import socket
 import threading
 from collections.abc import Iterable, Sequence
-from wsgiref.simple_server import WSGIServer
+from http.server import HTTPServer
 
 try:
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, MetricsHandler
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.exposition import generate_latest
     from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -35,6 +35,7 @@ from seqshm._metrics import COUNTER, ChannelMetrics, ExportError, Family, meta_f
 __all__ = [
     "DEFAULT_LISTEN",
     "ExportError",
+    "MetricsServer",
     "SeqshmCollector",
     "exposition",
     "parse_listen",
@@ -110,22 +111,48 @@ _LISTEN_HINTS = {
 }
 
 
+#: Seconds a connection may take to send its request: the server answers one scrape at a time,
+#: so a client that connects and says nothing holds the others back this long at most.
+REQUEST_TIMEOUT_S = 5.0
+
+
+class MetricsServer(HTTPServer):
+    """prometheus_client's MetricsHandler (content negotiation: Prometheus text, OpenMetrics,
+    gzip) in an HTTPServer that answers one request at a time on its thread. Not
+    start_http_server's server, which starts a thread per request: that thread cost more than
+    the scrape itself (host, 2 CPUs: ~0.35 ms of ~0.7 ms per scrape), and scrapes take turns
+    on the collector's lock anyway."""
+
+    def __init__(self, host: str, port: int, registry: Collector) -> None:
+        # the address family of the host given (IPv6 too), as http.server's own CLI picks it
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        self.address_family = infos[0][0]
+        handler = MetricsHandler.factory(registry)
+        handler.timeout = REQUEST_TIMEOUT_S  # type: ignore[attr-defined]
+        super().__init__((host, port), handler)
+
+
 def serve(registry: Collector, listen: str = DEFAULT_LISTEN
-          ) -> tuple[WSGIServer, threading.Thread]:
+          ) -> tuple[MetricsServer, threading.Thread]:
     """Serve ``registry`` (a CollectorRegistry, or one collector) over HTTP at ``listen``
-    (HOST:PORT) in a daemon thread, through prometheus_client's start_http_server: the
-    Prometheus text format, or OpenMetrics for a scraper that asks for it. Returns the server
+    (HOST:PORT) from a daemon thread: the Prometheus text format, or OpenMetrics for a scraper
+    that asks for it (prometheus_client's MetricsHandler). Returns the server
     (``server.server_port`` is the port taken; ``server.shutdown()`` stops it) and its thread.
     Raises ExportError naming the address and what to do when it cannot listen."""
     host, port = parse_listen(listen)
     try:
-        return start_http_server(port, addr=host, registry=registry)
+        server = MetricsServer(host, port, registry)
     except socket.gaierror as e:
         raise ExportError(f"cannot listen on {listen}: {host!r} is not an address of this "
                           f"machine ({e.strerror})") from e
     except OSError as e:
         hint = _LISTEN_HINTS.get(e.errno or 0, e.strerror or str(e))
         raise ExportError(f"cannot listen on {listen}: {hint}") from e
+    thread = threading.Thread(target=server.serve_forever, name="seqshm-export-http",
+                              daemon=True)
+    thread.start()
+    return server, thread
 
 
 def registry_of(collector: SeqshmCollector) -> CollectorRegistry:
