@@ -80,6 +80,15 @@ static void write_one(__u64 k)
 	seqshm_write_slot_end(&geo, slot, k, stamp(k));
 }
 
+/* The writer thread's writes: PREFILL + 1 to LAST_WRITE. */
+static void write_all(void)
+{
+	__u64 k;
+
+	for (k = PREFILL + 1; k <= LAST_WRITE; k++)
+		write_one(k);
+}
+
 /* The geometry of the region, as seqshm_geometry_init() fills it from its header. */
 static void geometry_init(void)
 {

@@ -14,11 +14,8 @@
 
 static void *writer(void *arg)
 {
-	__u64 k;
-
 	(void)arg;
-	for (k = PREFILL + 1; k <= LAST_WRITE; k++)
-		write_one(k);
+	write_all();
 	seqshm_write_close((struct seqshm_header *)geo.base, SEQSHM_STATE_CLOSED);
 	return NULL;
 }

@@ -25,11 +25,8 @@
 
 static void *writer(void *arg)
 {
-	__u64 k;
-
 	(void)arg;
-	for (k = PREFILL + 1; k <= LAST_WRITE; k++)
-		write_one(k);
+	write_all();
 	return NULL;
 }
 
