@@ -869,12 +869,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export", help="serve channels as Prometheus metrics (pip install 'seqshm[export]')",
-        description="Serve channels over HTTP as Prometheus/OpenMetrics metrics, one snapshot "
-                    "per channel per scrape. cpustat channels become node_exporter's "
-                    "node_cpu_seconds_total{cpu,mode}; other records seqshm_<name>_<field>, a "
-                    "counter if the field's name ends in _total, else a gauge (_ns/_us/_ms "
-                    "fields in seconds); every channel has seqshm_channel_up, _state, "
-                    "_writes_total and the time of its write.",
+        description="Serve channels over HTTP as Prometheus/OpenMetrics metrics, one snapshot per\n"
+                    "channel per scrape. cpustat channels become node_exporter's\n"
+                    "node_cpu_seconds_total{cpu,mode}; other records seqshm_<name>_<field>, a\n"
+                    "counter if the field's name ends in _total, else a gauge (_ns, _us, _ms\n"
+                    "fields in seconds); every channel has seqshm_channel_up, _state,\n"
+                    "_writes_total and the time of its write. Needs pip install 'seqshm[export]'.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("patterns", nargs="*", metavar="CHANNEL|GLOB",
                    help="channels to export: names, paths or globs ('*' matches names in "
