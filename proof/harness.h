@@ -211,4 +211,13 @@ static pthread_t spawn(void *(*fn)(void *), void *arg)
 	return t;
 }
 
+/* main() of a harness: the region, then its writer and its reader running at once. */
+static int run_writer_and_reader(void *(*writer)(void *), void *(*reader)(void *))
+{
+	region_init();
+	spawn(writer, NULL);
+	spawn(reader, NULL);
+	return 0;
+}
+
 #endif /* SEQSHM_PROOF_HARNESS_H */

@@ -40,8 +40,5 @@ static void *reader(void *arg)
 
 int main(void)
 {
-	region_init();
-	spawn(writer, NULL);
-	spawn(reader, NULL);
-	return 0;
+	return run_writer_and_reader(writer, reader);
 }

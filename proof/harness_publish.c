@@ -35,8 +35,5 @@ static void *reader(void *arg)
 
 int main(void)
 {
-	geometry_init();
-	spawn(writer, NULL);
-	spawn(reader, NULL);
-	return 0;
+	return run_writer_and_reader(writer, reader);
 }
