@@ -22,8 +22,8 @@
  *   smp_wmb()                -> release fence. STRONGER: smp_wmb() orders earlier stores
  *                               before later stores only; a release fence also orders
  *                               earlier loads before later stores. The writer's only earlier
- *                               loads are of its own seq and head (it is their one writer),
- *                               so nothing it learns from another thread crosses the fence,
+ *                               load is of its own seq (it is its one writer; its head is a
+ *                               private count), so nothing from another thread crosses it,
  *                               but the proof does not show that load->store order is unused.
  *   smp_rmb()                -> acquire fence. STRONGER: smp_rmb() orders earlier loads
  *                               before later loads only; an acquire fence also orders earlier
