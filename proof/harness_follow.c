@@ -80,30 +80,28 @@ static __u64 history(void)
 static int follow_next(__u64 *next, __u64 *lost, struct copy *c)
 {
 	__u64 skipped = 0;
+	enum seqshm_follow rc = seqshm_follow_once(&geo, next, &skipped, c->words, &c->meta);
 
-	switch (seqshm_follow_once(&geo, next, &skipped, c->words, &c->meta)) {
+	/* _follow_plan(): lost += skipped on every step, a sample or not */
+#ifndef SEQSHM_MUTANT_FOLLOW_DROP_LOST
+	*lost += skipped;
+#endif
+	switch (rc) {
 	case SEQSHM_FOLLOW_WAIT:
 		return 0;
-	case SEQSHM_FOLLOW_BUSY:	/* _read_slow() on that slot, then the same test */
-		if (try_copy((__u32)*next & geo.slot_mask, c))
-			return 0;
-		check_copy(c, (__u32)*next & geo.slot_mask);
-		if (c->meta.write_seq != *next)
-			return 0;	/* lapped while it waited: step again next round */
-		break;
+	case SEQSHM_FOLLOW_BEHIND:	/* an older write than head says: never, from this writer */
+		assert(0);
+		return 0;
 	case SEQSHM_FOLLOW_LAPPED:
-		check_copy(c, (__u32)*next & geo.slot_mask);
 #ifndef SEQSHM_MUTANT_FOLLOW_TAKE_LAPPED
 		return 0;	/* step again, from a fresh head */
 #endif
+		check_copy(c, c->meta.slot);	/* the slot it copied */
 		break;
 	case SEQSHM_FOLLOW_GOT:
 		check_copy(c, (__u32)*next & geo.slot_mask);
 		break;
 	}
-#ifndef SEQSHM_MUTANT_FOLLOW_DROP_LOST
-	*lost += skipped;
-#endif
 	return 1;
 }
 

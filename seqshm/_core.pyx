@@ -940,11 +940,12 @@ cdef class ReaderEngine(_Channel):
         return True
 
     def _follow_next(self, unsigned long long nxt):
-        """The next write of a follower that wants write ``nxt``: None if it is not complete
-        yet; else (data, write_seq, timestamp_ns, lost), write_seq >= ``nxt`` (later when the
-        ring no longer held ``nxt``: ``lost`` writes were skipped). The steps are the shared
-        protocol's seqshm_follow_once(); a slot found mid-write is waited for as a snapshot
-        is (with this reader's timeout)."""
+        """One step of a follower that wants write ``nxt``: (got, nxt, lost). ``got`` is None
+        if write ``nxt`` (as moved on) is not complete yet, else (data, write_seq,
+        timestamp_ns) with write_seq == the returned ``nxt``; ``lost`` writes were skipped
+        on the way (the ring no longer held them, or a writer was overwriting one). The steps
+        are the shared protocol's seqshm_follow_once(); none waits for a writer (a slot it is
+        in holds nothing this follower still wants)."""
         cdef seqshm_meta m
         cdef cnp.ndarray out
         cdef unsigned long long lost = 0
@@ -954,20 +955,19 @@ cdef class ReaderEngine(_Channel):
         while True:
             rc = seqshm_follow_once(&self.r.g, &nxt, &lost, cnp.PyArray_DATA(out), &m)
             if rc == SEQSHM_FOLLOW_WAIT:
-                return None
+                return None, nxt, lost
             if rc == SEQSHM_FOLLOW_GOT:
                 self.r.snapshots += 1
-            elif rc == SEQSHM_FOLLOW_BUSY:
-                # the writer is in the slot: wait for a consistent copy as a snapshot does
-                # (signals, close(), truncation and the timeout looked at between slices; it
-                # counts its own attempts)
-                self.r.retries += 1
-                self._read_slow(<uint32_t>nxt & self.r.g.slot_mask, cnp.PyArray_DATA(out), &m)
-                if m.write_seq != nxt:
-                    continue  # the writer lapped us while we waited: step again
-            else:
-                continue  # SEQSHM_FOLLOW_LAPPED: step again, from a fresh head
-            return out, m.write_seq, m.timestamp_ns, lost
+                return (out, m.write_seq, m.timestamp_ns), nxt, lost
+            if rc == SEQSHM_FOLLOW_BEHIND:
+                if seqshm_guard_damaged(self._map.guard):
+                    self._raise_truncated()
+                self._raise_went_back(m.write_seq, nxt - 1)
+            # SEQSHM_FOLLOW_LAPPED: each one moves nxt on, and a writer following the
+            # protocol laps a ring only so often; still, a region scribbled on must not keep
+            # us here without a look at signals
+            self.r.retries += 1
+            PyErr_CheckSignals()
 
     def _read_slots(self):
         """(data, seq, timestamp_ns, error): a consistent copy of every slot, as arrays with a

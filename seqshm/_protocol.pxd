@@ -154,8 +154,8 @@ cdef extern from "seqshm_protocol.h" nogil:
     enum seqshm_follow:
         SEQSHM_FOLLOW_WAIT
         SEQSHM_FOLLOW_GOT
-        SEQSHM_FOLLOW_BUSY
         SEQSHM_FOLLOW_LAPPED
+        SEQSHM_FOLLOW_BEHIND
     seqshm_follow seqshm_follow_once(const seqshm_geometry *g, unsigned long long *next,
                                      unsigned long long *lost, void *dst, seqshm_meta *meta)
 

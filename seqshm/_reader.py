@@ -389,13 +389,14 @@ class Reader(_core.ReaderEngine):
                     lost += nxt - 1
                 gen = self._generation
             # the shared protocol's follow steps (seqshm_follow_once()): the slot of write
-            # nxt, the writes a lapping writer took from us counted, the copy checked to be nxt
-            got = self._follow_next(nxt)
+            # nxt, the writes a lapping writer took from us counted (nxt moved past them),
+            # the copy checked to be that write
+            got, nxt, skipped = self._follow_next(nxt)
+            lost += skipped
             if got is None:
                 yield None
                 continue
-            data, seq, ts, skipped = got
-            lost += skipped
+            data, seq, ts = got
             self._mark_read(seq, ts)
             yield Sample(data, seq, ts, lost)
             lost = 0

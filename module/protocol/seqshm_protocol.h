@@ -203,15 +203,21 @@ static inline int seqshm_follow_step(const struct seqshm_geometry *g, __u64 head
 enum seqshm_follow {
 	SEQSHM_FOLLOW_WAIT = 0,		/* write *next is not complete yet */
 	SEQSHM_FOLLOW_GOT = 1,		/* write *next is in dst and meta */
-	SEQSHM_FOLLOW_BUSY = 2,		/* its slot is mid-write: try again (after a pause) */
-	SEQSHM_FOLLOW_LAPPED = 3,	/* the writer reused the slot during the copy: step again */
+	SEQSHM_FOLLOW_LAPPED = 2,	/* write *next is gone (counted, *next moved): step again */
+	SEQSHM_FOLLOW_BEHIND = 3,	/* its slot holds an older write: not a writer's doing */
 };
 
 /*
  * One attempt at write *@next: step (seqshm_follow_step(), from a fresh head), then a
- * consistent copy of its slot into @dst and @meta, accepted only if it is that very write
- * (write_seq == *@next: a consistent copy of a later write means the writer lapped the
- * follower during the copy, and write *@next is lost; the next step counts it). On
+ * consistent copy of its slot into @dst and @meta, accepted only if it is that very write.
+ *
+ * Head says write *@next is complete, so the slot holds it or a later write. A writer found
+ * in the slot (mid-write, or starting during the copy) is therefore writing a later write
+ * over it: write *@next is gone, counted in *@lost, and *@next moves on; waiting for that
+ * writer would be waiting for nothing (and forever, if it died there). A consistent copy of
+ * a later write means the same, and the next step counts what the lap took. A consistent
+ * copy of an older write cannot come from a writer that follows the protocol (a region
+ * rewritten or corrupted under the reader): SEQSHM_FOLLOW_BEHIND, never a retry. On
  * SEQSHM_FOLLOW_GOT the caller returns the copy and goes on with *@next + 1.
  */
 static inline enum seqshm_follow seqshm_follow_once(const struct seqshm_geometry *g,
@@ -220,8 +226,13 @@ static inline enum seqshm_follow seqshm_follow_once(const struct seqshm_geometry
 {
 	if (!seqshm_follow_step(g, seqshm_head(g), next, lost))
 		return SEQSHM_FOLLOW_WAIT;
-	if (seqshm_try_read_slot(g, (__u32)*next & g->slot_mask, dst, meta))
-		return SEQSHM_FOLLOW_BUSY;
+	if (seqshm_try_read_slot(g, (__u32)*next & g->slot_mask, dst, meta)) {
+		(*lost)++;
+		(*next)++;
+		return SEQSHM_FOLLOW_LAPPED;
+	}
+	if (meta->write_seq < *next)
+		return SEQSHM_FOLLOW_BEHIND;
 	return meta->write_seq == *next ? SEQSHM_FOLLOW_GOT : SEQSHM_FOLLOW_LAPPED;
 }
 
