@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -43,28 +45,39 @@ class DestinationUnwritable(ValueError):
 
 def check_destination(path: str) -> None:
     """Raise DestinationUnwritable unless a file can be created at ``path``: its directory
-    exists and takes a new file (tried for real, with the temporary name save() will use:
-    access() answers yes to root on a read-only mount), and ``path`` is not a directory."""
-    full = os.path.abspath(path)
+    exists and takes a new file (tried for real, with a temporary name of the kind save()
+    uses: access() answers yes to root on a read-only mount), and ``path`` is nothing but a
+    regular file, if anything. A symlink is written through (save() writes its target)."""
+    full = destination(path)
     directory = os.path.dirname(full)
     if os.path.isdir(full):
         raise DestinationUnwritable(f"{path} is a directory: give a file name, e.g. "
                                     f"{os.path.join(path, 'recording.npy')}")
+    if os.path.exists(full) and not stat.S_ISREG(os.stat(full).st_mode):
+        raise DestinationUnwritable(f"{path} exists and is not a regular file (a FIFO or a "
+                                    "device): the recording is written whole, to a file")
     if not os.path.isdir(directory):
         raise DestinationUnwritable(f"{path}: the directory {directory} does not exist: "
                                     "create it first, or record to another place")
-    probe = _temporary(full)
     try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        fd, probe = _temporary(full)
     except OSError as e:
         raise DestinationUnwritable(f"{path}: cannot create a file in {directory} "
                                     f"({e.strerror}): record to another place") from None
+    os.close(fd)
     os.unlink(probe)
 
 
-def _temporary(full: str) -> str:
+def destination(path: str) -> str:
+    """The file a recording to ``path`` ends up in: through a symlink, its target."""
+    return os.path.realpath(path)
+
+
+def _temporary(full: str) -> tuple[int, str]:
+    """A new, unique temporary file beside ``full`` (a stale one of an earlier run, even of
+    a process that had this pid, is never in the way)."""
     directory, base = os.path.split(full)
-    return os.path.join(directory, f".{base}.{os.getpid()}.tmp")
+    return tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
 
 
 def check_dtype(ext: str, dtype: np.dtype[Any]) -> None:
@@ -115,21 +128,26 @@ def arrow_table(seq: np.ndarray, timestamp_ns: np.ndarray, lost: np.ndarray, dat
 def save(path: str, ext: str, seq: np.ndarray, timestamp_ns: np.ndarray, lost: np.ndarray,
          data: np.ndarray) -> None:
     """Write the recording to ``path`` atomically (a temporary file renamed over it)."""
-    tmp = _temporary(os.path.abspath(path))
+    full = destination(path)
+    fd, tmp = _temporary(full)
+    mask = os.umask(0o022)  # mkstemp makes 0600: give the recording the usual 0666 & ~umask
+    os.umask(mask)
     try:
+        os.fchmod(fd, 0o666 & ~mask)
         if ext == ".npy":
-            with open(tmp, "wb") as f:
+            with open(fd, "wb") as f:
                 np.save(f, structured(seq, timestamp_ns, lost, data))
         elif ext == ".npz":
-            with open(tmp, "wb") as f:
+            with open(fd, "wb") as f:
                 np.savez(f, seq=seq, timestamp_ns=timestamp_ns, lost=lost, data=data)
         else:
+            os.close(fd)  # pyarrow writes by name
             table = arrow_table(seq, timestamp_ns, lost, data)
             if ext == ".parquet":
                 importlib.import_module("pyarrow.parquet").write_table(table, tmp)
             else:
                 importlib.import_module("pyarrow.feather").write_feather(table, tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, full)
     except BaseException as e:
         if os.path.lexists(tmp):
             os.unlink(tmp)

@@ -286,10 +286,13 @@ class Reader(_core.ReaderEngine):
             with self._fd_lock:
                 dead = not self.closed and lock_is_free(self._fd)
             if dead:
-                self._timed_out(slot, seq)
+                self._timed_out(slot, seq, early=True)
 
-    def _timed_out(self, slot: int, seq: int) -> None:
-        t = self._timeout
+    def _timed_out(self, slot: int, seq: int, early: bool = False) -> None:
+        """Raise the ReadTimeout of a read blocked on ``slot`` (whose seq is ``seq``): at the
+        timeout, or ``early`` because the writer is known dead (then it does not claim to
+        have waited the whole timeout)."""
+        t = None if early else self._timeout
         if seq & 1:
             what = (f"slot {slot} stayed mid-write (its sequence count {seq} is odd)"
                     + ("" if t is None else f" for {t:g} s"))

@@ -106,6 +106,19 @@ class _NewFile:
             self.name = None
 
 
+def _reserve(fd: int, size: int, path: str) -> None:
+    """posix_fallocate() ``size`` bytes of the new file meant for ``path``; its errors name
+    ``path`` and, for a full file system, what to do."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        directory = os.path.dirname(path)
+        why = (f"no room for its {size} bytes in {directory} (see `df -h {directory}`): "
+               "free some, or make the channel smaller (shape, nr_slots)"
+               if e.errno == errno.ENOSPC else f"cannot reserve its {size} bytes: {e.strerror}")
+        raise OSError(e.errno, why, path) from None
+
+
 def _make_waiters(directory: str, name: str, mode: int, channel: os.stat_result
                   ) -> _NewFile:
     """A new sidecar for the channel file ``channel`` (its stat), unnamed until it is
@@ -118,7 +131,7 @@ def _make_waiters(directory: str, name: str, mode: int, channel: os.stat_result
     try:
         readable = mode & 0o444
         os.fchmod(new.fd, readable | (readable >> 1))
-        os.posix_fallocate(new.fd, 0, _core.ALIGN)
+        _reserve(new.fd, _core.ALIGN, os.path.join(directory, f".{name}.waiters"))
         os.pwrite(new.fd, struct.pack("=QQQ", _core.WAITERS_MAGIC, channel.st_dev,
                                       channel.st_ino), _WAITERS["magic"])
     except BaseException:
@@ -363,10 +376,11 @@ def create(
     try:
         element = element_type(dtype)
         dims = _shape(shape)
-        if name is None:
-            name = os.path.basename(path)[:63]
+        if name is None:  # the file's name, as printable ASCII (any file name is a path)
+            name = "".join(c if c.isprintable() else "?" for c in os.path.basename(path).encode(
+                "ascii", "backslashreplace").decode("ascii"))[:63]
         if not (name.isascii() and name.isprintable()):
-            raise ValueError(f"channel name {name!r} must be printable ASCII")
+            raise ValueError(f"channel name {name!r} must be printable ASCII (pass name=)")
         if isinstance(nr_slots, bool) or not isinstance(nr_slots, (int, np.integer)):
             raise TypeError(f"nr_slots must be an int, not {type(nr_slots).__name__}")
         if not 1 <= nr_slots <= _core.MAX_SLOTS or nr_slots & (nr_slots - 1):
@@ -406,7 +420,7 @@ def create(
                                        wake_flags=_core.WAKE_F_FENCE if fence else 0)
         # Reserve the memory now: a full tmpfs then fails here with ENOSPC, not later with
         # SIGBUS on a write into a sparse page.
-        os.posix_fallocate(fd, 0, region_size)
+        _reserve(fd, region_size, path)
         os.pwrite(fd, header, 0)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         writer = Writer(fd, path)
@@ -419,8 +433,12 @@ def create(
         # of a live writer): a new file, so readers of an old channel keep the old one and
         # readers of ours find the one the header names. Readers that open the channel
         # before this poll, and look for the sidecar again every 0.1 s.
-        os.replace(side_new.named(), waiters_path(path))
-        side_new.renamed()
+        try:
+            side_new.link(waiters_path(path))  # none there yet: never a temporary name
+            side_new.discard_name()
+        except FileExistsError:  # an older channel's: replaced, through a name of its own
+            os.replace(side_new.named(), waiters_path(path))
+            side_new.renamed()
     except BaseException:
         new.discard_name()
         if side_new is not None:

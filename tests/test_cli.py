@@ -12,6 +12,7 @@ import pty
 import re
 import select
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -568,3 +569,35 @@ def test_demo_refuses_a_channel_a_live_writer_holds(make_path: Callable[[], str]
         assert out.returncode == 1
         assert "another writer" in out.stderr and out.stdout == ""
         assert os.path.exists(w.path)
+
+
+def test_record_writes_through_a_symlink_and_refuses_a_fifo(
+        make_path: Callable[[], str], tmp_path: os.PathLike[str]) -> None:
+    """-o LINK writes the link's target (the link stays a link); -o FIFO is refused at once
+    (a recording is written whole, to a file), instead of the FIFO being replaced."""
+    real = os.path.join(tmp_path, "real.npy")
+    link = os.path.join(tmp_path, "link.npy")
+    os.symlink(real, link)
+    fifo = os.path.join(tmp_path, "fifo.npy")
+    os.mkfifo(fifo)
+    with seqshm.create(make_path(), np.int64, 2, nr_slots=16) as w, writing(w):
+        out = run("record", w.path, "-o", link, "--count", "3")
+        refused = run("record", w.path, "-o", fifo)
+    assert out.returncode == 0, out.stderr
+    assert os.path.islink(link) and len(np.load(real)) == 3
+    assert oct(os.stat(real).st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+    assert refused.returncode == 2 and fifo in refused.stderr and "FIFO" in refused.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_record_is_not_stopped_by_a_stale_temporary(make_path: Callable[[], str],
+                                                   tmp_path: os.PathLike[str]) -> None:
+    """A temporary left by a killed earlier run (any name of that kind, any pid) is no
+    obstacle."""
+    target = os.path.join(tmp_path, "out.npy")
+    for pid in range(1, 64):
+        open(os.path.join(tmp_path, f".out.npy.{pid}.tmp"), "w").close()
+    with seqshm.create(make_path(), np.int64, 2, nr_slots=16) as w, writing(w):
+        out = run("record", w.path, "-o", target, "--count", "2")
+    assert out.returncode == 0, out.stderr
+    assert len(np.load(target)) == 2

@@ -1040,3 +1040,49 @@ def test_follow_of_a_head_no_writer_wrote_raises_instead_of_spinning(shm_path: s
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "FileTruncated" in p.stdout and shm_path in p.stdout and "went back" in p.stdout
+
+
+def test_a_full_file_system_is_an_error_that_names_the_channel(tmp_path: Any) -> None:
+    """ENOSPC from a 1 MiB tmpfs: an OSError naming the channel and what to do, and nothing
+    left in the directory."""
+    mnt = str(tmp_path / "small")
+    os.mkdir(mnt)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", mnt],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        path = os.path.join(mnt, "big")
+        with pytest.raises(OSError) as e:
+            seqshm.create(path, np.uint8, (4 << 20,))
+        assert e.value.errno == 28 and e.value.filename == path
+        assert "df -h" in str(e.value) and "smaller" in str(e.value)
+        assert os.listdir(mnt) == []
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True)
+
+
+def test_a_file_name_that_is_not_ascii_still_makes_a_channel(tmp_path: Any) -> None:
+    path = str(tmp_path / "café\u2603")
+    with seqshm.create(path, np.uint8, (4,)) as w, seqshm.open(path) as r:
+        w.write(np.arange(4, dtype=np.uint8))
+        assert r.name.isascii() and r.name.isprintable() and r.name.startswith("caf")
+        assert list(r.snapshot()) == [0, 1, 2, 3]
+
+
+def test_a_creator_killed_as_it_names_the_sidecar_leaves_no_temporary(
+        make_path: Callable[[], str]) -> None:
+    """The sidecar of a new channel is linked into place, never renamed from a temporary."""
+    path = make_path()
+    code = textwrap.dedent("""
+        import os, signal, sys
+        import numpy as np
+        import seqshm
+        os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        w = seqshm.create(sys.argv[1], np.uint64, (1024,))
+        os.kill(os.getpid(), signal.SIGKILL)  # and the writer dies as soon as it exists
+    """)
+    p = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    left = sorted(os.listdir(os.path.dirname(path)))
+    assert not [f for f in left if f.endswith(".tmp")], left
