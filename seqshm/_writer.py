@@ -372,7 +372,9 @@ def create(
     readers see the end at once (and followers move to the new one).
     """
     # absolute: close(unlink=True) after a chdir() must still find the file
-    path = os.path.abspath(os.fspath(path))
+    # resolved as open(2) would: ".." after a symlink is the link target's parent, and a
+    # symlink at the path is written through (the link stays; its target is the channel)
+    path = os.path.realpath(os.fspath(path))
     try:
         element = element_type(dtype)
         dims = _shape(shape)

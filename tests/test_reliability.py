@@ -888,7 +888,9 @@ def test_create_errors_name_the_path(tmp_path: Any) -> None:
     link = str(tmp_path / "dangling")
     os.symlink(str(tmp_path / "nowhere"), link)
     with seqshm.create(link, np.int64, overwrite=True) as w:
-        assert w.write(1) == 1 and not os.path.islink(link)
+        # written through, as open(2) with O_CREAT does: the link now leads to the channel
+        assert w.write(1) == 1 and os.path.islink(link) and os.path.exists(link)
+        assert w.path == str(tmp_path / "nowhere")
         w.close(unlink=True)
 
 
@@ -1086,3 +1088,32 @@ def test_a_creator_killed_as_it_names_the_sidecar_leaves_no_temporary(
     assert p.returncode == -signal.SIGKILL, p.stderr
     left = sorted(os.listdir(os.path.dirname(path)))
     assert not [f for f in left if f.endswith(".tmp")], left
+
+
+def test_overwriting_through_a_symlink_writes_its_target(tmp_path: Any) -> None:
+    """create(LINK, overwrite=True) over a closed channel at the link's target: the link stays
+    a link, the new channel is at the target, the old one is marked replaced at its own path,
+    and a reopening reader of the target moves to the new one. Before: the link was replaced
+    by a file, and the untouched target was marked REPLACED, its reader stranded."""
+    real, link = str(tmp_path / "real"), str(tmp_path / "link")
+    w = seqshm.create(real, np.uint8, (4,))
+    w.write(np.full(4, 1, np.uint8))
+    os.symlink(real, link)
+    with seqshm.open(real, reopen=True, timeout=5) as r:
+        assert r.snapshot()[0] == 1
+        w.close()
+        with seqshm.create(link, np.uint8, (4,), overwrite=True) as w2:
+            assert os.path.islink(link) and w2.path == real
+            w2.write(np.full(4, 2, np.uint8))
+            assert r.wait(timeout=5)
+            assert r.snapshot()[0] == 2
+
+
+def test_dot_dot_after_a_symlink_is_resolved_as_the_os_does(tmp_path: Any) -> None:
+    base = tmp_path / "real" / "sub"
+    base.mkdir(parents=True)
+    os.symlink(base, tmp_path / "link")
+    with seqshm.create(str(tmp_path / "link" / ".." / "chan"), np.uint8, (4,)) as w:
+        assert w.path == str(tmp_path / "real" / "chan")
+        assert os.path.exists(tmp_path / "real" / "chan")
+        assert not os.path.exists(tmp_path / "chan")
