@@ -177,6 +177,15 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 	ret = seqshm_layout(cfg, hdr);
 	if (ret)
 		goto err_free;
+	/*
+	 * A name already taken fails before the region (up to 1 GiB) is allocated; the check
+	 * that decides is the one under the lock at registration below.
+	 */
+	mutex_lock(&seqshm_channels_lock);
+	ret = seqshm_channel_find(cfg->name) ? -EEXIST : 0;
+	mutex_unlock(&seqshm_channels_lock);
+	if (ret)
+		goto err_free;
 
 	ret = -ENOMEM;
 	ch->region_size = hdr->region_size;
@@ -187,9 +196,10 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 	ch->hdr = ch->region;
 	memcpy(ch->hdr, hdr, sizeof(*hdr));
 	/*
-	 * The header as published, magic included, through the readers' own check (the one
-	 * seqshm_layout_init() ended with, on what is now in the region): the geometry below is
-	 * taken from a checked header, as a reader takes its own.
+	 * The header as it will be published (the private copy, just copied into the region,
+	 * with the magic set) through the readers' own check, which seqshm_layout_init() also
+	 * ended with: the geometry below is taken from a checked header, as a reader takes its
+	 * own.
 	 */
 	hdr->magic = SEQSHM_MAGIC;
 	if (WARN_ON(seqshm_header_check(hdr, ch->region_size, why, sizeof(why)))) {

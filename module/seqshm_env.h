@@ -18,6 +18,15 @@
 #include <asm/barrier.h>
 #include <uapi/linux/seqshm.h>
 
+/*
+ * head (and each slot's write_seq) is a 64-bit word that writers store and readers load in
+ * one access (smp_store_release()/smp_load_acquire() refuse wider-than-word types): a 32-bit
+ * kernel cannot keep that promise, so it cannot build seqshm.
+ */
+#if BITS_PER_LONG != 64
+#error "seqshm needs a 64-bit kernel: head and write_seq are loaded and stored in one access"
+#endif
+
 /* [A][C] of seqshm_protocol.h: a reader's load that pairs with a writer's store-release. */
 #define seqshm_load_acquire(p)		smp_load_acquire(p)
 #define seqshm_load_relaxed(p)		READ_ONCE(*(p))

@@ -133,17 +133,20 @@ def test_checks_agree_on_the_backing_files_size(apitest, limit):
 
 def test_checks_agree_on_random_corruptions(apitest):
     """Seeded random corruptions of one to four bytes of the header up to the end of its third
-    (last used) field: the two verdicts and sentences agree on every one. (Bytes after it are
-    unused field entries, which neither check reads.)"""
+    (last used) field, each checked against a random file size: the two verdicts and sentences
+    agree on every one. (Bytes after the third field are unused field entries, which neither
+    check reads.)"""
     rng = random.Random(20261129)
     checked = HDR["fields"] + 3 * FIELD["size"]
     rejected = 0
+    sizes = [0, 4096, 8192, 12288, 1 << 20, (1 << 64) - 1]
     for _ in range(RANDOM_CASES):
         h = valid_header()
         for _ in range(rng.randint(1, 4)):
             h[rng.randrange(checked)] = rng.randrange(256)
-        user = user_verdict(bytes(h))
-        assert kernel_verdict(bytes(h)) == user, f"header {bytes(h[:512]).hex()}"
+        size = rng.choice(sizes)  # the backing file's size, 0: unknown (a device)
+        user = user_verdict(bytes(h), size)
+        assert kernel_verdict(bytes(h), size) == user, f"size {size}, {bytes(h[:512]).hex()}"
         rejected += user[0] != "ok"
     assert rejected > RANDOM_CASES // 4, "the corruptions hardly ever hit a checked field"
 
