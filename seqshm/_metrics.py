@@ -340,7 +340,10 @@ class ChannelMetrics:
 
     def _collect(self) -> list[Family]:
         meta = meta_families()
-        by_name: dict[str, Family] = {f.name: f for f in meta}
+        # keyed by the family's name as OpenMetrics sees it (a counter's without _total), so
+        # that a gauge `x` and a counter `x_total` count as the same name
+        by_name: dict[str, Family] = {family_key(f): f for f in meta}
+        reserved = set(by_name)
         out = list(meta)
         up, state_f, writes, stamp, age = meta
         node_cpu_from: str | None = None
@@ -404,16 +407,28 @@ class ChannelMetrics:
                 fams = self._cpustat_families(ch, snap.data)
             else:
                 fams = self._generic_families(reader, layout, snap.data)
+            mine: set[str] = set()
             for fam in fams:
-                known = by_name.get(fam.name)
-                if known is None:
-                    by_name[fam.name] = fam
+                key = family_key(fam)
+                known = by_name.get(key)
+                if key in reserved:  # a field must not speak for every channel's state
+                    log.warning("%s: %s would be named %s, which seqshm keeps for every "
+                                "channel's own series; left out (rename the field or the "
+                                "channel)", path, fam.help, fam.name)
+                elif key in mine:  # two fields of this channel, one metric name
+                    log.warning("%s: %s would be named %s like another field of the channel; "
+                                "left out (rename one of them)", path, fam.help, fam.name)
+                elif known is None:
+                    by_name[key] = fam
                     out.append(fam)
-                elif known.labels == fam.labels and known.kind == fam.kind:
-                    known.samples.extend(fam.samples)
+                elif known.name == fam.name and known.labels == fam.labels \
+                        and known.kind == fam.kind:
+                    known.samples.extend(fam.samples)  # the same field of another channel
                 else:
-                    log.warning("%s: family %s has labels %s here and %s in another channel; "
-                                "left out", path, fam.name, fam.labels, known.labels)
+                    log.warning("%s: family %s (%s, labels %s) clashes with %s (%s, labels %s) "
+                                "of another channel; left out", path, fam.name, fam.kind,
+                                fam.labels, known.name, known.kind, known.labels)
+                mine.add(key)
         return out
 
     def _labels(self, fixed: tuple[str, ...], shape: tuple[int, ...]) -> list[tuple[str, ...]]:
@@ -501,6 +516,12 @@ class ChannelMetrics:
                        list(zip(names[1], block[:, len(CPU_MODES):].ravel().tolist(),
                                 strict=True)))
         return [cpu, guest]
+
+
+def family_key(fam: Family) -> str:
+    """The name a family has in an OpenMetrics exposition: a counter's without ``_total``
+    (prometheus_client strips it, and adds it back to the samples only)."""
+    return fam.name.removesuffix("_total") if fam.kind == COUNTER else fam.name
 
 
 def meta_families() -> list[Family]:

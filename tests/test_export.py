@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from exporting import Series, cpustat_publisher, parse, pick, proc_stat_seconds, seqshm_exporter
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 
 import seqshm
@@ -451,3 +453,31 @@ def test_export_on_a_port_in_use_exits_1(cpustat_channel: str) -> None:
         out = run("--listen", taken, cpustat_channel)
     assert out.returncode == 1
     assert f"cannot listen on {taken}: another program listens there" in out.stderr
+
+
+def test_fields_whose_names_clash_are_left_out_not_doubled(tmp_path: os.PathLike[str]) -> None:
+    """A channel named `channel` with fields `up` and `writes_total` would speak for
+    seqshm_channel_up / seqshm_channel_writes_total; fields `a-b` and `a_b` map to one name; a
+    gauge `c` and a counter `c_total` are one OpenMetrics family. The later of each clash is
+    left out (with a warning), so no series appears twice and the OpenMetrics text parses;
+    the channel's own up stays 1."""
+    rec = np.dtype([("up", "<f8"), ("writes_total", "<u8"), ("a-b", "<f8"), ("a_b", "<f8"),
+                    ("c", "<f8"), ("c_total", "<u8"), ("ok", "<f8")])
+    path = os.path.join(tmp_path, "channel")
+    data = np.zeros((), rec)
+    data["up"], data["ok"] = 0.0, 7.0
+    with seqshm.create(path, rec, (), name="channel") as w:
+        w.write(data)
+        collector = export.SeqshmCollector([path])
+        text = scrape(collector)
+        registry = CollectorRegistry()
+        registry.register(collector)
+        om = openmetrics.generate_latest(registry).decode()
+    lines = [ln for ln in text.decode().splitlines() if ln and not ln.startswith("#")]
+    keys = [ln.rsplit(" ", 1)[0] for ln in lines]
+    assert len(keys) == len(set(keys)), "a series appears twice"
+    series = parse(text)
+    assert series[("seqshm_channel_up", frozenset({("channel", path)}))] == 1.0
+    assert series[("seqshm_channel_ok", frozenset({("channel", path)}))] == 7.0
+    names = [f.name for f in openmetrics_parser.text_string_to_metric_families(om)]
+    assert len(names) == len(set(names))
