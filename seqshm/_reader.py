@@ -126,8 +126,12 @@ class Reader(_core.ReaderEngine):
                  reopen: bool = False) -> None:
         """Open ``path``. ``timeout``: seconds a read waits for a consistent copy (None: no
         limit). Raises FileNotFoundError, PermissionError, FormatError, VersionError."""
-        # absolute: a later chdir() must not change which file state() and reopening look at
-        p = os.path.abspath(os.fsdecode(os.fspath(path)))
+        # absolute: a later chdir() must not change which file state() and reopening look at;
+        # the directory resolved as open(2) resolves it (".." after a symlink is the link
+        # target's parent), the last component kept, so a reopening reader follows the name
+        # (a symlink at it included) as tail -F does
+        joined = os.path.join(os.getcwd(), os.fsdecode(os.fspath(path)))
+        p = os.path.join(os.path.realpath(os.path.dirname(joined)), os.path.basename(joined))
         self._fd = -1
         self._fd_lock = threading.Lock()
         self._timeout: float | None = None

@@ -1117,3 +1117,14 @@ def test_dot_dot_after_a_symlink_is_resolved_as_the_os_does(tmp_path: Any) -> No
         assert w.path == str(tmp_path / "real" / "chan")
         assert os.path.exists(tmp_path / "real" / "chan")
         assert not os.path.exists(tmp_path / "chan")
+
+
+def test_open_resolves_dot_dot_after_a_symlink_as_the_os_does(tmp_path: Any) -> None:
+    base = tmp_path / "real" / "sub"
+    base.mkdir(parents=True)
+    os.symlink(base, tmp_path / "link")
+    with seqshm.create(str(tmp_path / "real" / "chan"), np.uint8, (4,)) as w:
+        w.write(np.arange(4, dtype=np.uint8))
+        with seqshm.open(str(tmp_path / "link" / ".." / "chan")) as r:
+            assert r.path == str(tmp_path / "real" / "chan")
+            assert r.state is ChannelState.OPEN and list(r.snapshot()) == [0, 1, 2, 3]
