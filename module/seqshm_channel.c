@@ -65,8 +65,8 @@ static int seqshm_layout(const struct seqshm_channel_config *cfg, struct seqshm_
 	char why[128];
 	int ret;
 
+	/* The ranges are the shared layout's to check; the pointers are the config's. */
 	if (!cfg->name || !seqshm_name_valid(cfg->name) || !cfg->fields ||
-	    cfg->nr_fields > SEQSHM_MAX_FIELDS || cfg->ndim > SEQSHM_MAX_DIMS ||
 	    (cfg->ndim && !cfg->shape))
 		return -EINVAL;
 	ret = seqshm_layout_init(hdr, &req, why, sizeof(why));
@@ -189,7 +189,6 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 
 	ret = -ENOMEM;
 	ch->region_size = hdr->region_size;
-	ch->payload_size = hdr->payload_size;
 	ch->region = vmalloc_user(ch->region_size);
 	if (!ch->region)
 		goto err_free;
@@ -242,8 +241,8 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 	if (ret)
 		goto err_free;
 
-	pr_debug("channel %s: payload %zu B, %u slots, region %zu B\n", cfg->name,
-		 ch->payload_size, ch->g.slot_mask + 1, ch->region_size);
+	pr_debug("channel %s: payload %llu B, %u slots, region %zu B\n", cfg->name,
+		 ch->g.payload_size, ch->g.slot_mask + 1, ch->region_size);
 	kfree(hdr);
 	return ch;
 
@@ -336,7 +335,7 @@ EXPORT_SYMBOL_GPL(seqshm_check_header);
  */
 size_t seqshm_channel_payload_size(const struct seqshm_channel *ch)
 {
-	return ch->payload_size;
+	return ch->g.payload_size;
 }
 EXPORT_SYMBOL_GPL(seqshm_channel_payload_size);
 
@@ -425,11 +424,11 @@ int seqshm_publish(struct seqshm_channel *ch, const void *buf, size_t len)
 {
 	u8 *dst;
 
-	if (len > ch->payload_size)
+	if (len > ch->g.payload_size)
 		return -EINVAL;
 	dst = seqshm_write_begin(ch, NULL);
 	memcpy(dst, buf, len);
-	memset(dst + len, 0, ch->payload_size - len);
+	memset(dst + len, 0, ch->g.payload_size - len);
 	seqshm_write_end(ch, 0);
 	return 0;
 }

@@ -38,11 +38,10 @@
  * @head:	private copy of the header's head, written under @lock.
  * @slot:	slot being written, valid under @lock between write_begin() and write_end().
  * @g:		the region's geometry for the shared protocol's steps, taken from its checked
- *		header (seqshm_geometry_init()).
+ *		header (seqshm_geometry_init()); its payload_size is the channel's.
  * @region:	the region (vmalloc_user()), @region_size bytes; freed with the last reference.
  * @hdr:	@region as the header.
  * @region_size: bytes of @region.
- * @payload_size: bytes of one payload.
  * @ref:	one reference for the producer (dropped by destroy) and one per open file.
  * @node:	entry in the list of live channels (names are unique among them).
  * @dead:	set by destroy: no more writes; read() fails, poll() reports a hang-up.
@@ -70,7 +69,6 @@ struct seqshm_channel {
 	void *region;
 	struct seqshm_header *hdr;
 	size_t region_size;
-	size_t payload_size;
 	struct kref ref;
 	struct list_head node;
 	bool dead;

@@ -93,14 +93,14 @@ static ssize_t seqshm_read_iter(struct kiocb *iocb, struct iov_iter *to)
 	u64 write_seq;
 	ssize_t ret;
 
-	if (iov_iter_count(to) < ch->payload_size)
+	if (iov_iter_count(to) < ch->g.payload_size)
 		return -EINVAL;
 	if (READ_ONCE(ch->dead))
 		return -ENODEV;
 	if (mutex_lock_interruptible(&sf->lock))
 		return -ERESTARTSYS;
 	if (!sf->bounce) {
-		sf->bounce = kvmalloc(ch->payload_size, GFP_KERNEL);
+		sf->bounce = kvmalloc(ch->g.payload_size, GFP_KERNEL);
 		if (!sf->bounce) {
 			ret = -ENOMEM;
 			goto out;
@@ -114,13 +114,13 @@ static ssize_t seqshm_read_iter(struct kiocb *iocb, struct iov_iter *to)
 		goto out;
 	}
 	/* A short copy (a bad buffer) fails the whole call; the file's seen stays as it was. */
-	if (copy_to_iter(sf->bounce, ch->payload_size, to) != ch->payload_size) {
+	if (copy_to_iter(sf->bounce, ch->g.payload_size, to) != ch->g.payload_size) {
 		ret = -EFAULT;
 		goto out;
 	}
 	WRITE_ONCE(sf->seen, write_seq);
 	atomic64_inc(&ch->nr_reads);
-	ret = ch->payload_size;
+	ret = ch->g.payload_size;
 out:
 	mutex_unlock(&sf->lock);
 	return ret;
@@ -234,7 +234,7 @@ static long seqshm_ioctl_info(struct seqshm_file *sf, void __user *uarg, size_t 
 	info.nr_slots = ch->hdr->nr_slots;
 	info.region_size = ch->region_size;
 	info.payload_offset = ch->hdr->payload_offset;
-	info.payload_size = ch->payload_size;
+	info.payload_size = ch->g.payload_size;
 	info.slot_stride = ch->g.slot_stride;
 	info.head = READ_ONCE(ch->hdr->head);
 	if (info.flags & SEQSHM_INFO_ACK) {

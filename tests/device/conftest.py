@@ -303,15 +303,25 @@ class _ErrnoRaises:
 APITEST_SYS = "/sys/module/seqshm_apitest"
 
 
+@contextlib.contextmanager
+def loaded_test_module(name: str):
+    """<name>.ko, a test-only module built beside $SEQSHM_KO, loaded for the block (skip if it
+    was not built) and unloaded after it; yields its path."""
+    ko = os.environ.get("SEQSHM_KO", "")
+    path = os.path.join(os.path.dirname(ko), f"{name}.ko")
+    if not ko or not os.path.exists(path):
+        pytest.skip(f"no {name}.ko beside $SEQSHM_KO")
+    r = subprocess.run(_tool("insmod") + [path], capture_output=True, text=True)
+    assert r.returncode == 0, f"insmod {path}: {r.stdout}{r.stderr}"
+    try:
+        yield path
+    finally:
+        if os.path.isdir(f"/sys/module/{name}"):
+            subprocess.run(_tool("rmmod") + [name], capture_output=True)
+
+
 @pytest.fixture
 def apitest(dev):
-    """seqshm_apitest.ko (built beside $SEQSHM_KO) loaded for the test, unloaded after it."""
-    ko = os.environ.get("SEQSHM_KO", "")
-    path = os.path.join(os.path.dirname(ko), "seqshm_apitest.ko")
-    if not ko or not os.path.exists(path):
-        pytest.skip("no seqshm_apitest.ko beside $SEQSHM_KO")
-    r = subprocess.run(dev._tool("insmod") + [path], capture_output=True, text=True)
-    assert r.returncode == 0, f"insmod {path}: {r.stdout}{r.stderr}"
-    yield path
-    if os.path.isdir(APITEST_SYS):
-        subprocess.run(dev._tool("rmmod") + ["seqshm_apitest"], capture_output=True)
+    """seqshm_apitest.ko loaded for the test, unloaded after it."""
+    with loaded_test_module("seqshm_apitest") as path:
+        yield path

@@ -87,13 +87,7 @@ def test_producer_module_can_go_while_its_channel_is_mapped(dev, apitest):
 def test_readme_producer_example(dev):
     """seqshm_example.ko is the README's in-kernel producer example (module/check.sh keeps the
     two identical): loaded, it publishes 16 readings scaled with integer arithmetic."""
-    ko = os.environ.get("SEQSHM_KO", "")
-    path = os.path.join(os.path.dirname(ko), "seqshm_example.ko")
-    if not ko or not os.path.exists(path):
-        pytest.skip("no seqshm_example.ko beside $SEQSHM_KO")
-    r = subprocess.run(dev._tool("insmod") + [path], capture_output=True, text=True)
-    assert r.returncode == 0, f"insmod {path}: {r.stdout}{r.stderr}"
-    try:
+    with dev.loaded_test_module("seqshm_example"):
         with dev.mapped("/dev/seqshm/mysensor") as (fd, m, h):
             assert h["fields"] == [("temp_mc", 0, 1, "i", 8), ("raw", 8, 1, "u", 4),
                                    ("avg_raw", 12, 1, "u", 4)]
@@ -104,6 +98,4 @@ def test_readme_producer_example(dev):
             assert rec["temp_mc"].tolist() == [x * 165000 // 4095 - 40000 for x in raw]
             assert rec["temp_mc"][0] == -40000 and rec["temp_mc"][-1] == 125000
             assert rec["avg_raw"].tolist() == [x + 1 for x in raw]
-    finally:
-        subprocess.run(dev._tool("rmmod") + ["seqshm_example"], capture_output=True)
     assert not os.path.exists("/dev/seqshm/mysensor")
