@@ -181,3 +181,25 @@ def test_headers_of_other_geometries_pass_the_userspace_check(module_params, geo
     module_params(*geometry)
     for path, header, size in published_headers():
         assert user_verdict(header, size) == ("ok", ""), path
+
+
+@pytest.mark.parametrize("device", ["selftest", "apitest"])
+def test_the_kernel_lays_out_a_channel_as_a_userspace_writer_would(apitest, device):
+    """The same layout code on both sides: a userspace writer's header for the kernel
+    channel's element, shape and slots has the kernel's geometry, byte for byte where a
+    layout is decided (the writer's identity and the magic aside)."""
+    path = f"/dev/seqshm/{device}"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        m = mmap.mmap(fd, HEADER_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+        kernel = _core.check_header(bytes(m[:HEADER_SIZE]))
+        m.close()
+    finally:
+        os.close(fd)
+    with seqshm.open(path) as r:
+        raw, _ = _core.build_header(kernel["name"], kernel["nr_slots"], tuple(r.shape),
+                                    element_type(r.dtype))
+    user = _core.check_header(bytes(put(bytearray(raw), HDR["magic"], "Q", _core.MAGIC)))
+    layout = ("region_size", "payload_offset", "payload_size", "slot_stride", "nr_slots",
+              "flags", "itemsize", "ndim", "shape", "fields", "name")
+    assert {k: user[k] for k in layout} == {k: kernel[k] for k in layout}
