@@ -257,27 +257,46 @@ def _probe(path: str) -> seqshm.Reader | str | None:
         return e.strerror or str(e)
 
 
-def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
-    """Every channel in the search directories, as ``seqshm list --json`` prints them."""
-    found: list[tuple[str, seqshm.Reader | str]] = []
+def _channel_files() -> Iterator[str]:
+    """The paths in the search directories that may be channels (temporaries left out)."""
     for d in SEARCH_DIRS:
         try:
             names = sorted(os.listdir(d))
         except OSError:
             continue
-        for name in names:
-            if _is_temp(name):
-                continue
-            path = os.path.join(d, name)
-            probe = _probe(path)
-            if probe is not None:
-                found.append((path, probe))
-    heads = {p: r.head for p, r in found if isinstance(r, seqshm.Reader)}
+        yield from (os.path.join(d, name) for name in names if not _is_temp(name))
+
+
+def _heads() -> dict[str, tuple[int, int, int]]:
+    """Each readable channel's (st_dev, st_ino, head) now, each reader closed at once."""
+    heads = {}
+    for path in _channel_files():
+        probe = _probe(path)
+        if isinstance(probe, seqshm.Reader):
+            with probe as r:
+                st = os.stat(r.path)
+                heads[path] = (st.st_dev, st.st_ino, r.head)
+    return heads
+
+
+def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
+    """Every channel in the search directories, as ``seqshm list --json`` prints them.
+
+    One channel is open at a time (a thousand channels must not take a thousand file
+    descriptors): the rate comes from each channel's head read in a first pass and again,
+    LIST_RATE_WINDOW_S later, in the second, if the file is still the same one."""
+    heads: dict[str, tuple[int, int, int]] = {}
     t0 = time.monotonic()
-    if with_rate and heads:
-        time.sleep(LIST_RATE_WINDOW_S)
+    if with_rate:
+        heads = _heads()
+        t0 = time.monotonic()
+        if heads:
+            time.sleep(LIST_RATE_WINDOW_S)
     rows = []
-    for path, probe in found:
+    for path in _channel_files():
+        probe = _probe(path)
+        if probe is None:
+            continue
         row: dict[str, Any] = dict.fromkeys(
             ("path", "name", "channel", "dtype", "shape", "nr_slots", "writer_pid",
              "writer_alive", "state", "writes", "rate_hz", "age_s", "stuck", "error"))
@@ -288,8 +307,10 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
             continue
         with probe as r:
             head = r.head
-            if with_rate:
-                row["rate_hz"] = rate((t0, heads[path]), time.monotonic(), head)
+            st = os.stat(r.path)
+            before = heads.get(path)
+            if with_rate and before and before[:2] == (st.st_dev, st.st_ino):
+                row["rate_hz"] = rate((t0, before[2]), time.monotonic(), head)
             try:
                 timestamp, row["stuck"] = r.read().timestamp_ns, False
             except seqshm.ReadTimeout:
@@ -472,7 +493,7 @@ def watch(path: str, interval: float, count: int | None, timeout: float,
                 shown += 1
                 if count is None or shown < count:
                     next_at = max(next_at + interval, time.monotonic())
-                    time.sleep(max(0.0, next_at - time.monotonic()))
+                    telemetry.sleep_until(next_at)
         finally:
             if live:
                 live.stop()
@@ -630,8 +651,11 @@ def _demo_writer(path: str, rate_hz: float,
                     next_at += period
                     now = time.monotonic()
                     if next_at > now:
-                        if parent.poll(next_at - now):  # wakes at once when the parent goes
-                            break
+                        # wakes at once when the parent goes; a period past what poll()
+                        # takes (--rate 1e-300) is waited in pieces
+                        while (left := next_at - time.monotonic()) > 0:
+                            if parent.poll(min(left, telemetry.MAX_SLEEP_S)):
+                                return
                     else:
                         next_at = now  # fell behind: do not burst to catch up
                         if now - checked > 0.01:
@@ -699,7 +723,9 @@ def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
                 live.start()
             try:
                 while duration <= 0 or time.monotonic() - start < duration:
-                    time.sleep(interval)
+                    # an interval longer than the time left ends at the duration
+                    telemetry.sleep_until(time.monotonic() + interval if duration <= 0
+                                 else min(time.monotonic() + interval, start + duration))
                     # A burst of snapshots: the cost of one warm read, not of a cache miss.
                     t0 = time.perf_counter_ns()
                     for _ in range(_BURST):

@@ -31,6 +31,17 @@ CPUSTAT_DTYPE = np.dtype([(name, np.uint64) for name in CPUSTAT_FIELDS] + [("onl
 #: Slots of the demo channel: a ring, so a slow reader is never starved by the writer.
 CPUSTAT_SLOTS = 4
 
+#: The longest single sleep: time.sleep() and Connection.poll() raise OverflowError past about
+#: 292 years, which a rate of 1e-300 Hz or an interval of 1e300 s would ask for.
+MAX_SLEEP_S = 86400.0
+
+
+def sleep_until(deadline: float) -> None:
+    """Sleep until time.monotonic() reaches ``deadline``, however far away."""
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, MAX_SLEEP_S))
+
+
 class _Settable(Protocol):
     """A threading or multiprocessing Event."""
 
@@ -126,7 +137,8 @@ def publish_cpustat(
                 if duration is not None and now - start >= duration:
                     break
                 if next_at > now:
-                    time.sleep(next_at - now)
+                    # in pieces: time.sleep() refuses a period past ~292 years (rate 1e-300)
+                    time.sleep(min(next_at - now, MAX_SLEEP_S))
                 else:
                     next_at = now  # fell behind: do not burst to catch up
             return int(writer.seq)

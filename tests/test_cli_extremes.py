@@ -1,0 +1,83 @@
+"""The command line at its limits: times too long for time.sleep(), and more channels than the
+process may hold open files."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from test_cli import ENV, has_mapped, run, start, wait_until
+
+import seqshm
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--interval", "1e300"],  # a screen update past what time.sleep() takes
+        ["--rate", "1e-300"],  # a writer period past what Connection.poll() takes
+    ],
+)
+def test_demo_with_a_period_too_long_to_sleep_still_runs_and_stops(
+    make_path: Callable[[], str], args: list[str]
+) -> None:
+    path = make_path()
+    out = run("demo", *args, "--duration", "0.5", "--path", path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and "consistent snapshots" in out.stdout
+    assert not os.path.exists(path)
+
+
+def test_watch_with_an_interval_too_long_to_sleep_waits_for_ctrl_c(
+    make_path: Callable[[], str],
+) -> None:
+    with seqshm.create(make_path(), np.int64, 2) as w:
+        w.write([1, 2])
+        p = start("watch", w.path, "--interval", "1e300", "--count", "2")
+        assert p.stdout is not None
+        assert '"event": "update"' in p.stdout.readline()
+        wait_until(lambda: has_mapped(p.pid, w.path))
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=10)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+
+
+def test_list_reads_more_channels_than_it_may_open_files(shm_name: str) -> None:
+    if not os.access("/dev/shm", os.W_OK):
+        pytest.skip("needs a writable /dev/shm")
+    # 40 channels, and a limit of 32 open files: list opens one channel at a time
+    paths = [f"/dev/shm/{shm_name}-{i:02d}" for i in range(40)]
+    try:
+        for path in paths:
+            with seqshm.create(path, np.int64, 2) as w:
+                w.write([1, 2])
+
+        def few_files() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+
+        out = subprocess.run(
+            [sys.executable, "-m", "seqshm", "list", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+            env=ENV,
+            preexec_fn=few_files,
+        )
+        assert out.returncode == 0, out.stderr
+        rows = {r["path"]: r for r in json.loads(out.stdout)}
+        assert all(rows[p]["error"] is None and rows[p]["state"] == "closed" for p in paths), [
+            rows[p]["error"] for p in paths if rows[p]["error"]
+        ]
+    finally:
+        for path in paths:
+            if os.path.exists(path):
+                os.unlink(path)
