@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import math
 import mmap
@@ -957,9 +958,18 @@ def _run(args: argparse.Namespace) -> int:
     return demo(args.path, args.rate, args.duration, args.interval)
 
 
+#: Errors of a write that names no file: the standard output's (print() says no name).
+_OUTPUT_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO))
+
+
 def _error_text(e: BaseException) -> str:
-    if isinstance(e, OSError) and not isinstance(e, seqshm.SeqshmError) and e.filename:
-        return f"{e.filename}: {e.strerror}"
+    if isinstance(e, OSError) and not isinstance(e, seqshm.SeqshmError):
+        if e.filename:
+            return f"{e.filename}: {e.strerror}"
+        if e.errno in _OUTPUT_ERRNOS:  # no file named: our stdout (> /dev/full, a full disk)
+            return f"cannot write the output: {e.strerror}"
+        if e.strerror:
+            return e.strerror
     return str(e)
 
 

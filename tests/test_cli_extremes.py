@@ -81,3 +81,24 @@ def test_list_reads_more_channels_than_it_may_open_files(shm_name: str) -> None:
         for path in paths:
             if os.path.exists(path):
                 os.unlink(path)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["list", "--json", "--no-rate"], ["info", "--json", "CHANNEL"]])
+def test_output_that_cannot_be_written_says_so(
+    make_path: Callable[[], str], args: list[str]
+) -> None:
+    with seqshm.create(make_path(), np.int64, 2) as w, open("/dev/full", "w") as full:
+        w.write([1, 2])
+        argv = [w.path if a == "CHANNEL" else a for a in args]
+        out = subprocess.run(
+            [sys.executable, "-m", "seqshm", *argv],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd="/",
+            env=ENV,
+        )
+    assert out.returncode == 1
+    assert out.stderr == "seqshm: cannot write the output: No space left on device\n"
