@@ -38,7 +38,7 @@ def dtype_text(dt: np.dtype[Any]) -> str:
     if dt.subdtype is not None:
         base, shape = dt.subdtype
         return f"{shape}{dtype_text(base)}"
-    return dt.name if dt.isnative else dt.str
+    return str(dt.name if dt.isnative else dt.str)
 
 
 def fields_text(dt: np.dtype[Any]) -> str:

@@ -145,7 +145,8 @@ def _slot_words(reader: seqshm.Reader) -> np.ndarray:
     if len(raw) < end:
         raise seqshm.FileTruncated("the file shrank while it was read", reader.path)
     words = np.frombuffer(raw, np.uint64, offset=_core.SLOTS_OFFSET).reshape(-1, 8)
-    return words[:, :3].copy()
+    out: np.ndarray = words[:, :3].copy()
+    return out
 
 
 def info_json(reader: seqshm.Reader) -> dict[str, Any]:
