@@ -326,7 +326,8 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
     return rows
 
 
-def list_text(rows: list[dict[str, Any]]) -> str:
+def list_text(rows: list[dict[str, Any]], width: int | None = None) -> str:
+    """The table ``seqshm list`` prints; each line cut to ``width`` if given."""
     header = ["PATH", "SHAPE", "SLOTS", "WRITER", "ALIVE", "STATE", "WRITES/S", "AGE", "DTYPE"]
     table = [header]
     for r in rows:
@@ -340,11 +341,24 @@ def list_text(rows: list[dict[str, Any]]) -> str:
             "yes" if r["writer_alive"] else "no", r["state"] + (", stuck" if r["stuck"] else ""),
             rate_text(r["rate_hz"]), seconds_text(r["age_s"]), r["dtype"]])
     widths = [max(len(row[c]) for row in table) for c in range(len(header) - 1)]
+    if width is not None:
+        # a terminal: the PATH column gives up what the row lacks (down to 10, its start
+        # elided: the name stays), then the DTYPE, last, is cut with '…'
+        over = sum(widths) + 2 * len(widths) + len("DTYPE") - width
+        if over > 0:
+            widths[0] = max(10, widths[0] - over)
+            for row in table[1:]:
+                if len(row[0]) > widths[0]:
+                    row[0] = "…" + row[0][len(row[0]) - widths[0] + 1 :]
     right = {1, 2, 6, 7}
-    return "\n".join(
-        "  ".join([(text.rjust(w) if c in right else text.ljust(w))
-                   for c, (text, w) in enumerate(zip(row, widths, strict=False))] + [row[-1]])
+    text = "\n".join(
+        "  ".join([(cell.rjust(w) if c in right else cell.ljust(w))
+                   for c, (cell, w) in enumerate(zip(row, widths, strict=False))] + [row[-1]])
         for row in table)
+    if width is None:
+        return text
+    return "\n".join(line if len(line) <= width else line[: max(width - 1, 0)] + "…"
+                     for line in text.split("\n"))
 
 
 # -- watch ---------------------------------------------------------------------------------------
@@ -938,7 +952,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, indent=2, allow_nan=False))
         elif rows:
-            print(list_text(rows))
+            # on a terminal each row fits its width (the long DTYPE, last, is cut with '…');
+            # into a pipe or file, whole rows
+            print(list_text(rows, console.width if console.is_terminal else None))
         else:
             print(f"seqshm: no channels in {' or '.join(SEARCH_DIRS)}", file=sys.stderr)
         return EXIT_OK

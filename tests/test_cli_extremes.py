@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from test_cli import ENV, has_mapped, run, start, wait_until
+from test_cli import ENV, _run_in_terminal, has_mapped, run, start, wait_until
 
 import seqshm
 
@@ -102,3 +103,31 @@ def test_output_that_cannot_be_written_says_so(
         )
     assert out.returncode == 1
     assert out.stderr == "seqshm: cannot write the output: No space left on device\n"
+
+
+def test_list_on_an_80_column_terminal_fits_and_keeps_rate_and_age(shm_name: str) -> None:
+    if not os.access("/dev/shm", os.W_OK):
+        pytest.skip("needs a writable /dev/shm")
+    path = f"/dev/shm/{shm_name}-with-a-rather-long-name-zq9"
+    rec = np.dtype([(f"field_{i}", np.float64) for i in range(12)])
+    try:
+        with seqshm.create(path, rec, (3,)) as w:
+            w.write(np.zeros(3, rec))
+            code, screen = _run_in_terminal(["list"], columns=80)
+    finally:
+        os.unlink(path)
+    assert code == 0, screen
+    lines = [line for line in screen.splitlines() if line.strip()]
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[0].split()[:8] == [
+        "PATH",
+        "SHAPE",
+        "SLOTS",
+        "WRITER",
+        "ALIVE",
+        "STATE",
+        "WRITES/S",
+        "AGE",
+    ]
+    row = next(line for line in lines if "zq9 " in line)  # the end of the name stays
+    assert re.search(r"open\s+0\.00\s+\d+\.\d+ s", row), row
