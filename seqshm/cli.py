@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import errno
+import grp
 import json
 import math
 import mmap
@@ -13,6 +14,7 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
 import os
+import pwd
 import signal
 import stat
 import sys
@@ -975,12 +977,32 @@ def _run(args: argparse.Namespace) -> int:
     return demo(args.path, args.rate, args.duration, args.interval)
 
 
+def _who_may_read(path: str) -> str:
+    """What to do about a channel this user may not read: whose it is and its mode."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "(run as a user who may read it)"
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return (f"(mode {stat.S_IMODE(st.st_mode):04o}, owner {owner}, group {group}): run as a "
+            "user who may read it, or have its writer make it readable (chmod, or a umask)")
+
+
 #: Errors of a write that names no file: the standard output's (print() says no name).
 _OUTPUT_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO))
 
 
 def _error_text(e: BaseException) -> str:
     if isinstance(e, OSError) and not isinstance(e, seqshm.SeqshmError):
+        if isinstance(e, PermissionError) and e.filename:
+            return f"{e.filename}: {e.strerror} {_who_may_read(os.fsdecode(e.filename))}"
         if e.filename:
             return f"{e.filename}: {e.strerror}"
         if e.errno in _OUTPUT_ERRNOS:  # no file named: our stdout (> /dev/full, a full disk)
