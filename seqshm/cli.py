@@ -871,23 +871,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqshm", description="Lock-free snapshots of live data shared by a seqlock.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=seqshm.__version__)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {seqshm.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     channel = "channel: a path, or a NAME in /dev/seqshm or /dev/shm"
 
-    p = sub.add_parser("list", help="list the channels in /dev/seqshm and /dev/shm",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # each command's --help ends with what a CHANNEL is and the exit statuses
+    described: dict[str, Any] = {
+        "epilog": EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    p = sub.add_parser("list", help="list the channels in /dev/seqshm and /dev/shm", **described)
     p.add_argument("--json", action="store_true", help="print a JSON list of objects")
     p.add_argument("--no-rate", action="store_true",
                    help=f"do not watch the channels {LIST_RATE_WINDOW_S:g} s for their rates")
 
-    p = sub.add_parser("info", help="print a channel's layout and state")
+    p = sub.add_parser("info", help="print a channel's layout and state", **described)
     p.add_argument("path", metavar="CHANNEL", help=channel)
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--timeout", type=_nonnegative, default=1.0, metavar="S",
                    help="how long a read waits for a consistent copy (default 1)")
 
-    p = sub.add_parser("watch", help="show a channel live with its update rate")
+    p = sub.add_parser("watch", help="show a channel live with its update rate", **described)
     p.add_argument("path", metavar="CHANNEL", help=channel)
     p.add_argument("--interval", type=_positive, default=0.5, metavar="S",
                    help="seconds between updates (default 0.5)")
@@ -899,7 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a live table (the default on a terminal), or one JSON or CSV line "
                         "per update (jsonl: the default otherwise)")
 
-    p = sub.add_parser("record", help="record every write of a channel to a file")
+    p = sub.add_parser("record", help="record every write of a channel to a file", **described)
     p.add_argument("path", metavar="CHANNEL", help=channel)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="a .npy, .npz, .parquet or .arrow file (the last two need pyarrow)")
@@ -936,7 +939,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--openmetrics", action="store_true",
                    help="with --once: the OpenMetrics format instead of Prometheus text")
 
-    p = sub.add_parser("demo", help="publish this host's per-CPU times and watch them live")
+    p = sub.add_parser("demo", help="publish this host's per-CPU times and watch them live",
+                       **described)
     p.add_argument("--rate", type=_positive, default=100.0, metavar="HZ",
                    help="writes per second of the demo writer (default 100)")
     p.add_argument("--duration", type=_nonnegative, default=10.0, metavar="S",

@@ -143,3 +143,16 @@ def test_permission_denied_says_whose_the_channel_is_and_what_to_do(
         text = cli._error_text(PermissionError(13, "Permission denied", w.path))
     assert text.startswith(f"{w.path}: Permission denied (mode 0600, owner ")
     assert "run as a user who may read it" in text
+
+
+@pytest.mark.parametrize("command", ["list", "info", "watch", "record", "export", "demo"])
+def test_every_commands_help_gives_the_exit_statuses(command: str) -> None:
+    out = run(command, "--help")
+    assert out.returncode == 0 and out.stderr == ""
+    assert "exit status:" in out.stdout and "130" in out.stdout and "/dev/seqshm" in out.stdout
+
+
+def test_version_names_the_program() -> None:
+    out = run("--version")
+    assert out.returncode == 0
+    assert out.stdout == f"seqshm {seqshm.__version__}\n"
