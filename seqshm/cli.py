@@ -714,14 +714,27 @@ def _remove_if_left_by(path: str, pid: int | None) -> None:
         pass
 
 
+def _left_by_a_demo(path: str) -> bool:
+    """Whether ``path`` is a channel of the demo's cpustat record (a file it may replace)."""
+    try:
+        with seqshm.open(path, timeout=0.1) as r:
+            return bool(r.dtype == telemetry.CPUSTAT_DTYPE)
+    except (OSError, seqshm.SeqshmError):
+        return False
+
+
 def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
     """Start a writer process publishing host telemetry and show it live from a reader."""
     console = _console()
     if os.path.lexists(path):
         # A channel left by a demo that was killed: remove it, unless a live writer holds it.
+        # Anything else there is not ours to remove (--path ~/notes.txt must not delete it).
         if writer_holds(path):
             raise Failure(f"another writer is publishing {path}: pass --path to run a "
                           "second demo")
+        if not _left_by_a_demo(path):
+            raise Failure(f"{path} exists and is not a channel an earlier demo left: pass "
+                          "another --path", EXIT_USAGE)
         os.unlink(path)
     ctx = multiprocessing.get_context("spawn")
     # The child stops when this pipe's write end closes: when we close it, or die, however.

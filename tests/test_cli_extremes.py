@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +157,21 @@ def test_version_names_the_program() -> None:
     out = run("--version")
     assert out.returncode == 0
     assert out.stdout == f"seqshm {seqshm.__version__}\n"
+
+
+@pytest.mark.parametrize("kind", ["text", "another channel"])
+def test_demo_never_removes_a_file_that_is_not_a_demo_channel(
+    make_path: Callable[[], str], kind: str
+) -> None:
+    path = make_path()
+    if kind == "text":
+        with open(path, "w") as f:
+            f.write("precious\n")
+    else:  # a channel of someone else's, its writer gone: its last write is still readable
+        with seqshm.create(path, np.int64, 2) as w:
+            w.write([1, 2])
+    before = Path(path).read_bytes()
+    out = run("demo", "--duration", "0.2", "--path", path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"{path} exists and is not a channel an earlier demo left" in out.stderr
+    assert Path(path).read_bytes() == before
