@@ -472,7 +472,10 @@ def watch(path: str, interval: float, count: int | None, timeout: float,
     # reopen: a producer that restarts (create(..., overwrite=True)) is followed, as tail -F
     with _open(path, timeout=timeout, reopen=True) as reader:
         lines = _LineWriter(fmt, reader, sys.stdout) if fmt != "table" else None
-        live = Live(console=console, auto_refresh=False) if fmt == "table" else None
+        # a live table redraws in place on a terminal; asked for into a pipe, each frame is
+        # printed after the last (a Live there showed only the final frame, unterminated)
+        live = (Live(console=console, auto_refresh=False)
+                if fmt == "table" and console.is_terminal else None)
         prev: tuple[float, int] | None = None
         shown = 0
         next_at = time.monotonic()
@@ -496,9 +499,13 @@ def watch(path: str, interval: float, count: int | None, timeout: float,
                 prev = (now, seq)
                 replaced = state is seqshm.ChannelState.REPLACED
                 state = reader.state
-                if live:
-                    live.update(watch_frame(reader, snap, hz, state, console.width,
-                                            console.height, error), refresh=True)
+                if fmt == "table":
+                    frame = watch_frame(reader, snap, hz, state, console.width, console.height,
+                                        error)
+                    if live:
+                        live.update(frame, refresh=True)
+                    else:
+                        console.print(frame)
                 elif lines:
                     lines.emit("update", reader, seq, snap.timestamp_ns if snap else None, hz,
                                state, snap.data if snap else None, error)

@@ -175,3 +175,12 @@ def test_demo_never_removes_a_file_that_is_not_a_demo_channel(
     assert out.returncode == 2, out.stdout + out.stderr
     assert f"{path} exists and is not a channel an earlier demo left" in out.stderr
     assert Path(path).read_bytes() == before
+
+
+def test_watch_table_into_a_pipe_prints_every_frame(make_path: Callable[[], str]) -> None:
+    with seqshm.create(make_path(), np.int64, 2) as w:
+        w.write([1, 2])
+        out = run("watch", w.path, "--format", "table", "--count", "3", "--interval", "0.05")
+    assert out.returncode == 0, out.stderr
+    assert len(re.findall(r"^seq 1  ", out.stdout, re.M)) == 3, out.stdout
+    assert out.stdout.endswith("\n") and "\x1b[" not in out.stdout
