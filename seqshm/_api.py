@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from seqshm import _core
-from seqshm._lifecycle import same_file
+from seqshm._errors import ClosedError
+from seqshm._lifecycle import ChannelState, same_file
 from seqshm._reader import Reader
 
 __all__ = ["open", "snapshot", "resolve"]
@@ -64,8 +65,11 @@ def _oneshot_miss(path: str | os.PathLike[str], timeout: float | None) -> np.nda
     target = resolve(path)
     if isinstance(reader, Reader) and not reader.closed and reader.path == target:
         try:
-            current = same_file(os.stat(target), os.fstat(reader._fd))
-        except (FileNotFoundError, OSError):
+            st = os.fstat(reader._fd)
+            # the path still names the file, and no other channel was written into it
+            current = (same_file(os.stat(target), st)
+                       and reader.state is not ChannelState.REPLACED)
+        except (OSError, ClosedError):
             current = False
         if current:
             reader.timeout = timeout

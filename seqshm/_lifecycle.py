@@ -14,8 +14,9 @@ class ChannelState(str, enum.Enum):
 
     OPEN: a writer may still publish. CLOSED: its writer closed it (or the kernel destroyed
     the device). WRITER_DIED: the writer process ended without closing it. REPLACED: a new
-    channel now has its path. REMOVED: its file was unlinked (the writer may still publish,
-    but no new reader can find it). TRUNCATED: its file is shorter than the region it mapped
+    channel now has its path (or was written into its very file, as cp over it does).
+    REMOVED: its file was unlinked (the writer may still publish, but no new reader can find
+    it). TRUNCATED: its file is shorter than the region it mapped
     (shrunk by another process); reads that touch a lost page raise FileTruncated. Every state
     but OPEN means no new reader will see what this one sees; all but OPEN and REMOVED mean no
     write will come.

@@ -119,7 +119,10 @@ class Reader(_core.ReaderEngine):
     one replaces its path (as ``tail -F`` follows a rotated log). Safe to share between
     threads: each call's data, seq and time come from one copy; ``close()`` from another
     thread makes a waiting call raise ClosedError. A file truncated under the reader raises
-    FileTruncated, never SIGBUS.
+    FileTruncated, never SIGBUS. Another channel written into the same file (cp over it) is
+    REPLACED for ``state`` and waits (looked at every 0.1 s); a kept reader's ``snapshot()``
+    does not look (it would cost the fast path a read of the header), so wait, look at
+    ``state`` or use :func:`seqshm.snapshot`, which does within its bound.
     """
 
     def __init__(self, path: str | os.PathLike[str] | bytes, *, timeout: float | None = 1.0,
@@ -197,6 +200,10 @@ class Reader(_core.ReaderEngine):
             # cut to its header page leaves head readable: waits would never learn of it)
             if not self._device and st.st_size < self.header["region_size"]:
                 return ChannelState.TRUNCATED
+            # Another channel written into this very file (cp over it, a rewrite in place):
+            # same inode, other header, and this reader's geometry no longer fits the data
+            if not self._device and self._rewritten(st.st_size):
+                return ChannelState.REPLACED
             if not self._device and lock_is_free(self._fd):
                 return ChannelState.WRITER_DIED
         try:
@@ -206,6 +213,16 @@ class Reader(_core.ReaderEngine):
         if not same_file(st, now):
             return ChannelState.REPLACED if not self._device else ChannelState.CLOSED
         return ChannelState.OPEN
+
+    def _rewritten(self, size: int) -> bool:
+        """Whether the file's header (``size`` bytes long) is no longer the one this reader
+        checked at open: another channel was written into the same file. The caller holds
+        _fd_lock."""
+        try:
+            data = os.pread(self._fd, _core.HEADER_SIZE, 0)
+            return bool(_core.check_header(data, size, self.path) != self.header)
+        except (OSError, FormatError):
+            return True
 
     @property
     def _truncated(self) -> bool:
@@ -260,10 +277,11 @@ class Reader(_core.ReaderEngine):
             if self.closed:
                 os.close(fd)
                 self._check_not_closed()
-            if same_file(os.fstat(fd), os.fstat(self._fd)):
+            h = _core.check_header(header, size, self.path)
+            # the same file is a new channel only if another was written into it in place
+            if same_file(os.fstat(fd), os.fstat(self._fd)) and h == self.header:
                 os.close(fd)
                 return False
-            h = _core.check_header(header, size, self.path)
             if _element_key(h) != _element_key(self.header):
                 os.close(fd)
                 self._no_follow = (f"its element type or shape {h['shape']} differs from "

@@ -417,6 +417,54 @@ def test_a_follower_does_not_move_to_a_channel_of_another_type(shm_path: str) ->
             other.close(unlink=True)
 
 
+def _write_into_place(src: str, dst: str) -> None:
+    """Copy channel file ``src`` over ``dst`` in place, as cp does: the same inode, truncated
+    and written again, so nothing but the header tells the old channel from the new."""
+    ino = os.stat(dst).st_ino
+    with open(src, "rb") as f, open(dst, "r+b") as g:
+        g.truncate(0)
+        g.write(f.read())
+    assert os.stat(dst).st_ino == ino
+
+
+def test_another_channel_written_into_the_same_file_is_seen_as_replaced(
+        make_path: Callable[[], str]) -> None:
+    path, other_path = make_path(), make_path()
+    with seqshm.create(path, np.uint64, 4) as w:
+        r = seqshm.open(path)
+        w.write([1, 2, 3, 4])
+        assert seqshm.snapshot(path).tolist() == [1, 2, 3, 4]
+        r.snapshot()
+    with seqshm.create(other_path, np.float64, 4) as other:
+        other.write([1.5, 2.5, 3.5, 4.5])
+        _write_into_place(other_path, path)
+        # was: OPEN/WRITER_DIED, and the one-shot and waits read the floats' bits as uint64
+        assert r.state is ChannelState.REPLACED
+        with pytest.raises(ChannelEnded, match="replaced"):
+            r.wait(HANG_GUARD_S)
+        time.sleep(seqshm._api.ONESHOT_MAX_AGE_S * 1.5)
+        got = seqshm.snapshot(path)
+        assert got.dtype == np.float64 and got.tolist() == [1.5, 2.5, 3.5, 4.5]
+        r.close()
+        os.unlink(path)
+
+
+def test_a_follower_moves_to_a_channel_written_into_its_file(
+        make_path: Callable[[], str]) -> None:
+    path, other_path = make_path(), make_path()
+    with seqshm.create(path, np.int64, 2) as w:
+        r = seqshm.open(path, reopen=True)
+        w.write([1, 1])
+        r.snapshot()
+    with seqshm.create(other_path, np.int64, 2, nr_slots=2) as other:
+        other.write([2, 2])
+        _write_into_place(other_path, path)
+        assert r.wait(HANG_GUARD_S)  # was: False at the timeout, on the old geometry
+        assert r.nr_slots == 2 and r.snapshot().tolist() == [2, 2]
+        r.close()
+        os.unlink(path)
+
+
 # -- signals and waits -------------------------------------------------------------------------
 
 INTERRUPT_CHILD = """
