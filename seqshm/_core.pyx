@@ -447,6 +447,16 @@ def timeout_ns(timeout, str what="timeout"):
     return <uint64_t>(t * 1e9)
 
 
+cpdef uint64_t timestamp_arg(value, str path=None) except? 0:
+    """A write's ``timestamp_ns`` argument: an int of ns (NumPy's too) from 0 to 2**64 - 1;
+    else a TypeError or ValueError naming ``path``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{path}: timestamp_ns must be an int of ns, not {value!r}")
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{path}: timestamp_ns {value} is not from 0 to 2**64 - 1")
+    return <uint64_t>int(value)
+
+
 cdef class _Channel:
     """What readers and writers share: the mapping, the validated header copy, the array type."""
 
@@ -1124,7 +1134,11 @@ cdef class WriterEngine(_Channel):
     cdef cnp.ndarray _as_payload(self, data):
         if type(data) is np.ndarray and self._fits(<cnp.ndarray>data, cnp.NPY_ARRAY_C_CONTIGUOUS):
             return <cnp.ndarray>data
-        src = np.asarray(data, dtype=self._descr, order="C")  # keeps 0-d
+        try:
+            src = np.asarray(data, dtype=self._descr, order="C")  # keeps 0-d
+        except (TypeError, ValueError, OverflowError) as e:
+            raise type(e)(f"{self.path}: data is not convertible to the channel's dtype "
+                          f"{self._descr}: {e}") from None
         if not self._same_shape(src):
             raise ValueError(
                 f"{self.path}: data has shape {(<object>src).shape}, the channel holds {self.shape}")
@@ -1138,7 +1152,8 @@ cdef class WriterEngine(_Channel):
         WriterBusy in a forked child, FileTruncated if the file shrank under the writer.
         """
         cdef cnp.ndarray src = self._as_payload(data)
-        cdef uint64_t ts = seqshm_monotonic_ns() if timestamp_ns is None else <uint64_t>timestamp_ns
+        cdef uint64_t ts = (seqshm_monotonic_ns() if timestamp_ns is None
+                            else timestamp_arg(timestamp_ns, self.path))
         self._enter()
         try:
             self._publish(cnp.PyArray_DATA(src), ts)
@@ -1314,7 +1329,10 @@ cdef class ReaderCache:
         cdef seqshm_meta m
         cdef cnp.ndarray out
         if (e is not None and seqshm_monotonic_ns() < e.fresh_until
-                and (timeout is e.timeout or timeout == e.timeout)):
+                and (timeout is e.timeout
+                     # of one type: an equal value of a type open() refuses is not the same
+                     # argument (Decimal('0.01') == Fraction(1, 100))
+                     or (type(timeout) is type(e.timeout) and timeout == e.timeout))):
             r = e.reader
             if r.r.g.base != NULL and seqshm_state(&r.r.g) == SEQSHM_STATE_OPEN:
                 out = r._out_array(None)

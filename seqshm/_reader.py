@@ -437,7 +437,13 @@ class Reader(_core.ReaderEngine):
         copied. Between writes it sleeps in :meth:`wait`. Ends when the channel ends (a
         reopening reader moves on to the replacement instead) or when no write comes within
         ``timeout`` seconds (None: no limit). Each sample counts as read (``seq``, ``wait()``).
+        A timeout that is not a number of seconds >= 0 or None is refused at once
+        (TypeError, ValueError).
         """
+        _core.timeout_ns(timeout)  # a bad timeout is refused now, not at the first wait
+        return self._follow(timeout)
+
+    def _follow(self, timeout: float | None) -> Iterator[Sample]:
         for sample in self._follow_plan():
             if sample is not None:
                 yield sample
@@ -448,8 +454,12 @@ class Reader(_core.ReaderEngine):
             except ChannelEnded:
                 return
 
-    async def follow_async(self, timeout: float | None = None) -> AsyncIterator[Sample]:
+    def follow_async(self, timeout: float | None = None) -> AsyncIterator[Sample]:
         """``async for s in r.follow_async(): ...``: :meth:`follow` for asyncio."""
+        _core.timeout_ns(timeout)  # a bad timeout is refused now, not at the first wait
+        return self._follow_async(timeout)
+
+    async def _follow_async(self, timeout: float | None) -> AsyncIterator[Sample]:
         for sample in self._follow_plan():
             if sample is not None:
                 yield sample

@@ -264,11 +264,7 @@ class Writer(_core.WriterEngine):
 
 def _timestamp(value: int, path: str) -> int:
     """A write's timestamp: an int of ns from 0 to 2**64 - 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{path}: timestamp_ns must be an int of ns, not {value!r}")
-    if not 0 <= value < 2**64:
-        raise ValueError(f"{path}: timestamp_ns {value} is not from 0 to 2**64 - 1")
-    return int(value)
+    return _core.timestamp_arg(value, path)
 
 
 def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:

@@ -598,6 +598,60 @@ def test_a_bad_timeout_is_refused_with_a_clear_error(shm_path: str, timeout: Any
         w.close(unlink=True)
 
 
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "abc", True])
+def test_every_call_taking_a_timeout_refuses_a_bad_one_at_once(shm_path: str,
+                                                                timeout: Any) -> None:
+    """follow() and follow_async() checked theirs only at their first wait: with writes to
+    read they yielded them, and a caller learnt of its mistake later or never."""
+    with seqshm.create(shm_path, np.int64, 2, nr_slots=4) as w, seqshm.open(shm_path) as r:
+        w.write([1, 1])
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            r.follow(timeout)
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            r.follow_async(timeout)
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            seqshm.snapshot(shm_path, timeout=timeout)
+        w.close(unlink=True)
+
+
+def test_a_one_shot_refuses_a_bad_timeout_equal_to_a_good_one(shm_path: str) -> None:
+    """The one-shot's kept reader was reused for any timeout equal to its own, so a Decimal
+    (which open() refuses) passed when a Fraction of the same value had been used before."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        seqshm.snapshot(shm_path, timeout=Fraction(1, 100))
+        with pytest.raises(TypeError, match="timeout"):
+            seqshm.snapshot(shm_path, timeout=Decimal("0.01"))
+        w.close(unlink=True)
+
+
+@pytest.mark.parametrize(("ts", "error"), [(-1, ValueError), (2**64, ValueError),
+                                           (1.5, TypeError), ("1", TypeError),
+                                           (True, TypeError)])
+def test_a_bad_write_timestamp_is_refused_naming_the_file(shm_path: str, ts: Any,
+                                                          error: type) -> None:
+    """write() gave a bare OverflowError for a negative or huge timestamp, and took 1.5 as 1:
+    end() and writing() already refused these, naming the file."""
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        with pytest.raises(error, match=f"{shm_path}.*timestamp_ns"):
+            w.write([1, 1], timestamp_ns=ts)
+        assert w.head == 0
+        assert w.write([1, 1], timestamp_ns=np.uint64(2**64 - 1)) == 1
+        w.close(unlink=True)
+
+
+@pytest.mark.parametrize("data", ["abc", None, [2**70, 1]])
+def test_data_a_write_cannot_convert_is_an_error_naming_the_file(shm_path: str,
+                                                                 data: Any) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        with pytest.raises((TypeError, ValueError, OverflowError), match=f"{shm_path}.*int64"):
+            w.write(data)
+        w.close(unlink=True)
+
+
 # -- shared memory escaping its guard ----------------------------------------------------------
 
 def test_a_writing_buffer_is_dead_after_the_block(shm_path: str) -> None:
