@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
@@ -62,6 +63,19 @@ def _forget_sleepers() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_sleepers)
+
+# Every Reader of this process, so that a forked child can renew their locks: a thread of the
+# parent inside a call at the fork (a wait looking at the state) held one, and no thread of
+# the child would ever release it.
+_readers: weakref.WeakSet[Reader] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    for r in list(_readers):
+        r._fd_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 def _open_region(path: str) -> tuple[int, bool, bytes, int, _core.Mapping]:
@@ -147,6 +161,7 @@ class Reader(_core.ReaderEngine):
         self._attach(p, header, m, size)
         self._set_follow(self._follow_path)
         self._next_waiters_try = 0.0  # the sidecar is opened by the first wait, if any
+        _readers.add(self)
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", -1)

@@ -173,6 +173,9 @@ class Writer(_core.WriterEngine):
     def _disown(self, child: int) -> None:
         """In a forked child: this process is not the writer. Refuse every call and let go of
         the child's copy of the file (the lock stays with the parent's)."""
+        # a thread of the parent closing it at the fork held this; none of the child will
+        # release it
+        self._close_lock = threading.Lock()
         self._forget_in_child(WriterBusy(
             f"this Writer belongs to pid {self._owner}; forked child {child} cannot use it "
             "(one writer per channel): create a channel of its own, or write from the parent",

@@ -298,6 +298,44 @@ def test_after_fork_the_lock_stays_with_the_parent_only(shm_path: str) -> None:
         os.unlink(shm_path)
 
 
+_FORK_WHILE_LOCKED = """
+import os, signal, sys, threading, time
+import numpy as np
+import seqshm
+w = seqshm.create(sys.argv[1], np.int64, 2, overwrite=True)
+r = seqshm.open(sys.argv[1])
+w.write([1, 1])
+r.snapshot()
+held = threading.Event()
+def hold(lock):
+    with lock:  # as a wait in another thread does for an instant while it looks at the state
+        held.set()
+        time.sleep(2)
+for lock in (r._fd_lock, w._close_lock):
+    held.clear()
+    threading.Thread(target=hold, args=(lock,), daemon=True).start()
+    held.wait()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)  # a hang dies of SIGALRM: exit status 14
+    print(r.state.value, r.wait(0.05), r.snapshot().tolist(), flush=True)
+    w.close()  # the child's copy: refuses nothing, waits for nothing
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+w.close(unlink=True)
+"""
+
+
+def test_a_reader_and_writer_work_in_a_child_forked_while_a_thread_held_their_locks(
+        shm_path: str) -> None:
+    """A thread inside a call (a wait looking at the state, a close()) held a lock at the fork:
+    in the child no thread would release it, and the child's first wait() or close() hung."""
+    p = _run_child(_FORK_WHILE_LOCKED, shm_path)
+    assert p.returncode == 0, _crashed(p)
+    assert p.stdout.splitlines() == ["open False [1, 1]", "child 0"], _crashed(p)
+
+
 def _create_in_child(path: str, barrier: Any, results: Any, start: float) -> None:
     while time.monotonic() < start:  # both start within microseconds (a barrier is looser)
         pass
