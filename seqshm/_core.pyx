@@ -1169,6 +1169,10 @@ cdef class WriterEngine(_Channel):
             memcpy(cnp.PyArray_DATA(out),
                    seqshm_slot_payload(&self.w.g, <uint32_t>self.w.head & self.w.g.slot_mask),
                    self.w.g.payload_size)
+            # a page the file lost reads as zeros once the guard repaired it: not the last
+            # payload, whatever the caller would make of it
+            if seqshm_guard_damaged(self._map.guard):
+                self._raise_truncated()
         finally:
             self._leave()
         return out

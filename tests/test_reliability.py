@@ -57,6 +57,9 @@ calls = {
     "validate": lambda: r.validate(tok) if r.view(tok := r.begin()).sum() >= 0 else None,
     "write": lambda: w.write(np.zeros(512, np.uint64)),
     "view": lambda: print("view", int(view.sum())) or r.validate(r.begin()),
+    "begin_write": lambda: w.begin(),  # was: a buffer of zeros as "the last payload"
+    "writing": lambda: w.writing().__enter__(),
+    "follow": lambda: list(r.follow(timeout=0.5)),
 }
 try:
     calls[what]()
@@ -69,7 +72,7 @@ r.close()
 
 
 @pytest.mark.parametrize("what", ["snapshot", "read", "history", "apply", "validate", "write",
-                                  "view"])
+                                  "view", "begin_write", "writing", "follow"])
 @pytest.mark.parametrize("size", ["0", "4096"])
 def test_truncated_file_is_a_typed_error_not_sigbus(shm_path: str, what: str, size: str) -> None:
     p = _run_child(TRUNCATE_CHILD, shm_path, size, what)
