@@ -66,9 +66,11 @@ def _oneshot_miss(path: str | os.PathLike[str], timeout: float | None) -> np.nda
     if isinstance(reader, Reader) and not reader.closed and reader.path == target:
         try:
             st = os.fstat(reader._fd)
-            # the path still names the file, and no other channel was written into it
+            # the path still names the file, no other channel was written into it, and it
+            # did not shrink under the mapping (a reader that did is done: a new one reads
+            # the file if it is whole again, or says how short it is)
             current = (same_file(os.stat(target), st)
-                       and reader.state is not ChannelState.REPLACED)
+                       and reader.state not in (ChannelState.REPLACED, ChannelState.TRUNCATED))
         except (OSError, ClosedError):
             current = False
         if current:

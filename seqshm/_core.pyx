@@ -1338,7 +1338,9 @@ cdef class ReaderCache:
                      # argument (Decimal('0.01') == Fraction(1, 100))
                      or (type(timeout) is type(e.timeout) and timeout == e.timeout))):
             r = e.reader
-            if r.r.g.base != NULL and seqshm_state(&r.r.g) == SEQSHM_STATE_OPEN:
+            # a mapping the file shrank under is done with: the miss opens the file anew
+            if (r.r.g.base != NULL and seqshm_state(&r.r.g) == SEQSHM_STATE_OPEN
+                    and not seqshm_guard_damaged(r._map.guard)):
                 out = r._out_array(None)
                 r._read_into(cnp.PyArray_DATA(out), &m)
                 r.meta = m

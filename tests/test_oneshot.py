@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -138,3 +140,37 @@ def test_one_shot_of_a_bare_name(shm_name: str, shm_path: str) -> None:
         w.write([6, 6])
         assert seqshm.snapshot(shm_name).tolist() == [6, 6]
         w.close(unlink=True)
+
+
+_SHRUNK_AND_RESTORED = """
+import os, sys, time
+import numpy as np
+import seqshm
+from seqshm import _api
+path = sys.argv[1]
+with seqshm.create(path, np.int64, 512) as w:
+    w.write(np.arange(512))
+print(seqshm.snapshot(path)[:2].tolist())
+with open(path, "rb") as f:
+    whole = f.read()
+os.truncate(path, 0)  # the same inode, cut: the kept reader's pages are gone
+try:
+    seqshm.snapshot(path)
+except seqshm.FormatError as e:  # FileTruncated, or a fresh open's "truncated"
+    print("shrunk" if "truncated" in str(e) else e)
+with open(path, "r+b") as f:  # and made whole again in place, as a restore from a copy does
+    f.write(whole)
+time.sleep(_api.ONESHOT_MAX_AGE_S * 1.5)
+print(seqshm.snapshot(path)[:2].tolist())
+os.unlink(path)
+"""
+
+
+def test_a_file_shrunk_and_restored_in_place_is_read_again_within_the_bound(
+        make_path: Callable[[], str]) -> None:
+    """The kept reader whose file shrank under it raised FileTruncated from then on, even
+    once the file was whole again, while a new reader read it: the one-shot drops it."""
+    p = subprocess.run([sys.executable, "-c", _SHRUNK_AND_RESTORED, make_path()],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["[0,", "1]", "shrunk", "[0,", "1]"], p.stdout
