@@ -23,6 +23,8 @@ def resolve(path: str | os.PathLike[str]) -> str:
     ./NAME for that). Raises FileNotFoundError saying where it looked (and, when
     /dev/seqshm does not exist, that the kernel module is not loaded)."""
     p = os.fsdecode(path)  # bytes paths too, as Reader takes them
+    if not p:  # not the directories themselves
+        raise FileNotFoundError(2, "no channel: the name is empty", p)
     if "/" in p:
         return p
     looked = []

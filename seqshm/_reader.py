@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import fcntl
 import math
 import mmap
@@ -80,7 +81,17 @@ os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 def _open_region(path: str) -> tuple[int, bool, bytes, int, _core.Mapping]:
     """Open ``path`` read-only and map its region: (fd, is_device, header, file_size, mapping)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, "no channel file there: check the path, or start the channel's "
+            "writer first (`seqshm list` shows the channels there are)", path) from None
+    except PermissionError as e:
+        raise PermissionError(
+            e.errno, "this user may not read the channel file: run as one its mode lets "
+            "read, or have its writer create it with a wider mode (create(mode=0o644))",
+            path) from None
     try:
         st = os.fstat(fd)
         size = 0
@@ -88,8 +99,8 @@ def _open_region(path: str) -> tuple[int, bool, bytes, int, _core.Mapping]:
             size = st.st_size
             if size < _core.HEADER_SIZE:
                 raise FormatError(
-                    f"truncated: {size} bytes, a seqshm header alone has {_core.HEADER_SIZE}",
-                    path)
+                    f"truncated: {size} bytes, a seqshm header alone has {_core.HEADER_SIZE} "
+                    "(not a channel, or one cut short: have its writer create it again)", path)
             # pread, not a mapping: a file that shrinks now gives a short read, not SIGBUS
             header = os.pread(fd, _core.HEADER_SIZE, 0)
         elif stat.S_ISCHR(st.st_mode):
@@ -97,10 +108,12 @@ def _open_region(path: str) -> tuple[int, bool, bytes, int, _core.Mapping]:
                 with mmap.mmap(fd, _core.ALIGN, mmap.MAP_SHARED, mmap.PROT_READ) as page:
                     header = page[: _core.HEADER_SIZE]
             except OSError as e:
-                raise OSError(e.errno, f"cannot map the header page: {e.strerror}",
+                raise OSError(e.errno, f"not a seqshm device: cannot map its header page "
+                              f"({e.strerror}); open a channel under /dev/seqshm or /dev/shm",
                               path) from None
         else:
-            raise FormatError("neither a regular file nor a seqshm device", path)
+            raise FormatError("neither a regular file nor a seqshm device: open a channel "
+                              "under /dev/seqshm or /dev/shm", path)
         h = _core.check_header(header, size, path)
         try:
             m = _core.Mapping(fd, h["region_size"], False, h["nr_slots"])

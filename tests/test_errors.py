@@ -79,6 +79,27 @@ def test_missing_file_is_file_not_found_naming_it(tmp_path: Path) -> None:
     assert e.value.filename == path
 
 
+def test_missing_file_error_says_what_to_do(tmp_path: Path) -> None:
+    # was the bare "No such file or directory"
+    with pytest.raises(FileNotFoundError, match="start the channel's writer") as e:
+        seqshm.open(tmp_path / "nope")
+    assert e.value.filename == str(tmp_path / "nope")
+
+
+def test_an_empty_name_is_no_channel_not_the_search_directory() -> None:
+    # was FormatError for /dev/shm/ ("neither a regular file ..."): '' joined to the directory
+    for call in (seqshm.open, seqshm.snapshot):
+        with pytest.raises(FileNotFoundError, match="name is empty"):
+            call("")
+
+
+def test_a_device_that_is_not_seqshm_says_so() -> None:
+    # was "cannot map the header page: No such device"
+    with pytest.raises(OSError, match="not a seqshm device.*/dev/shm") as e:
+        seqshm.open("/dev/null")
+    assert e.value.filename == "/dev/null"
+
+
 def test_bare_name_that_exists_nowhere_is_file_not_found(shm_name: str) -> None:
     with pytest.raises(FileNotFoundError):
         seqshm.open(shm_name)
