@@ -679,7 +679,8 @@ cdef class ReaderEngine(_Channel):
     def _futex_sleep(self, uint64_t target, double seconds):
         """Sleep in the kernel, the GIL released, until head passes ``target``, the channel
         ends, a signal or ``seconds``. 0: look again (woken, or no need to sleep); 2: the
-        same, after sleeping the whole ``seconds``; 1: cannot sleep just now (the writer is
+        same, after sleeping the whole ``seconds``; 3: woken, and head is past ``target``
+        now; 1: cannot sleep just now (the writer is
         resetting the count), poll once; -1: no usable sidecar (dropped: a forked child, a
         truncated sidecar, membarrier() refused), poll.
 
@@ -720,7 +721,14 @@ cdef class ReaderEngine(_Channel):
                 self._waiters = None
             return -1
         PyErr_CheckSignals()  # Ctrl-C ends the futex sleep (EINTR): raise it now
-        return 2 if rc == SEQSHM_ETIMEDOUT else 0
+        if rc == SEQSHM_ETIMEDOUT:
+            return 2
+        # Woken by a write (the common case): say so, and the wait returns without another
+        # round of its Python loop (what that round's first look would find). Acquire:
+        # pairs with the writer's store-release of head, as the wait's own look does.
+        if self.r.g.base != NULL and seqshm_head(&self.r.g) > target:
+            return 3
+        return 0
 
     def _mark_read(self, uint64_t write_seq, uint64_t timestamp_ns):
         """Count ``write_seq`` as read (history() returned it): seq, timestamp_ns and wait()

@@ -42,6 +42,8 @@ _LAYOUT = _core.abi_layout()["ioc_info"]
 _INFO_STRUCT = struct.Struct(f"=II{_LAYOUT['size'] - 8}x")
 _WAITERS = _core.abi_layout()["waiters"]
 _WAITERS_ID = struct.Struct("=QQQ")  # magic, channel_dev, channel_ino: line 0 of the sidecar
+#: _futex_sleep()'s result when a write woke it: head is past the target.
+_WOKEN = 3
 #: How long a reader polls, once, when the writer is resetting the sidecar's count.
 _RESET_POLL_S = 20e-6
 
@@ -566,15 +568,16 @@ class Reader(_core.ReaderEngine):
                 pass
         return bool(self._has_waiters)
 
-    def _kernel_sleep(self, target: int, seconds: float) -> bool:
-        """One futex sleep (see _core.ReaderEngine._futex_sleep); False if this reader must
-        poll instead."""
-        rc = self._futex_sleep(target, seconds)
+    def _kernel_sleep(self, target: int, seconds: float) -> int:
+        """One futex sleep through the attached sidecar (see _core.ReaderEngine._futex_sleep):
+        its result, _WOKEN when head passed ``target``; negative if this reader must poll
+        instead (the sidecar was dropped)."""
+        rc: int = self._futex_sleep(target, seconds)
         if rc == 1:  # the writer is resetting the count: microseconds
             time.sleep(_RESET_POLL_S)
         elif rc < 0:
             self._next_waiters_try = 0.0  # e.g. a forked child: open its own at once
-        return bool(rc >= 0)
+        return rc
 
     def _raise_truncated_now(self) -> None:
         raise FileTruncated(
@@ -644,8 +647,14 @@ class Reader(_core.ReaderEngine):
                 seconds, target = next(plan)
                 if self._device:
                     self._device_sleep(seconds)
-                elif not self._kernel_sleep(target, seconds):
+                elif not self._has_waiters:  # no sidecar: poll (the plan looks for one)
                     time.sleep(min(seconds, POLL_MAX_S))
+                else:
+                    rc = self._kernel_sleep(target, seconds)
+                    if rc == _WOKEN:  # what the plan's next look would find: return now
+                        return True
+                    if rc < 0:
+                        time.sleep(min(seconds, POLL_MAX_S))
         except StopIteration as done:
             return bool(done.value)
 
@@ -661,8 +670,8 @@ class Reader(_core.ReaderEngine):
                 seconds, target = next(plan)
                 if self._device:
                     await self._device_sleep_async(loop, seconds)
-                elif not (self._has_waiters and await loop.run_in_executor(
-                        _sleepers(), self._kernel_sleep, target, seconds)):
+                elif not self._has_waiters or await loop.run_in_executor(
+                        _sleepers(), self._kernel_sleep, target, seconds) < 0:
                     await asyncio.sleep(min(seconds, POLL_MAX_S))
         except StopIteration as done:
             return bool(done.value)
