@@ -61,6 +61,10 @@ cdef size_t GIL_RELEASE_BYTES = 256 * 1024
 cdef uint64_t WAIT_SLICE_NS = 10 * 1000 * 1000
 # How often a blocked read asks whether the writer it waits on is still alive (system calls).
 cdef uint64_t STALL_LOOK_NS = 100 * 1000 * 1000
+# What a copy made with the GIL released returns when the reader moved to a replacement
+# channel meanwhile (its copy is of the old one).
+cdef enum:
+    _MOVED = -2
 
 ABI_VERSION = SEQSHM_ABI_VERSION
 MAGIC = SEQSHM_MAGIC
@@ -967,11 +971,14 @@ cdef class ReaderEngine(_Channel):
         cdef seqshm_meta m
         cdef cnp.ndarray out
         cdef unsigned long long lost = 0
-        cdef seqshm_follow rc
+        cdef int rc
         self._check_open()
         out = self._new_array()
         while True:
-            rc = seqshm_follow_once(&self.r.g, &nxt, &lost, cnp.PyArray_DATA(out), &m)
+            rc = self._follow_once(&nxt, &lost, cnp.PyArray_DATA(out), &m)
+            if rc == _MOVED:
+                # moved to a replacement while copying: the caller starts over on it
+                return None, nxt, lost
             if rc == SEQSHM_FOLLOW_WAIT:
                 return None, nxt, lost
             if rc == SEQSHM_FOLLOW_GOT:
@@ -987,6 +994,44 @@ cdef class ReaderEngine(_Channel):
             self.r.retries += 1
             PyErr_CheckSignals()
 
+    @cython.final
+    cdef int _try_slot(self, uint32_t slot, void *dst, seqshm_meta *m) except -3:
+        """seqshm_try_read_slot() of ``slot`` into ``dst``. A large copy runs with the GIL
+        released (other threads run meanwhile, as during snapshot()), on a copy of the
+        geometry, holding the mapping it points into; _MOVED if this reader moved to a
+        replacement channel meanwhile, ClosedError if it was closed."""
+        cdef seqshm_geometry g
+        cdef Mapping keep
+        cdef int rc
+        if not self._nogil:
+            return seqshm_try_read_slot(&self.r.g, slot, dst, m)
+        keep = self._map
+        g = self.r.g
+        with nogil:
+            rc = seqshm_try_read_slot(&g, slot, dst, m)
+        if self.r.g.base != g.base:
+            self._check_open()
+            return _MOVED
+        return rc
+
+    @cython.final
+    cdef int _follow_once(self, unsigned long long *nxt, unsigned long long *lost, void *dst,
+                          seqshm_meta *m) except -3:
+        """seqshm_follow_once(), a large copy with the GIL released as in _try_slot()."""
+        cdef seqshm_geometry g
+        cdef Mapping keep
+        cdef int rc
+        if not self._nogil:
+            return seqshm_follow_once(&self.r.g, nxt, lost, dst, m)
+        keep = self._map
+        g = self.r.g
+        with nogil:
+            rc = seqshm_follow_once(&g, nxt, lost, dst, m)
+        if self.r.g.base != g.base:
+            self._check_open()
+            return _MOVED
+        return rc
+
     def _read_slots(self):
         """(data, seq, timestamp_ns, error): a consistent copy of every slot, as arrays with a
         leading axis of nr_slots; a slot with no consistent copy within the timeout has seq 0,
@@ -996,6 +1041,7 @@ cdef class ReaderEngine(_Channel):
         cdef cnp.ndarray data
         cdef char *base
         cdef size_t stride = self.hdr.payload_size
+        cdef int rc
         self._check_open()
         data = self._new_array(n)
         base = <char *>cnp.PyArray_DATA(data)
@@ -1005,7 +1051,10 @@ cdef class ReaderEngine(_Channel):
         for i in range(n):
             if self.r.g.base == NULL:
                 self._check_open()  # closed by another thread while a slot timed out
-            if seqshm_try_read_slot(&self.r.g, i, base + i * stride, &m) == 0:
+            rc = self._try_slot(i, base + i * stride, &m)
+            if rc == _MOVED:  # to a replacement channel, while a slot was copied: start again
+                return self._read_slots()
+            if rc == 0:
                 self.r.snapshots += 1
             else:
                 try:

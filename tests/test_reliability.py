@@ -593,6 +593,52 @@ def test_a_blocked_read_lets_other_threads_run(shm_path: str) -> None:
     assert during > 20, f"the other thread ran {during} times in 0.5 s"
 
 
+
+@pytest.mark.parametrize("call", ["history", "follow"])
+def test_large_copies_of_history_and_follow_let_other_threads_run(shm_path: str,
+                                                                  call: str) -> None:
+    """snapshot() copies a large payload with the GIL released; history() and follow() held
+    it for every slot they copied (a 8 x 32 MiB history froze the other threads for 0.6 s).
+    Another thread looks at where the main thread is, with forced GIL switches off (a switch
+    interval of 100 s), so that it runs only when the main thread lets go of the GIL: inside
+    the copies if they release it, never if they hold it."""
+    import linecache
+
+    n = 4 << 20  # 32 MiB of uint64 a slot
+    main = threading.get_ident()
+    inside = 0
+    done = threading.Event()
+    copy_calls = ("self._read_slots()", "self._follow_next(nxt)")
+
+    def sampler() -> None:
+        nonlocal inside
+        while not done.is_set():
+            frame = sys._current_frames().get(main)
+            if frame is not None and any(c in linecache.getline(
+                    frame.f_code.co_filename, frame.f_lineno) for c in copy_calls):
+                inside += 1
+            time.sleep(1e-4)  # lets go of the GIL: the main thread takes it back at once
+
+    with seqshm.create(shm_path, np.uint64, n, nr_slots=8) as w, seqshm.open(shm_path) as r:
+        for i in range(8):
+            w.write(np.full(n, i, np.uint64))
+        t = threading.Thread(target=sampler)
+        t.start()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(100)
+        try:
+            if call == "history":
+                assert r.history().seq.tolist() == list(range(1, 9))
+            else:
+                assert [s.seq for s in r.follow(timeout=0)] == list(range(1, 9))
+        finally:
+            sys.setswitchinterval(interval)
+            done.set()
+            t.join()
+        w.close(unlink=True)
+    assert inside >= 8, f"the other thread ran {inside} times inside the copies"
+
+
 @pytest.mark.parametrize("timeout", [1e11, 1e300, float("inf"), None, 2**70])
 def test_a_huge_timeout_is_honoured(shm_path: str, timeout: Any) -> None:
     with seqshm.create(shm_path, np.int64, 2) as w:
