@@ -1221,11 +1221,17 @@ cdef class WriterEngine(_Channel):
     def _copy_newest(self):
         """A private array holding the last published payload (for an in-place write)."""
         cdef cnp.ndarray out = self._new_array()
+        cdef void *dst
+        cdef const void *src
         self._enter()
         try:
-            memcpy(cnp.PyArray_DATA(out),
-                   seqshm_slot_payload(&self.w.g, <uint32_t>self.w.head & self.w.g.slot_mask),
-                   self.w.g.payload_size)
+            dst = cnp.PyArray_DATA(out)
+            src = seqshm_slot_payload(&self.w.g, <uint32_t>self.w.head & self.w.g.slot_mask)
+            if self._nogil:  # as write(): _enter() took the writer's lock, close() waits on it
+                with nogil:
+                    memcpy(dst, src, self.w.g.payload_size)
+            else:
+                memcpy(dst, src, self.w.g.payload_size)
             # a page the file lost reads as zeros once the guard repaired it: not the last
             # payload, whatever the caller would make of it
             if seqshm_guard_damaged(self._map.guard):

@@ -594,8 +594,8 @@ def test_a_blocked_read_lets_other_threads_run(shm_path: str) -> None:
 
 
 
-@pytest.mark.parametrize("call", ["history", "follow"])
-def test_large_copies_of_history_and_follow_let_other_threads_run(shm_path: str,
+@pytest.mark.parametrize("call", ["history", "follow", "begin"])
+def test_large_copies_of_history_follow_and_begin_let_other_threads_run(shm_path: str,
                                                                   call: str) -> None:
     """snapshot() copies a large payload with the GIL released; history() and follow() held
     it for every slot they copied (a 8 x 32 MiB history froze the other threads for 0.6 s).
@@ -608,7 +608,7 @@ def test_large_copies_of_history_and_follow_let_other_threads_run(shm_path: str,
     main = threading.get_ident()
     inside = 0
     done = threading.Event()
-    copy_calls = ("self._read_slots()", "self._follow_next(nxt)")
+    copy_calls = ("self._read_slots()", "self._follow_next(nxt)", "self._copy_newest()")
 
     def sampler() -> None:
         nonlocal inside
@@ -629,8 +629,12 @@ def test_large_copies_of_history_and_follow_let_other_threads_run(shm_path: str,
         try:
             if call == "history":
                 assert r.history().seq.tolist() == list(range(1, 9))
-            else:
+            elif call == "follow":
                 assert [s.seq for s in r.follow(timeout=0)] == list(range(1, 9))
+            else:  # a writer's in-place write copies the last payload (was: GIL held)
+                for _ in range(8):
+                    w.begin()
+                    w.end()
         finally:
             sys.setswitchinterval(interval)
             done.set()
