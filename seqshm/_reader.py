@@ -430,9 +430,11 @@ class Reader(_core.ReaderEngine):
 
     # -- every write once ------------------------------------------------------------------------
 
-    def _follow_plan(self) -> Generator[Sample | None, None, None]:
-        """The steps of follow(), shared with follow_async(): yields each next write, or None
-        when the caller must wait for one."""
+    def _follow_plan(self) -> Generator[Sample | int, None, None]:
+        """The steps of follow(), shared with follow_async(): yields each next write, or, when
+        the caller must wait for it, the write number to wait past (head must reach the write
+        it wants: waiting past the last write read returned at once while a write this reader
+        skipped or had not read yet was still newer, and a follower spun)."""
         gen = -1
         lost = 0
         while True:
@@ -449,7 +451,7 @@ class Reader(_core.ReaderEngine):
             got, nxt, skipped = self._follow_next(nxt)
             lost += skipped
             if got is None:
-                yield None
+                yield nxt - 1
                 continue
             data, seq, ts = got
             self._mark_read(seq, ts)
@@ -475,11 +477,11 @@ class Reader(_core.ReaderEngine):
 
     def _follow(self, timeout: float | None) -> Iterator[Sample]:
         for sample in self._follow_plan():
-            if sample is not None:
+            if not isinstance(sample, int):
                 yield sample
                 continue
             try:
-                if not self.wait(timeout):
+                if not self._wait(timeout, sample):
                     return
             except ChannelEnded:
                 return
@@ -491,11 +493,11 @@ class Reader(_core.ReaderEngine):
 
     async def _follow_async(self, timeout: float | None) -> AsyncIterator[Sample]:
         for sample in self._follow_plan():
-            if sample is not None:
+            if not isinstance(sample, int):
                 yield sample
                 continue
             try:
-                if not await self.wait_async(timeout):
+                if not await self._wait_async(timeout, sample):
                     return
             except ChannelEnded:
                 return
@@ -600,14 +602,13 @@ class Reader(_core.ReaderEngine):
         finally:
             os.close(fd)
 
-    def _wait_plan(self, timeout: float | None, clock: Callable[[], float]
+    def _wait_plan(self, timeout: float | None, clock: Callable[[], float], target: int
                    ) -> Generator[tuple[float, int], None, bool]:
-        """The steps of a wait, shared by wait() and wait_async(): yields how long to sleep
-        next and the head to sleep past, returns the wait's result; raises ChannelEnded or
-        ClosedError."""
+        """The steps of a wait for a write newer than ``target``, shared by wait() and
+        wait_async(): yields how long to sleep next and the head to sleep past, returns the
+        wait's result; raises ChannelEnded or ClosedError."""
         ns = _core.timeout_ns(timeout)
         deadline = None if ns == 2**64 - 1 else clock() + ns / 1e9
-        target = self.seq
         delay = 20e-6
         next_check = 0.0
         while True:
@@ -641,7 +642,11 @@ class Reader(_core.ReaderEngine):
         or, when the channel has no sidecar (or this process cannot use it), it looks at the
         head with a backoff from 20 us to 1 ms.
         """
-        plan = self._wait_plan(timeout, time.monotonic)
+        return self._wait(timeout, self.seq)
+
+    def _wait(self, timeout: float | None, target: int) -> bool:
+        """wait() for a write newer than ``target``."""
+        plan = self._wait_plan(timeout, time.monotonic, target)
         try:
             while True:
                 seconds, target = next(plan)
@@ -663,8 +668,12 @@ class Reader(_core.ReaderEngine):
         On a device the event loop watches the file; on a userspace channel the futex sleep
         runs in a worker thread (a cancelled wait leaves it asleep until the next write or
         for at most 0.1 s), or it polls head when it cannot."""
+        return await self._wait_async(timeout, self.seq)
+
+    async def _wait_async(self, timeout: float | None, target: int) -> bool:
+        """wait_async() for a write newer than ``target``."""
         loop = asyncio.get_running_loop()
-        plan = self._wait_plan(timeout, loop.time)
+        plan = self._wait_plan(timeout, loop.time, target)
         try:
             while True:
                 seconds, target = next(plan)

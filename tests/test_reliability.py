@@ -1237,6 +1237,75 @@ def test_follow_of_a_head_no_writer_wrote_raises_instead_of_spinning(shm_path: s
     assert "FileTruncated" in p.stdout and shm_path in p.stdout and "went back" in p.stdout
 
 
+_FOLLOW_BUSY_NEWEST = textwrap.dedent("""
+import asyncio, sys, time
+import numpy as np
+import seqshm
+from seqshm import _hooks
+path, how = sys.argv[1], sys.argv[2]
+w = seqshm.create(path, np.float64, (4,), nr_slots=1)
+for k in range(1, 6):
+    w.write(np.full(4, k))
+_hooks.stall_mid_write(w, 1)  # write 6 stays mid-write in the only slot, over write 5
+with seqshm.open(path, timeout=0.5) as r:
+    cpu = time.process_time()
+    if how == "async":
+        async def main():
+            return [s async for s in r.follow_async(timeout=0.3)]
+        got = asyncio.run(main())
+    else:
+        got = [s.seq for s in r.follow(timeout=0.3)]
+    print("samples", got, "state", r.state.name, "cpu", round(time.process_time() - cpu, 3))
+""")
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_follow_waits_for_the_write_it_wants_not_any_newer_than_the_last_read(
+        shm_path: str, how: str) -> None:
+    """A reader that read nothing, on a one-slot channel whose write 6 stays mid-write over
+    write 5 (write 5 lost, write 6 not there yet): follow(timeout=0.3) sleeps until its timeout
+    and ends. Before, it waited past the last write it read (none: 0), which head (5) already
+    was, so the wait returned at once and follow() spun at 100% CPU forever (so did `seqshm
+    record`). In a child, so that a regression fails by timeout instead of hanging."""
+    p = subprocess.run([sys.executable, "-c", _FOLLOW_BUSY_NEWEST, shm_path, how],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("samples [] state OPEN"), p.stdout
+
+
+_DIE_WRITING_OVER_THE_NEWEST = textwrap.dedent("""
+import os, sys
+import numpy as np
+import seqshm
+from seqshm import _hooks
+w = seqshm.create(sys.argv[1], np.float64, (4,), nr_slots=1)
+for k in range(1, 6):
+    w.write(np.full(4, k))
+_hooks.stall_mid_write(w, 1)
+os._exit(0)  # dies in write 6, over write 5
+""")
+
+
+def test_follow_ends_when_the_writer_died_writing_over_the_newest_write(shm_path: str) -> None:
+    """Same, with the writer dead in write 6: follow() ends at once with the end of the
+    channel (nothing left to read). Before: it spun forever, and `seqshm record` with it."""
+    p = subprocess.run([sys.executable, "-c", _DIE_WRITING_OVER_THE_NEWEST, shm_path],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    with seqshm.open(shm_path, timeout=0.5) as r:
+        done = threading.Event()
+        got: list[int] = []
+
+        def follow() -> None:
+            got.extend(s.seq for s in r.follow(timeout=HANG_GUARD_S))
+            done.set()
+
+        t = threading.Thread(target=follow, daemon=True)
+        t.start()
+        assert done.wait(HANG_GUARD_S), "follow() did not end (spinning?)"
+        assert got == [] and r.state is ChannelState.WRITER_DIED
+
+
 def test_a_full_file_system_is_an_error_that_names_the_channel(tmp_path: Any) -> None:
     """ENOSPC from a 1 MiB tmpfs: an OSError naming the channel and what to do, and nothing
     left in the directory."""
