@@ -274,7 +274,7 @@ class ChannelMetrics:
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
         # blocks of label values, the same objects for the same geometry (see Family.parts)
         self._label_cache: dict[tuple[Any, ...], tuple[tuple[str, ...], ...]] = {}
-        self._cpu_labels: dict[bytes, tuple[tuple[tuple[str, ...], ...],
+        self._cpu_labels: dict[bytes | None, tuple[tuple[tuple[str, ...], ...],
                                             tuple[tuple[str, ...], ...]]] = {}
         self._fixed: list[str] = []  # names the user gave: exported even when they vanish
         dims_seen: set[str] = set()
@@ -488,9 +488,12 @@ class ChannelMetrics:
             raw = data if fname is None else data[fname]
             sub = raw.shape[len(reader.shape):]
             names = dims + tuple(f"elem{i}" for i in range(len(sub)))
-            values, kept = self._reduce(raw.astype(np.float64), names)
-            if scale != 1.0:
-                values = values * scale
+            # NaN and infinities are values to export as they are (+Inf - +Inf summed is NaN),
+            # not reasons for NumPy's RuntimeWarnings on the server's stderr
+            with np.errstate(invalid="ignore", over="ignore"):
+                values, kept = self._reduce(raw.astype(np.float64), names)
+                if scale != 1.0:
+                    values = values * scale
             rows = self._labels((reader.path,), values.shape)
             fams.append(Family(
                 name, kind, f"field {fname or '(element)'} of seqshm channel "
@@ -520,15 +523,17 @@ class ChannelMetrics:
         if "cpu" in self.sum_over:
             block = seconds.sum(axis=0, keepdims=True)
             labels: tuple[str, ...] = ("mode",)
-            key = b""
+            key = None
         else:
             online = np.flatnonzero(data["online"])
             block = seconds[online]
             labels = ("cpu", "mode")
+            # (no CPU online, b"", is a key of its own: no series, not the sum's)
             key = online.tobytes()
         names = self._cpu_labels.get(key)
         if names is None:  # the label values of each sample, the same scrape after scrape
-            rows = [(str(i),) for i in np.frombuffer(key, np.intp).tolist()] if key else [()]
+            rows = [()] if key is None else [
+                (str(i),) for i in np.frombuffer(key, np.intp).tolist()]
             names = (tuple(row + (m,) for row in rows for m in CPU_MODES),
                      tuple(row + (m,) for row in rows for m in ("user", "nice")))
             if len(self._cpu_labels) > 64:
