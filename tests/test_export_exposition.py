@@ -25,7 +25,7 @@ from prometheus_client.utils import floatToGoString
 import seqshm
 from seqshm import export
 from seqshm._exposition import Encoder, ExpositionCache, _Metrics, format_values, to_prometheus
-from seqshm._metrics import Family
+from seqshm._metrics import COUNTER, Family
 from seqshm.telemetry import CPUSTAT_DTYPE
 
 #: Accept headers of scrapers: none (curl), Prometheus's own (it prefers OpenMetrics), and
@@ -112,6 +112,27 @@ def test_values_around_where_go_switches_to_exponents() -> None:
     edge = np.nextafter(1e6, [0.0, math.inf, -math.inf])
     values = np.concatenate([edge, -edge, np.arange(999990.0, 1000010.0, 0.25)])
     assert format_values(values) == [floatToGoString(v) for v in values.tolist()]
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from(SPECIAL[:6] + SPECIAL[-4:]), min_size=6, max_size=6),
+        min_size=2,
+        max_size=8,
+    )
+)
+def test_scrape_after_scrape_each_value_is_formatted_anew_or_kept_as_it_was(
+    scrapes: list[list[float]],
+) -> None:
+    """Values that are those of the last scrape keep their text: bit for bit (0.0 then -0.0,
+    NaN then NaN, a value then another), each exposition is still the library's."""
+    rows = tuple((str(i),) for i in range(6))
+    cache = ExpositionCache()
+    for values in scrapes:
+        family = Family("x_total", COUNTER, "help", "x", "", ("i",), ("i",))
+        family.add(rows, np.array(values, np.float64))
+        for encoder in ENCODERS[:3]:
+            assert cache.render([family], encoder) == library([family], encoder)
 
 
 # -- generic channels: random geometry, dtype and values ---------------------------------------
