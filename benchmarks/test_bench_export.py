@@ -209,6 +209,27 @@ def test_scrape_seqshm_export(benchmark: Any, scene: Setup, ours: tuple[int, str
             (process_cpu_ns(scene.publisher) - publisher0) / (time.monotonic() - t0))
 
 
+def test_scrape_seqshm_export_every_value_changed(benchmark: Any, scene: Setup,
+                                                 ours: tuple[int, str]) -> None:
+    """The worst case of the exposition's kept value texts: every value of the channel changed
+    since the last scrape (a simulated channel, rewritten before each scrape; the write's cost
+    is this process's, not the exporter's)."""
+    if scene.writer is None:
+        pytest.skip("a channel this process writes (the simulated scenes)")
+    pid, url = ours
+    writer = scene.writer
+    rec = seqshm.snapshot(scene.path)
+    u64 = rec.view(np.uint64).reshape(len(rec), -1)[:, :len(telemetry.CPUSTAT_FIELDS)]
+
+    def scrape() -> bytes:
+        u64[...] += np.uint64(_TICK_NS)  # one tick more of every mode of every CPU
+        writer.write(rec)
+        return get(url)
+
+    measure(benchmark, scene, scrape, lambda: process_cpu_ns(pid),
+            case="seqshm export, cpustat, every value changed before each scrape (HTTP)")
+
+
 def test_scrape_seqshm_export_summed_over_cpus(benchmark: Any, scene: Setup,
                                                ours_summed: tuple[int, str]) -> None:
     pid, url = ours_summed
