@@ -2,7 +2,11 @@
 vCPUs (TCG: emulated, so ratios only), over the kernel module's cpustat channel and the guest's
 real /proc/stat; JSON to results/export-guest-<N>cpus.json, tables appended to export.md.
 
-    python benchmarks/guest_export.py [--cpus 2 16 64] [--kernel 6.1] [--python VENV/bin/python]
+    python benchmarks/guest_export.py [--cpus 2 16 64] [--kernel 6.1 [6.12 ...]]
+                                      [--python VENV/bin/python]
+
+Results of kernel 6.1 go to export-guest-<N>cpus.json, of another kernel K to
+export-guest-<N>cpus-<K>.json.
 
 The guest runs the host's Python over tests/vm's read-only 9p share: ``--python`` must have a
 non-editable install of seqshm with the ``test`` extra (prometheus_client, psutil,
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -36,7 +41,7 @@ def run_guest(cpus: int, kernel: str, python: str, timeout: float) -> dict[str, 
         return qemu_command(*args, smp=cpus, memory=1024 + 32 * cpus, **kwargs)
 
     vmharness.qemu_command = with_cpus  # type: ignore[assignment]
-    out_name = f"export-guest-{cpus}cpus.json"
+    out_name = f"export-guest-{cpus}cpus{'' if kernel == '6.1' else '-' + kernel}.json"
     pytest = [python, "-P", "-m", "pytest", "benchmarks/test_bench_export.py", "-k", "host",
               "-p", "no:cacheprovider", "-q", "--benchmark-json=$SEQSHM_VM_OUT/" + out_name]
     # the guest has no network but loopback, which its init leaves down
@@ -63,18 +68,22 @@ def run_guest(cpus: int, kernel: str, python: str, timeout: float) -> dict[str, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpus", type=int, nargs="+", default=[2, 16, 64])
-    ap.add_argument("--kernel", default="6.1", choices=vmharness.KERNELS)
+    ap.add_argument("--kernel", nargs="+", default=["6.1"], choices=vmharness.KERNELS)
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--timeout", type=float, default=1800)
     args = ap.parse_args()
     report = HERE / "results" / "export.md"
-    for cpus in args.cpus:
-        data = run_guest(cpus, args.kernel, args.python, args.timeout)
-        text = render(data).split("\n## ", 1)[1]  # the tables, without the run's header
-        with report.open("a") as f:
-            f.write(f"\n# QEMU guest, {cpus} vCPUs (TCG), kernel {args.kernel}, kernel cpustat "
-                    f"channel\n\n## {text}")
-        print(f"{cpus} vCPUs: appended to {report}", flush=True)
+    for kernel in args.kernel:
+        for cpus in args.cpus:
+            before = os.getloadavg()[0]
+            data = run_guest(cpus, kernel, args.python, args.timeout)
+            after = os.getloadavg()[0]
+            text = render(data).split("\n## ", 1)[1]  # the tables, without the run's header
+            with report.open("a") as f:
+                f.write(f"\n# QEMU guest, {cpus} vCPUs (TCG), kernel {kernel}, kernel cpustat "
+                        f"channel\n\nHost load average (1 min) before and after the guest run: "
+                        f"{before:.2f}, {after:.2f}.\n\n## {text}")
+            print(f"{cpus} vCPUs, kernel {kernel}: appended to {report}", flush=True)
     return 0
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import psutil
 import pytest
 from benchutil import shm_path
+from prometheus_client import CollectorRegistry, generate_latest
 
 # tests/exporting.py starts the programs; appended, so no tests/ folder shadows a module
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
@@ -208,6 +209,27 @@ def test_scrape_seqshm_export(benchmark: Any, scene: Setup, ours: tuple[int, str
             (process_cpu_ns(scene.publisher) - publisher0) / (time.monotonic() - t0))
 
 
+def test_scrape_seqshm_export_every_value_changed(benchmark: Any, scene: Setup,
+                                                 ours: tuple[int, str]) -> None:
+    """The worst case of the exposition's kept value texts: every value of the channel changed
+    since the last scrape (a simulated channel, rewritten before each scrape; the write's cost
+    is this process's, not the exporter's)."""
+    if scene.writer is None:
+        pytest.skip("a channel this process writes (the simulated scenes)")
+    pid, url = ours
+    writer = scene.writer
+    rec = seqshm.snapshot(scene.path)
+    u64 = rec.view(np.uint64).reshape(len(rec), -1)[:, :len(telemetry.CPUSTAT_FIELDS)]
+
+    def scrape() -> bytes:
+        u64[...] += np.uint64(_TICK_NS)  # one tick more of every mode of every CPU
+        writer.write(rec)
+        return get(url)
+
+    measure(benchmark, scene, scrape, lambda: process_cpu_ns(pid),
+            case="seqshm export, cpustat, every value changed before each scrape (HTTP)")
+
+
 def test_scrape_seqshm_export_summed_over_cpus(benchmark: Any, scene: Setup,
                                                ours_summed: tuple[int, str]) -> None:
     pid, url = ours_summed
@@ -220,7 +242,21 @@ def test_scrape_seqshm_collector_in_process(benchmark: Any, scene: Setup) -> Non
     registry = export.registry_of(export.SeqshmCollector([scene.path]))
     assert b"node_cpu_seconds_total" in export.exposition(registry)
     measure(benchmark, scene, lambda: export.exposition(registry), time.process_time_ns,
-            case="SeqshmCollector + exposition, in process (no HTTP)", rounds=max(HTTP_ROUNDS, 50))
+            case="seqshm export's exposition (templates), in process (no HTTP)",
+            rounds=max(HTTP_ROUNDS, 50))
+
+
+def test_scrape_seqshm_collector_by_prometheus_client_in_process(benchmark: Any,
+                                                                 scene: Setup) -> None:
+    """The same families rendered by prometheus_client's own per-sample formatter (what
+    SeqshmCollector costs on a user's registry, and what seqshm export cost before its
+    templates)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(export.SeqshmCollector([scene.path]))
+    assert b"node_cpu_seconds_total" in generate_latest(registry)
+    measure(benchmark, scene, lambda: generate_latest(registry), time.process_time_ns,
+            case="SeqshmCollector + prometheus_client's generate_latest, in process (no HTTP)",
+            rounds=max(HTTP_ROUNDS, 50))
 
 
 def test_scrape_psutil_cpu_times_percpu(benchmark: Any, scene: Setup,
@@ -256,6 +292,11 @@ def test_read_kept_cpustat_snapshot_out(benchmark: Any, scene: Setup) -> None:
 # -- report ----------------------------------------------------------------------------------
 
 
+def _load_range(data: dict[str, Any]) -> tuple[float, float]:
+    loads = [b["extra_info"].get("loadavg_1min", float("nan")) for b in data["benchmarks"]]
+    return min(loads), max(loads)
+
+
 def render(data: dict[str, Any]) -> str:
     """A Markdown table of a run: median latency and CPU per scrape, as ratios to the group's
     baseline measured in the same run."""
@@ -267,6 +308,8 @@ def render(data: dict[str, Any]) -> str:
         f"- seqshm commit: {data.get('commit_info', {}).get('id', '?')[:7]}; run "
         f"{data['datetime'][:16].replace('T', ' ')} UTC",
         "- Command: `python benchmarks/test_bench_export.py` (raw: [export.json](export.json))",
+        "- Load average (1 min) of the machine during the run: "
+        + "{:.2f} to {:.2f}".format(*_load_range(data)),
         "- latency: median wall time of one call, client side (HTTP: urllib GET of /metrics "
         "on loopback, no compression); CPU/scrape: CPU time of the serving process (every "
         "thread) over all the calls / calls; ratio: the baseline's figure / this one's "

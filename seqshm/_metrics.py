@@ -65,7 +65,10 @@ class Family:
     (COUNTER or GAUGE), the OpenTelemetry instrument name ``otel_name`` with its UCUM ``unit``
     ("s", "1", "{write}", ""), the label names (``otel_labels`` their OpenTelemetry attribute
     names; those in ``int_labels`` are array indices, integer attributes there), and the
-    samples: (label values, value) pairs, every one from the same snapshot of its channel."""
+    samples, every one from the same snapshot of its channel, in ``parts``: blocks of label
+    values (a tuple of label-value tuples, kept by ChannelMetrics from scrape to scrape for a
+    channel of the same geometry, so that seqshm export's exposition knows them again) with
+    their values (a sequence of floats, or a float64 array of as many)."""
 
     name: str
     kind: str
@@ -75,7 +78,27 @@ class Family:
     labels: tuple[str, ...]
     otel_labels: tuple[str, ...]
     int_labels: frozenset[str] = frozenset()
-    samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    parts: list[tuple[Sequence[tuple[str, ...]], Sequence[float] | np.ndarray]] = field(
+        default_factory=list)
+
+    def add(self, rows: Sequence[tuple[str, ...]],
+            values: Sequence[float] | np.ndarray) -> None:
+        """Samples: the label values ``rows`` with ``values``, one each."""
+        self.parts.append((rows, values))
+
+    @property
+    def size(self) -> int:
+        """The number of samples."""
+        return sum(len(rows) for rows, _ in self.parts)
+
+    @property
+    def samples(self) -> list[tuple[tuple[str, ...], float]]:
+        """(label values, value) pairs, value a Python float."""
+        out: list[tuple[tuple[str, ...], float]] = []
+        for rows, values in self.parts:
+            as_floats = values.tolist() if isinstance(values, np.ndarray) else values
+            out.extend(zip(rows, as_floats, strict=True))
+        return out
 
     @property
     def prometheus_unit(self) -> str:
@@ -161,6 +184,9 @@ class _Channel:
         self.timeout = timeout
         self.reader: Reader | None = None
         self.cpu_seen: np.ndarray | None = None  # seconds, (cpus, modes + guest modes)
+        # the label values of its own series, the same objects at every collection
+        self.rows = ((path,),)
+        self.state_rows = tuple((path, s.value) for s in ChannelState)
 
     def open(self) -> Reader:
         if self.reader is None:
@@ -246,8 +272,10 @@ class ChannelMetrics:
         self._lock = threading.Lock()  # collections from concurrent scrapes take turns
         self._channels: dict[str, _Channel] = {}
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
-        self._label_cache: dict[tuple[Any, ...], list[tuple[str, ...]]] = {}
-        self._cpu_labels: dict[bytes, tuple[list[tuple[str, ...]], list[tuple[str, ...]]]] = {}
+        # blocks of label values, the same objects for the same geometry (see Family.parts)
+        self._label_cache: dict[tuple[Any, ...], tuple[tuple[str, ...], ...]] = {}
+        self._cpu_labels: dict[bytes | None, tuple[tuple[tuple[str, ...], ...],
+                                            tuple[tuple[str, ...], ...]]] = {}
         self._fixed: list[str] = []  # names the user gave: exported even when they vanish
         dims_seen: set[str] = set()
         for pattern in self.patterns:
@@ -353,7 +381,7 @@ class ChannelMetrics:
                 self._channels.pop(path).close()
         for path in paths:
             ch = self._channel(path)
-            lbl = (path,)
+            lbl = ch.rows
             try:
                 reader = ch.open()
                 state = reader.state
@@ -365,28 +393,28 @@ class ChannelMetrics:
                 snap = reader.read()
             except FileNotFoundError:
                 ch.close()
-                up.samples.append((lbl, 0.0))
+                up.add(lbl, _DOWN)
                 continue
             except ReadTimeout as e:
                 log.warning("%s", e)
-                up.samples.append((lbl, 0.0))
-                state_f.samples.extend(_state_samples(path, reader.state))
+                up.add(lbl, _DOWN)
+                state_f.add(ch.state_rows, _STATE_VALUES[reader.state])
                 continue
             except FileTruncated as e:
                 log.warning("%s", e)
                 ch.close()
-                up.samples.append((lbl, 0.0))
-                state_f.samples.extend(_state_samples(path, ChannelState.TRUNCATED))
+                up.add(lbl, _DOWN)
+                state_f.add(ch.state_rows, _STATE_VALUES[ChannelState.TRUNCATED])
                 continue
             except (OSError, SeqshmError) as e:
                 log.warning("%s", e)
                 ch.close()
-                up.samples.append((lbl, 0.0))
+                up.add(lbl, _DOWN)
                 continue
             alive = state in (ChannelState.OPEN, ChannelState.REMOVED)
-            up.samples.append((lbl, 1.0 if alive else 0.0))
-            state_f.samples.extend(_state_samples(path, state))
-            writes.samples.append((lbl, float(snap.seq)))
+            up.add(lbl, _UP if alive else _DOWN)
+            state_f.add(ch.state_rows, _STATE_VALUES[state])
+            writes.add(lbl, (float(snap.seq),))
             if snap.seq:
                 clock = int(reader.header["clock_id"])
                 try:
@@ -394,8 +422,8 @@ class ChannelMetrics:
                 except OSError:
                     ago = None
                 if ago is not None:
-                    stamp.samples.append((lbl, (time.time_ns() - ago) / 1e9))
-                    age.samples.append((lbl, ago / 1e9))
+                    stamp.add(lbl, ((time.time_ns() - ago) / 1e9,))
+                    age.add(lbl, (ago / 1e9,))
             if not alive or not snap.seq:
                 continue  # no frozen values of a dead writer, nor the zeros before a write
             if layout.cpustat:
@@ -423,7 +451,7 @@ class ChannelMetrics:
                     out.append(fam)
                 elif known.name == fam.name and known.labels == fam.labels \
                         and known.kind == fam.kind:
-                    known.samples.extend(fam.samples)  # the same field of another channel
+                    known.parts.extend(fam.parts)  # the same field of another channel
                 else:
                     log.warning("%s: family %s (%s, labels %s) clashes with %s (%s, labels %s) "
                                 "of another channel; left out", path, fam.name, fam.kind,
@@ -431,11 +459,12 @@ class ChannelMetrics:
                 mine.add(key)
         return out
 
-    def _labels(self, fixed: tuple[str, ...], shape: tuple[int, ...]) -> list[tuple[str, ...]]:
+    def _labels(self, fixed: tuple[str, ...], shape: tuple[int, ...]
+                ) -> tuple[tuple[str, ...], ...]:
         key = (fixed, shape)
         cached = self._label_cache.get(key)
         if cached is None:
-            cached = [fixed + idx for idx in _index_labels(shape)]
+            cached = tuple(fixed + idx for idx in _index_labels(shape))
             if len(self._label_cache) > 4096:
                 self._label_cache.clear()
             self._label_cache[key] = cached
@@ -459,16 +488,19 @@ class ChannelMetrics:
             raw = data if fname is None else data[fname]
             sub = raw.shape[len(reader.shape):]
             names = dims + tuple(f"elem{i}" for i in range(len(sub)))
-            values, kept = self._reduce(raw.astype(np.float64), names)
-            if scale != 1.0:
-                values = values * scale
+            # NaN and infinities are values to export as they are (+Inf - +Inf summed is NaN),
+            # not reasons for NumPy's RuntimeWarnings on the server's stderr
+            with np.errstate(invalid="ignore", over="ignore"):
+                values, kept = self._reduce(raw.astype(np.float64), names)
+                if scale != 1.0:
+                    values = values * scale
             rows = self._labels((reader.path,), values.shape)
             fams.append(Family(
                 name, kind, f"field {fname or '(element)'} of seqshm channel "
                 f"{reader.name!r}" + (" in seconds" if scale != 1.0 else ""),
                 otel_name, "s" if scale != 1.0 else "", ("channel", *kept),
                 ("seqshm.channel", *kept),
-                frozenset(kept), list(zip(rows, values.ravel().tolist(), strict=True))))
+                frozenset(kept), [(rows, values.ravel())]))
         return fams
 
     def _cpustat_families(self, ch: _Channel, data: np.ndarray) -> list[Family]:
@@ -491,30 +523,30 @@ class ChannelMetrics:
         if "cpu" in self.sum_over:
             block = seconds.sum(axis=0, keepdims=True)
             labels: tuple[str, ...] = ("mode",)
-            key = b""
+            key = None
         else:
             online = np.flatnonzero(data["online"])
             block = seconds[online]
             labels = ("cpu", "mode")
+            # (no CPU online, b"", is a key of its own: no series, not the sum's)
             key = online.tobytes()
         names = self._cpu_labels.get(key)
         if names is None:  # the label values of each sample, the same scrape after scrape
-            rows = [(str(i),) for i in np.frombuffer(key, np.intp).tolist()] if key else [()]
-            names = ([row + (m,) for row in rows for m in CPU_MODES],
-                     [row + (m,) for row in rows for m in ("user", "nice")])
+            rows = [()] if key is None else [
+                (str(i),) for i in np.frombuffer(key, np.intp).tolist()]
+            names = (tuple(row + (m,) for row in rows for m in CPU_MODES),
+                     tuple(row + (m,) for row in rows for m in ("user", "nice")))
             if len(self._cpu_labels) > 64:
                 self._cpu_labels.clear()
             self._cpu_labels[key] = names
         otel = tuple({"cpu": "cpu.logical_number", "mode": "cpu.mode"}[n] for n in labels)
         cpu = Family("node_cpu_seconds_total", COUNTER, "Seconds the CPUs spent in each mode.",
                      "system.cpu.time", "s", labels, otel, frozenset({"cpu"}),
-                     list(zip(names[0], block[:, :len(CPU_MODES)].ravel().tolist(),
-                              strict=True)))
+                     [(names[0], block[:, :len(CPU_MODES)].ravel())])
         guest = Family("node_cpu_guest_seconds_total", COUNTER,
                        "Seconds the CPUs spent in guests (VMs) for each mode.",
                        "system.cpu.guest_time", "s", labels, otel, frozenset({"cpu"}),
-                       list(zip(names[1], block[:, len(CPU_MODES):].ravel().tolist(),
-                                strict=True)))
+                       [(names[1], block[:, len(CPU_MODES):].ravel())])
         return [cpu, guest]
 
 
@@ -549,5 +581,7 @@ def meta_families() -> list[Family]:
     ]
 
 
-def _state_samples(path: str, state: ChannelState) -> list[tuple[tuple[str, ...], float]]:
-    return [((path, s.value), 1.0 if s is state else 0.0) for s in ChannelState]
+_UP, _DOWN = (1.0,), (0.0,)
+#: seqshm_channel_state's values for each state, in ChannelState's order (_Channel.state_rows)
+_STATE_VALUES = {state: tuple(1.0 if s is state else 0.0 for s in ChannelState)
+                 for state in ChannelState}

@@ -1,0 +1,354 @@
+"""seqshm export's own exposition (seqshm._exposition: templates rendered by prometheus_client,
+values formatted per scrape) gives the bytes prometheus_client's generate_latest and
+OpenMetrics' generate_latest give for the same snapshot, whatever the channels' geometry,
+dtype and values, in every format the server negotiates; and the server answers as
+prometheus_client's MetricsHandler does (content type, gzip), plus HEAD."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import math
+import os
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from exporting import parse
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.utils import floatToGoString
+
+import seqshm
+from seqshm import export
+from seqshm._exposition import Encoder, ExpositionCache, _Metrics, format_values, to_prometheus
+from seqshm._metrics import COUNTER, Family
+from seqshm.telemetry import CPUSTAT_DTYPE
+
+#: Accept headers of scrapers: none (curl), Prometheus's own (it prefers OpenMetrics), and
+#: each format and escaping prometheus_client's choose_encoder tells apart.
+ACCEPTS = [
+    None,
+    "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;"
+    "escaping=underscores;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+    "application/openmetrics-text",
+    "application/openmetrics-text; version=1.0.0; escaping=allow-utf-8",
+    "application/openmetrics-text; version=1.0.0; escaping=dots",
+    "text/plain; version=1.0.0; escaping=values",
+    "text/plain; version=0.0.4",
+]
+ENCODERS = [choose_encoder(a or "")[0] for a in ACCEPTS]
+
+_paths = itertools.count()
+
+
+def library(families: list[Family], encoder: Encoder) -> bytes:
+    """What prometheus_client renders for these families (SeqshmCollector.collect's way)."""
+    return encoder(_Metrics([to_prometheus(f) for f in families if f.size]))
+
+
+def check_same(collector: export.SeqshmCollector, cache: ExpositionCache) -> list[bytes]:
+    """One collection, rendered from templates and by the library in each format: the same."""
+    families = collector.metrics.collect()
+    out = []
+    for encoder in ENCODERS:
+        fast = cache.render(families, encoder)
+        assert fast == library(families, encoder)
+        out.append(fast)
+    return out
+
+
+@pytest.fixture
+def new_path(shm_path: str) -> Iterator[Callable[[], str]]:
+    """new_path(): another channel path beside shm_path, all removed after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"{shm_path}-{next(_paths)}")
+        return made[-1]
+
+    yield make
+    for p in made:
+        if os.path.exists(p):
+            os.unlink(p)
+
+
+# -- the value formatter ----------------------------------------------------------------------
+
+SPECIAL = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    999999.9999999999,
+    1e6,
+    1e6 + 0.5,
+    123456789.0,
+    1e15,
+    1e16,
+    1e17,
+    2.0**64,
+    -1e300,
+    1e300,
+    5e-324,
+    1e-5,
+    math.inf,
+    -math.inf,
+    math.nan,
+    -math.nan,
+]
+
+
+@given(st.lists(st.floats() | st.sampled_from(SPECIAL), max_size=50))
+def test_values_are_formatted_as_float_to_go_string_does(values: list[float]) -> None:
+    assert format_values(np.array(values, np.float64)) == [floatToGoString(v) for v in values]
+
+
+def test_values_around_where_go_switches_to_exponents() -> None:
+    edge = np.nextafter(1e6, [0.0, math.inf, -math.inf])
+    values = np.concatenate([edge, -edge, np.arange(999990.0, 1000010.0, 0.25)])
+    assert format_values(values) == [floatToGoString(v) for v in values.tolist()]
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from(SPECIAL[:6] + SPECIAL[-4:]), min_size=6, max_size=6),
+        min_size=2,
+        max_size=8,
+    )
+)
+def test_scrape_after_scrape_each_value_is_formatted_anew_or_kept_as_it_was(
+    scrapes: list[list[float]],
+) -> None:
+    """Values that are those of the last scrape keep their text: bit for bit (0.0 then -0.0,
+    NaN then NaN, a value then another), each exposition is still the library's."""
+    rows = tuple((str(i),) for i in range(6))
+    cache = ExpositionCache()
+    for values in scrapes:
+        family = Family("x_total", COUNTER, "help", "x", "", ("i",), ("i",))
+        family.add(rows, np.array(values, np.float64))
+        for encoder in ENCODERS[:3]:
+            assert cache.render([family], encoder) == library([family], encoder)
+
+
+# -- generic channels: random geometry, dtype and values ---------------------------------------
+
+FIELD_NAMES = ["value", "hits_total", "busy_ns_total", "lat_us", "t_ms", "x-y", "2nd", "up"]
+NUMERIC = ["?", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"]
+KINDS = [*NUMERIC, "c8"]  # complex fields are left out of the exposition
+
+
+@st.composite
+def channel_specs(draw: st.DrawFn) -> tuple[np.dtype[Any], tuple[int, ...], str]:
+    plain = draw(st.booleans())
+    if plain:
+        dtype = np.dtype(draw(st.sampled_from(NUMERIC)))
+    else:  # the first field numeric: a channel named alone must have one
+        names = draw(st.lists(st.sampled_from(FIELD_NAMES), min_size=1, max_size=3, unique=True))
+        dtype = np.dtype(
+            [
+                (
+                    n,
+                    draw(st.sampled_from(KINDS if i else NUMERIC)),
+                    draw(st.sampled_from([(), (2,), (3,)])),
+                )
+                for i, n in enumerate(names)
+            ]
+        )
+    shape = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    name = draw(
+        st.sampled_from(["demo", "channel", "a b", 'q"uote', "back\\slash", "{x}", "9lives"])
+    )
+    return dtype, shape, name
+
+
+def random_payload(
+    dtype: np.dtype[Any], shape: tuple[int, ...], raw: bytes, special: list[float]
+) -> np.ndarray:
+    """``raw`` bytes as a payload (any bit pattern: NaNs, infinities, huge and negative
+    values), with ``special`` values written into its float fields."""
+    data = np.frombuffer(raw, np.uint8, count=dtype.itemsize * math.prod(shape))
+    arr = data.view(dtype).reshape(shape).copy()
+    fields = [None] if dtype.names is None else list(dtype.names)
+    for f in fields:
+        sub = arr if f is None else arr[f]
+        if sub.dtype.base.kind == "b":
+            sub[...] = sub.view(np.uint8) & 1  # a bool byte is 0 or 1
+        if sub.dtype.base.kind == "f" and special:
+            flat = sub.reshape(-1)
+            with np.errstate(over="ignore"):
+                flat[: len(special)] = np.array(special[: flat.size], np.float64)
+    return arr
+
+
+@given(
+    specs=st.lists(channel_specs(), min_size=1, max_size=3), data=st.data(), sum_dims=st.booleans()
+)
+def test_generic_channels_render_as_prometheus_client_renders_them(
+    new_path: Callable[[], str],
+    specs: list[tuple[np.dtype[Any], tuple[int, ...], str]],
+    data: st.DataObject,
+    sum_dims: bool,
+) -> None:
+    writers = []
+    try:
+        for dtype, shape, name in specs:
+            writers.append(seqshm.create(new_path(), dtype, shape, name=name))
+        has_dim0 = any(len(s) for _, s, _ in specs)
+        collector = export.SeqshmCollector(
+            [w.path for w in writers], sum_over=["dim0"] if sum_dims and has_dim0 else []
+        )
+        cache = ExpositionCache()
+        for _ in range(2):  # a new template, then the same one with other values
+            for w, (dtype, shape, _) in zip(writers, specs, strict=True):
+                n = dtype.itemsize * math.prod(shape)
+                raw = data.draw(st.binary(min_size=n, max_size=n))
+                special = data.draw(st.lists(st.sampled_from(SPECIAL), max_size=4))
+                w.write(random_payload(dtype, shape, raw, special))
+            check_same(collector, cache)
+        writers.pop().close()  # a channel that ends: up 0, no data series, a new template
+        check_same(collector, cache)
+        collector.close()
+    finally:
+        for w in writers:
+            w.close()
+
+
+# -- cpustat ---------------------------------------------------------------------------------
+
+
+@given(cpus=st.integers(1, 70), data=st.data(), sum_over_cpu=st.booleans())
+def test_cpustat_renders_as_prometheus_client_renders_it(
+    new_path: Callable[[], str], cpus: int, data: st.DataObject, sum_over_cpu: bool
+) -> None:
+    with seqshm.create(new_path(), CPUSTAT_DTYPE, cpus, name="cpustat") as w:
+        collector = export.SeqshmCollector([w.path], sum_over=["cpu"] if sum_over_cpu else [])
+        cache = ExpositionCache()
+        for _ in range(3):  # values and the set of online CPUs change from write to write
+            rec = np.zeros(cpus, CPUSTAT_DTYPE)
+            u64 = rec.view(np.uint64).reshape(cpus, -1)
+            u64[:] = np.array(
+                data.draw(
+                    st.lists(
+                        st.integers(0, 2**64 - 1) | st.sampled_from([0, 10**7, 10**16, 2**63]),
+                        min_size=u64.size,
+                        max_size=u64.size,
+                    )
+                ),
+                np.uint64,
+            ).reshape(u64.shape)
+            rec["online"] = data.draw(st.lists(st.booleans(), min_size=cpus, max_size=cpus))
+            w.write(rec)
+            check_same(collector, cache)
+        collector.close()
+
+
+def test_a_replaced_channel_with_more_cpus_gets_a_new_template(new_path: Callable[[], str]) -> None:
+    path = new_path()
+    cache = ExpositionCache()
+    collector = None
+    for cpus in (2, 4):
+        rec = np.zeros(cpus, CPUSTAT_DTYPE)
+        rec["user_ns"] = np.arange(cpus) * 10**9
+        rec["online"] = 1
+        with seqshm.create(path, CPUSTAT_DTYPE, cpus, name="cpustat", overwrite=True) as w:
+            w.write(rec)
+            collector = collector or export.SeqshmCollector([path])
+            text = check_same(collector, cache)[0]
+            assert text.count(b'node_cpu_seconds_total{cpu="') == 8 * cpus
+            assert (
+                f'node_cpu_seconds_total{{cpu="{cpus - 1}",mode="user"}} {cpus - 1}.0'.encode()
+                in text
+            )
+    assert collector is not None
+    collector.close()
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(new_path: Callable[[], str]) -> Iterator[str]:
+    """seqshm export's server of a 3-CPU cpustat channel, and its URL."""
+    rec = np.zeros(3, CPUSTAT_DTYPE)
+    rec["idle_ns"] = 10**15
+    rec["online"] = 1
+    with seqshm.create(new_path(), CPUSTAT_DTYPE, 3, name="cpustat") as w:
+        w.write(rec)
+        collector = export.SeqshmCollector([w.path])
+        server, thread = export.serve(export.registry_of(collector), "127.0.0.1:0")
+        try:
+            yield f"http://127.0.0.1:{server.server_port}/metrics"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+            collector.close()
+
+
+def request(url: str, method: str = "GET", **headers: str) -> tuple[dict[str, str], bytes]:
+    req = urllib.request.Request(url, method=method, headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return dict(resp.headers), resp.read()
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+def test_the_server_negotiates_the_format_as_prometheus_client_does(
+    served: str, accept: str | None
+) -> None:
+    headers, body = request(served, **({"Accept": accept} if accept else {}))
+    assert headers["Content-Type"] == choose_encoder(accept or "")[1]
+    assert int(headers["Content-Length"]) == len(body)
+    if "openmetrics" in headers["Content-Type"]:
+        assert body.endswith(b"# EOF\n")
+    else:
+        assert (
+            parse(body)[("node_cpu_seconds_total", frozenset({("cpu", "2"), ("mode", "idle")}))]
+            == 1e15 / 1e9
+        )
+
+
+def test_the_server_compresses_when_asked(served: str) -> None:
+    headers, body = request(served, **{"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip"
+    assert b'node_cpu_seconds_total{cpu="0",mode="idle"} 1e+06' in gzip.decompress(body)
+    headers, body = request(served)
+    assert "Content-Encoding" not in headers
+    assert b'node_cpu_seconds_total{cpu="0",mode="idle"} 1e+06' in body
+
+
+def test_the_server_answers_head_with_the_headers_of_a_get(served: str) -> None:
+    get_headers, body = request(served)
+    head_headers, nothing = request(served, "HEAD")
+    assert nothing == b""
+    assert head_headers["Content-Type"] == get_headers["Content-Type"]
+    assert abs(int(head_headers["Content-Length"]) - len(body)) < 100  # the age's digits vary
+
+
+def test_the_server_hands_name_selection_to_prometheus_client(served: str) -> None:
+    _, body = request(served + "?name[]=seqshm_channel_up")
+    assert [name for name, _ in parse(body)] == ["seqshm_channel_up"]
+
+
+def test_a_cpustat_channel_with_no_cpu_online_has_no_cpu_series(shm_path: str) -> None:
+    """Every CPU offline (or a writer that never set ``online``): was a ValueError at every
+    scrape (its label cache took it for the --sum-over cpu case, one row per mode)."""
+    with seqshm.create(shm_path, CPUSTAT_DTYPE, 2, name="cpustat") as w:
+        w.write(np.zeros(2, CPUSTAT_DTYPE))
+        collector = export.SeqshmCollector([shm_path])
+        for _ in range(2):
+            series = parse(export.exposition(export.registry_of(collector)))
+            assert series[("seqshm_channel_up", frozenset({("channel", shm_path)}))] == 1.0
+            assert not [n for n, _ in series if n.startswith("node_cpu")]
+        assert [m.name for m in collector.collect()] == [
+            "seqshm_channel_up",
+            "seqshm_channel_state",
+            "seqshm_channel_writes",
+            "seqshm_channel_last_write_timestamp_seconds",
+            "seqshm_channel_last_write_age_seconds",
+        ]
+        collector.close()
