@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import struct
 import tempfile
 import threading
@@ -139,6 +140,54 @@ def _make_waiters(directory: str, name: str, mode: int, channel: os.stat_result
         new.discard_name()
         raise
     return new
+
+
+#: A sidecar is swept only this long after it was made: one younger may belong to a create()
+#: that has linked its channel but not yet its sidecar (or is replacing an old one).
+STALE_SIDECAR_AGE_S = 60.0
+
+
+def _sweep_stale_waiters(directory: str) -> None:
+    """Remove ``directory``'s sidecars whose channel is gone: a writer killed by SIGKILL, or a
+    channel file removed with rm rather than ``close(unlink=True)``, leaves its
+    ``.NAME.waiters`` (4 KiB of tmpfs) behind, and nothing else ever would remove it. Stale
+    means the file at NAME is missing or is not the channel the sidecar names (st_dev,
+    st_ino, line 0), and the sidecar was last written over STALE_SIDECAR_AGE_S ago (mtime).
+    Best effort: a sidecar removed in a race costs its readers only their futex sleep (they
+    poll instead)."""
+    try:
+        names = [n for n in os.listdir(directory)
+                 if n.startswith(".") and n.endswith(".waiters")]
+    except OSError:
+        return
+    now = time.time()
+    for n in names:
+        side = os.path.join(directory, n)
+        channel = os.path.join(directory, n[1:-len(".waiters")])
+        try:
+            fd = os.open(side, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_SIDECAR_AGE_S:
+                continue
+            magic, dev, ino = struct.unpack("=QQQ", os.pread(fd, 24, _WAITERS["magic"]))
+            if magic != _core.WAITERS_MAGIC:
+                continue  # not one of ours
+            try:
+                ch = os.stat(channel)
+                if (ch.st_dev, ch.st_ino) == (dev, ino):
+                    continue  # its channel is there
+            except FileNotFoundError:
+                pass
+            cur = os.stat(side, follow_symlinks=False)
+            if (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(side)
+        except (OSError, struct.error):
+            continue
+        finally:
+            os.close(fd)
 
 
 class Writer(_core.WriterEngine):
@@ -440,6 +489,7 @@ def create(
         except FileExistsError:  # an older channel's: replaced, through a name of its own
             os.replace(side_new.named(), waiters_path(path))
             side_new.renamed()
+        _sweep_stale_waiters(directory)
     except BaseException:
         new.discard_name()
         if side_new is not None:

@@ -345,13 +345,18 @@ def list_text(rows: list[dict[str, Any]], width: int | None = None) -> str:
     widths = [max(len(row[c]) for row in table) for c in range(len(header) - 1)]
     if width is not None:
         # a terminal: the PATH column gives up what the row lacks (down to 10, its start
-        # elided: the name stays), then the DTYPE, last, is cut with '…'
-        over = sum(widths) + 2 * len(widths) + len("DTYPE") - width
-        if over > 0:
-            widths[0] = max(10, widths[0] - over)
+        # elided: the name stays), then STATE (down to 8, its end elided: "writer-died,
+        # stuck" of another channel must not push WRITES/S and AGE off the screen), then
+        # the DTYPE, last, is cut with '…'
+        for c, least, keep_end in ((0, 10, True), (5, 8, False)):
+            over = sum(widths) + 2 * len(widths) + len("DTYPE") - width
+            if over <= 0:
+                break
+            widths[c] = max(least, widths[c] - over)
             for row in table[1:]:
-                if len(row[0]) > widths[0]:
-                    row[0] = "…" + row[0][len(row[0]) - widths[0] + 1 :]
+                if len(row[c]) > widths[c]:
+                    row[c] = ("…" + row[c][len(row[c]) - widths[c] + 1 :] if keep_end
+                              else row[c][: widths[c] - 1] + "…")
     right = {1, 2, 6, 7}
     text = "\n".join(
         "  ".join([(cell.rjust(w) if c in right else cell.ljust(w))

@@ -18,6 +18,7 @@ import pytest
 from test_cli import ENV, _run_in_terminal, has_mapped, run, start, wait_until
 
 import seqshm
+from seqshm._writer import waiters_path
 
 
 @pytest.mark.parametrize(
@@ -110,6 +111,14 @@ def test_list_on_an_80_column_terminal_fits_and_keeps_rate_and_age(shm_name: str
     if not os.access("/dev/shm", os.W_OK):
         pytest.skip("needs a writable /dev/shm")
     path = f"/dev/shm/{shm_name}-with-a-rather-long-name-zq9"
+    # beside it, a channel whose writer died mid-write: its STATE "writer-died, stuck" is the
+    # longest there is, and pushed WRITES/S and AGE off the screen
+    stuck = f"/dev/shm/{shm_name}-stuck"
+    subprocess.run([sys.executable, "-c", "import os, sys, numpy as np, seqshm\n"
+                    "from seqshm import _hooks\n"
+                    "w = seqshm.create(sys.argv[1], np.float64, (8192,), nr_slots=4)\n"
+                    "w.write(np.zeros(8192))\n_hooks.stall_mid_write(w, 1)\nos._exit(0)\n",
+                    stuck], check=True, timeout=60)
     rec = np.dtype([(f"field_{i}", np.float64) for i in range(12)])
     try:
         with seqshm.create(path, rec, (3,)) as w:
@@ -117,6 +126,8 @@ def test_list_on_an_80_column_terminal_fits_and_keeps_rate_and_age(shm_name: str
             code, screen = _run_in_terminal(["list"], columns=80)
     finally:
         os.unlink(path)
+        os.unlink(stuck)
+        os.unlink(waiters_path(stuck))  # its writer died: nobody else removes it
     assert code == 0, screen
     lines = [line for line in screen.splitlines() if line.strip()]
     assert all(len(line) <= 80 for line in lines), lines

@@ -14,6 +14,8 @@ import random
 import signal
 import stat
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -594,3 +596,40 @@ def test_a_count_left_by_a_dead_reader_is_reset_by_the_writer(
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK))
         finally:
             os.close(fd)
+
+
+def test_create_removes_sidecars_whose_channel_is_gone(make_path: Callable[[], str]) -> None:
+    """A writer killed by SIGKILL, or a channel removed with rm, leaves .NAME.waiters; the
+    next create() in that directory removes those whose channel is gone or is another file
+    (once they are STALE_SIDECAR_AGE_S old: one younger may be a create() in progress), and
+    leaves every other file alone. Before: they piled up in /dev/shm forever."""
+    STALE_SIDECAR_AGE_S = _writer.STALE_SIDECAR_AGE_S
+
+    removed, replaced, young, live = make_path(), make_path(), make_path(), make_path()
+    old = time.time() - 2 * STALE_SIDECAR_AGE_S
+    keep = seqshm.create(live, np.uint8, 8)
+    sidecars = {}
+    for p in (removed, replaced, young):
+        code = ("import os, sys, numpy as np, seqshm\n"
+                "seqshm.create(sys.argv[1], np.uint8, 8)\nos._exit(0)\n")  # SIGKILL-like
+        subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
+        sidecars[p] = waiters_path(p)
+        assert os.path.exists(sidecars[p])
+    os.unlink(removed)  # rm of the channel file
+    os.unlink(replaced)
+    with open(replaced, "wb") as f:  # another file at the name
+        f.write(b"x" * 4096)
+    for p in (removed, replaced):
+        os.utime(sidecars[p], (old, old))
+    os.utime(waiters_path(live), (old, old))  # old but its channel is there
+    stranger = os.path.join(os.path.dirname(live), ".notes.waiters")
+    with open(stranger, "wb") as f:  # not a sidecar of ours
+        f.write(b"\0" * 4096)
+    os.utime(stranger, (old, old))
+    with seqshm.create(make_path(), np.uint8, 8):
+        pass
+    assert not os.path.exists(sidecars[removed])
+    assert not os.path.exists(sidecars[replaced])
+    assert os.path.exists(sidecars[young])  # too young to tell
+    assert os.path.exists(waiters_path(live)) and os.path.exists(stranger)
+    keep.close()
