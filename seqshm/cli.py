@@ -535,15 +535,22 @@ def watch(path: str, interval: float, count: int | None, timeout: float,
 
 @contextmanager
 def _no_interrupts() -> Iterator[None]:
-    """Ctrl-C ignored meanwhile (saving what was recorded must not be cut short)."""
+    """Ctrl-C ignored meanwhile, SIGTERM and SIGHUP held until after it (saving what was
+    recorded must not be cut short; the exit status still says which signal came)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held: list[int] = []
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:
+        signal.raise_signal(held[0])  # now handled as it would have been (main(): Signalled)
 
 
 def _progress(console: Console, what: str, count: int | None, duration: float | None
@@ -560,7 +567,9 @@ def record(path: str, output: str, count: int | None, duration: float | None,
            timeout: float) -> int:
     """Record every write of a channel (Reader.follow()) to ``output`` until ``count``
     writes, ``duration`` seconds, the channel's end or Ctrl-C; the file is written in every
-    case."""
+    case. Each write goes to a spool file beside ``output`` as it comes (memory does not grow
+    with the recording); a full disk stops the recording, saves what the spool holds and
+    exits 1 saying so."""
     try:
         ext = _cli_record.output_format(output)
         _cli_record.check_destination(output)
@@ -572,7 +581,10 @@ def record(path: str, output: str, count: int | None, duration: float | None,
             _cli_record.check_dtype(ext, reader.dtype)
         except _cli_record.FormatUnavailable as e:
             raise Failure(str(e), EXIT_USAGE) from None
-        samples: list[seqshm.Sample] = []
+        try:
+            spool = _cli_record.Spool(output, reader.dtype, reader.shape)
+        except _cli_record.RecordingStopped as e:
+            raise Failure(f"{output}: cannot record: {e.strerror}") from None
         lost = 0
         progress, task = _progress(err, reader.path, count, duration)
         start = time.monotonic()
@@ -587,9 +599,9 @@ def record(path: str, output: str, count: int | None, duration: float | None,
                 if left is not None and left <= 0:
                     break
                 for s in reader.follow(timeout=0.1 if left is None else min(0.1, left)):
-                    samples.append(s)
+                    spool.append(s)
                     lost += s.lost
-                    if count is not None and len(samples) >= count:
+                    if count is not None and spool.received >= count:
                         done = True
                         break
                     if deadline is not None and time.monotonic() >= deadline:
@@ -597,30 +609,33 @@ def record(path: str, output: str, count: int | None, duration: float | None,
                         break
                     if err.is_terminal and time.monotonic() - shown_at > 0.1:
                         shown_at = time.monotonic()
-                        progress.update(task, completed=len(samples) if count else
-                                        shown_at - start, writes=len(samples), lost=lost)
+                        progress.update(task, completed=spool.received if count else
+                                        shown_at - start, writes=spool.received, lost=lost)
                 else:
                     done = reader.ended  # follow() ended: no write for 0.1 s, or the end
+                    spool.flush()  # a pause: put the batch on disk meanwhile
+        except _cli_record.RecordingStopped:
+            pass  # spool.stopped says why, after saving
         finally:
             if err.is_terminal:
-                progress.update(task, completed=len(samples) if count else
-                                time.monotonic() - start, writes=len(samples), lost=lost)
+                progress.update(task, completed=spool.received if count else
+                                time.monotonic() - start, writes=spool.received, lost=lost)
                 progress.stop()
-            with _no_interrupts():
-                _save(output, ext, samples, reader)
-            if err.is_terminal:
-                err.print(f"{len(samples):,} writes ({lost:,} lost) written to {output}")
+            try:
+                with _no_interrupts():
+                    spool.save(ext)
+            finally:
+                if spool.kept:
+                    err.print(f"seqshm: the {spool.count:,} writes recorded are kept in "
+                              f"{spool.kept}", markup=False)
+        if spool.stopped is not None:
+            raise Failure(f"{output}: {spool.stopped.strerror}: recording stopped after "
+                          f"{spool.received:,} writes; the first {spool.count:,} are saved "
+                          f"in {output}")
+        if err.is_terminal:
+            err.print(f"{spool.count:,} writes ({lost:,} lost) written to {output}",
+                      markup=False)
     return EXIT_OK
-
-
-def _save(output: str, ext: str, samples: list[seqshm.Sample], reader: seqshm.Reader) -> None:
-    n = len(samples)
-    data = (np.stack([s.data for s in samples]) if n
-            else np.empty((0, *reader.shape), reader.dtype))
-    _cli_record.save(output, ext,
-                     np.fromiter((s.seq for s in samples), np.uint64, n),
-                     np.fromiter((s.timestamp_ns for s in samples), np.uint64, n),
-                     np.fromiter((s.lost for s in samples), np.uint64, n), data)
 
 
 # -- demo ----------------------------------------------------------------------------------------
