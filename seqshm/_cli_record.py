@@ -134,7 +134,7 @@ def arrow_table(
 #: write costs one row copy, and the disk sees few large writes.
 BATCH_BYTES = 4 << 20
 #: The final file is written from the spool this many bytes of rows at a time.
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 4 << 20
 #: The columns of a recording, in the order of its rows.
 COLUMNS = ("seq", "timestamp_ns", "lost", "data")
 

@@ -624,10 +624,13 @@ def record(path: str, output: str, count: int | None, duration: float | None,
             try:
                 with _no_interrupts():
                     spool.save(ext)
-            finally:
+            except OSError:
+                raise  # its message names the file, and where the writes are kept if they are
+            except BaseException:
                 if spool.kept:
-                    err.print(f"seqshm: the {spool.count:,} writes recorded are kept in "
-                              f"{spool.kept}", markup=False)
+                    print(f"seqshm: the {spool.count:,} writes recorded are kept in "
+                          f"{spool.kept}", file=sys.stderr)
+                raise
         if spool.stopped is not None:
             raise Failure(f"{output}: {spool.stopped.strerror}: recording stopped after "
                           f"{spool.received:,} writes; the first {spool.count:,} are saved "
