@@ -5,6 +5,7 @@ pyarrow's own writers."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import has_mapped, start, wait_until
+from test_cli import _run_in_terminal, has_mapped, start, wait_until
 
 import seqshm
 from seqshm import _cli_record
@@ -346,3 +347,14 @@ def test_a_spool_without_o_tmpfile_is_a_named_temporary_removed_on_every_way_out
     spool.append(_samples(1)[0])
     spool.save(".npy")
     assert os.listdir(tmp_path) == ["b.npy"] and len(np.load(tmp_path / "b.npy")) == 1
+
+
+def test_record_on_a_terminal_shows_progress_and_a_summary(
+    make_path: Callable[[], str], tmp_path: Path
+) -> None:
+    out_file = str(tmp_path / "rec.npy")
+    with seqshm.create(make_path(), np.int64, 2, nr_slots=64) as w, writing(w):
+        code, text = _run_in_terminal(["record", w.path, "-o", out_file, "--count", "50"])
+    assert code == 0, text
+    assert "recording " in text and re.search(r"50 writes \([\d,]+ lost\) written to ", text)
+    assert len(np.load(out_file)) == 50
