@@ -948,7 +948,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("record", help="record every write of a channel to a file", **described)
     p.add_argument("path", metavar="CHANNEL", help=channel)
     p.add_argument("-o", "--output", required=True, metavar="FILE",
-                   help="a .npy, .npz, .parquet or .arrow file (the last two need pyarrow)")
+                   help="a .npy, .npz, .parquet or .arrow file (the last two need pyarrow); "
+                        "writes go to its disk as they come (memory stays bounded), so that "
+                        "disk needs room for the recording (twice that at the end for .npz, "
+                        ".parquet and .arrow); a full disk stops the recording and keeps what "
+                        "it holds")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--count", type=_count, default=None, metavar="N",
                       help="stop after N writes")
