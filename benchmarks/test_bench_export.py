@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 # tests/exporting.py starts the programs; appended, so no tests/ folder shadows a module
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
-from exporting import get, node_exporter, seqshm_exporter  # noqa: E402
+from exporting import KeptConnection, get, node_exporter, seqshm_exporter  # noqa: E402
 
 import seqshm  # noqa: E402
 from seqshm import export, telemetry  # noqa: E402
@@ -159,12 +159,37 @@ def psutil_procfs(scene: Setup) -> Iterator[None]:
         psutil.PROCFS_PATH = saved
 
 
+@pytest.fixture(params=["kept", "new"])
+def connection(request: pytest.FixtureRequest) -> Iterator[str]:
+    """How the HTTP cases connect: one kept HTTP/1.1 connection for every scrape, as
+    Prometheus scrapes (one keep-alive connection per target: prometheus/prometheus#2498,
+    keep-alive by default since 2.0), or a new connection per scrape (urllib)."""
+    yield request.param
+
+
+def scraper(url: str, connection: str) -> Iterator[Callable[[], bytes]]:
+    """A function that scrapes ``url`` over ``connection`` (see the fixture)."""
+    if connection == "new":
+        yield lambda: get(url)
+        return
+    kept = KeptConnection(url)
+    try:
+        yield kept.get
+    finally:
+        kept.close()
+
+
+def http_group(connection: str) -> str:
+    return f"{GROUP}, {connection} connection"
+
+
 def measure(benchmark: Any, scene: Setup, fn: Callable[[], object], cpu: Callable[[], int], *,
-            case: str, group: str = GROUP, baseline: bool = False, rounds: int = HTTP_ROUNDS,
+            case: str, group: str = "", baseline: bool = False, rounds: int = HTTP_ROUNDS,
             iterations: int = 1, **extra: object) -> None:
     """Time ``fn`` (median latency) and the CPU time ``cpu()`` counts per call of it;
     ``iterations`` calls per timed round (so a sub-microsecond call is not its timer's)."""
-    benchmark.group = f"{group}: {scene.label}"
+    # in-process cases beside the kept connection's: the HTTP case Prometheus makes
+    benchmark.group = f"{group or http_group('kept')}: {scene.label}"
     benchmark.extra_info.update(case=case, baseline=baseline, cpus=scene.label, **extra)
     calls = 0
 
@@ -185,23 +210,26 @@ def measure(benchmark: Any, scene: Setup, fn: Callable[[], object], cpu: Callabl
 
 
 def test_scrape_node_exporter_cpu_collector(benchmark: Any, scene: Setup,
-                                            theirs: tuple[int, str]) -> None:
+                                            theirs: tuple[int, str], connection: str) -> None:
     pid, url = theirs
-    body = get(url)
-    assert b'node_cpu_seconds_total{cpu="0",mode="idle"}' in body
-    measure(benchmark, scene, lambda: get(url), lambda: process_cpu_ns(pid),
-            case="node_exporter --collector.cpu (HTTP)", baseline=True)
+    for scrape in scraper(url, connection):
+        assert b'node_cpu_seconds_total{cpu="0",mode="idle"}' in scrape()
+        measure(benchmark, scene, scrape, lambda: process_cpu_ns(pid),
+                case="node_exporter --collector.cpu (HTTP)", baseline=True,
+                group=http_group(connection), connection=connection)
 
 
-def test_scrape_seqshm_export(benchmark: Any, scene: Setup, ours: tuple[int, str]) -> None:
+def test_scrape_seqshm_export(benchmark: Any, scene: Setup, ours: tuple[int, str],
+                              connection: str) -> None:
     pid, url = ours
-    body = get(url)
-    assert body.count(b'node_cpu_seconds_total{cpu="') == 8 * len(
-        np.flatnonzero(seqshm.snapshot(scene.path)["online"]))
-    publisher0, t0 = scene.publisher and process_cpu_ns(scene.publisher), time.monotonic()
-    measure(benchmark, scene, lambda: get(url), lambda: process_cpu_ns(pid),
-            case="seqshm export, cpustat (HTTP)")
-    if scene.publisher and not getattr(benchmark, "disabled", False):
+    for scrape in scraper(url, connection):
+        assert scrape().count(b'node_cpu_seconds_total{cpu="') == 8 * len(
+            np.flatnonzero(seqshm.snapshot(scene.path)["online"]))
+        publisher0, t0 = scene.publisher and process_cpu_ns(scene.publisher), time.monotonic()
+        measure(benchmark, scene, scrape, lambda: process_cpu_ns(pid),
+                case="seqshm export, cpustat (HTTP)", group=http_group(connection),
+                connection=connection)
+    if connection == "kept" and scene.publisher and not getattr(benchmark, "disabled", False):
         # the userspace publisher's own cost, whatever the scrapes (over >= 3 s: its CPU
         # time is counted in 10 ms ticks)
         time.sleep(max(0.0, 3 - (time.monotonic() - t0)))
@@ -210,7 +238,8 @@ def test_scrape_seqshm_export(benchmark: Any, scene: Setup, ours: tuple[int, str
 
 
 def test_scrape_seqshm_export_every_value_changed(benchmark: Any, scene: Setup,
-                                                 ours: tuple[int, str]) -> None:
+                                                 ours: tuple[int, str],
+                                                 connection: str) -> None:
     """The worst case of the exposition's kept value texts: every value of the channel changed
     since the last scrape (a simulated channel, rewritten before each scrape; the write's cost
     is this process's, not the exporter's)."""
@@ -221,21 +250,27 @@ def test_scrape_seqshm_export_every_value_changed(benchmark: Any, scene: Setup,
     rec = seqshm.snapshot(scene.path)
     u64 = rec.view(np.uint64).reshape(len(rec), -1)[:, :len(telemetry.CPUSTAT_FIELDS)]
 
-    def scrape() -> bytes:
-        u64[...] += np.uint64(_TICK_NS)  # one tick more of every mode of every CPU
-        writer.write(rec)
-        return get(url)
+    for get_url in scraper(url, connection):
 
-    measure(benchmark, scene, scrape, lambda: process_cpu_ns(pid),
-            case="seqshm export, cpustat, every value changed before each scrape (HTTP)")
+        def scrape(get_url: Callable[[], bytes] = get_url) -> bytes:
+            u64[...] += np.uint64(_TICK_NS)  # one tick more of every mode of every CPU
+            writer.write(rec)
+            return get_url()
+
+        measure(benchmark, scene, scrape, lambda: process_cpu_ns(pid),
+                case="seqshm export, cpustat, every value changed before each scrape (HTTP)",
+                group=http_group(connection), connection=connection)
 
 
 def test_scrape_seqshm_export_summed_over_cpus(benchmark: Any, scene: Setup,
-                                               ours_summed: tuple[int, str]) -> None:
+                                               ours_summed: tuple[int, str],
+                                               connection: str) -> None:
     pid, url = ours_summed
-    assert b'node_cpu_seconds_total{mode="idle"}' in get(url)
-    measure(benchmark, scene, lambda: get(url), lambda: process_cpu_ns(pid),
-            case="seqshm export --sum-over cpu (HTTP)")
+    for scrape in scraper(url, connection):
+        assert b'node_cpu_seconds_total{mode="idle"}' in scrape()
+        measure(benchmark, scene, scrape, lambda: process_cpu_ns(pid),
+                case="seqshm export --sum-over cpu (HTTP)", group=http_group(connection),
+                connection=connection)
 
 
 def test_scrape_seqshm_collector_in_process(benchmark: Any, scene: Setup) -> None:
@@ -310,8 +345,10 @@ def render(data: dict[str, Any]) -> str:
         "- Command: `python benchmarks/test_bench_export.py` (raw: [export.json](export.json))",
         "- Load average (1 min) of the machine during the run: "
         + "{:.2f} to {:.2f}".format(*_load_range(data)),
-        "- latency: median wall time of one call, client side (HTTP: urllib GET of /metrics "
-        "on loopback, no compression); CPU/scrape: CPU time of the serving process (every "
+        "- latency: median wall time of one call, client side (HTTP: GET of /metrics on "
+        "loopback, no compression; kept connection: one HTTP/1.1 keep-alive connection for "
+        "every scrape, as Prometheus scrapes, the headline; new connection: urllib, a "
+        "connection per scrape); CPU/scrape: CPU time of the serving process (every "
         "thread) over all the calls / calls; ratio: the baseline's figure / this one's "
         "(> 1: cheaper than the baseline).",
         "",

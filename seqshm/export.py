@@ -14,7 +14,9 @@ node_exporter's ``node_cpu_seconds_total``; other records by the ``_total`` nami
 ``seqshm export``'s own server (``serve`` of ``registry_of``'s registry) renders the same bytes
 as prometheus_client's generate_latest, but from a template the library renders once per shape
 of the channels, formatting only the values at a scrape (seqshm._exposition): the library's
-per-sample formatter was most of a scrape's cost at 16 CPUs and more.
+per-sample formatter was most of a scrape's cost at 16 CPUs and more. It speaks HTTP/1.1 with
+keep-alive, as Prometheus scrapes (one kept connection per target), with a thread per
+connection (MetricsServer says why).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from __future__ import annotations
 import errno
 import gzip
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Sequence
-from http.server import HTTPServer
+from http.server import ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 try:
@@ -119,9 +123,16 @@ _LISTEN_HINTS = {
 }
 
 
-#: Seconds a connection may take to send its request: the server answers one scrape at a time,
-#: so a client that connects and says nothing holds the others back this long at most.
+#: Seconds a kept connection may stay idle between two requests: longer than any usual scrape
+#: interval (Prometheus's default is 1 min), so that a scraper's kept connection lives from one
+#: scrape to the next; an idle connection holds only its own thread (see MetricsServer).
+IDLE_TIMEOUT_S = 300.0
+#: Seconds a client may take to send the rest of a request once it has begun it (and each
+#: blocked send of the answer may take): a client that stalls mid-request is cut off then.
 REQUEST_TIMEOUT_S = 5.0
+#: Connections served at once; one more is closed at once, unanswered. A scraper holds one
+#: (Prometheus keeps one per target), so this bounds the threads a flood of idle clients costs.
+MAX_CONNECTIONS = 64
 
 
 class _SeqshmRegistry(CollectorRegistry):
@@ -149,18 +160,38 @@ def _seqshm_alone(registry: Collector) -> SeqshmCollector | None:
     return registry.seqshm if isinstance(registry, _SeqshmRegistry) else None
 
 
-class _SeqshmHandler(MetricsHandler):
-    """prometheus_client's MetricsHandler for a SeqshmCollector alone: the same content
+class _Handler(MetricsHandler):
+    """prometheus_client's MetricsHandler over HTTP/1.1 with keep-alive: the same content
     negotiation (its choose_encoder: Prometheus text 0.0.4 or 1.0.0, OpenMetrics; gzip when
-    the client accepts it) and the same bytes, rendered from templates; also answers HEAD,
-    and says Content-Length. ``?name[]=`` (a subset of the families) goes to the library."""
+    the client accepts it), Content-Length on every answer (a kept connection needs it to
+    delimit the body; the library's handler sends none and closes), HEAD, and the idle and
+    request timeouts. For a SeqshmCollector alone (``collector``) the same bytes are rendered
+    from templates; ``?name[]=`` (a subset of the families) and other registries go to the
+    library's encoders."""
 
-    collector: SeqshmCollector
+    protocol_version = "HTTP/1.1"
+    collector: SeqshmCollector | None = None
+    idle_timeout: float = IDLE_TIMEOUT_S
+    timeout = REQUEST_TIMEOUT_S  # StreamRequestHandler sets it on the socket
+    # The headers and the body go in two sends: with Nagle's algorithm, the body would wait
+    # for the client's delayed ACK of the headers (40 ms on Linux) on a kept connection.
+    disable_nagle_algorithm = True
+
+    def handle_one_request(self) -> None:
+        # Between requests a kept connection may idle for idle_timeout; once a request has
+        # begun, the rest of it must come within the request timeout.
+        self.connection.settimeout(self.idle_timeout)
+        try:
+            started = self.rfile.peek(1)  # type: ignore[attr-defined]
+        except (TimeoutError, ConnectionError):
+            started = b""
+        if not started:  # idle too long, or the client closed it
+            self.close_connection = True
+            return
+        self.connection.settimeout(self.timeout)
+        super().handle_one_request()
 
     def do_GET(self) -> None:
-        if "name[]" in parse_qs(urlparse(self.path).query):
-            super().do_GET()
-            return
         self._answer(body=True)
 
     def do_HEAD(self) -> None:
@@ -168,40 +199,90 @@ class _SeqshmHandler(MetricsHandler):
 
     def _answer(self, body: bool) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept") or "")
-        output = self.collector.exposition(encoder)
+        names = parse_qs(urlparse(self.path).query).get("name[]")
+        if names is None and self.collector is not None:
+            output = self.collector.exposition(encoder)
+        else:
+            registry = self.registry
+            if names is not None and isinstance(registry, CollectorRegistry):
+                registry = registry.restricted_registry(names)
+            output = encoder(registry)
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         if gzip_accepted(self.headers.get("Accept-Encoding") or ""):
             output = gzip.compress(output)
             self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(output)))
+        if self.close_connection:  # the client said close, or speaks HTTP/1.0: say so too
+            self.send_header("Connection", "close")
         self.end_headers()
         if body:
             self.wfile.write(output)
 
 
-class MetricsServer(HTTPServer):
-    """An HTTPServer that answers one request at a time on its thread, with
-    prometheus_client's MetricsHandler (content negotiation: Prometheus text, OpenMetrics,
-    gzip), or for a SeqshmCollector alone (``registry_of``'s registry) a MetricsHandler that
-    renders the same bytes from templates. Not start_http_server's server, which starts a
-    thread per request: that thread cost more than the scrape itself (host, 2 CPUs: ~0.35 ms
-    of ~0.7 ms per scrape), and scrapes take turns on the collector's lock anyway."""
+class MetricsServer(ThreadingHTTPServer):
+    """An HTTP/1.1 server of ``registry`` with keep-alive, a daemon thread per connection:
+    prometheus_client's content negotiation (Prometheus text, OpenMetrics, gzip), rendered from
+    templates for a SeqshmCollector alone (``registry_of``'s registry).
 
-    def __init__(self, host: str, port: int, registry: Collector) -> None:
+    A thread per connection, not per request (start_http_server's) nor one thread for all:
+    Prometheus keeps one connection per target and scrapes over it, so the thread is started
+    once per scraper, not once per scrape (a thread start cost ~0.35 ms of a ~0.7 ms scrape on
+    a 2-CPU host); and a client that idles on its kept connection, or stalls mid-request, holds
+    only its own thread, never another scraper's answers (with one thread for all, it would
+    hold every scrape for as long as its timeout). A selector loop would do the same in one
+    thread, but needs its own HTTP parser; http.server's is the one the library's handler
+    uses. Scrapes still take turns on the collector's lock. ``idle_timeout``,
+    ``request_timeout`` and ``max_connections``: see IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S and
+    MAX_CONNECTIONS. ``server_close()`` also closes the kept connections."""
+
+    daemon_threads = True  # a connection's thread never keeps the process alive
+
+    def __init__(self, host: str, port: int, registry: Collector, *,
+                 idle_timeout: float = IDLE_TIMEOUT_S,
+                 request_timeout: float = REQUEST_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         # the address family of the host given (IPv6 too), as http.server's own CLI picks it
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
         self.address_family = infos[0][0]
-        handler: type[MetricsHandler]
-        collector = _seqshm_alone(registry)
-        if collector is not None:
-            handler = type("SeqshmHandler", (_SeqshmHandler,),
-                           {"collector": collector, "registry": registry})
-        else:
-            handler = MetricsHandler.factory(registry)
-        handler.timeout = REQUEST_TIMEOUT_S
+        self.max_connections = max_connections
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        handler = type("SeqshmMetricsHandler", (_Handler,), {
+            "registry": registry, "collector": _seqshm_alone(registry),
+            "idle_timeout": idle_timeout, "timeout": request_timeout})
         super().__init__((host, port), handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            full = len(self._connections) >= self.max_connections
+            if not full:
+                self._connections.add(request)
+        if full:
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that went away mid-answer, or was too slow to take it: its loss alone
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._connections_lock:
+            kept = list(self._connections)
+        for connection in kept:  # their threads see the end of their connection and return
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def serve(registry: Collector, listen: str = DEFAULT_LISTEN

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -110,6 +111,31 @@ def get(url: str, timeout: float = 10, headers: dict[str, str] | None = None) ->
                                 timeout=timeout) as resp:
         body: bytes = resp.read()
         return body
+
+
+class KeptConnection:
+    """One HTTP/1.1 connection to the server of ``url``, kept for every ``get`` as Prometheus
+    keeps one per target; ``get`` fails if the server does not keep it."""
+
+    def __init__(self, url: str, timeout: float = 10) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.url, self.path = url, parts.path or "/"
+        self.conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+        self.sock: socket.socket | None = None
+
+    def get(self, headers: dict[str, str] | None = None) -> bytes:
+        self.conn.request("GET", self.path, headers=headers or {})
+        resp = self.conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200, (self.url, resp.status, body[:200])
+        assert not resp.will_close, f"{self.url}: the server did not keep the connection"
+        # http.client reconnects by itself: the same socket throughout, or it was not kept
+        assert self.sock in (None, self.conn.sock), f"{self.url}: a new connection"
+        self.sock = self.conn.sock
+        return body
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def _wait_http(url: str, proc: subprocess.Popen[Any], what: str, timeout: float = 30) -> None:
