@@ -2,6 +2,12 @@
 prometheus-node-exporter (cpu collector alone) vs psutil.cpu_times(percpu=True), side by side
 in one run: latency per scrape (median) and CPU time per scrape of the serving process.
 
+Every HTTP case is measured twice, in two groups with node_exporter's figure as the baseline of
+each: over one kept HTTP/1.1 connection for every scrape, as Prometheus scrapes (the headline:
+Prometheus keeps one keep-alive connection per target, prometheus/prometheus#2498, the default
+since 2.0; Debian's 2.42 scraped ``seqshm export`` 9 times over one connection here), and over
+a new connection per scrape (urllib), which a scraper that closes pays.
+
     python benchmarks/test_bench_export.py   # full run: results/export.json and export.md
 
 On the host, the cpustat channel is the demo's userspace one, written at 10 Hz (the kernel
