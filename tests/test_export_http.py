@@ -268,3 +268,19 @@ def test_connections_over_the_limit_are_closed_and_the_kept_ones_still_served(
             time.sleep(0.05)
         assert answer.startswith(b"HTTP/1.1 200")
         first.close()
+
+
+def test_connection_threads_are_reused_and_ended_by_server_close(cpustat: str) -> None:
+    """A scraper that opens a connection per scrape does not start a thread per scrape; the
+    threads end with the server."""
+    with server_of(export.SeqshmCollector([cpustat])) as server:
+        name = f"seqshm-export-{server.server_port}-conn"
+        for _ in range(10):  # one after another
+            with connect(server) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                assert read_to_end(sock).startswith(b"HTTP/1.1 200")
+        threads = [t for t in threading.enumerate() if t.name == name]
+        assert 1 <= len(threads) < 10
+    for t in threads:
+        t.join(CLIENT_WAIT_S)
+        assert not t.is_alive()
