@@ -633,3 +633,56 @@ def test_create_removes_sidecars_whose_channel_is_gone(make_path: Callable[[], s
     assert os.path.exists(sidecars[young])  # too young to tell
     assert os.path.exists(waiters_path(live)) and os.path.exists(stranger)
     keep.close()
+
+
+def test_a_dead_readers_count_is_reset_beside_a_live_reader_that_waits_now_and_then(
+        make_path: Callable[[], str]) -> None:
+    """A reader killed asleep leaves its count; a live reader that sleeps once every ten
+    writes must not keep the writer paying a FUTEX_WAKE per write forever (its wakes that
+    found someone used to restart the count of wakes that found nobody, so the reset never
+    came)."""
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        try:
+            os.pwrite(fd, struct.pack("=I", 1), _core.abi_layout()["waiters"]["count"])
+        finally:
+            os.close(fd)
+        go, done = threading.Event(), threading.Event()
+        stop = False
+        results: list[bool] = []
+
+        def live_reader() -> None:
+            while True:
+                go.wait()
+                go.clear()
+                if stop:
+                    return
+                r.read()
+                results.append(r.wait(timeout=HANG_GUARD_S))
+                done.set()
+
+        t = threading.Thread(target=live_reader)
+        t.start()
+        wchan = f"/proc/self/task/{t.native_id}/wchan"
+        try:
+            rounds = _core.WAKE_HEAL_AFTER // 9 + 2
+            for i in range(rounds):
+                done.clear()
+                go.set()
+                with open(wchan) as f:
+                    _until(lambda: "futex" in (f.seek(0), f.read())[1], "the reader sleeps")
+                w.write([i])  # a wake that finds the live reader
+                assert done.wait(HANG_GUARD_S)
+                for j in range(9):  # and nine that find nobody but the dead one's count
+                    w.write([j])
+        finally:
+            stop = True
+            go.set()
+            t.join()
+        assert results == [True] * rounds
+        wakes, resets = _hooks.wake_stats(w)
+        assert resets >= 1, f"{wakes} wakes, the dead reader's count never reset"
+        assert _count(w.path) == 0
+        for i in range(100):  # nobody counted now: no more wake calls
+            w.write([i])
+        assert _hooks.wake_stats(w)[0] == wakes

@@ -72,11 +72,14 @@ void seqshm_waker_wake(struct seqshm_waker *wk)
 
 	wk->wakes++;
 	/* A wake that finds nobody is normal now and then (a counted reader not yet asleep: its
-	 * FUTEX_WAIT then sees the new head and returns); a long run of them is a stale count. */
-	if (woken > 0) {
-		wk->idle_wakes = 0;
+	 * FUTEX_WAIT then sees the new head and returns); many of them are a stale count. Counted
+	 * in total, not in a row: a live reader that sleeps now and then (one write in ten) finds
+	 * a wake often enough to break every run, and a count its dead peer left would then
+	 * cost each write a FUTEX_WAKE for as long as it lives. Trying the reset is harmless
+	 * (it stores 0 only when no live reader is counted), so trying it once per
+	 * SEQSHM_WAKE_HEAL_AFTER idle wakes whatever came between costs nothing. */
+	if (woken > 0)
 		return;
-	}
 	if (++wk->idle_wakes < SEQSHM_WAKE_HEAL_AFTER)
 		return;
 	wk->idle_wakes = 0;

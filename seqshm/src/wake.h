@@ -28,7 +28,7 @@ struct seqshm_waker {
 	uint32_t *state_word;	/* state in the writer's mapping */
 	int fd;			/* the sidecar, to reset a stale count; -1: none */
 	int fence;		/* SEQSHM_WAKE_F_FENCE: a full fence per write, no membarrier */
-	uint32_t idle_wakes;	/* wakes in a row that woke nobody */
+	uint32_t idle_wakes;	/* wakes that woke nobody since the last reset try */
 	uint64_t wakes;		/* FUTEX_WAKE calls after writes */
 	uint64_t resets;	/* stale counts reset */
 };
