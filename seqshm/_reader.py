@@ -44,7 +44,9 @@ _WAITERS = _core.abi_layout()["waiters"]
 _WAITERS_ID = struct.Struct("=QQQ")  # magic, channel_dev, channel_ino: line 0 of the sidecar
 #: _futex_sleep()'s result when a write woke it: head is past the target.
 _WOKEN = 3
-#: How long a reader polls, once, when the writer is resetting the sidecar's count.
+#: How long a reader polls when the sidecar's lock is taken (the writer resetting the count,
+#: for microseconds), doubled up to POLL_MAX_S while it stays taken (any process that may read
+#: the channel may open the sidecar and hold the lock: readers must not spin on it).
 _RESET_POLL_S = 20e-6
 
 _sleep_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -572,12 +574,11 @@ class Reader(_core.ReaderEngine):
 
     def _kernel_sleep(self, target: int, seconds: float) -> int:
         """One futex sleep through the attached sidecar (see _core.ReaderEngine._futex_sleep):
-        its result, _WOKEN when head passed ``target``; negative if this reader must poll
-        instead (the sidecar was dropped)."""
+        its result, _WOKEN when head passed ``target``; 1 if the sidecar's lock is taken
+        (the caller polls, with a backoff); negative if this reader must poll instead (the
+        sidecar was dropped)."""
         rc: int = self._futex_sleep(target, seconds)
-        if rc == 1:  # the writer is resetting the count: microseconds
-            time.sleep(_RESET_POLL_S)
-        elif rc < 0:
+        if rc < 0:
             self._next_waiters_try = 0.0  # e.g. a forked child: open its own at once
         return rc
 
@@ -647,6 +648,7 @@ class Reader(_core.ReaderEngine):
     def _wait(self, timeout: float | None, target: int) -> bool:
         """wait() for a write newer than ``target``."""
         plan = self._wait_plan(timeout, time.monotonic, target)
+        locked = _RESET_POLL_S
         try:
             while True:
                 seconds, target = next(plan)
@@ -658,6 +660,11 @@ class Reader(_core.ReaderEngine):
                     rc = self._kernel_sleep(target, seconds)
                     if rc == _WOKEN:  # what the plan's next look would find: return now
                         return True
+                    if rc == 1:
+                        time.sleep(min(seconds, locked))
+                        locked = min(locked * 2, POLL_MAX_S)
+                        continue
+                    locked = _RESET_POLL_S
                     if rc < 0:
                         time.sleep(min(seconds, POLL_MAX_S))
         except StopIteration as done:
@@ -674,13 +681,23 @@ class Reader(_core.ReaderEngine):
         """wait_async() for a write newer than ``target``."""
         loop = asyncio.get_running_loop()
         plan = self._wait_plan(timeout, loop.time, target)
+        locked = _RESET_POLL_S
         try:
             while True:
                 seconds, target = next(plan)
                 if self._device:
                     await self._device_sleep_async(loop, seconds)
-                elif not self._has_waiters or await loop.run_in_executor(
-                        _sleepers(), self._kernel_sleep, target, seconds) < 0:
+                    continue
+                rc = -1
+                if self._has_waiters:
+                    rc = await loop.run_in_executor(
+                        _sleepers(), self._kernel_sleep, target, seconds)
+                if rc == 1:  # the sidecar's lock is taken: poll, backing off (see _wait)
+                    await asyncio.sleep(min(seconds, locked))
+                    locked = min(locked * 2, POLL_MAX_S)
+                    continue
+                locked = _RESET_POLL_S
+                if rc < 0:  # no sidecar, or this process cannot use it: poll
                     await asyncio.sleep(min(seconds, POLL_MAX_S))
         except StopIteration as done:
             return bool(done.value)

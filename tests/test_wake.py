@@ -686,3 +686,32 @@ def test_a_dead_readers_count_is_reset_beside_a_live_reader_that_waits_now_and_t
         for i in range(100):  # nobody counted now: no more wake calls
             w.write([i])
         assert _hooks.wake_stats(w)[0] == wakes
+
+
+@pytest.mark.parametrize("call", ["wait", "wait_async"])
+def test_a_reader_locked_out_of_the_sidecar_backs_off(
+        make_path: Callable[[], str], monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    """Whoever may read a channel may open its sidecar and hold the write lock the writer
+    takes for microseconds to reset the count: waiting readers then looked at it again every
+    20 us for as long as it was held (17% of a CPU each; thousands of tries in 0.3 s). They
+    back off to the polling rate of a reader without a sidecar (1 ms)."""
+    tries: list[int] = []
+    sleep = seqshm.Reader._futex_sleep
+    monkeypatch.setattr(seqshm.Reader, "_futex_sleep",
+                        lambda self, *a: tries.append(sleep(self, *a)) or tries[-1])
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        w.write([1])
+        r.read()
+        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK))
+            seconds = 0.3
+            if call == "wait":
+                assert r.wait(seconds) is False
+            else:
+                assert asyncio.run(r.wait_async(seconds)) is False
+        finally:
+            os.close(fd)
+        assert set(tries) == {1}  # every try met the lock
+        # at 1 ms apart at most 300 tries (plus the backoff's first few); was about 5000
+        assert len(tries) < seconds / seqshm._reader.POLL_MAX_S + 20, len(tries)
