@@ -1066,6 +1066,9 @@ cdef class ReaderEngine(_Channel):
                     continue
             seqs[i] = m.write_seq
             stamps[i] = m.timestamp_ns
+            # a ring of large slots takes long to copy whole: Ctrl-C and other signals'
+            # handlers run between slots, not after the last (a no-op when none is pending)
+            PyErr_CheckSignals()
         return data, seqs, stamps, error
 
     def __repr__(self):

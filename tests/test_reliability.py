@@ -549,6 +549,49 @@ def test_ctrl_c_interrupts_a_wait_at_once(shm_path: str) -> None:
     assert elapsed < 2.0, p.stdout  # not the 5 s timeout
 
 
+HISTORY_INTERRUPT_CHILD = """
+import os, signal, sys, threading, time, traceback
+import numpy as np
+import seqshm
+class Interrupted(Exception):
+    pass
+def handler(signum, frame):
+    raise Interrupted()
+signal.signal(signal.SIGTERM, handler)
+r = seqshm.open(sys.argv[1])
+for attempt in range(5):
+    started = threading.Event()
+    # the signal comes as soon as this thread runs, which is when history() releases the
+    # GIL to copy its first slot (a large payload), or sooner
+    killer = threading.Thread(target=lambda: (started.wait(), os.kill(os.getpid(),
+                                                                    signal.SIGTERM)))
+    killer.start()
+    try:
+        started.set()
+        r.history()
+        time.sleep(1)  # the handler runs here at the latest
+        print("not interrupted")
+    except Interrupted as e:
+        inside = any(f.name.endswith("_read_slots") for f in traceback.extract_tb(e.__traceback__))
+        print("inside" if inside else "outside")
+    killer.join()
+"""
+
+
+def test_a_signal_interrupts_history_of_a_large_ring_between_slots(shm_path: str) -> None:
+    """history() copied every slot of a ring before a signal's handler could run (64 slots
+    of 1 MiB: the whole ring; a second on a slow machine for a large one); it looks at
+    signals after each slot, as every wait does."""
+    with seqshm.create(shm_path, np.float64, (1 << 17,), nr_slots=64) as w:
+        for i in range(64):
+            w.write(np.full(1 << 17, i, np.float64))
+        p = _run_child(HISTORY_INTERRUPT_CHILD, shm_path)
+        w.close(unlink=True)
+    where = p.stdout.split()
+    assert len(where) == 5, _crashed(p)
+    assert "inside" in where, _crashed(p)  # was: always after history() returned
+
+
 def test_a_blocked_read_does_not_spin_a_cpu(shm_path: str) -> None:
     code = """
     import sys, time
