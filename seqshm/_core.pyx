@@ -1194,22 +1194,56 @@ cdef class WriterEngine(_Channel):
     cdef cnp.ndarray _as_payload(self, data):
         if type(data) is np.ndarray and self._fits(<cnp.ndarray>data, cnp.NPY_ARRAY_C_CONTIGUOUS):
             return <cnp.ndarray>data
+        kind = self._descr.kind
+        if (kind in "f" and isinstance(data, np.ndarray) and data.dtype.kind == "c"
+                and data.shape == self.shape):
+            self._check_exact(data, data.real)  # before the cast, which only warns
         try:
-            src = np.asarray(data, dtype=self._descr, order="C")  # keeps 0-d
+            if kind in "iu":  # NaN or inf into an integer: refused below, not only warned of
+                with np.errstate(invalid="ignore"):
+                    src = np.asarray(data, dtype=self._descr, order="C")
+            else:
+                src = np.asarray(data, dtype=self._descr, order="C")  # keeps 0-d
         except (TypeError, ValueError, OverflowError) as e:
             raise type(e)(f"{self.path}: data is not convertible to the channel's dtype "
                           f"{self._descr}: {e}") from None
         if not self._same_shape(src):
             raise ValueError(
                 f"{self.path}: data has shape {(<object>src).shape}, the channel holds {self.shape}")
+        if kind in "iu":
+            self._check_exact(data, src)
         return src
+
+    def _check_exact(self, data, converted):
+        """Refuse a write whose values the cast to the channel's dtype changed: np.asarray
+        wraps an array's values out of an integer's range (300 -> 44), makes some integer of
+        NaN, truncates fractions and drops imaginary parts, all without an error, where
+        Python ints out of range raise. The slow path only (data of another dtype)."""
+        try:
+            orig = data if isinstance(data, np.ndarray) else np.asarray(data)
+        except (TypeError, ValueError, OverflowError):
+            return
+        if orig.dtype == converted.dtype or orig.dtype.kind not in "biufc":
+            return
+        with np.errstate(all="ignore"):
+            changed = np.asarray(orig != converted)
+        if changed.any():
+            i = np.flatnonzero(changed)[0]
+            raise ValueError(
+                f"{self.path}: data holds values the channel's dtype {self._descr} cannot "
+                f"hold: {orig.flat[i].item()!r} would be stored as "
+                f"{converted.flat[i].item()!r}; convert them first (np.clip, np.round, "
+                ".astype) if that is what you want")
 
     def write(self, data, timestamp_ns=None):
         """Publish ``data`` (the channel's shape; converted like ``np.asarray``) as one write.
 
         Returns its write number. ``timestamp_ns`` (int, ns) defaults to CLOCK_MONOTONIC now.
         Safe from several threads: writes are serialized. Raises ClosedError after close(),
-        WriterBusy in a forked child, FileTruncated if the file shrank under the writer.
+        WriterBusy in a forked child, FileTruncated if the file shrank under the writer,
+        ValueError for values an integer channel cannot hold exactly (out of range, NaN,
+        fractions) or complex ones with an imaginary part on a real channel (np.asarray
+        would wrap, truncate or drop them without an error).
         """
         cdef cnp.ndarray src = self._as_payload(data)
         cdef uint64_t ts = (seqshm_monotonic_ns() if timestamp_ns is None

@@ -755,6 +755,31 @@ def test_write_of_unconvertible_data_publishes_nothing(make_path: Callable[[], s
         assert w.seq == 0
 
 
+@pytest.mark.parametrize(("dtype", "data", "stored"), [
+    (np.uint8, np.array([300, 1, 2]), 44),         # wrapped around
+    (np.uint8, np.array([-1, 1, 2]), 255),
+    (np.int16, np.array([70000, 1, 2], np.int32), 4464),
+    (np.int32, np.array([np.nan, 1, 2]), None),   # NaN has no integer: whatever the cast makes
+    (np.int32, [1.5, 1, 2], 1),                   # truncated
+    (np.float64, np.array([1 + 2j, 1, 2]), 1.0),  # imaginary part dropped
+])
+def test_write_of_values_the_channel_cannot_hold_publishes_nothing(
+        make_path: Callable[[], str], dtype: Any, data: Any, stored: Any) -> None:
+    """write() converted as np.asarray does: an array's values out of the channel's range
+    wrapped around (300 became 44), NaN and fractions became some integer, complex lost its
+    imaginary part, all published without an error (Python ints out of range already raised
+    OverflowError). Values that convert exactly still do."""
+    with seqshm.create(make_path(), dtype, 3) as w:
+        with pytest.raises(ValueError, match=f"{w.path}.*cannot hold") as e:
+            w.write(data)
+        if stored is not None:
+            assert f"stored as {stored!r}" in str(e.value)
+        assert w.seq == 0
+        w.write(np.array([1, 2, 3]))  # int64 into any of them: exact
+        w.write([1.0, 2.0, 3.0])
+        assert w.seq == 2
+
+
 def test_begin_twice_is_a_runtime_error(make_path: Callable[[], str]) -> None:
     with seqshm.create(make_path(), np.int32, 1) as w:
         w.begin()
