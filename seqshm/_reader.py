@@ -50,6 +50,14 @@ _WOKEN = 3
 _RESET_POLL_S = 20e-6
 
 _sleep_pool: concurrent.futures.ThreadPoolExecutor | None = None
+#: Threads in which wait_async() sleeps in the kernel, at most.
+_SLEEPERS_MAX = 64
+#: Sleeps handed to those threads and not yet over (a cancelled wait's included): a sleep
+#: is handed over only when a thread is free for it. Queued behind 64 sleeping ones, a wait
+#: whose write came would be seen only when one of them ended its slice (up to 0.1 s later);
+#: the waits beyond 64 poll instead (20 us to 1 ms late, as without a sidecar).
+_sleeping = 0
+_sleeping_lock = threading.Lock()
 
 
 def _sleepers() -> concurrent.futures.ThreadPoolExecutor:
@@ -58,13 +66,39 @@ def _sleepers() -> concurrent.futures.ThreadPoolExecutor:
     global _sleep_pool
     if _sleep_pool is None:
         _sleep_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=64, thread_name_prefix="seqshm-wait")
+            max_workers=_SLEEPERS_MAX, thread_name_prefix="seqshm-wait")
     return _sleep_pool
 
 
+def _take_sleeper() -> bool:
+    """Whether a sleeper thread is free for one more sleep (then counted as taken)."""
+    global _sleeping
+    with _sleeping_lock:
+        if _sleeping >= _SLEEPERS_MAX:
+            return False
+        _sleeping += 1
+        return True
+
+
+def _give_sleeper() -> None:
+    global _sleeping
+    with _sleeping_lock:
+        _sleeping -= 1
+
+
+def _sleep_in_thread(reader: Reader, target: int, seconds: float) -> int:
+    """A sleeper thread's job: one futex sleep, its thread given back when it ends (not when
+    the waiting task is cancelled: the thread sleeps on)."""
+    try:
+        return reader._kernel_sleep(target, seconds)
+    finally:
+        _give_sleeper()
+
+
 def _forget_sleepers() -> None:
-    global _sleep_pool
+    global _sleep_pool, _sleeping, _sleeping_lock
     _sleep_pool = None  # a forked child has none of the parent's threads
+    _sleeping, _sleeping_lock = 0, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_sleepers)
@@ -674,7 +708,8 @@ class Reader(_core.ReaderEngine):
         """``await reader.wait_async()``: :meth:`wait` for asyncio (same results and errors).
         On a device the event loop watches the file; on a userspace channel the futex sleep
         runs in a worker thread (a cancelled wait leaves it asleep until the next write or
-        for at most 0.1 s), or it polls head when it cannot."""
+        for at most 0.1 s; 64 such threads at most, waits beyond them poll), or it polls
+        head when it cannot."""
         return await self._wait_async(timeout, self.seq)
 
     async def _wait_async(self, timeout: float | None, target: int) -> bool:
@@ -688,16 +723,21 @@ class Reader(_core.ReaderEngine):
                 if self._device:
                     await self._device_sleep_async(loop, seconds)
                     continue
-                rc = -1
-                if self._has_waiters:
-                    rc = await loop.run_in_executor(
-                        _sleepers(), self._kernel_sleep, target, seconds)
+                rc = -1  # no sidecar, or every sleeper thread busy: poll
+                if self._has_waiters and _take_sleeper():
+                    try:
+                        fut = loop.run_in_executor(
+                            _sleepers(), _sleep_in_thread, self, target, seconds)
+                    except BaseException:
+                        _give_sleeper()  # never handed over
+                        raise
+                    rc = await fut
                 if rc == 1:  # the sidecar's lock is taken: poll, backing off (see _wait)
                     await asyncio.sleep(min(seconds, locked))
                     locked = min(locked * 2, POLL_MAX_S)
                     continue
                 locked = _RESET_POLL_S
-                if rc < 0:  # no sidecar, or this process cannot use it: poll
+                if rc < 0:  # no sidecar, no free thread, or this process cannot use it: poll
                     await asyncio.sleep(min(seconds, POLL_MAX_S))
         except StopIteration as done:
             return bool(done.value)

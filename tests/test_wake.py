@@ -715,3 +715,56 @@ def test_a_reader_locked_out_of_the_sidecar_backs_off(
         assert set(tries) == {1}  # every try met the lock
         # at 1 ms apart at most 300 tries (plus the backoff's first few); was about 5000
         assert len(tries) < seconds / seqshm._reader.POLL_MAX_S + 20, len(tries)
+
+
+def test_async_waits_beyond_the_sleeper_threads_do_not_queue_behind_them(
+        make_path: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """wait_async() sleeps in one of 64 threads; the 65th waiting task's sleep was queued
+    until one of them ended its slice, so the write it waited for was seen up to 0.1 s late
+    (60 ms measured with 100 tasks). Waits with no free thread poll instead. With slices of
+    5 s here, a queued wait would have waited for one to run out."""
+    from seqshm import _reader
+
+    monkeypatch.setattr(_reader, "CHECK_INTERVAL_S", 5.0)
+    ended: list[int] = []
+    sleep = seqshm.Reader._futex_sleep
+
+    def futex_sleep(self: seqshm.Reader, target: int, seconds: float) -> int:
+        rc = sleep(self, target, seconds)
+        ended.append(rc)
+        return rc
+
+    monkeypatch.setattr(seqshm.Reader, "_futex_sleep", futex_sleep)
+    n = _reader._SLEEPERS_MAX + 4
+    _until(lambda: _reader._sleeping == 0, "earlier tests' sleeps are over")
+    writers = [seqshm.create(make_path(), np.int64, 1) for _ in range(n)]
+    readers = [seqshm.open(w.path) for w in writers]
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(r.wait_async(HANG_GUARD_S)) for r in readers]
+        deadline = time.monotonic() + HANG_GUARD_S
+        while sum(_count(w.path) for w in writers) < _reader._SLEEPERS_MAX:
+            assert time.monotonic() < deadline, "the sleeper threads never all slept"
+            await asyncio.sleep(0.001)
+        beyond = [i for i, w in enumerate(writers) if _count(w.path) == 0]
+        assert len(beyond) == n - _reader._SLEEPERS_MAX
+        writers[beyond[0]].write([1])
+        assert await asyncio.wait_for(tasks[beyond[0]], HANG_GUARD_S) is True
+        assert 2 not in ended  # no sleep ran out its slice before: the wait did not queue
+        for w in writers:
+            w.close()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(x, seqshm.ChannelEnded) for i, x in enumerate(results)
+                   if i != beyond[0])
+
+    try:
+        for w in writers:
+            w.write([0])
+        for r in readers:
+            r.read()
+        asyncio.run(main())
+    finally:
+        for w in writers:
+            w.close(unlink=True)
+        for r in readers:
+            r.close()
