@@ -417,7 +417,8 @@ def create(
     ``close()``: one writer per channel. An existing file is an error (FileExistsError)
     unless ``overwrite``; a file another live writer holds, or one another creator is taking
     at the same moment, is WriterBusy. Replacing a channel marks the old one REPLACED, so its
-    readers see the end at once (and followers move to the new one).
+    readers see the end at once (and followers move to the new one). ``mode``: the file's
+    permission bits (0o000 to 0o777; the umask does not apply).
     """
     # absolute: close(unlink=True) after a chdir() must still find the file
     # resolved as open(2) would: ".." after a symlink is the link target's parent, and a
@@ -436,6 +437,11 @@ def create(
         if not 1 <= nr_slots <= _core.MAX_SLOTS or nr_slots & (nr_slots - 1):
             raise ValueError(
                 f"nr_slots is {nr_slots}, not a power of two from 1 to {_core.MAX_SLOTS}")
+        if isinstance(mode, bool) or not isinstance(mode, (int, np.integer)):
+            raise TypeError(f"mode must be an int (such as 0o644), not {type(mode).__name__}")
+        if not 0 <= mode <= 0o777:
+            # fchmod() takes the set-id and sticky bits too (and -1 as 0o7777)
+            raise ValueError(f"mode {oct(mode)} is not permission bits from 0o000 to 0o777")
         pid = os.getpid()
         start = process_start_time(pid) or 0
         header, region_size = _core.build_header(name, int(nr_slots), dims, element, pid,

@@ -780,6 +780,23 @@ def test_write_of_values_the_channel_cannot_hold_publishes_nothing(
         assert w.seq == 2
 
 
+@pytest.mark.parametrize(("mode", "error"), [
+    (-1, ValueError),      # was: a channel with mode 0o7777 (setuid, setgid, sticky, 0o777)
+    (0o7777, ValueError),
+    (0o4644, ValueError),  # was: setuid on the channel file
+    (0o1000, ValueError),
+    (6.44, TypeError),
+    ("644", TypeError),
+    (True, TypeError),
+])
+def test_create_refuses_a_mode_that_is_not_permission_bits(
+        make_path: Callable[[], str], mode: Any, error: type[Exception]) -> None:
+    path = make_path()
+    with pytest.raises(error, match=f"{path}: mode"):
+        seqshm.create(path, np.int64, 1, mode=mode)
+    assert os.listdir(os.path.dirname(path)) == []  # nothing left behind
+
+
 def test_begin_twice_is_a_runtime_error(make_path: Callable[[], str]) -> None:
     with seqshm.create(make_path(), np.int32, 1) as w:
         w.begin()
