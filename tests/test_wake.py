@@ -768,3 +768,29 @@ def test_async_waits_beyond_the_sleeper_threads_do_not_queue_behind_them(
             w.close(unlink=True)
         for r in readers:
             r.close()
+
+
+def test_a_dead_readers_count_is_reset_when_a_live_reader_is_counted_at_most_wakes(
+        make_path: Callable[[], str]) -> None:
+    """A live reader woken but not yet run still holds its read lock (and its count): a
+    writer's burst of writes after a wake finds it so at most idle wakes. A reset tried only
+    once per SEQSHM_WAKE_HEAL_AFTER idle wakes then kept failing (here: idle wake 1024, 2048,
+    3072 and 4096 all met the lock, the first that would not is the 5120th); after a failed
+    try the writer tries again within a few idle wakes."""
+    with seqshm.create(make_path(), np.int64, 1) as w:
+        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        try:
+            os.pwrite(fd, struct.pack("=I", 1), _core.abi_layout()["waiters"]["count"])
+            for i in range(2 * _core.WAKE_HEAL_AFTER // 10):
+                # nine writes while a live reader (this fd's read lock) is counted, one not
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_RDLCK))
+                _hooks.write_pattern(w, 9)
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK))
+                _hooks.write_pattern(w, 1)
+                if _hooks.wake_stats(w)[1]:
+                    break
+        finally:
+            os.close(fd)
+        wakes, resets = _hooks.wake_stats(w)
+        assert resets == 1, f"{wakes} wakes and the count never reset"
+        assert _count(w.path) == 0

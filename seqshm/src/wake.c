@@ -49,14 +49,17 @@ void seqshm_waker_attach(struct seqshm_waker *wk, struct seqshm_waiters *w, int 
  * we can take means no live reader is counted: the count is wholly stale, and no reader can
  * count itself until we unlock, so storing 0 loses nobody. Readers that meet our lock
  * (microseconds) poll for that one sleep. If a live reader holds its lock, the count is right
- * (or mixed with stale counts: we try again after another SEQSHM_WAKE_HEAL_AFTER idle wakes).
+ * (or mixed with stale counts: seqshm_waker_wake() tries again soon). Returns 0 when a live
+ * reader's lock stopped it, 1 when the try is over (reset, or no sidecar to lock).
  */
-static void seqshm_waker_reset(struct seqshm_waker *wk)
+static int seqshm_waker_reset(struct seqshm_waker *wk)
 {
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
 
-	if (wk->fd < 0 || fcntl(wk->fd, F_OFD_SETLK, &fl) != 0)
-		return;
+	if (wk->fd < 0)
+		return 1;	/* nothing to reset it through: do not try again soon */
+	if (fcntl(wk->fd, F_OFD_SETLK, &fl) != 0)
+		return 0;
 	/* Ordered against the readers' increments by the lock (a reader increments only while it
 	 * holds its read lock, which it takes after our unlock); an atomic store, as the readers
 	 * update the word with atomic read-modify-writes. */
@@ -64,6 +67,7 @@ static void seqshm_waker_reset(struct seqshm_waker *wk)
 	wk->resets++;
 	fl.l_type = F_UNLCK;
 	fcntl(wk->fd, F_OFD_SETLK, &fl);
+	return 1;
 }
 
 void seqshm_waker_wake(struct seqshm_waker *wk)
@@ -82,8 +86,15 @@ void seqshm_waker_wake(struct seqshm_waker *wk)
 		return;
 	if (++wk->idle_wakes < SEQSHM_WAKE_HEAL_AFTER)
 		return;
-	wk->idle_wakes = 0;
-	seqshm_waker_reset(wk);
+	if (seqshm_waker_reset(wk)) {
+		wk->idle_wakes = 0;
+		return;
+	}
+	/* A live reader held its lock: one woken but not yet run still does, and a burst of
+	 * writes after a wake finds it so every time. Try again within 1 to 16 idle wakes, a
+	 * stride that varies (a multiplicative hash of the wake count) so that it cannot keep
+	 * falling in step with such a pattern; an fcntl() per ~8 wakes that found nobody. */
+	wk->idle_wakes = SEQSHM_WAKE_HEAL_AFTER - 1 - (uint32_t)((wk->wakes * 2654435761u) >> 28 & 15);
 }
 
 void seqshm_wake_all(struct seqshm_header *h)
