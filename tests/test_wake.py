@@ -781,7 +781,7 @@ def test_a_dead_readers_count_is_reset_when_a_live_reader_is_counted_at_most_wak
         fd = os.open(waiters_path(w.path), os.O_RDWR)
         try:
             os.pwrite(fd, struct.pack("=I", 1), _core.abi_layout()["waiters"]["count"])
-            for i in range(2 * _core.WAKE_HEAL_AFTER // 10):
+            for _ in range(2 * _core.WAKE_HEAL_AFTER // 10):
                 # nine writes while a live reader (this fd's read lock) is counted, one not
                 fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_RDLCK))
                 _hooks.write_pattern(w, 9)
