@@ -50,12 +50,14 @@ _WOKEN = 3
 _RESET_POLL_S = 20e-6
 
 _sleep_pool: concurrent.futures.ThreadPoolExecutor | None = None
-#: Threads in which wait_async() sleeps in the kernel, at most.
-_SLEEPERS_MAX = 64
+#: Threads in which wait_async() sleeps in the kernel, at most: one per waiting task (a
+#: sleeping thread costs no CPU and little memory), so that a task is never queued behind
+#: others' sleeps.
+_SLEEPERS_MAX = 256
 #: Sleeps handed to those threads and not yet over (a cancelled wait's included): a sleep
-#: is handed over only when a thread is free for it. Queued behind 64 sleeping ones, a wait
+#: is handed over only when a thread is free for it. Queued behind sleeping ones, a wait
 #: whose write came would be seen only when one of them ended its slice (up to 0.1 s later);
-#: the waits beyond 64 poll instead (20 us to 1 ms late, as without a sidecar).
+#: the waits beyond _SLEEPERS_MAX poll instead (1 ms late at most, as without a sidecar).
 _sleeping = 0
 _sleeping_lock = threading.Lock()
 
@@ -708,7 +710,7 @@ class Reader(_core.ReaderEngine):
         """``await reader.wait_async()``: :meth:`wait` for asyncio (same results and errors).
         On a device the event loop watches the file; on a userspace channel the futex sleep
         runs in a worker thread (a cancelled wait leaves it asleep until the next write or
-        for at most 0.1 s; 64 such threads at most, waits beyond them poll), or it polls
+        for at most 0.1 s; 256 such threads at most, waits beyond them poll), or it polls
         head when it cannot."""
         return await self._wait_async(timeout, self.seq)
 

@@ -719,13 +719,15 @@ def test_a_reader_locked_out_of_the_sidecar_backs_off(
 
 def test_async_waits_beyond_the_sleeper_threads_do_not_queue_behind_them(
         make_path: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """wait_async() sleeps in one of 64 threads; the 65th waiting task's sleep was queued
+    """wait_async() slept in one of 64 threads; the 65th waiting task's sleep was queued
     until one of them ended its slice, so the write it waited for was seen up to 0.1 s late
-    (60 ms measured with 100 tasks). Waits with no free thread poll instead. With slices of
-    5 s here, a queued wait would have waited for one to run out."""
+    (60 ms measured with 100 tasks). There are 256 threads now, and waits with no free
+    thread poll instead (8 threads here). With slices of 5 s, a queued wait would have
+    waited for one to run out."""
     from seqshm import _reader
 
     monkeypatch.setattr(_reader, "CHECK_INTERVAL_S", 5.0)
+    monkeypatch.setattr(_reader, "_SLEEPERS_MAX", 8)
     ended: list[int] = []
     sleep = seqshm.Reader._futex_sleep
 
