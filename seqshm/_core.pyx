@@ -1034,10 +1034,12 @@ cdef class ReaderEngine(_Channel):
 
     def _read_slots(self):
         """(data, seq, timestamp_ns, error): a consistent copy of every slot, as arrays with a
-        leading axis of nr_slots; a slot with no consistent copy within the timeout has seq 0,
+        leading axis of nr_slots, oldest write first as the ring stood when the copy began (a
+        writer that laps the reader meanwhile can leave them out of order); a slot with no
+        consistent copy within the timeout has seq 0,
         and ``error`` is the ReadTimeout of the last such slot (None if there was none)."""
         cdef seqshm_meta m
-        cdef uint32_t i, n = self.hdr.nr_slots
+        cdef uint32_t i, p, start, n = self.hdr.nr_slots
         cdef cnp.ndarray data
         cdef char *base
         cdef size_t stride = self.hdr.payload_size
@@ -1048,24 +1050,29 @@ cdef class ReaderEngine(_Channel):
         seqs = np.zeros(n, np.uint64)
         stamps = np.zeros(n, np.uint64)
         error = None
-        for i in range(n):
+        # Oldest first: write k is in slot k & mask, so from the slot after head's on, the
+        # copies come out in write order (unless the writer laps us meanwhile) and history()
+        # need not copy the whole ring a second time to sort it.
+        start = <uint32_t>(seqshm_head(&self.r.g) + 1) & self.r.g.slot_mask
+        for p in range(n):
+            i = (start + p) & self.r.g.slot_mask
             if self.r.g.base == NULL:
                 self._check_open()  # closed by another thread while a slot timed out
-            rc = self._try_slot(i, base + i * stride, &m)
+            rc = self._try_slot(i, base + p * stride, &m)
             if rc == _MOVED:  # to a replacement channel, while a slot was copied: start again
                 return self._read_slots()
             if rc == 0:
                 self.r.snapshots += 1
             else:
                 try:
-                    self._read_slow(i, base + i * stride, &m)
+                    self._read_slow(i, base + p * stride, &m)
                 except TimeoutError as e:
                     # No consistent copy of this slot within the timeout (a writer that died
                     # in it, or laps it during every copy): the ring lost it.
                     error = e
                     continue
-            seqs[i] = m.write_seq
-            stamps[i] = m.timestamp_ns
+            seqs[p] = m.write_seq
+            stamps[p] = m.timestamp_ns
             # a ring of large slots takes long to copy whole: Ctrl-C and other signals'
             # handlers run between slots, not after the last (a no-op when none is pending)
             PyErr_CheckSignals()

@@ -464,7 +464,13 @@ class Reader(_core.ReaderEngine):
             raise error
         if len(order):
             self._mark_read(int(seqs[order[-1]]), int(stamps[order[-1]]))
-        return History(data[order], seqs[order], stamps[order])
+        if len(order) and np.array_equal(order, np.arange(order[0], order[0] + len(order))):
+            # in order already (the usual case): a view of the one copy, not a second copy
+            # of the whole ring (twice the memory, and the GIL held throughout)
+            picked = data[order[0]:order[-1] + 1]
+        else:
+            picked = data[order]
+        return History(picked, seqs[order], stamps[order])
 
     # -- every write once ------------------------------------------------------------------------
 

@@ -260,6 +260,30 @@ def test_history_after_laps_holds_the_last_n_writes(make_path) -> None:
     assert h.seq.tolist() == [7, 8, 9, 10] and h.data[:, 0].tolist() == [7, 8, 9, 10]
 
 
+@pytest.mark.parametrize("writes", [3, 8, 11, 21])  # not full, full, lapped (twice)
+def test_history_copies_the_ring_once(make_path, writes: int) -> None:
+    """history() copied every slot, then copied them all again to sort them by write (twice
+    the ring's memory at its peak, and the second copy deaf to signals): the slots are now
+    copied oldest first, so sorting them moves nothing."""
+    import tracemalloc
+
+    size = 1 << 20
+    with seqshm.create(make_path(), np.uint8, size, nr_slots=8) as w, \
+            seqshm.open(w.path) as r:
+        for k in range(1, writes + 1):
+            w.write(np.full(size, k, np.uint8))
+        tracemalloc.start()
+        try:
+            h = r.history()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    held = min(writes, 8)
+    assert h.seq.tolist() == list(range(writes - held + 1, writes + 1))
+    assert h.data[:, ::4096].tolist() == [[k] * (size // 4096) for k in h.seq.tolist()]
+    assert peak < 8 * size * 1.25, f"history() of 8 MiB allocated {peak} bytes at its peak"
+
+
 def test_history_gap_shows_the_writes_the_reader_missed(make_path) -> None:
     with seqshm.create(make_path(), np.uint64, 1, nr_slots=4) as w, seqshm.open(w.path) as r:
         w.write([1])
