@@ -96,8 +96,9 @@
  * the futex contract turns into "the sleeper sees k or is woken". A writer that could not
  * register fences every write and sets SEQSHM_WAKE_F_FENCE. Both ends are advisory: a count
  * left high (a reader that died counted) costs the writer a futex wake per write until it
- * resets the count, which it does when a wake has found nobody SEQSHM_WAKE_HEAL_AFTER times
- * in a row and it can take a write lock on the sidecar's byte 0 (no live reader counted); a
+ * resets the count, which it tries after SEQSHM_WAKE_HEAL_AFTER wakes that found nobody (in
+ * total, not in a row; again within 16 such wakes if a live reader's lock stopped it) and
+ * does when it can take a write lock on the sidecar's byte 0 (no live reader counted); a
  * count too low (a rogue reader) only delays a wake-up to the sleeper's timeout, which
  * readers bound (they also look for a writer that died, which wakes no one).
  */
@@ -134,7 +135,7 @@
 
 /* The sidecar file of sleeping readers (struct seqshm_waiters): its magic, "waiters\0". */
 #define SEQSHM_WAITERS_MAGIC	0x0073726574696177ULL
-/* Wakes that found nobody in a row before the writer tries to reset a stale count. */
+/* Wakes that found nobody (in total) before the writer tries to reset a stale count. */
 #define SEQSHM_WAKE_HEAL_AFTER	1024
 
 /* seqshm_header.state: the channel's life */
