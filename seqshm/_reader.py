@@ -26,7 +26,7 @@ from seqshm import _core
 from seqshm._errors import ChannelEnded, ClosedError, FileTruncated, FormatError, ReadTimeout
 from seqshm._lifecycle import ChannelState, lock_is_free, process_start_time, same_file
 from seqshm._types import History, ReaderStats, Sample
-from seqshm._writer import waiters_path
+from seqshm._writer import read_waiters_id, waiters_path
 
 __all__ = ["Reader"]
 
@@ -40,8 +40,6 @@ POLL_MAX_S = 1e-3
 
 _LAYOUT = _core.abi_layout()["ioc_info"]
 _INFO_STRUCT = struct.Struct(f"=II{_LAYOUT['size'] - 8}x")
-_WAITERS = _core.abi_layout()["waiters"]
-_WAITERS_ID = struct.Struct("=QQQ")  # magic, channel_dev, channel_ino: line 0 of the sidecar
 #: _futex_sleep()'s result when a write woke it: head is past the target.
 _WOKEN = 3
 #: How long a reader polls when the sidecar's lock is taken (the writer resetting the count,
@@ -587,8 +585,7 @@ class Reader(_core.ReaderEngine):
                     or (st.st_dev, st.st_ino) != (h["waiters_dev"], h["waiters_ino"])):
                 os.close(fd)
                 return
-            magic, dev, ino = _WAITERS_ID.unpack(
-                os.pread(fd, _WAITERS_ID.size, _WAITERS["magic"]))
+            magic, dev, ino = read_waiters_id(fd)
             with self._fd_lock:
                 self._check_not_closed()
                 ch = os.fstat(self._fd)

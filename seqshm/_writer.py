@@ -39,6 +39,14 @@ os.register_at_fork(after_in_child=_disown_in_child)
 #: Tests set this to make writers fence every write, as when membarrier(2) is unavailable.
 _FORCE_FENCE = False
 _WAITERS = _core.abi_layout()["waiters"]
+#: Line 0 of a sidecar: its magic and the (st_dev, st_ino) of the channel file it serves.
+WAITERS_ID = struct.Struct("=QQQ")
+
+
+def read_waiters_id(fd: int) -> tuple[int, int, int]:
+    """(magic, channel st_dev, channel st_ino) of the sidecar open at ``fd``."""
+    magic, dev, ino = WAITERS_ID.unpack(os.pread(fd, WAITERS_ID.size, _WAITERS["magic"]))
+    return magic, dev, ino
 
 
 def waiters_path(path: str) -> str:
@@ -133,8 +141,8 @@ def _make_waiters(directory: str, name: str, mode: int, channel: os.stat_result
         readable = mode & 0o444
         os.fchmod(new.fd, readable | (readable >> 1))
         _reserve(new.fd, _core.ALIGN, os.path.join(directory, f".{name}.waiters"))
-        os.pwrite(new.fd, struct.pack("=QQQ", _core.WAITERS_MAGIC, channel.st_dev,
-                                      channel.st_ino), _WAITERS["magic"])
+        os.pwrite(new.fd, WAITERS_ID.pack(_core.WAITERS_MAGIC, channel.st_dev, channel.st_ino),
+                  _WAITERS["magic"])
     except BaseException:
         os.close(new.fd)
         new.discard_name()
@@ -172,7 +180,7 @@ def _sweep_stale_waiters(directory: str) -> None:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_SIDECAR_AGE_S:
                 continue
-            magic, dev, ino = struct.unpack("=QQQ", os.pread(fd, 24, _WAITERS["magic"]))
+            magic, dev, ino = read_waiters_id(fd)
             if magic != _core.WAITERS_MAGIC:
                 continue  # not one of ours
             try:

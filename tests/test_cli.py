@@ -62,13 +62,16 @@ def has_mapped(pid: int, path: str) -> bool:
 
 
 @contextmanager
-def writing(w: seqshm.Writer, hz: float = 200) -> Iterator[None]:
-    """``w`` written at about ``hz`` in a thread meanwhile."""
+def writing(w: seqshm.Writer, hz: float = 200,
+            data: Callable[[int], np.ndarray] | None = None) -> Iterator[None]:
+    """``w`` written at about ``hz`` in a thread meanwhile: zeros, or ``data(k)`` as write k."""
     stop = threading.Event()
 
     def loop() -> None:
+        k = 0
         while not stop.wait(1 / hz):
-            w.write(np.zeros(w.shape, w.dtype))
+            k += 1
+            w.write(np.zeros(w.shape, w.dtype) if data is None else data(k))
 
     t = threading.Thread(target=loop)
     t.start()

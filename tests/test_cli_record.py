@@ -10,16 +10,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_cli import _run_in_terminal, has_mapped, start, wait_until
+from test_cli import writing as cli_writing
 
 import seqshm
 from seqshm import _cli_record
@@ -29,11 +29,9 @@ REC = np.dtype([("a", np.uint32), ("b", np.float64, (2,))])
 MIB = 1 << 20
 
 
-@contextmanager
-def writing(w: seqshm.Writer, random: bool = False) -> Iterator[None]:
+def writing(w: seqshm.Writer, random: bool = False) -> AbstractContextManager[None]:
     """``w`` written about every 0.5 ms in a thread meanwhile: write k (seq k) has k in its
     first and last element (and random bytes between, if ``random``: nothing compresses)."""
-    stop = threading.Event()
     bufs = [np.zeros(w.shape, w.dtype) for _ in range(4)]
     if random:
         rng = np.random.default_rng(1)
@@ -42,22 +40,12 @@ def writing(w: seqshm.Writer, random: bool = False) -> Iterator[None]:
                 b.view(np.uint8).shape
             )
 
-    def loop() -> None:
-        k = 0
-        while not stop.is_set():
-            k += 1
-            buf = bufs[k % len(bufs)]
-            buf.flat[0] = buf.flat[-1] = np.array(k).astype(w.dtype)  # uint8: k mod 256
-            w.write(buf)
-            time.sleep(0.0005)
+    def stamped(k: int) -> np.ndarray:
+        buf = bufs[k % len(bufs)]
+        buf.flat[0] = buf.flat[-1] = np.array(k).astype(w.dtype)  # uint8: k mod 256
+        return buf
 
-    t = threading.Thread(target=loop)
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join()
+    return cli_writing(w, hz=2000, data=stamped)
 
 
 def _rows(out_file: str, ext: str) -> int:
