@@ -420,12 +420,6 @@ cdef inline uint32_t _load_waiters_count(seqshm_waiters *w) noexcept nogil:
     return (<volatile uint32_t *>&w.count)[0]
 
 
-def membarrier_register():
-    """Register this process for MEMBARRIER_CMD_GLOBAL_EXPEDITED, once: True if it is (a
-    writer then needs no fence per write: its readers' membarrier() orders for it)."""
-    return seqshm_membarrier_register() == 0
-
-
 def monotonic_ns():
     """CLOCK_MONOTONIC in ns, the clock of every timestamp seqshm writes."""
     return seqshm_monotonic_ns()

@@ -92,7 +92,6 @@ cdef extern from "wake.h" nogil:
     void seqshm_waker_init(seqshm_waker *wk, seqshm_header *h, int fence)
     void seqshm_waker_attach(seqshm_waker *wk, seqshm_waiters *w, int fd)
     void seqshm_wake_all(seqshm_header *h)
-    int seqshm_membarrier_register()
     int seqshm_wake_lock(int fd, int lock)
     int seqshm_wake_wait(const seqshm_header *h, uint32_t *count, int fence, uint64_t target,
                          uint64_t timeout_ns)
