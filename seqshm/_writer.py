@@ -511,7 +511,12 @@ def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
             side_new.link(waiters_name(base))  # none there yet: never a temporary name
             side_new.discard_name()
         except FileExistsError:  # an older channel's, or a planted file: replaced, not followed
-            side_new.replace(waiters_name(base))
+            try:
+                side_new.replace(waiters_name(base))
+            except PermissionError:
+                # another user's file at the name, in a sticky directory: the channel works
+                # without a sidecar (its readers poll) rather than not at all
+                side_new.discard_name()
         _sweep_stale_waiters(d)
     except BaseException:
         new.discard_name()
