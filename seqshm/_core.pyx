@@ -107,7 +107,7 @@ cdef class Mapping:
             raise OSError(errno, os.strerror(errno))
         if writable and madvise(p, length, MADV_DONTFORK) != 0:
             # A forked child must not inherit the writer's mapping: it would hold the file
-            # (and so the writer's flock) open after the writer closed it.
+            # (and so the writer's lock) open after the writer closed it.
             munmap(p, length)
             raise OSError(errno, os.strerror(errno))
         self.guard = seqshm_guard_add(p, length, nr_slots, writable)

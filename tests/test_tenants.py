@@ -152,6 +152,7 @@ def test_reader_locks_do_not_block_restart(other_user: Any, shared_dir: str) -> 
     with pytest.raises(seqshm.WriterBusy):  # the live writer still holds it
         seqshm.create(path, "f8", 4, overwrite=True)
     w.close()
+    time.sleep(0.05)  # the other user's loop takes what a clean close let go of
     with seqshm.create(path, "f8", 4, overwrite=True) as w2:  # a restart, after a close
         assert w2.write(np.ones(4)) == 1
         r = seqshm.open(path)

@@ -14,8 +14,8 @@
  *   payload_offset + k * slot_stride                 slot k payload
  *   region_size            end (a multiple of SEQSHM_ALIGN)
  *
- * Who writes what: exactly one writer (the kernel, or one userspace process holding an
- * exclusive flock on the file) writes every byte. Readers map the region read-only and never
+ * Who writes what: exactly one writer (the kernel, or one userspace process holding a
+ * write lock, F_OFD_SETLK, on byte 0 of the file) writes every byte. Readers map the region read-only and never
  * write. The static fields (everything in struct seqshm_header before @head) are written once,
  * before @magic is stored with release semantics; a reader that sees the magic sees them all.
  *
@@ -232,10 +232,12 @@ struct seqshm_slot {
  * @nr_slots:	number of slots: a power of two from 1 to SEQSHM_MAX_SLOTS.
  * @flags:	SEQSHM_F_*; readers reject unknown bits.
  * @clock_id:	clock of @timestamp_ns (CLOCK_MONOTONIC = 1).
- * @writer_pid:	thread-group id of a userspace writer, 0 for the kernel. Informational: a pid
- *		can be reused, so a reader tells a live writer by the exclusive flock(2) the
- *		writer holds on the file for the channel's whole life, and uses the pid and
- *		@writer_start only to say which process that is (or was).
+ * @writer_pid:	thread-group id of a userspace writer in its own pid namespace, 0 for the
+ *		kernel. Informational: a pid can be reused and means another process in another
+ *		namespace, so a reader tells a live writer by the write lock (F_OFD_SETLK on
+ *		byte 0) the writer holds on the file for the channel's whole life, which needs a
+ *		descriptor open for writing, and uses the pid and @writer_start only to say
+ *		which process that is (or was).
  *
  * Cache line 1 (static):
  * @name:	channel name, NUL-terminated, printable ASCII.
