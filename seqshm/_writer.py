@@ -145,8 +145,8 @@ class Writer(_core.WriterEngine):
 
     ``write(data)`` publishes a whole payload (the channel's ``shape`` and ``dtype``);
     ``with writing() as buf:`` (or ``begin()``/``end()``) fills a private copy of the last
-    payload and publishes it at the end. The writer holds a write lock (F_OFD_SETLK) on the file from
-    create() to close(): one writer per channel across processes; writes from several threads
+    payload and publishes it at the end. The writer holds a write lock (F_OFD_SETLK) on the
+    file from create() to close(): one writer per channel across processes; writes from several threads
     are serialized; in a forked child every call raises WriterBusy. ``close()`` marks the
     channel closed, so readers see its end.
     """
@@ -336,12 +336,12 @@ def _open_old(d: Directory, name: str, path: str) -> tuple[int, bool] | None:
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENXIO):  # ENXIO: a socket
             raise
-        what = "a symbolic link" if e.errno == errno.ELOOP else "a socket"
-        raise FileExistsError(errno.EEXIST, f"{what}, not a channel: not replaced (remove it, "
+        kind = "a symbolic link" if e.errno == errno.ELOOP else "a socket"
+        raise FileExistsError(errno.EEXIST, f"{kind}, not a channel: not replaced (remove it, "
                               "or create the channel at another path)", path) from None
     try:
         st = os.fstat(fd)
-        what = None
+        what: str | None = None
         if stat.S_ISDIR(st.st_mode):
             what = "a directory"
         elif not _is_channel(fd, st, path) and st.st_uid != os.geteuid():
