@@ -147,8 +147,8 @@ class Writer(_core.WriterEngine):
     ``with writing() as buf:`` (or ``begin()``/``end()``) fills a private copy of the last
     payload and publishes it at the end. The writer holds a write lock (F_OFD_SETLK) on the
     file from create() to close(): one writer per channel across processes; writes from
-    several threads are serialized; in a forked child every call raises WriterBusy. ``close()`` marks the
-    channel closed, so readers see its end.
+    several threads are serialized; in a forked child every call raises WriterBusy.
+    ``close()`` marks the channel closed, so readers see its end.
     """
 
     def __init__(self, fd: int, path: str) -> None:
