@@ -99,20 +99,24 @@ def take_over(fd: int) -> bool:
         return _ofd_lock(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, TAKEOVER_BYTE) != fcntl.F_WRLCK
 
 
-def describe_writer(pid: int, start: int, alive: bool) -> str:
-    """Which process a userspace channel's writer is, truthfully from any pid namespace:
-    ``pid`` and ``start`` are the header's writer_pid and writer_start, as the writer's own
-    namespace numbers it; ``alive`` comes from its lock (lock_is_free), the one thing that
-    says whether it lives. The pid is said to be this namespace's process only when
-    /proc shows that pid with that very start time."""
-    if not alive:
-        return f"pid {pid} (exited)"
-    here = process_start_time(pid)
-    if here is not None and (here == start or not start):
-        return f"pid {pid} (running)"
-    return (f"pid {pid} in another pid namespace or container (running; "
-            + ("no such process here)" if here is None else f"this namespace's pid {pid} "
-               "is another process)"))
+def pid_namespace() -> int:
+    """The inode number of this process's pid namespace (0 if /proc does not say)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino & 0xFFFFFFFF
+    except OSError:
+        return 0
+
+
+def describe_writer(pid: int, pidns: int) -> str:
+    """Which process a userspace channel's writer is (or was), truthfully from any pid
+    namespace: ``pid`` and ``pidns`` are the header's writer_pid and writer_pidns, as the
+    writer's own namespace saw them. Whether it lives is the lock's to say (lock_is_free),
+    not this: a pid is only a name."""
+    here = pid_namespace()
+    if pidns and here and pidns != here:
+        return (f"pid {pid} of another pid namespace (inode {pidns}; a container's?), not "
+                f"this namespace's pid {pid}")
+    return f"pid {pid}"
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:

@@ -57,6 +57,7 @@ cdef extern from "linux/seqshm.h" nogil:
         uint64_t waiters_dev
         uint64_t waiters_ino
         uint32_t wake_flags
+        uint32_t writer_pidns
         seqshm_field fields[32]
         uint64_t head
         uint32_t state

@@ -322,12 +322,9 @@ class Reader(_core.ReaderEngine):
 
     def _writer_text(self) -> str:
         h = self.header
-        pid, start = h["writer_pid"], h["writer_start"]
-        if self._device or not pid:
+        if self._device or not h["writer_pid"]:
             return "the kernel"
-        with self._fd_lock:
-            alive = not self.closed and not lock_is_free(self._fd)
-        return "writer " + describe_writer(pid, start, alive)
+        return "writer " + describe_writer(h["writer_pid"], h["writer_pidns"])
 
     def _ended_error(self, state: ChannelState) -> ChannelEnded:
         what = {

@@ -19,7 +19,14 @@ from seqshm import _core
 from seqshm._dtype import element_type
 from seqshm._errors import FormatError, VersionError, WriterBusy
 from seqshm._files import Directory, NewFile, split
-from seqshm._lifecycle import hold_liveness, lock_is_free, process_start_time, same_file, take_over
+from seqshm._lifecycle import (
+    hold_liveness,
+    lock_is_free,
+    pid_namespace,
+    process_start_time,
+    same_file,
+    take_over,
+)
 
 __all__ = ["Writer", "create"]
 
@@ -457,7 +464,8 @@ def create(
                             lambda side: _core.build_header(
                                 name, int(nr_slots), dims, element, pid, start,
                                 waiters_dev=side.st_dev, waiters_ino=side.st_ino,
-                                wake_flags=_core.WAKE_F_FENCE)[0], region_size)
+                                wake_flags=_core.WAKE_F_FENCE,
+                                writer_pidns=pid_namespace())[0], region_size)
     except BaseException:
         d.close()
         raise

@@ -6,6 +6,7 @@ import fcntl
 import mmap
 import multiprocessing
 import os
+import shutil
 import signal
 import stat
 import struct
@@ -274,3 +275,38 @@ def test_non_root_creator_is_not_blocked_by_a_planted_sidecar(other_user: Any,
 
     assert other_user.run(create_and_read, path) == 7.0
     assert not os.path.exists(path)
+
+
+# -- a writer in another pid namespace (a container) -------------------------------------------
+
+_NS_WRITER = ("import sys, time, seqshm\n"
+              "w = seqshm.create(sys.argv[1], 'f8', 2)\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(60)\n")
+
+
+def test_writer_in_another_pid_namespace(shared_dir: str) -> None:
+    """A writer in a pid namespace of its own is pid 1 there: its readers here see it live
+    (the lock, not the pid, says so), are told its pid is another namespace's, and see it die.
+    Before: liveness came from this namespace's /proc (pid 1 here is init), and the message
+    named this namespace's pid 1."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to start a writer in a new pid namespace")
+    path = os.path.join(shared_dir, "ns")
+    p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+                          sys.executable, "-c", _NS_WRITER, path],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        with seqshm.open(path) as r:
+            assert r.header["writer_pid"] == 1 and r.state is ChannelState.OPEN
+            p.kill()
+            p.wait()
+            _until(lambda: r.state is ChannelState.WRITER_DIED, "the writer's death is seen")
+            with pytest.raises(seqshm.ChannelEnded, match="pid 1 of another pid namespace"):
+                r.wait(HANG_GUARD_S)
+    finally:
+        p.kill()
+        p.wait()
+        if p.stdout is not None:
+            p.stdout.close()

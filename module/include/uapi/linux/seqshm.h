@@ -261,7 +261,10 @@ struct seqshm_slot {
  * @waiters_ino: st_ino of that sidecar; 0 when there is none (readers then poll).
  * @wake_flags:	SEQSHM_WAKE_*: written by the writer before the magic, read by readers;
  *		unknown bits are ignored. 0 for the kernel.
- * @__reserved1: zero.
+ * @writer_pidns: inode number of the writer's pid namespace (st_ino of /proc/self/ns/pid,
+ *		which the kernel keeps 32-bit), 0 for the kernel or when unknown. Informational,
+ *		like @writer_pid: it tells a reader in another pid namespace (another container)
+ *		that @writer_pid is not its own namespace's process of that number.
  * @__pad0:	zero.
  * @fields:	the field table, see struct seqshm_field.
  *
@@ -302,7 +305,7 @@ struct seqshm_header {
 	__u64	waiters_dev;
 	__u64	waiters_ino;
 	__u32	wake_flags;
-	__u32	__reserved1;
+	__u32	writer_pidns;
 	__u8	__pad0[16];
 	/* lines 4-27 */
 	struct seqshm_field fields[SEQSHM_MAX_FIELDS];
@@ -378,6 +381,7 @@ __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, writer_start) == 208, "
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, waiters_dev) == 216, "waiters_dev");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, waiters_ino) == 224, "waiters_ino");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, wake_flags) == 232, "wake_flags");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, writer_pidns) == 236, "writer_pidns");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, fields) == 256, "fields");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, head) == 1792, "head on its own line");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, state) == 1856, "state on its own line");
