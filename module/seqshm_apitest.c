@@ -16,6 +16,7 @@
 #include <linux/moduleparam.h>
 #include <linux/stddef.h>
 #include <linux/slab.h>
+#include <linux/stat.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/seqshm.h>
@@ -27,6 +28,11 @@ MODULE_PARM_DESC(checks, "configuration checks run at load");
 static unsigned int failures;
 module_param(failures, uint, 0444);
 MODULE_PARM_DESC(failures, "configuration checks that did not get the expected error");
+
+/* The tests load the module with a mode to see the node get it, or refused at create. */
+static ushort mode;
+module_param(mode, ushort, 0444);
+MODULE_PARM_DESC(mode, "mode of /dev/seqshm/apitest, passed to seqshm_channel_create() as is (default 0: the API's default)");
 
 /* The element of /dev/seqshm/apitest. */
 struct apitest_rec {
@@ -153,6 +159,29 @@ static void apitest_bad_configs(void)
 	f[1].__reserved[0] = 0;
 	f[1].name[0] = '\0';
 	apitest_expect(&c, -EINVAL, "empty field name in a record");
+
+	/* A device mode has read bits only: no write, execute, set-id or sticky bit, no type. */
+	c = apitest_cfg;
+	c.mode = 0644;
+	apitest_expect(&c, -EINVAL, "mode 0644 (owner write)");
+	c.mode = 0446;
+	apitest_expect(&c, -EINVAL, "mode 0446 (others write)");
+	c.mode = 0222;
+	apitest_expect(&c, -EINVAL, "mode 0222 (write only)");
+	c.mode = 0555;
+	apitest_expect(&c, -EINVAL, "mode 0555 (execute)");
+	c.mode = 0441;
+	apitest_expect(&c, -EINVAL, "mode 0441 (others execute)");
+	c.mode = 04444;
+	apitest_expect(&c, -EINVAL, "mode 04444 (set-user-id)");
+	c.mode = 02444;
+	apitest_expect(&c, -EINVAL, "mode 02444 (set-group-id)");
+	c.mode = 01444;
+	apitest_expect(&c, -EINVAL, "mode 01444 (sticky)");
+	c.mode = S_IFCHR | 0444;
+	apitest_expect(&c, -EINVAL, "mode S_IFCHR | 0444 (a file type)");
+	c.mode = 0xffff;
+	apitest_expect(&c, -EINVAL, "mode 0xffff");
 }
 
 /*
@@ -234,12 +263,14 @@ static int __init apitest_init(void)
 		0, 0x3ff0000000000000ULL, 0x4000000000000000ULL, 0x4008000000000000ULL,
 		0x4010000000000000ULL, 0x4014000000000000ULL,
 	};
+	struct seqshm_channel_config cfg = apitest_cfg;
 	struct apitest_rec recs[6] = {};
 	struct apitest_rec *p;
 	int i, ret;
 
 	apitest_bad_configs();
-	apitest_ch = seqshm_channel_create(&apitest_cfg);
+	cfg.mode = mode;
+	apitest_ch = seqshm_channel_create(&cfg);
 	if (IS_ERR(apitest_ch))
 		return PTR_ERR(apitest_ch);
 	ret = misc_register(&apitest_check_dev);
