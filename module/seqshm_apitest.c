@@ -80,6 +80,22 @@ static void apitest_expect(const struct seqshm_channel_config *cfg, int err, con
 	seqshm_channel_destroy(ch);
 }
 
+static const struct {
+	umode_t mode;
+	const char *what;
+} bad_modes[] = {
+	{ 0644, "mode 0644 (owner write)" },
+	{ 0446, "mode 0446 (others write)" },
+	{ 0222, "mode 0222 (write only)" },
+	{ 0555, "mode 0555 (execute)" },
+	{ 0441, "mode 0441 (others execute)" },
+	{ 04444, "mode 04444 (set-user-id)" },
+	{ 02444, "mode 02444 (set-group-id)" },
+	{ 01444, "mode 01444 (sticky)" },
+	{ S_IFCHR | 0444, "mode S_IFCHR | 0444 (a file type)" },
+	{ 0xffff, "mode 0xffff" },
+};
+
 static void apitest_bad_configs(void)
 {
 	static const struct seqshm_field scalar = {
@@ -88,6 +104,7 @@ static void apitest_bad_configs(void)
 	struct seqshm_field f[2] = { apitest_fields[0], apitest_fields[0] };
 	u64 shape[SEQSHM_MAX_DIMS + 1] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 };
 	struct seqshm_channel_config c;
+	unsigned int i;
 
 	apitest_expect(NULL, -EINVAL, "NULL config");
 
@@ -162,26 +179,10 @@ static void apitest_bad_configs(void)
 
 	/* A device mode has read bits only: no write, execute, set-id or sticky bit, no type. */
 	c = apitest_cfg;
-	c.mode = 0644;
-	apitest_expect(&c, -EINVAL, "mode 0644 (owner write)");
-	c.mode = 0446;
-	apitest_expect(&c, -EINVAL, "mode 0446 (others write)");
-	c.mode = 0222;
-	apitest_expect(&c, -EINVAL, "mode 0222 (write only)");
-	c.mode = 0555;
-	apitest_expect(&c, -EINVAL, "mode 0555 (execute)");
-	c.mode = 0441;
-	apitest_expect(&c, -EINVAL, "mode 0441 (others execute)");
-	c.mode = 04444;
-	apitest_expect(&c, -EINVAL, "mode 04444 (set-user-id)");
-	c.mode = 02444;
-	apitest_expect(&c, -EINVAL, "mode 02444 (set-group-id)");
-	c.mode = 01444;
-	apitest_expect(&c, -EINVAL, "mode 01444 (sticky)");
-	c.mode = S_IFCHR | 0444;
-	apitest_expect(&c, -EINVAL, "mode S_IFCHR | 0444 (a file type)");
-	c.mode = 0xffff;
-	apitest_expect(&c, -EINVAL, "mode 0xffff");
+	for (i = 0; i < ARRAY_SIZE(bad_modes); i++) {
+		c.mode = bad_modes[i].mode;
+		apitest_expect(&c, -EINVAL, bad_modes[i].what);
+	}
 }
 
 /*

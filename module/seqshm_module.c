@@ -38,7 +38,7 @@ static int seqshm_param_mode_set(const char *val, const struct kernel_param *kp)
 
 static int seqshm_param_mode_get(char *buf, const struct kernel_param *kp)
 {
-	/* A page from sysfs, as the kernel's own getters assume (not sysfs_emit(): see arrays). */
+	/* @buf is a page, as for the kernel's own getters (param_get_uint() and the like). */
 	return scnprintf(buf, PAGE_SIZE, "%04o\n", *(umode_t *)kp->arg);
 }
 
