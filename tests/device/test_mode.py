@@ -154,7 +154,11 @@ def test_api_default_mode_is_owner_only(dev, apitest):
     assert as_user(opener(APITEST), groups=(0,)) == errno.EACCES
 
 
-@pytest.mark.parametrize("mode", [0o400, 0o440, 0o444, 0o404, 0o040])
+def octal(mode) -> str:
+    return "default" if mode is None else f"0{mode:o}"
+
+
+@pytest.mark.parametrize("mode", [0o400, 0o440, 0o444, 0o404, 0o040], ids=octal)
 def test_api_mode_reaches_the_node(dev, mode):
     with dev.loaded_test_module("seqshm_apitest", f"mode=0{mode:o}"):
         assert node_mode(APITEST) == mode
@@ -163,7 +167,7 @@ def test_api_mode_reaches_the_node(dev, mode):
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o446, 0o222, 0o555, 0o441, 0o4444, 0o2444, 0o1444,
-                                  stat.S_IFCHR | 0o444, 0xFFFF])
+                                  stat.S_IFCHR | 0o444, 0xFFFF], ids=octal)
 def test_api_refuses_a_mode_with_other_bits(dev, mode):
     """seqshm_channel_create() refuses the mode with -EINVAL (so the producer's load fails)
     and leaves nothing behind: no node, the name free for a good mode."""
@@ -241,7 +245,7 @@ def channel_uevent(name: str) -> tuple[str, str, dict[str, str]]:
             os.path.basename(os.path.realpath(sysdir)), uevent)
 
 
-@pytest.mark.parametrize("mode", [None, 0o440])
+@pytest.mark.parametrize("mode", [None, 0o440], ids=octal)
 def test_device_is_what_a_udev_rule_matches(dev, mode):
     """udev matches SUBSYSTEM and KERNEL against the device's subsystem and kernel name,
     "seqshm-<name>" (the node's path, seqshm/<name>, is DEVNAME), and keeps the kernel's
