@@ -16,6 +16,7 @@
 #include <linux/moduleparam.h>
 #include <linux/stddef.h>
 #include <linux/slab.h>
+#include <linux/stat.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/seqshm.h>
@@ -27,6 +28,11 @@ MODULE_PARM_DESC(checks, "configuration checks run at load");
 static unsigned int failures;
 module_param(failures, uint, 0444);
 MODULE_PARM_DESC(failures, "configuration checks that did not get the expected error");
+
+/* The tests load the module with a mode to see the node get it, or refused at create. */
+static ushort mode;
+module_param(mode, ushort, 0444);
+MODULE_PARM_DESC(mode, "mode of /dev/seqshm/apitest, passed to seqshm_channel_create() as is (default 0: the API's default)");
 
 /* The element of /dev/seqshm/apitest. */
 struct apitest_rec {
@@ -74,6 +80,22 @@ static void apitest_expect(const struct seqshm_channel_config *cfg, int err, con
 	seqshm_channel_destroy(ch);
 }
 
+static const struct {
+	umode_t mode;
+	const char *what;
+} bad_modes[] = {
+	{ 0644, "mode 0644 (owner write)" },
+	{ 0446, "mode 0446 (others write)" },
+	{ 0222, "mode 0222 (write only)" },
+	{ 0555, "mode 0555 (execute)" },
+	{ 0441, "mode 0441 (others execute)" },
+	{ 04444, "mode 04444 (set-user-id)" },
+	{ 02444, "mode 02444 (set-group-id)" },
+	{ 01444, "mode 01444 (sticky)" },
+	{ S_IFCHR | 0444, "mode S_IFCHR | 0444 (a file type)" },
+	{ 0xffff, "mode 0xffff" },
+};
+
 static void apitest_bad_configs(void)
 {
 	static const struct seqshm_field scalar = {
@@ -82,6 +104,7 @@ static void apitest_bad_configs(void)
 	struct seqshm_field f[2] = { apitest_fields[0], apitest_fields[0] };
 	u64 shape[SEQSHM_MAX_DIMS + 1] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 };
 	struct seqshm_channel_config c;
+	unsigned int i;
 
 	apitest_expect(NULL, -EINVAL, "NULL config");
 
@@ -153,6 +176,13 @@ static void apitest_bad_configs(void)
 	f[1].__reserved[0] = 0;
 	f[1].name[0] = '\0';
 	apitest_expect(&c, -EINVAL, "empty field name in a record");
+
+	/* A device mode has read bits only: no write, execute, set-id or sticky bit, no type. */
+	c = apitest_cfg;
+	for (i = 0; i < ARRAY_SIZE(bad_modes); i++) {
+		c.mode = bad_modes[i].mode;
+		apitest_expect(&c, -EINVAL, bad_modes[i].what);
+	}
 }
 
 /*
@@ -234,12 +264,14 @@ static int __init apitest_init(void)
 		0, 0x3ff0000000000000ULL, 0x4000000000000000ULL, 0x4008000000000000ULL,
 		0x4010000000000000ULL, 0x4014000000000000ULL,
 	};
+	struct seqshm_channel_config cfg = apitest_cfg;
 	struct apitest_rec recs[6] = {};
 	struct apitest_rec *p;
 	int i, ret;
 
 	apitest_bad_configs();
-	apitest_ch = seqshm_channel_create(&apitest_cfg);
+	cfg.mode = mode;
+	apitest_ch = seqshm_channel_create(&cfg);
 	if (IS_ERR(apitest_ch))
 		return PTR_ERR(apitest_ch);
 	ret = misc_register(&apitest_check_dev);

@@ -81,6 +81,21 @@ static int seqshm_layout(const struct seqshm_channel_config *cfg, struct seqshm_
 	return 0;
 }
 
+/*
+ * The mode of @cfg's device: SEQSHM_MODE_DEFAULT for 0, @cfg->mode if it has read bits only,
+ * else 0 (a bad config). Never 0 for a good one: misc_register() with mode 0 would leave the
+ * node to devtmpfs's default (0600) and udev's (0660 once a rule names a group), write bits
+ * included.
+ */
+static umode_t seqshm_mode(const struct seqshm_channel_config *cfg)
+{
+	if (!cfg->mode)
+		return SEQSHM_MODE_DEFAULT;
+	if (cfg->mode & ~SEQSHM_MODE_READ_BITS)
+		return 0;
+	return cfg->mode;
+}
+
 /* Under seqshm_channels_lock. */
 static struct seqshm_channel *seqshm_channel_find(const char *name)
 {
@@ -149,22 +164,26 @@ static void seqshm_wake_pollers(struct irq_work *work)
 
 /**
  * seqshm_channel_create() - create a channel and its device /dev/seqshm/<name>.
- * @cfg: name, element type, shape and number of slots; copied, the caller may free it.
+ * @cfg: name, element type, shape, number of slots and the device's mode; copied, the caller
+ *	may free it.
  *
  * The region is allocated with vmalloc_user() (zeroed: before the first write every slot
  * reads as write number 0 with an all-zero payload) and laid out as <uapi/linux/seqshm.h>
- * describes. The device appears only once the region is complete.
+ * describes. The device appears only once the region is complete, with @cfg->mode (0:
+ * SEQSHM_MODE_DEFAULT), owned by root:root until udev (if it runs) applies its rules.
  *
  * Context: process context; may sleep.
- * Return: the channel, or an ERR_PTR(): -EINVAL for a bad @cfg, -E2BIG for a region over
- * 1 GiB, -EOVERFLOW for a shape whose size overflows 64 bits, -EEXIST if a live channel has
- * that name, -ENOMEM, or a misc_register() error.
+ * Return: the channel, or an ERR_PTR(): -EINVAL for a bad @cfg (a mode with a bit outside
+ * SEQSHM_MODE_READ_BITS included), -E2BIG for a region over 1 GiB, -EOVERFLOW for a shape
+ * whose size overflows 64 bits, -EEXIST if a live channel has that name, -ENOMEM, or a
+ * misc_register() error.
  */
 struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config *cfg)
 {
 	struct seqshm_header *hdr = NULL;
 	struct seqshm_channel *ch;
 	char why[128];
+	umode_t mode;
 	int ret;
 
 	if (!cfg)
@@ -177,6 +196,13 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 	ret = seqshm_layout(cfg, hdr);
 	if (ret)
 		goto err_free;
+	mode = seqshm_mode(cfg);
+	if (!mode) {
+		pr_debug("channel %s: mode %#o has bits other than %#o (read)\n", cfg->name,
+			 cfg->mode, SEQSHM_MODE_READ_BITS);
+		ret = -EINVAL;
+		goto err_free;
+	}
 	/*
 	 * A name already taken fails before the region (up to 1 GiB) is allocated; the check
 	 * that decides is the one under the lock at registration below.
@@ -226,7 +252,7 @@ struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config 
 	ch->misc.minor = MISC_DYNAMIC_MINOR;
 	ch->misc.name = ch->devname;
 	ch->misc.nodename = ch->nodename;
-	ch->misc.mode = 0444;
+	ch->misc.mode = mode;
 	ch->misc.fops = &seqshm_fops;
 
 	mutex_lock(&seqshm_channels_lock);

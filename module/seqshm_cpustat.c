@@ -72,6 +72,8 @@ static struct seqshm_channel *cpustat_ch;
 static struct seqshm_cpustat *cpustat_buf;
 static struct delayed_work cpustat_work;
 static unsigned int cpustat_hz = 10;
+/* What /proc/stat shows every user: readable by all unless the administrator says otherwise. */
+static umode_t cpustat_mode = 0444;
 
 static unsigned long seqshm_cpustat_delay(unsigned int hz)
 {
@@ -153,6 +155,10 @@ module_param_cb(cpustat_hz, &seqshm_cpustat_hz_ops, &cpustat_hz, 0644);
 MODULE_PARM_DESC(cpustat_hz,
 		 "cpustat samples per second, 0 (stopped) to 1000, at most one per jiffy (default 10; writable at run time)");
 
+module_param_cb(cpustat_mode, &seqshm_param_mode_ops, &cpustat_mode, 0444);
+MODULE_PARM_DESC(cpustat_mode,
+		 "mode of /dev/seqshm/cpustat, octal, read bits only: 0400, 0440 or 0444 (default 0444, as /proc/stat; load time only)");
+
 /**
  * seqshm_cpustat_init() - create /dev/seqshm/cpustat and start sampling.
  *
@@ -170,6 +176,7 @@ int seqshm_cpustat_init(void)
 		.ndim = 1,
 		.shape = &shape,
 		.nr_slots = CPUSTAT_SLOTS,
+		.mode = cpustat_mode,
 	};
 	struct seqshm_channel *ch;
 

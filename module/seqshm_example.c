@@ -35,6 +35,7 @@ static const struct seqshm_channel_config mysensor_cfg = {
 	.fields = mysensor_fields, .nr_fields = ARRAY_SIZE(mysensor_fields),
 	.itemsize = sizeof(struct mysensor_rec), .ndim = 1, .shape = mysensor_shape,
 	.nr_slots = 4,
+	.mode = 0444,	/* every user may read it; 0 (the default) is 0400: root only */
 };
 
 static struct seqshm_channel *mysensor_ch;

@@ -8,6 +8,7 @@
 #define _SEQSHM_PRODUCERS_H
 
 #include <linux/kstrtox.h>
+#include <linux/moduleparam.h>
 
 /**
  * seqshm_param_uint() - parse an unsigned int module parameter as kstrtouint() does.
@@ -25,6 +26,12 @@ static inline int seqshm_param_uint(const char *val, unsigned int *v)
 
 	return ret == -ERANGE ? -EINVAL : ret;
 }
+
+/*
+ * A device mode parameter (umode_t): octal as chmod(1) takes it ("440" or "0440"), read bits
+ * only (SEQSHM_MODE_READ_BITS) and not 0; anything else is -EINVAL. Shown as "0440".
+ */
+extern const struct kernel_param_ops seqshm_param_mode_ops;
 
 int seqshm_cpustat_init(void);
 void seqshm_cpustat_exit(void);

@@ -32,6 +32,8 @@ static unsigned int selftest_bytes = 4096;
 static unsigned int selftest_slots = 1;
 static unsigned int selftest_period_us = 100;
 static u64 selftest_period_ns = 100 * NSEC_PER_USEC;
+/* A counting pattern, no one's data: readable by all, so benchmarks need not run as root. */
+static umode_t selftest_mode = 0444;
 
 /*
  * Hard interrupt context; on PREEMPT_RT only with selftest_hard (HRTIMER_MODE_REL_HARD),
@@ -101,6 +103,7 @@ static struct seqshm_channel *seqshm_selftest_create(void)
 		.ndim = 1,
 		.shape = &shape,
 		.nr_slots = selftest_slots,
+		.mode = selftest_mode,
 	};
 
 	return seqshm_channel_create(&cfg);
@@ -233,6 +236,10 @@ static const struct kernel_param_ops seqshm_selftest_hard_ops = {
 module_param_cb(selftest_hard, &seqshm_selftest_hard_ops, &selftest_hard, 0644);
 MODULE_PARM_DESC(selftest_hard,
 		 "1: the selftest timer expires in hard interrupt context on PREEMPT_RT too (HRTIMER_MODE_REL_HARD; default 0; writable at run time)");
+
+module_param_cb(selftest_mode, &seqshm_param_mode_ops, &selftest_mode, 0444);
+MODULE_PARM_DESC(selftest_mode,
+		 "mode of /dev/seqshm/selftest, octal, read bits only: 0400, 0440 or 0444 (default 0444; load time only, kept when the channel is recreated)");
 
 /**
  * seqshm_selftest_init() - create /dev/seqshm/selftest and start its timer.

@@ -270,6 +270,16 @@ def module_params():
 
 
 @pytest.fixture
+def reloadable(dev):
+    """For a test that unloads the module itself: loaded again afterwards if it is not."""
+    if not os.environ.get("SEQSHM_KO"):
+        pytest.skip("SEQSHM_KO is not set: cannot reload the module")
+    yield
+    if not dev.loaded():
+        dev.insmod()
+
+
+@pytest.fixture
 def selftest_period():
     """set(us): change selftest_period_us at run time; restored afterwards."""
     old = read_param("selftest_period_us")
@@ -303,16 +313,22 @@ class _ErrnoRaises:
 APITEST_SYS = "/sys/module/seqshm_apitest"
 
 
-@contextlib.contextmanager
-def loaded_test_module(name: str):
-    """<name>.ko, a test-only module built beside $SEQSHM_KO, loaded for the block (skip if it
-    was not built) and unloaded after it; yields its path."""
+def built_test_module(name: str) -> str:
+    """<name>.ko, a test-only module built beside $SEQSHM_KO (skip if it was not built)."""
     ko = os.environ.get("SEQSHM_KO", "")
     path = os.path.join(os.path.dirname(ko), f"{name}.ko")
     if not ko or not os.path.exists(path):
         pytest.skip(f"no {name}.ko beside $SEQSHM_KO")
-    r = subprocess.run(_tool("insmod") + [path], capture_output=True, text=True)
-    assert r.returncode == 0, f"insmod {path}: {r.stdout}{r.stderr}"
+    return path
+
+
+@contextlib.contextmanager
+def loaded_test_module(name: str, *params: str):
+    """<name>.ko (see built_test_module()) loaded with `params` for the block and unloaded
+    after it; yields its path."""
+    path = built_test_module(name)
+    r = subprocess.run(_tool("insmod") + [path, *params], capture_output=True, text=True)
+    assert r.returncode == 0, f"insmod {path} {' '.join(params)}: {r.stdout}{r.stderr}"
     try:
         yield path
     finally:

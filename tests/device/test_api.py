@@ -88,6 +88,7 @@ def test_readme_producer_example(dev):
     """seqshm_example.ko is the README's in-kernel producer example (module/check.sh keeps the
     two identical): loaded, it publishes 16 readings scaled with integer arithmetic."""
     with dev.loaded_test_module("seqshm_example"):
+        assert os.stat("/dev/seqshm/mysensor").st_mode & 0o7777 == 0o444  # .mode = 0444
         with dev.mapped("/dev/seqshm/mysensor") as (fd, m, h):
             assert h["fields"] == [("temp_mc", 0, 1, "i", 8), ("raw", 8, 1, "u", 4),
                                    ("avg_raw", 12, 1, "u", 4)]

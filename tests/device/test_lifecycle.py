@@ -18,15 +18,6 @@ if not os.path.isdir("/dev/seqshm"):
                 allow_module_level=True)
 
 
-@pytest.fixture
-def reloadable(dev):
-    if not os.environ.get("SEQSHM_KO"):
-        pytest.skip("SEQSHM_KO is not set: cannot reload the module")
-    yield
-    if not dev.loaded():
-        dev.insmod()
-
-
 def test_rmmod_refused_while_mapped_and_clean_after(dev, reloadable):
     fd = os.open(dev.SELFTEST, os.O_RDONLY)
     m = mmap.mmap(fd, dev.PAGE, prot=mmap.PROT_READ)

@@ -18,6 +18,15 @@
 
 struct seqshm_channel;
 
+/*
+ * The mode bits a channel's device may have: read for its owner, its group and others. A
+ * channel holds what its producer publishes, which may be private: a producer that names no
+ * mode gets SEQSHM_MODE_DEFAULT, its owner (root) only, as a misc device without a mode gets
+ * 0600 from devtmpfs. Sharing is the producer's (or, through udev, the administrator's) choice.
+ */
+#define SEQSHM_MODE_READ_BITS	0444
+#define SEQSHM_MODE_DEFAULT	0400
+
 /**
  * struct seqshm_channel_config - what a producer asks for when it creates a channel.
  * @name:	channel name: 1 to SEQSHM_NAME_LEN - 1 characters of [A-Za-z0-9_.-], not "." or
@@ -30,6 +39,11 @@ struct seqshm_channel;
  * @ndim:	0 to SEQSHM_MAX_DIMS.
  * @shape:	@ndim entries, each >= 1.
  * @nr_slots:	a power of two from 1 to SEQSHM_MAX_SLOTS.
+ * @mode:	who may open the device: read bits only (SEQSHM_MODE_READ_BITS), e.g. 0400 (its
+ *		owner, root), 0440 (root and the node's group, which a udev rule sets) or 0444
+ *		(every user); 0 means SEQSHM_MODE_DEFAULT, 0400. Any other bit (write, execute,
+ *		set-id, sticky, a file type) is refused with -EINVAL: a channel is read-only to
+ *		userspace, and a mode must mean what it says.
  */
 struct seqshm_channel_config {
 	const char *name;
@@ -40,6 +54,7 @@ struct seqshm_channel_config {
 	unsigned int ndim;
 	const u64 *shape;
 	unsigned int nr_slots;
+	umode_t mode;
 };
 
 struct seqshm_channel *seqshm_channel_create(const struct seqshm_channel_config *cfg);
