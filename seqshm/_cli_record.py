@@ -17,6 +17,7 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npy_format
 
+from seqshm._cli_format import shown
 from seqshm._types import Sample
 
 #: Extensions ``seqshm record -o`` writes, and whether they need pyarrow.
@@ -32,7 +33,7 @@ def output_format(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise FormatUnavailable(
-            f"{path}: cannot tell what to write from the extension {ext or '(none)'!r}: "
+            f"{shown(path)}: cannot tell what to write from the extension {ext or '(none)'!r}: "
             f"use one of {', '.join(FORMATS)}"
         )
     if FORMATS[ext]:
@@ -43,7 +44,7 @@ def output_format(path: str) -> str:
         else:
             return ext
         raise FormatUnavailable(
-            f"{path}: writing {ext} files needs pyarrow, which is not installed: "
+            f"{shown(path)}: writing {ext} files needs pyarrow, which is not installed: "
             "pip install pyarrow (or record to .npy or .npz)"
         )
     return ext
@@ -62,23 +63,25 @@ def check_destination(path: str) -> None:
     directory = os.path.dirname(full)
     if os.path.isdir(full):
         raise DestinationUnwritable(
-            f"{path} is a directory: give a file name, e.g. {os.path.join(path, 'recording.npy')}"
+            f"{shown(path)} is a directory: give a file name, e.g. "
+            f"{shown(os.path.join(path, 'recording.npy'))}"
         )
     if os.path.exists(full) and not stat.S_ISREG(os.stat(full).st_mode):
         raise DestinationUnwritable(
-            f"{path} exists and is not a regular file (a FIFO or a "
+            f"{shown(path)} exists and is not a regular file (a FIFO or a "
             "device): the recording is written whole, to a file"
         )
     if not os.path.isdir(directory):
         raise DestinationUnwritable(
-            f"{path}: the directory {directory} does not exist: "
+            f"{shown(path)}: the directory {shown(directory)} does not exist: "
             "create it first, or record to another place"
         )
     try:
         fd, probe = _temporary(full)
     except OSError as e:
         raise DestinationUnwritable(
-            f"{path}: cannot create a file in {directory} ({e.strerror}): record to another place"
+            f"{shown(path)}: cannot create a file in {shown(directory)} ({e.strerror}): "
+            "record to another place"
         ) from None
     os.close(fd)
     os.unlink(probe)

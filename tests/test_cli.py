@@ -19,6 +19,7 @@ import sys
 import termios
 import threading
 import time
+import tty
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -301,9 +302,14 @@ def test_watch_reports_a_stuck_channel_and_goes_on(make_path: Callable[[], str])
     assert first["data"] is None and "mid-write" in first["error"]
 
 
-def _run_in_terminal(args: list[str], columns: int = 80, rows: int = 24) -> tuple[int, str]:
-    """Run the CLI with a pseudo-terminal of ``columns`` x ``rows`` as its stdio."""
+def terminal_output(args: list[str], columns: int = 80, rows: int = 24,
+                    raw: bool = False) -> tuple[int, bytes]:
+    """Run the CLI with a pseudo-terminal of ``columns`` x ``rows`` as its stdio: its exit
+    status and the bytes it wrote (``raw``: the terminal does no output processing, so every
+    byte is one the program wrote, not a line feed turned into CR LF)."""
     master, slave = pty.openpty()
+    if raw:
+        tty.setraw(slave)
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     p = subprocess.Popen([sys.executable, "-m", "seqshm", *args], stdin=slave, stdout=slave,
@@ -323,8 +329,13 @@ def _run_in_terminal(args: list[str], columns: int = 80, rows: int = 24) -> tupl
         elif p.poll() is not None:
             break
     os.close(master)
-    code = p.wait(10)
-    text = b"".join(chunks).decode(errors="replace")
+    return p.wait(10), b"".join(chunks)
+
+
+def _run_in_terminal(args: list[str], columns: int = 80, rows: int = 24) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal of ``columns`` x ``rows`` as its stdio."""
+    code, out = terminal_output(args, columns, rows)
+    text = out.decode(errors="replace")
     # each cursor move (a redraw) as a line break, colours and carriage returns dropped
     text = re.sub(r"\x1b\[[0-9;?]*[A-HJKf]", "\n", text)
     return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", text)
