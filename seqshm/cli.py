@@ -572,35 +572,58 @@ def _progress(console: Console, what: str, count: int | None, duration: float | 
     return progress, task
 
 
+def _usage(call: Callable[[], Any]) -> Any:
+    """``call()``, its refusals of the file asked for turned into usage errors (exit 2)."""
+    try:
+        return call()
+    except (_cli_record.FormatUnavailable, _cli_record.DestinationUnwritable) as e:
+        raise Failure(str(e), EXIT_USAGE) from None
+
+
 def record(path: str, output: str, count: int | None, duration: float | None,
            timeout: float) -> int:
     """Record every write of a channel (Reader.follow()) to ``output`` until ``count``
     writes, ``duration`` seconds, the channel's end or Ctrl-C; the file is written in every
-    case. Each write goes to a spool file beside ``output`` as it comes (memory does not grow
-    with the recording); a full disk stops the recording, saves what the spool holds and
-    exits 1 saying so."""
+    case. Each write goes to the spool beside ``output`` (``.FILE.recording``, a .npy) as it
+    comes, so memory does not grow with the recording and a recording killed outright leaves
+    what reached the disk (``record --recover``); a full disk stops the recording, saves what
+    the spool holds and exits 1 saying so."""
+    ext = _usage(lambda: _cli_record.output_format(output))
+    err = Console(stderr=True, highlight=False, emoji=False)
+    with _usage(lambda: _cli_record.Destination(output)) as dest:
+        _usage(dest.check)
+        with _open(path, timeout=timeout) as reader:
+            _usage(lambda: _cli_record.check_dtype(ext, reader.dtype))
+            try:
+                spool = _usage(lambda: _cli_record.Spool.create(dest, reader.dtype,
+                                                                reader.shape))
+            except _cli_record.RecordingStopped as e:
+                raise Failure(f"{shown(output)}: cannot record: {e.strerror}") from None
+            lost = _record_into(spool, ext, reader, err, count, duration)
+            _save(spool, ext)
+    if spool.stopped is not None:
+        raise Failure(f"{shown(output)}: {spool.stopped.strerror}: recording stopped after "
+                      f"{spool.received:,} writes; the first {spool.count:,} are saved "
+                      f"in {shown(output)}")
+    if err.is_terminal:
+        err.print(f"{spool.count:,} writes ({lost:,} lost) written to {shown(output)}",
+                  markup=False)
+    return EXIT_OK
+
+
+def _record_into(spool: _cli_record.Spool, ext: str, reader: seqshm.Reader, err: Console,
+                 count: int | None, duration: float | None) -> int:
+    """Follow ``reader`` into ``spool`` until ``count`` writes, ``duration`` seconds, the
+    channel's end, a full disk or Ctrl-C (which is raised once the recording is saved);
+    the writes lost between two reads."""
+    lost = 0
+    progress, task = _progress(err, shown(reader.path), count, duration)
+    start = time.monotonic()
+    deadline = None if duration is None else start + duration
+    shown_at = 0.0
+    if err.is_terminal:
+        progress.start()
     try:
-        ext = _cli_record.output_format(output)
-        _cli_record.check_destination(output)
-    except (_cli_record.FormatUnavailable, _cli_record.DestinationUnwritable) as e:
-        raise Failure(str(e), EXIT_USAGE) from None
-    err = Console(stderr=True, highlight=False)
-    with _open(path, timeout=timeout) as reader:
-        try:
-            _cli_record.check_dtype(ext, reader.dtype)
-        except _cli_record.FormatUnavailable as e:
-            raise Failure(str(e), EXIT_USAGE) from None
-        try:
-            spool = _cli_record.Spool(output, reader.dtype, reader.shape)
-        except _cli_record.RecordingStopped as e:
-            raise Failure(f"{shown(output)}: cannot record: {e.strerror}") from None
-        lost = 0
-        progress, task = _progress(err, shown(reader.path), count, duration)
-        start = time.monotonic()
-        deadline = None if duration is None else start + duration
-        shown_at = 0.0
-        if err.is_terminal:
-            progress.start()
         try:
             done = False
             while not done:
@@ -622,31 +645,48 @@ def record(path: str, output: str, count: int | None, duration: float | None,
                                         shown_at - start, writes=spool.received, lost=lost)
                 else:
                     done = reader.ended  # follow() ended: no write for 0.1 s, or the end
-                    spool.flush()  # a pause: put the batch on disk meanwhile
-        except _cli_record.RecordingStopped:
-            pass  # spool.stopped says why, after saving
+                    spool.tick()  # a pause: put a batch old enough on disk meanwhile
         finally:
             if err.is_terminal:
                 progress.update(task, completed=spool.received if count else
                                 time.monotonic() - start, writes=spool.received, lost=lost)
                 progress.stop()
-            try:
-                with _no_interrupts():
-                    spool.save(ext)
-            except OSError:
-                raise  # its message names the file, and where the writes are kept if they are
-            except BaseException:
-                if spool.kept:
-                    print(f"seqshm: the {spool.count:,} writes recorded are kept in "
-                          f"{shown(spool.kept)}", file=sys.stderr)
-                raise
-        if spool.stopped is not None:
-            raise Failure(f"{shown(output)}: {spool.stopped.strerror}: recording stopped after "
-                          f"{spool.received:,} writes; the first {spool.count:,} are saved "
-                          f"in {shown(output)}")
-        if err.is_terminal:
-            err.print(f"{spool.count:,} writes ({lost:,} lost) written to {shown(output)}",
-                      markup=False)
+    except _cli_record.RecordingStopped:
+        pass  # spool.stopped says why, after saving
+    except BaseException:
+        _save(spool, ext)  # Ctrl-C, SIGTERM: what was recorded is saved, then it goes on
+        raise
+    return lost
+
+
+def _save(spool: _cli_record.Spool, ext: str) -> None:
+    """spool.save(ext) with Ctrl-C ignored and SIGTERM and SIGHUP held meanwhile."""
+    try:
+        with _no_interrupts():
+            spool.save(ext)
+    except OSError:
+        raise  # its message names the file, and where the writes are kept if they are
+    except BaseException:
+        if spool.kept:
+            print(f"seqshm: the {spool.count:,} writes recorded are kept in "
+                  f"{shown(spool.kept)}", file=sys.stderr)
+        raise
+
+
+def recover(output: str) -> int:
+    """Save what a recording to ``output`` (or the spool ``output`` names) that did not end
+    left in its spool, as ``output``'s format; the spool is removed once that is written."""
+    target = _cli_record.recovery_target(output)
+    ext = _usage(lambda: _cli_record.output_format(target))
+    with _usage(lambda: _cli_record.Destination(target)) as dest:
+        spool = _usage(lambda: _cli_record.Spool.recover(dest))
+        try:
+            _usage(lambda: _cli_record.check_dtype(ext, spool.data_dtype.base))
+        except BaseException:
+            spool.close()
+            raise
+        _save(spool, ext)
+    print(f"{spool.count:,} writes recovered into {shown(target)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -954,14 +994,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a live table (the default on a terminal), or one JSON or CSV line "
                         "per update (jsonl: the default otherwise)")
 
-    p = sub.add_parser("record", help="record every write of a channel to a file", **described)
-    p.add_argument("path", metavar="CHANNEL", help=channel)
-    p.add_argument("-o", "--output", required=True, metavar="FILE",
+    p = sub.add_parser("record", help="record every write of a channel to a file",
+                       usage="%(prog)s CHANNEL -o FILE [--count N | --duration S] [--timeout S]"
+                             "\n       %(prog)s --recover FILE", **described)
+    p.add_argument("path", nargs="?", metavar="CHANNEL", help=channel)
+    p.add_argument("-o", "--output", metavar="FILE",
                    help="a .npy, .npz, .parquet or .arrow file (the last two need pyarrow); "
-                        "writes go to its disk as they come (memory stays bounded), so that "
-                        "disk needs room for the recording (twice that at the end for .npz, "
-                        ".parquet and .arrow); a full disk stops the recording and keeps what "
-                        "it holds")
+                        "writes go as they come to .FILE.recording beside it (a .npy), which "
+                        "becomes FILE at the end: memory stays bounded, a recording killed "
+                        "outright keeps what reached the disk (see --recover), the disk needs "
+                        "room for the recording (twice that at the end for .npz, .parquet and "
+                        ".arrow), and a full disk stops the recording and keeps what it holds")
+    p.add_argument("--recover", metavar="FILE",
+                   help="save what a recording to FILE that was killed (kill -9, a crash, a "
+                        "power cut) left in .FILE.recording, as FILE (any of the formats)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--count", type=_count, default=None, metavar="N",
                       help="stop after N writes")
@@ -1031,6 +1077,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "watch":
         return watch(args.path, args.interval, args.count, args.timeout, args.format)
     if args.command == "record":
+        if args.recover is not None:
+            if args.path or args.output or args.count or args.duration:
+                raise Failure("record --recover FILE takes no CHANNEL, -o, --count or "
+                              "--duration", EXIT_USAGE)
+            return recover(args.recover)
+        if not args.path or not args.output:
+            raise Failure("record needs a CHANNEL and -o FILE (or --recover FILE)", EXIT_USAGE)
         return record(args.path, args.output, args.count, args.duration, args.timeout)
     if args.command == "export":
         return export(args.patterns, args.listen, args.sum_over, args.timeout, args.once,
