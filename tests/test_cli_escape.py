@@ -93,15 +93,19 @@ def assert_safe(raw: bytes, kind: str, on_terminal: bool = False) -> None:
 # -- the escaping --------------------------------------------------------------------------------
 
 
+def bash_reads(word: str) -> bytes:
+    """The bytes bash makes of ``word`` (in a UTF-8 locale, where $'\\u...' is UTF-8)."""
+    return subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True,
+                          env={**os.environ, "LC_ALL": "C.UTF-8"}).stdout
+
+
 @pytest.mark.parametrize("kind", NAMES)
 def test_shown_escapes_each_kind_as_a_bash_string(kind: str) -> None:
     """Each hostile name becomes one $'...' word that bash reads back as the very bytes."""
     name = os.fsdecode(HOSTILE[kind][0])
     assert shown(name) == HOSTILE[kind][2]
     assert shown(HOSTILE[kind][0]) == HOSTILE[kind][2]  # bytes as the file system gives them
-    back = subprocess.run(["bash", "-c", f"printf %s {shown(name)}"], capture_output=True,
-                          check=True).stdout
-    assert back == HOSTILE[kind][0]
+    assert bash_reads(shown(name)) == HOSTILE[kind][0]
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -119,9 +123,7 @@ def test_shown_escapes_each_kind_as_a_bash_string(kind: str) -> None:
 ])
 def test_shown_quotes_what_a_shell_would_read_otherwise(name: str, expected: str) -> None:
     assert shown(name) == expected
-    back = subprocess.run(["bash", "-c", f"printf %s {shown(name)}"], capture_output=True,
-                          check=True).stdout
-    assert back == os.fsencode(name)
+    assert bash_reads(shown(name)) == os.fsencode(name)
 
 
 def test_printable_escapes_only_the_runs_a_terminal_would_act_on() -> None:
