@@ -1,13 +1,100 @@
-"""Pure helpers of the command line: how dtypes, clocks, ages, rates and data are written as
-text, JSON and CSV, and how a grid of cells is cut to a terminal's width."""
+"""Pure helpers of the command line: how names from outside are shown escaped, how dtypes,
+clocks, ages, rates and data are written as text, JSON and CSV, and how a grid of cells is cut
+to a terminal's width."""
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+# -- escaping ------------------------------------------------------------------------------------
+#
+# A file name is any bytes but '/' and NUL, and any local user may name a channel in /dev/shm:
+# written raw, ESC ] 0 ; ... BEL retitles the operator's terminal, ESC [ 2 K CR erases the row,
+# U+202E reverses what follows, U+009B (and the byte 0x9b, to a terminal in 8-bit mode) starts
+# a control sequence. Everything the command line shows that it did not write itself goes
+# through shown() (a name: quoted as GNU ls quotes it by default, with bash's $'...' for what
+# is not printable) or printable() (free text that may hold a name, such as an error message).
+
+#: Characters a shell reads as more than themselves: a name holding one is quoted. '#' and '~'
+#: only at the start of a word, '{' and '}' only alone (as GNU quotearg's shell styles have it).
+_SHELL_SPECIAL = frozenset(" !\"$&'()*;<=>?[\\^`|")
+_NAMED = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", "\r": "r",
+          "\x1b": "e", "\\": "\\", "'": "'"}
+
+
+def _escaped(c: str) -> str:
+    """One character inside bash's $'...': itself if printable, else the escape that bash
+    reads back as it (a byte that was not UTF-8, decoded by os.fsdecode() as a lone surrogate
+    U+DC80..U+DCFF, as that byte again)."""
+    if c in _NAMED:
+        return "\\" + _NAMED[c]
+    if c.isprintable():  # not Cc, Cf (bidi), Cs, Co, Cn, Zl, Zp, nor a space but ' '
+        return c
+    o = ord(c)
+    if 0xDC80 <= o <= 0xDCFF:
+        return f"\\x{o - 0xDC00:02x}"
+    if o < 0x80:
+        return f"\\x{o:02x}"
+    return f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"
+
+
+def _unprintable(c: str) -> bool:
+    return not c.isprintable()
+
+
+def _as_text(text: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
+    return os.fsdecode(text)
+
+
+def shown(name: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
+    """A name from outside (a path, a channel's or a field's name) as a person is shown it:
+    as is when it is printable and a shell reads it as itself; else quoted, as GNU ls's
+    default shell-escape quoting does: in '...' (or "..." for a name with a single quote in
+    it), and as one $'...' word (\\e, \\a, \\n, \\xNN, \\uNNNN) when anything in it is
+    not printable. Either way bash reads the word back as the very name; no character of it
+    acts on a terminal; rich never sees markup in it (render it as Text, or with
+    markup=False)."""
+    s = _as_text(name)
+    if any(map(_unprintable, s)):
+        return "$'" + "".join(map(_escaped, s)) + "'"
+    special = bool(_SHELL_SPECIAL.intersection(s)) or s[:1] in ("#", "~") or s in ("{", "}")
+    if s and not special:
+        return s
+    if "'" not in s:
+        return f"'{s}'"
+    if not set('"$`\\!').intersection(s):
+        return f'"{s}"'
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+def printable(text: str) -> str:
+    """Free text that may hold names from outside (an error message a library built), each
+    run of characters that are not printable written as one $'...' (as shown() writes them):
+    what is printable is left as it is. Applying it twice changes nothing."""
+    if not any(map(_unprintable, text)):
+        return text
+    out, run = [], []
+    for c in text:
+        if _unprintable(c):
+            run.append(_escaped(c))
+            continue
+        if run:
+            out.append("$'" + "".join(run) + "'")
+            run = []
+        out.append(c)
+    if run:
+        out.append("$'" + "".join(run) + "'")
+    return "".join(out)
+
+
+#: The quoting of names in text a person reads; JSON passes str (json escapes by itself).
+Quote = Callable[[str], str]
 
 #: Linux clock ids (include/uapi/linux/time.h) by the name a user knows them.
 CLOCK_NAMES = {
@@ -29,11 +116,12 @@ def clock_name(clock_id: int) -> str:
     return CLOCK_NAMES.get(clock_id, f"clock {clock_id}")
 
 
-def dtype_text(dt: np.dtype[Any]) -> str:
+def dtype_text(dt: np.dtype[Any], quote: Quote = shown) -> str:
     """A dtype as NumPy names it: ``int64``, ``(2,)float64`` for a subarray, a record's
-    fields as ``name:type`` separated by commas."""
+    fields as ``name:type`` separated by commas, each name through ``quote`` (``str`` for
+    JSON)."""
     if dt.names:
-        return ", ".join(f"{name}:{dtype_text(dt.fields[name][0])}"  # type: ignore[index]
+        return ", ".join(f"{quote(name)}:{dtype_text(dt.fields[name][0])}"  # type: ignore[index]
                          for name in dt.names)
     if dt.subdtype is not None:
         base, shape = dt.subdtype
@@ -44,7 +132,8 @@ def dtype_text(dt: np.dtype[Any]) -> str:
 def fields_text(dt: np.dtype[Any]) -> str:
     """A record's fields with their byte offsets: ``a:uint32@0, b:(2,)float64@4``."""
     assert dt.fields is not None
-    return ", ".join(f"{name}:{dtype_text(spec[0])}@{spec[1]}" for name, spec in dt.fields.items())
+    return ", ".join(f"{shown(name)}:{dtype_text(spec[0])}@{spec[1]}"
+                     for name, spec in dt.fields.items())
 
 
 def fields_json(dt: np.dtype[Any]) -> list[dict[str, Any]] | None:
@@ -122,7 +211,7 @@ def flat_names(dt: np.dtype[Any], shape: tuple[int, ...], prefix: str = "data") 
         if dt.names:
             for name in dt.names:
                 sub: np.dtype[Any] = dt.fields[name][0]  # type: ignore[index]
-                names += flat_names(sub.base, sub.shape, f"{base}.{name}")
+                names += flat_names(sub.base, sub.shape, f"{base}.{shown(name)}")
         else:
             names.append(base)
     return names
@@ -169,26 +258,28 @@ def record_grid(data: np.ndarray, width: int, max_rows: int
     assert data.dtype.names is not None
     flat = data.reshape(-1)
     names = list(data.dtype.names)
+    titles = [shown(f) for f in names]  # a field's name as a person is shown it
     n = min(len(flat), max_rows)
-    natural = (["#"] + names,
+    natural = (["#"] + titles,
                [[str(i)] + [cell(rec[f]) for f in names] for i, rec in enumerate(flat[:n])])
     m = min(len(names), max_rows)
     cols = flat[: max(1, width // 3)]
     transposed = (["field"] + [str(i) for i in range(len(cols))],
-                  [[f] + [cell(rec[f]) for rec in cols] for f in names[:m]])
+                  [[t] + [cell(rec[f]) for rec in cols] for f, t in zip(names[:m], titles,
+                                                                        strict=False)])
     best: tuple[int, list[str], list[list[str]], str | None] | None = None
     for (header, rows), total_rows, total_cols, what in (
             (natural, len(flat), len(names), ("elements", "fields")),
             (transposed, len(names), len(flat), ("fields", "elements"))):
         keep = fit_columns(header, rows, width)
-        shown = len(rows) * (keep - 1)
+        visible = len(rows) * (keep - 1)
         hidden = []
         if total_rows > len(rows):
             hidden.append(f"{total_rows - len(rows)} more {what[0]}")
         if total_cols > keep - 1:
             hidden.append(f"{total_cols - keep + 1} more {what[1]}")
-        if best is None or shown > best[0]:
-            best = (shown, header[:keep], [r[:keep] for r in rows],
+        if best is None or visible > best[0]:
+            best = (visible, header[:keep], [r[:keep] for r in rows],
                     " and ".join(hidden) + " not shown" if hidden else None)
     assert best is not None
     return best[1], best[2], best[3]

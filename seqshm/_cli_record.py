@@ -1,22 +1,30 @@
 """The files ``seqshm record`` writes: recorded writes (seq, timestamp_ns, lost, data), spooled
-to disk as they come (memory stays bounded however long the recording), then written as a file
-NumPy or pandas opens directly. Pure: no terminal, no channel."""
+as they come to a named .npy beside the output whose header counts only rows already on disk
+(memory stays bounded; a recording killed at any point, by kill -9, the OOM killer or a power
+cut, leaves a file np.load() reads, at most the last batch short), then written as the file
+asked for. Every file is made relative to the output's directory, opened once by the kernel:
+no path is resolved here, and no link at the output's or the spool's name is followed. Pure:
+no terminal, no channel."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import importlib
 import io
 import os
 import stat
-import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 import numpy as np
 from numpy.lib import format as npy_format
 
+from seqshm._cli_format import shown
 from seqshm._types import Sample
 
 #: Extensions ``seqshm record -o`` writes, and whether they need pyarrow.
@@ -32,7 +40,7 @@ def output_format(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise FormatUnavailable(
-            f"{path}: cannot tell what to write from the extension {ext or '(none)'!r}: "
+            f"{shown(path)}: cannot tell what to write from the extension {ext or '(none)'!r}: "
             f"use one of {', '.join(FORMATS)}"
         )
     if FORMATS[ext]:
@@ -43,57 +51,235 @@ def output_format(path: str) -> str:
         else:
             return ext
         raise FormatUnavailable(
-            f"{path}: writing {ext} files needs pyarrow, which is not installed: "
+            f"{shown(path)}: writing {ext} files needs pyarrow, which is not installed: "
             "pip install pyarrow (or record to .npy or .npz)"
         )
     return ext
 
 
 class DestinationUnwritable(ValueError):
-    """``record -o FILE`` cannot create FILE: said before recording starts, not after."""
+    """``record -o FILE`` cannot create FILE: said before recording starts, not after. Also
+    what ``record --recover FILE`` says when there is nothing it can recover."""
 
 
-def check_destination(path: str) -> None:
-    """Raise DestinationUnwritable unless a file can be created at ``path``: its directory
-    exists and takes a new file (tried for real, with a temporary name of the kind save()
-    uses: access() answers yes to root on a read-only mount), and ``path`` is nothing but a
-    regular file, if anything. A symlink is written through (save() writes its target)."""
-    full = destination(path)
-    directory = os.path.dirname(full)
-    if os.path.isdir(full):
-        raise DestinationUnwritable(
-            f"{path} is a directory: give a file name, e.g. {os.path.join(path, 'recording.npy')}"
-        )
-    if os.path.exists(full) and not stat.S_ISREG(os.stat(full).st_mode):
-        raise DestinationUnwritable(
-            f"{path} exists and is not a regular file (a FIFO or a "
-            "device): the recording is written whole, to a file"
-        )
-    if not os.path.isdir(directory):
-        raise DestinationUnwritable(
-            f"{path}: the directory {directory} does not exist: "
-            "create it first, or record to another place"
-        )
+#: What a recording's spool is called beside its output FILE: ``.FILE.recording``.
+SPOOL_SUFFIX = ".recording"
+
+
+def spool_name(base: str) -> str:
+    """The name of the spool of a recording to the file ``base`` (in the same directory)."""
+    return f".{base}{SPOOL_SUFFIX}"
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the write lock that says a recording is writing this spool (a POSIX record lock:
+    only a descriptor open for writing can take it, and the kernel drops it when the process
+    ends, however it ends); False if another process holds it. A process holds it through
+    its one descriptor of the spool: closing any other descriptor of that file would drop it,
+    so a recording opens its spool once."""
     try:
-        fd, probe = _temporary(full)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        raise DestinationUnwritable(
-            f"{path}: cannot create a file in {directory} ({e.strerror}): record to another place"
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            return False
+        raise
+    return True
 
 
-def destination(path: str) -> str:
-    """The file a recording to ``path`` ends up in: through a symlink, its target."""
-    return os.path.realpath(path)
+class Destination:
+    """The file a recording goes to: its directory, opened by the kernel and kept as a
+    descriptor, and its name there. Every file of the recording (the spool, a temporary of the
+    conversion, the output) is created with O_CREAT | O_EXCL | O_NOFOLLOW, linked or renamed
+    relative to that descriptor: whatever link another user plants at one of those names is
+    refused or replaced, never followed. ``path`` is as the user wrote it (what messages
+    name)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        directory, self.base = os.path.split(path)
+        self.directory = directory or "."
+        if self.base in ("", ".", ".."):
+            raise DestinationUnwritable(
+                f"{shown(path)} is a directory: give a file name, e.g. "
+                f"{shown(os.path.join(path, 'recording.npy'))}")
+        try:
+            self.dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise DestinationUnwritable(
+                f"{shown(path)}: the directory {shown(self.directory)} does not exist: "
+                "create it first, or record to another place") from None
+        except NotADirectoryError:
+            raise DestinationUnwritable(
+                f"{shown(path)}: {shown(self.directory)} is not a directory: record to "
+                "another place") from None
+        except OSError as e:
+            raise DestinationUnwritable(
+                f"{shown(path)}: cannot open the directory {shown(self.directory)} "
+                f"({e.strerror}): record to another place") from None
+        self.spool = spool_name(self.base)
+
+    def close(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+    def __enter__(self) -> Destination:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def shown_spool(self) -> str:
+        """The spool's path as messages give it."""
+        return shown(os.path.join(os.path.dirname(self.path), self.spool))
+
+    def _lstat(self, name: str) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def check(self) -> None:
+        """DestinationUnwritable unless a recording may start: the output is nothing or a
+        regular file (not a directory, a FIFO, a device, nor a symbolic link, which a
+        recording would replace rather than write through: said now rather than done), and
+        no spool of another recording to it is there (one running, or left by one killed:
+        its writes are not thrown away)."""
+        st = self._lstat(self.base)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise DestinationUnwritable(
+                f"{shown(self.path)} is a directory: give a file name, e.g. "
+                f"{shown(os.path.join(self.path, 'recording.npy'))}")
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise DestinationUnwritable(
+                f"{shown(self.path)} is a symbolic link: a recording replaces its output, "
+                "never writes through a link: give the file it points to, or remove the link")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise DestinationUnwritable(
+                f"{shown(self.path)} exists and is not a regular file (a FIFO or a "
+                "device): the recording is written whole, to a file")
+        if self._lstat(self.spool) is not None:
+            raise self._spool_taken()
+
+    def _spool_taken(self) -> DestinationUnwritable:
+        """What to say when the spool's name is taken."""
+        st = self._lstat(self.spool)
+        if st is not None and (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else (
+                "not a regular file" if not stat.S_ISREG(st.st_mode) else "another user's file")
+            return DestinationUnwritable(
+                f"{shown(self.path)}: {self.shown_spool()}, where the recording would go as it "
+                f"comes, is {what}: remove it, or record to another place")
+        try:
+            fd = os.open(self.spool, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=self.dir_fd)
+        except OSError:
+            busy = False  # not ours to open (another user's, a link): not a live recording
+        else:
+            try:
+                busy = not _try_lock(fd)
+            finally:
+                os.close(fd)  # drops the lock just taken, if it was
+        if busy:
+            return DestinationUnwritable(
+                f"{shown(self.path)}: another seqshm record is recording to it now (into "
+                f"{self.shown_spool()}): record to another file")
+        return DestinationUnwritable(
+            f"{shown(self.path)}: a recording to it that was stopped before it ended (kill -9, "
+            f"a crash, a power cut) left its writes in {self.shown_spool()}: "
+            f"`seqshm record --recover {shown(self.path)}` saves them as {shown(self.path)} "
+            "(or np.load() that file); remove it to record anew")
+
+    def create_spool(self) -> int:
+        """The spool, new, open for reading and writing, and locked (DestinationUnwritable
+        if it cannot be made). Its mode is 0666 less the umask, as any new file's; the output
+        that it becomes keeps it."""
+        try:
+            fd = os.open(self.spool, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o666, dir_fd=self.dir_fd)
+        except FileExistsError:
+            raise self._spool_taken() from None
+        except OSError as e:
+            raise DestinationUnwritable(
+                f"{shown(self.path)}: cannot create a file in {shown(self.directory)} "
+                f"({e.strerror}): record to another place") from None
+        if not _try_lock(fd):  # cannot be: the file is new; but never write a locked spool
+            os.close(fd)
+            raise self._spool_taken()
+        return fd
+
+    def open_spool(self) -> int:
+        """The spool a recording left, open for reading and writing and locked, for
+        ``record --recover`` (DestinationUnwritable if there is none, or it is in use)."""
+        try:
+            fd = os.open(self.spool, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            raise DestinationUnwritable(
+                f"{shown(self.path)}: there is no recording to recover ({self.shown_spool()} "
+                "is not there)") from None
+        except OSError as e:
+            raise DestinationUnwritable(
+                f"{self.shown_spool()}: cannot open it ({e.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or not _try_lock(fd):
+            os.close(fd)
+            raise DestinationUnwritable(
+                f"{self.shown_spool()} is not a recording that ended early: either another "
+                "seqshm record is writing it now, or it is not a regular file")
+        return fd
+
+    def new_file(self) -> tuple[int, str | None]:
+        """A new file in the directory for the converted output: unnamed (O_TMPFILE, so a
+        conversion killed halfway leaves nothing behind) where the file system can, else a
+        fresh ``.BASE.XXXX.tmp`` the caller removes. Returns (fd, name or None)."""
+        if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+            try:
+                fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666,
+                             dir_fd=self.dir_fd)
+                return fd, None
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+        while True:
+            name = f".{self.base}.{os.urandom(6).hex()}.tmp"
+            try:
+                return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                               | os.O_CLOEXEC, 0o666, dir_fd=self.dir_fd), name
+            except FileExistsError:
+                continue
+
+    def name_unnamed(self, fd: int) -> str:
+        """Give the O_TMPFILE file ``fd`` a fresh temporary name in the directory (linkat of
+        its /proc/self/fd entry with AT_SYMLINK_FOLLOW, as open(2) shows; linkat never
+        follows a link at the new name, and fails if the name is taken)."""
+        while True:
+            name = f".{self.base}.{os.urandom(6).hex()}.tmp"
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=self.dir_fd,
+                        follow_symlinks=True)
+                return name
+            except FileExistsError:
+                continue
+
+    def replace(self, name: str) -> None:
+        """Rename ``name`` over the output (renameat: a link there is replaced, not
+        followed), and make the rename durable."""
+        os.replace(name, self.base, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        os.fsync(self.dir_fd)
+
+    def unlink(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self.dir_fd)
 
 
-def _temporary(full: str) -> tuple[int, str]:
-    """A new, unique temporary file beside ``full`` (a stale one of an earlier run, even of
-    a process that had this pid, is never in the way)."""
-    directory, base = os.path.split(full)
-    return tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
+def recovery_target(path: str) -> str:
+    """The output ``record --recover PATH`` writes: PATH, or, when PATH is a spool itself
+    (``.FILE.recording``), the FILE it was recording to."""
+    directory, base = os.path.split(path)
+    if base.startswith(".") and base.endswith(SPOOL_SUFFIX) and len(base) > 1 + len(
+            SPOOL_SUFFIX):
+        return os.path.join(directory, base[1 : -len(SPOOL_SUFFIX)])
+    return path
 
 
 def check_dtype(ext: str, dtype: np.dtype[Any]) -> None:
@@ -130,9 +316,12 @@ def arrow_table(
     return pa.table(cols)
 
 
+
 #: A spool keeps at most about this many bytes of rows in memory before writing them out: a
 #: write costs one row copy, and the disk sees few large writes.
 BATCH_BYTES = 4 << 20
+#: ... and its rows at most this long: what a recording killed outright loses at most.
+BATCH_SECONDS = 0.5
 #: The final file is written from the spool this many bytes of rows at a time.
 CHUNK_BYTES = 4 << 20
 #: The columns of a recording, in the order of its rows.
@@ -176,138 +365,256 @@ def _byte_view(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
 
 
-def _spool_file(full: str) -> tuple[int, str | None]:
-    """A new file for the spool in ``full``'s directory (the same filesystem, so saving it is
-    a rename, not a copy): unnamed (O_TMPFILE: nothing is left behind even on kill -9) where
-    the filesystem can, and where /proc lets it be given a name at the end; else a named
-    temporary, which the caller removes on every way out. Returns (fd, name or None)."""
-    directory = os.path.dirname(full)
-    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
-        try:
-            return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666), None
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
-                raise
-    fd, name = _temporary(full)
-    mask = os.umask(0o022)  # mkstemp makes 0600: give the recording the usual 0666 & ~umask
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)
-    return fd, name
-
-
-def _link_unnamed(fd: int, name: str) -> None:
-    """Give the O_TMPFILE file ``fd`` the name ``name`` (FileExistsError if taken):
-    linkat(AT_SYMLINK_FOLLOW) of its /proc/self/fd entry, as open(2) shows. os.link()
-    calls plain link(), which does not follow that symlink, unless given a dir_fd."""
-    directory, base = os.path.split(name)
-    dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _pwrite_all(fd: int, buf: memoryview, offset: int) -> int:
+    """pwrite all of ``buf`` at ``offset``; on an OSError, its ``written`` attribute says
+    how many bytes made it."""
+    done = 0
     try:
-        os.link(f"/proc/self/fd/{fd}", base, dst_dir_fd=dir_fd, follow_symlinks=True)
-    finally:
-        os.close(dir_fd)
+        while done < len(buf):
+            done += os.pwrite(fd, buf[done:], offset + done)
+    except OSError as e:
+        e.written = done  # type: ignore[attr-defined]
+        raise
+    return done
+
+
+def _read_spool_header(fd: int) -> tuple[np.dtype[Any], int, int]:
+    """(row dtype, header length, rows it claims) of a spool; ValueError if it is not one."""
+    head = os.pread(fd, 16, 0)
+    f = io.BytesIO(head)
+    version = npy_format.read_magic(f)  # ValueError if not a .npy
+    length = len(head) + (int.from_bytes(head[8:10], "little") if version == (1, 0)
+                          else int.from_bytes(head[8:12], "little"))
+    f = io.BytesIO(os.pread(fd, length, 0))
+    npy_format.read_magic(f)
+    read = (npy_format.read_array_header_1_0 if version == (1, 0)
+            else npy_format.read_array_header_2_0)
+    shape, fortran, dtype = read(f)
+    if (fortran or len(shape) != 1 or dtype.names != COLUMNS
+            or any(dtype.fields[c][0] != np.uint64 for c in COLUMNS[:3])):  # type: ignore[index]
+        raise ValueError("not a recording: its rows are not (seq, timestamp_ns, lost, data)")
+    return dtype, f.tell(), int(shape[0])
 
 
 class Spool:
-    """The writes of a recording on disk as they arrive, in batches: a ``.npy`` file being
-    built beside the destination, rows of :func:`row_dtype` after a header whose count is
-    rewritten in place when it is saved (a ``.npy`` recording is then only renamed into place).
+    """The writes of a recording on disk as they arrive: a valid ``.npy`` file named
+    ``.FILE.recording`` beside the output FILE, rows of :func:`row_dtype` after a header whose
+    count is rewritten in place (it keeps its length) each time a batch is on disk.
 
-    ``append()`` copies a write into the batch in memory (at most BATCH_BYTES, one row at
-    least) and writes the batch out when it is full; it raises RecordingStopped when the disk
-    refuses it (``stopped`` keeps that error), keeping every whole row already written.
-    ``save()`` writes the destination, streaming from the spool; ``close()`` discards it.
+    ``append()`` copies a write into the batch in memory (at most BATCH_BYTES, and
+    BATCH_SECONDS old) and hands a full batch to a thread of its own, which writes it,
+    fdatasync()s it, then rewrites the header's count and fdatasync()s that: the header never
+    claims a row that is not on disk, so the spool is a consistent .npy however the process
+    ends (kill -9, the OOM killer, a power cut), short of at most the batch in memory and the
+    one being written. Meanwhile the next batch fills (two buffers: memory stays bounded, and
+    the recording does not wait on the disk unless the disk is slower than the channel).
+    ``append()`` raises RecordingStopped when the disk refuses a batch (``stopped`` keeps that
+    error), keeping every whole row already written.
+
+    ``save()`` makes the output: a ``.npy`` is the spool, renamed into place; other formats
+    are written from it and renamed into place, and only then is the spool removed. Until
+    then, and if saving fails, the spool keeps the writes (``record --recover`` saves them).
     """
 
-    def __init__(self, path: str, dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
-        self.path = path  # as the user wrote it: what messages name
-        self.full = destination(path)
-        self.row = row_dtype(dtype, shape)
-        self.count = 0  # rows on disk
-        self.received = 0  # rows given to append()
+    def __init__(self, dest: Destination, row: np.dtype[Any], fd: int, header_len: int,
+                 count: int) -> None:
+        """Use :meth:`create` or :meth:`recover`."""
+        self.dest, self.path = dest, dest.path
+        self.row = row
+        self.count = count  # rows on disk, which the header claims
+        self.received = count  # rows given to append(), and those a recovered spool has
         self.stopped: RecordingStopped | None = None
         self.kept: str | None = None  # where save() kept the rows when it could not convert
-        self._header = npy_header(self.row, (0,))
-        rows = max(1, BATCH_BYTES // max(1, self.row.itemsize))
-        self._raw = np.zeros(rows * self.row.itemsize, np.uint8)
-        batch = self._raw.view(self.row)
-        # field views made once: filling a row is then four item assignments
-        self._cols = [batch[name] for name in COLUMNS]
-        self._filled = 0
-        self._fd, self._name = _spool_file(self.full)
+        self._fd = fd
+        self._header_len = header_len
         self._closed = False
+        rows = max(1, BATCH_BYTES // max(1, row.itemsize))
+        # two batches: one filling, one being written; zeros() maps pages only as used
+        self._bufs = [np.zeros(rows * row.itemsize, np.uint8) for _ in range(2)]
+        # field views made once: filling a row is then four item assignments
+        self._cols_of = [[b.view(row)[name] for name in COLUMNS] for b in self._bufs]
+        self._rows = rows
+        self._cur = 0
+        self._cols = self._cols_of[0]
+        self._filled = 0
+        self._batch_start = 0.0
+        self._taken = count  # rows (numbered as received) handed to the disk so far
+        self._io: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+
+    @classmethod
+    def create(cls, dest: Destination, dtype: np.dtype[Any], shape: tuple[int, ...]) -> Spool:
+        """A new, empty spool beside ``dest`` (DestinationUnwritable if it cannot be made,
+        RecordingStopped if its header cannot be written)."""
+        row = row_dtype(dtype, shape)
+        header = npy_header(row, (0,))
+        fd = dest.create_spool()
         try:
-            self._write_at(memoryview(self._header), 0)
-        except RecordingStopped:
-            self.close()
-            raise
+            _pwrite_all(fd, memoryview(header), 0)
+            os.fdatasync(fd)
+            os.fsync(dest.dir_fd)  # its name too survives a power cut
+        except OSError as e:
+            os.close(fd)
+            dest.unlink(dest.spool)
+            raise RecordingStopped(e.errno, e.strerror, dest.path) from e
+        return cls(dest, row, fd, len(header), 0)
+
+    @classmethod
+    def recover(cls, dest: Destination) -> Spool:
+        """The spool a recording to ``dest`` left (killed, or its output could not be made):
+        the rows its header claims (fewer if the file is shorter: a power cut between a
+        header's write and its sync). DestinationUnwritable if there is none or it is not a
+        recording's."""
+        fd = dest.open_spool()
+        try:
+            row, header_len, count = _read_spool_header(fd)
+            size = os.fstat(fd).st_size
+        except (ValueError, OSError) as e:
+            os.close(fd)
+            raise DestinationUnwritable(
+                f"{dest.shown_spool()} is not a recording seqshm record left "
+                f"({e.strerror if isinstance(e, OSError) else e}): np.load() it to see "
+                "what it holds") from None
+        count = min(count, max(0, size - header_len) // row.itemsize)
+        return cls(dest, row, fd, header_len, count)
+
+    @property
+    def data_dtype(self) -> np.dtype[Any]:
+        """The dtype of one write's data (with its shape)."""
+        return self.row.fields["data"][0]  # type: ignore[index]
 
     @property
     def _end(self) -> int:
-        return len(self._header) + self.count * self.row.itemsize
+        return self._header_len + self.count * self.row.itemsize
+
+    # -- recording ---------------------------------------------------------------------------
 
     def append(self, sample: Sample) -> None:
         """Add one write; RecordingStopped if the spool cannot take it (nor more)."""
         if self.stopped is not None:
             raise self.stopped
         i = self._filled
+        if i == 0:
+            self._batch_start = time.monotonic()
         seq, timestamp_ns, lost, data = self._cols
         seq[i], timestamp_ns[i], lost[i] = sample.seq, sample.timestamp_ns, sample.lost
         data[i] = sample.data
         self._filled = i + 1
         self.received += 1
-        if self._filled == len(seq):
-            self.flush()
+        if self._filled == self._rows or time.monotonic() - self._batch_start >= BATCH_SECONDS:
+            self._submit()
+
+    def tick(self) -> None:
+        """Hand the batch to the disk if it is BATCH_SECONDS old (call when writes pause)."""
+        if self._filled and time.monotonic() - self._batch_start >= BATCH_SECONDS:
+            self._submit()
 
     def flush(self) -> None:
-        """Write the batch out (RecordingStopped if the disk refuses it)."""
+        """Put every row given so far on disk, and wait for it (RecordingStopped if the disk
+        refuses them)."""
+        self._submit()
+        self._wait()
+
+    def _submit(self) -> None:
+        """Hand the batch to the writing thread once the batch before it is on disk. An
+        interrupt (Ctrl-C) anywhere in here may have the batch handed over twice, never
+        lost: the writing thread skips rows it has already taken."""
         if self.stopped is not None:
             raise self.stopped
-        if self._filled:
-            n, self._filled = self._filled, 0
-            self._write_at(self._raw.data[: n * self.row.itemsize], self._end, rows=True)
-            self.count += n
+        n = self._filled
+        if not n:
+            return
+        self._wait()
+        if self._io is None:
+            self._io = ThreadPoolExecutor(1, thread_name_prefix="seqshm-record")
+        view = self._bufs[self._cur].data[: n * self.row.itemsize]
+        self._pending = self._io.submit(self._write_batch, view, n, self.received - n)
+        self._cur ^= 1
+        self._cols = self._cols_of[self._cur]
+        self._filled = 0
 
-    def _write_at(self, buf: memoryview, offset: int, rows: bool = False) -> None:
-        """pwrite all of ``buf`` at ``offset``. On an error the recording stops: of ``rows``
-        (whole rows appended at the end), those that made it stay and a partial one is cut
-        off; RecordingStopped is raised, naming the destination."""
-        done = 0
+    def _wait(self) -> None:
+        """Wait for the batch being written (its RecordingStopped, if the disk refused it)."""
+        pending = self._pending
+        if pending is None:
+            return
         try:
-            while done < len(buf):
-                done += os.pwrite(self._fd, buf[done:], offset + done)
-        except OSError as e:
-            if rows:
-                self.count += done // self.row.itemsize
-                try:
-                    os.ftruncate(self._fd, self._end)  # a partial row is no row
-                except OSError:
-                    pass
-            what = {
-                errno.ENOSPC: "the disk is full",
-                errno.EDQUOT: "the disk quota is used up",
-                errno.EFBIG: "the file is as large as it may be",
-            }.get(e.errno or 0, f"cannot write it ({e.strerror})")
-            self.stopped = RecordingStopped(e.errno, what, self.path)
-            raise self.stopped from e
+            pending.result()
+        finally:
+            if pending.done():  # not on an interrupt: the batch is still being written
+                self._pending = None
 
-    # -- saving ----------------------------------------------------------------------------
+    def _write_batch(self, view: memoryview, n: int, first: int) -> None:
+        """(In the writing thread, one batch at a time.) Write the ``n`` rows of ``view``,
+        received as rows ``first`` on, after those on disk (less any already taken), make
+        them durable, then have the header claim them."""
+        skip = max(0, self._taken - first)
+        if skip >= n:
+            return
+        view, n = view[skip * self.row.itemsize :], n - skip
+        self._taken = first + skip + n
+        try:
+            _pwrite_all(self._fd, view, self._end)
+            os.fdatasync(self._fd)  # the rows are on disk before the header says so
+        except OSError as e:
+            self._stop(e, getattr(e, "written", 0) // self.row.itemsize)
+        self.count += n
+        try:
+            self._claim()
+        except OSError as e:
+            self._stop(e, 0)
+
+    def _claim(self) -> None:
+        """Rewrite the header's count in place (same length) and make it durable."""
+        header = npy_header(self.row, (self.count,))
+        if len(header) != self._header_len:  # NumPy >= 1.23 leaves room: cannot happen
+            raise OSError(errno.EINVAL, "the .npy header of the recording would move")
+        _pwrite_all(self._fd, memoryview(header), 0)
+        os.fdatasync(self._fd)
+
+    def _stop(self, e: OSError, rows: int) -> None:
+        """The disk refused a batch: keep the ``rows`` of it that made it whole (if they can
+        be made durable), cut a partial row off, and stop with RecordingStopped naming the
+        destination."""
+        with contextlib.suppress(OSError):
+            if rows:
+                os.fdatasync(self._fd)
+                self.count += rows
+            os.ftruncate(self._fd, self._end)  # a partial row is no row
+            self._claim()
+        what = {
+            errno.ENOSPC: "the disk is full",
+            errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "the file is as large as it may be",
+        }.get(e.errno or 0, f"cannot write it ({e.strerror})")
+        self.stopped = RecordingStopped(e.errno, what, self.path)
+        raise self.stopped from e
+
+    # -- saving ------------------------------------------------------------------------------
 
     def save(self, ext: str) -> None:
         """Write the recording to the destination as ``ext`` (every write that reached the
         spool; the batch in memory is written out first, as far as the disk takes it), and
-        close the spool. A .npy is finished in place (its header's count rewritten) and
-        renamed over the destination; other formats stream from the spool through a temporary
-        renamed over it, at CHUNK_BYTES at a time. If that fails (a full disk, a signal), the
-        rows are kept as a .npy beside the destination when possible, and the OSError raised
-        names the destination and where they are."""
+        close the spool. A .npy is the spool itself, its count final, renamed over the
+        destination; other formats stream from the spool, CHUNK_BYTES at a time, into a new
+        file renamed over the destination, and the spool is removed only then. If that fails
+        (a full disk, a signal), the rows are kept as a .npy beside the destination, and the
+        OSError raised names the destination and where they are."""
         try:
-            try:
+            with contextlib.suppress(RecordingStopped):  # kept in self.stopped: said later
                 self.flush()
-            except RecordingStopped:
-                pass  # kept in self.stopped: the caller says so
+            self._shutdown()
+            try:
+                self._finish()
+            except OSError as e:
+                raise OSError(e.errno, f"cannot write the recording: {e.strerror}; "
+                              f"{self._where()}", self.path) from e
             if ext == ".npy":
-                self._finish_npy()
-                self._link(self.full, replace=True)
+                try:
+                    self.dest.replace(self.dest.spool)
+                except OSError as e:
+                    raise OSError(e.errno, f"cannot put the recording in place: {e.strerror}; "
+                                  f"{self._where()}", self.path) from e
                 return
             try:
                 self._convert(ext)
@@ -315,82 +622,54 @@ class Spool:
                 self.kept = self._keep_as_npy()
                 if not isinstance(e, OSError):
                     raise
-                where = (
-                    f"; the {self.count:,} writes recorded are kept in {self.kept}"
-                    if self.kept
-                    else ""
-                )
-                raise OSError(
-                    e.errno, f"cannot write the recording: {e.strerror}{where}", self.path
-                ) from e
-        except OSError as e:
-            if e.filename == self.path:
-                raise
-            raise OSError(e.errno, f"cannot write the recording: {e.strerror}", self.path) from e
+                raise OSError(e.errno, f"cannot write the recording: {e.strerror}; "
+                              f"{self._where()}", self.path) from e
+            self.dest.unlink(self.dest.spool)
         finally:
             self.close()
 
+    def _where(self) -> str:
+        kept = shown(self.kept) if self.kept else self.dest.shown_spool()
+        return f"the {self.count:,} writes recorded are kept in {kept}"
+
     def close(self) -> None:
-        """Discard the spool (what save() did not link into place is gone)."""
+        """Let go of the spool (and its lock); what save() did not move stays where it is."""
         if self._closed:
             return
         self._closed = True
+        self._shutdown()
         os.close(self._fd)
-        if self._name is not None:
-            try:
-                os.unlink(self._name)
-            except FileNotFoundError:
-                pass
 
-    def _finish_npy(self) -> None:
-        header = npy_header(self.row, (self.count,))
-        if len(header) != len(self._header):  # NumPy >= 1.23 leaves room: cannot happen
-            raise OSError(errno.EINVAL, "the .npy header of the recording would move")
-        self._write_at(memoryview(header), 0)
-        os.ftruncate(self._fd, self._end)  # rows written after a failed batch are not data
+    def _shutdown(self) -> None:
+        if self._io is not None:
+            self._io.shutdown(wait=True)
+            self._io = None
+            self._pending = None
 
-    def _link(self, name: str, replace: bool) -> None:
-        """Give the spool the name ``name``: over whatever is there (``replace``), else only
-        if nothing is (FileExistsError)."""
-        if self._name is None:  # unnamed: linkat through /proc, then renamed over the target
-            if not replace:
-                _link_unnamed(self._fd, name)
-                return
-            directory, base = os.path.split(name)
-            while True:  # a fresh name of _temporary()'s kind
-                tmp = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
-                try:
-                    _link_unnamed(self._fd, tmp)
-                    break
-                except FileExistsError:
-                    continue
-            try:
-                os.replace(tmp, name)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        elif replace:
-            os.replace(self._name, name)
-            self._name = None
-        else:
-            os.link(self._name, name)
+    def _finish(self) -> None:
+        """The spool as a complete .npy: its header's final count, nothing after its rows
+        (rows written after a failed batch are not data), all of it durable."""
+        self._claim()
+        os.ftruncate(self._fd, self._end)
+        os.fdatasync(self._fd)
 
     def _keep_as_npy(self) -> str | None:
-        """After a failed save to another format: the spool finished as a .npy of a new name
-        beside the destination (never over a file); its name, or None if even that failed."""
-        try:
-            self._finish_npy()
-        except OSError:
-            return None
+        """After a failed save to another format: the spool given a name that says what it is,
+        ``FILE.npy`` (or ``FILE.1.npy``...) beside the destination, never over a file (a hard
+        link, then the spool's name removed). Its path, or None if it keeps the spool's."""
         for k in range(100):
-            name = f"{self.full}.npy" if k == 0 else f"{self.full}.{k}.npy"
+            name = f"{self.dest.base}.npy" if k == 0 else f"{self.dest.base}.{k}.npy"
             try:
-                self._link(name, replace=False)
+                os.link(self.dest.spool, name, src_dir_fd=self.dest.dir_fd,
+                        dst_dir_fd=self.dest.dir_fd, follow_symlinks=False)
             except FileExistsError:
                 continue
             except OSError:
                 return None
-            return name
+            self.dest.unlink(self.dest.spool)
+            with contextlib.suppress(OSError):
+                os.fsync(self.dest.dir_fd)
+            return os.path.join(os.path.dirname(self.path), name)
         return None
 
     def _chunks(self) -> Iterator[np.ndarray]:
@@ -400,7 +679,7 @@ class Spool:
         buf = np.empty(min(rows, max(1, self.count)) * size, np.uint8)
         for start in range(0, self.count, rows):
             n = min(rows, self.count - start)
-            view, offset = buf.data[: n * size], len(self._header) + start * size
+            view, offset = buf.data[: n * size], self._header_len + start * size
             got = 0
             while got < len(view):
                 k = os.preadv(self._fd, [view[got:]], offset + got)
@@ -410,23 +689,25 @@ class Spool:
             yield buf[: n * size].view(self.row)
 
     def _convert(self, ext: str) -> None:
-        fd, tmp = _temporary(self.full)
-        mask = os.umask(0o022)  # mkstemp makes 0600: give the recording the usual 0666 & ~umask
-        os.umask(mask)
+        """Write the output as ``ext`` into a new file, durable, then rename it into place."""
+        fd, tmp = self.dest.new_file()
         try:
-            os.fchmod(fd, 0o666 & ~mask)
-            with open(fd, "wb") as f:
+            with open(fd, "wb", closefd=False) as f:
                 if ext == ".npz":
                     self._write_npz(f)
                 elif ext == ".parquet":
                     self._write_arrow(f, parquet=True)
                 else:
                     self._write_arrow(f, parquet=False)
-            os.replace(tmp, self.full)
-        except BaseException:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise
+            os.fsync(fd)
+            if tmp is None:
+                tmp = self.dest.name_unnamed(fd)
+            self.dest.replace(tmp)
+            tmp = None
+        finally:
+            os.close(fd)
+            if tmp is not None:
+                self.dest.unlink(tmp)
 
     def _write_npz(self, f: IO[bytes]) -> None:
         """As np.savez(seq=, timestamp_ns=, lost=, data=): a zip of stored (uncompressed)

@@ -43,10 +43,12 @@ from seqshm._cli_format import (
     fields_text,
     flat_names,
     flat_values,
+    printable,
     rate,
     rate_text,
     record_grid,
     seconds_text,
+    shown,
     to_json,
 )
 from seqshm._lifecycle import process_start_time, writer_holds
@@ -93,7 +95,9 @@ def _raise_signalled(signum: int, frame: object) -> None:
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    # no emoji: a channel named ":fire:" is shown as written (markup: channel text is given
+    # to rich as Text, or with markup=False)
+    return Console(highlight=False, emoji=False)
 
 
 # -- finding channels ----------------------------------------------------------------------------
@@ -168,7 +172,7 @@ def info_json(reader: seqshm.Reader) -> dict[str, Any]:
         "path": reader.path,
         "name": h["name"],
         "abi_version": h["abi_version"],
-        "dtype": dtype_text(reader.dtype),
+        "dtype": dtype_text(reader.dtype, str),  # raw: json.dumps escapes it
         "descr": np.lib.format.dtype_to_descr(reader.dtype),
         "itemsize": reader.dtype.itemsize,
         "fields": fields_json(reader.dtype),
@@ -195,12 +199,13 @@ def info_json(reader: seqshm.Reader) -> dict[str, Any]:
 
 
 def info_text(reader: seqshm.Reader) -> str:
-    """What ``seqshm info`` prints: the layout as validated, and the channel's state now."""
+    """What ``seqshm info`` prints: the layout as validated, and the channel's state now (every
+    name in it escaped: shown())."""
     j = info_json(reader)
     dt = reader.dtype
     lines = [
-        f"path            {j['path']}",
-        f"name            {j['name']}",
+        f"path            {shown(j['path'])}",
+        f"name            {shown(j['name'])}",
         f"abi version     {j['abi_version']}",
         "dtype           " + (f"record of {len(dt.names)} fields, {dt.itemsize} bytes"
                               if dt.names else dtype_text(dt)),
@@ -222,7 +227,7 @@ def info_text(reader: seqshm.Reader) -> str:
         what = "stuck mid-write" if j["stuck"] else "mid-write"
         lines.append(f"slot {slot:<10} {what}{which}")
     if j["read_error"]:
-        lines.append(f"read            {j['read_error']}")
+        lines.append(f"read            {printable(j['read_error'])}")
     return "\n".join(lines)
 
 
@@ -320,7 +325,7 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
             except seqshm.ReadTimeout:
                 timestamp, row["stuck"] = 0, True
             state = r.state
-            row.update(channel=r.name, dtype=dtype_text(r.dtype), shape=list(r.shape),
+            row.update(channel=r.name, dtype=dtype_text(r.dtype, str), shape=list(r.shape),
                        nr_slots=r.nr_slots, writer_pid=r.header["writer_pid"] or None,
                        writer_alive=_writer_alive(state), state=state.value, writes=head,
                        age_s=age_s(r.header["clock_id"], timestamp))
@@ -329,19 +334,21 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
 
 
 def list_text(rows: list[dict[str, Any]], width: int | None = None) -> str:
-    """The table ``seqshm list`` prints; each line cut to ``width`` if given."""
+    """The table ``seqshm list`` prints; each line cut to ``width`` if given. Paths are shown
+    escaped (shown()), and any text from a channel has nothing a terminal acts on."""
     header = ["PATH", "SHAPE", "SLOTS", "WRITER", "ALIVE", "STATE", "WRITES/S", "AGE", "DTYPE"]
     table = [header]
     for r in rows:
         if r["error"]:
-            table.append([r["path"]] + ["-"] * 7 + [f"(unreadable: {r['error']})"])
+            table.append([shown(r["path"])] + ["-"] * 7
+                         + [f"(unreadable: {printable(r['error'])})"])
             continue
         table.append([
-            r["path"], "(" + ",".join(map(str, r["shape"])) + ("," if len(r["shape"]) == 1
+            shown(r["path"]), "(" + ",".join(map(str, r["shape"])) + ("," if len(r["shape"]) == 1
                                                                else "") + ")",
             str(r["nr_slots"]), f"pid {r['writer_pid']}" if r["writer_pid"] else "kernel",
             "yes" if r["writer_alive"] else "no", r["state"] + (", stuck" if r["stuck"] else ""),
-            rate_text(r["rate_hz"]), seconds_text(r["age_s"]), r["dtype"]])
+            rate_text(r["rate_hz"]), seconds_text(r["age_s"]), printable(r["dtype"])])
     widths = [max(len(row[c]) for row in table) for c in range(len(header) - 1)]
     if width is not None:
         # a terminal: the PATH column gives up what the row lacks (down to 10, its start
@@ -396,16 +403,16 @@ def watch_frame(reader: seqshm.Reader, snap: seqshm.Snapshot | None, rate_hz: fl
     if gone:
         status.stylize("red", len(status.plain) - len(gone))
     parts: list[RenderableType] = [
-        _line(f"{reader.name}  {reader.path}  {_writer_text(reader)}"), status]
+        _line(f"{shown(reader.name)}  {shown(reader.path)}  {_writer_text(reader)}"), status]
     if error is not None or snap is None:
-        parts.append(_line(f"no consistent read: {error}", style="red"))
+        parts.append(_line(f"no consistent read: {printable(str(error))}", style="red"))
         return Group(*parts)
     data = snap.data
     if data.dtype.names:
         header, rows, note = record_grid(data, width - 1, max(height - 7, 3))
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-        for title in header:
-            table.add_column(title, justify="right", no_wrap=True, overflow="ellipsis")
+        for title in header:  # Text: a field named "[/]" is a name, not markup
+            table.add_column(Text(title), justify="right", no_wrap=True, overflow="ellipsis")
         for row in rows:
             table.add_row(*map(Text, row))  # Text: "[1,2]" is data, not markup
         parts.append(table)
@@ -438,7 +445,7 @@ class _LineWriter:
         age = age_s(reader.header["clock_id"], timestamp_ns or 0)
         if self.csv is not None:
             values = flat_values(data) if data is not None else [""] * self.width
-            self.csv.writerow([event, reader.path, seq, timestamp_ns or "",
+            self.csv.writerow([event, shown(reader.path), seq, timestamp_ns or "",
                                "" if age is None else f"{age:.6f}",
                                "" if rate_hz is None else f"{rate_hz:.3f}", state.value,
                                *values])
@@ -452,7 +459,7 @@ class _LineWriter:
             else:
                 record["data"] = None if data is None else to_json(data)
                 record["error"] = reason
-            self.out.write(json.dumps(record, allow_nan=False) + "\n")
+            self.out.write(json.dumps(record, allow_nan=False, ensure_ascii=True) + "\n")
         self.out.flush()
 
 
@@ -482,13 +489,13 @@ def watch(path: str, interval: float, count: int | None, timeout: float,
         live = (Live(console=console, auto_refresh=False)
                 if fmt == "table" and console.is_terminal else None)
         prev: tuple[float, int] | None = None
-        shown = 0
+        updates = 0
         next_at = time.monotonic()
         state = seqshm.ChannelState.OPEN
         if live:
             live.start()
         try:
-            while count is None or shown < count:
+            while count is None or updates < count:
                 before = reader.path, reader.header
                 snap: seqshm.Snapshot | None
                 error = None
@@ -520,8 +527,8 @@ def watch(path: str, interval: float, count: int | None, timeout: float,
                         lines.emit("ended", reader, seq, snap.timestamp_ns if snap else None,
                                    None, state, None, _ended_reason(reader, state))
                         return EXIT_OK
-                shown += 1
-                if count is None or shown < count:
+                updates += 1
+                if count is None or updates < count:
                     next_at = max(next_at + interval, time.monotonic())
                     telemetry.sleep_until(next_at)
         finally:
@@ -555,7 +562,9 @@ def _no_interrupts() -> Iterator[None]:
 
 def _progress(console: Console, what: str, count: int | None, duration: float | None
               ) -> tuple[Progress, Any]:
-    columns = [TextColumn("recording {task.description}"), BarColumn(),
+    # markup=False: the description is a channel's path (shown() escapes it, rich must not
+    # take its brackets for markup)
+    columns = [TextColumn("recording {task.description}", markup=False), BarColumn(),
                TextColumn("{task.fields[writes]:,} writes ({task.fields[lost]:,} lost)"),
                TimeElapsedColumn()]
     progress = Progress(*columns, console=console, transient=False)
@@ -563,35 +572,58 @@ def _progress(console: Console, what: str, count: int | None, duration: float | 
     return progress, task
 
 
+def _usage(call: Callable[[], Any]) -> Any:
+    """``call()``, its refusals of the file asked for turned into usage errors (exit 2)."""
+    try:
+        return call()
+    except (_cli_record.FormatUnavailable, _cli_record.DestinationUnwritable) as e:
+        raise Failure(str(e), EXIT_USAGE) from None
+
+
 def record(path: str, output: str, count: int | None, duration: float | None,
            timeout: float) -> int:
     """Record every write of a channel (Reader.follow()) to ``output`` until ``count``
     writes, ``duration`` seconds, the channel's end or Ctrl-C; the file is written in every
-    case. Each write goes to a spool file beside ``output`` as it comes (memory does not grow
-    with the recording); a full disk stops the recording, saves what the spool holds and
-    exits 1 saying so."""
+    case. Each write goes to the spool beside ``output`` (``.FILE.recording``, a .npy) as it
+    comes, so memory does not grow with the recording and a recording killed outright leaves
+    what reached the disk (``record --recover``); a full disk stops the recording, saves what
+    the spool holds and exits 1 saying so."""
+    ext = _usage(lambda: _cli_record.output_format(output))
+    err = Console(stderr=True, highlight=False, emoji=False)
+    with _usage(lambda: _cli_record.Destination(output)) as dest:
+        _usage(dest.check)
+        with _open(path, timeout=timeout) as reader:
+            _usage(lambda: _cli_record.check_dtype(ext, reader.dtype))
+            try:
+                spool = _usage(lambda: _cli_record.Spool.create(dest, reader.dtype,
+                                                                reader.shape))
+            except _cli_record.RecordingStopped as e:
+                raise Failure(f"{shown(output)}: cannot record: {e.strerror}") from None
+            lost = _record_into(spool, ext, reader, err, count, duration)
+            _save(spool, ext)
+    if spool.stopped is not None:
+        raise Failure(f"{shown(output)}: {spool.stopped.strerror}: recording stopped after "
+                      f"{spool.received:,} writes; the first {spool.count:,} are saved "
+                      f"in {shown(output)}")
+    if err.is_terminal:
+        err.print(f"{spool.count:,} writes ({lost:,} lost) written to {shown(output)}",
+                  markup=False)
+    return EXIT_OK
+
+
+def _record_into(spool: _cli_record.Spool, ext: str, reader: seqshm.Reader, err: Console,
+                 count: int | None, duration: float | None) -> int:
+    """Follow ``reader`` into ``spool`` until ``count`` writes, ``duration`` seconds, the
+    channel's end, a full disk or Ctrl-C (which is raised once the recording is saved);
+    the writes lost between two reads."""
+    lost = 0
+    progress, task = _progress(err, shown(reader.path), count, duration)
+    start = time.monotonic()
+    deadline = None if duration is None else start + duration
+    shown_at = 0.0
+    if err.is_terminal:
+        progress.start()
     try:
-        ext = _cli_record.output_format(output)
-        _cli_record.check_destination(output)
-    except (_cli_record.FormatUnavailable, _cli_record.DestinationUnwritable) as e:
-        raise Failure(str(e), EXIT_USAGE) from None
-    err = Console(stderr=True, highlight=False)
-    with _open(path, timeout=timeout) as reader:
-        try:
-            _cli_record.check_dtype(ext, reader.dtype)
-        except _cli_record.FormatUnavailable as e:
-            raise Failure(str(e), EXIT_USAGE) from None
-        try:
-            spool = _cli_record.Spool(output, reader.dtype, reader.shape)
-        except _cli_record.RecordingStopped as e:
-            raise Failure(f"{output}: cannot record: {e.strerror}") from None
-        lost = 0
-        progress, task = _progress(err, reader.path, count, duration)
-        start = time.monotonic()
-        deadline = None if duration is None else start + duration
-        shown_at = 0.0
-        if err.is_terminal:
-            progress.start()
         try:
             done = False
             while not done:
@@ -613,31 +645,48 @@ def record(path: str, output: str, count: int | None, duration: float | None,
                                         shown_at - start, writes=spool.received, lost=lost)
                 else:
                     done = reader.ended  # follow() ended: no write for 0.1 s, or the end
-                    spool.flush()  # a pause: put the batch on disk meanwhile
-        except _cli_record.RecordingStopped:
-            pass  # spool.stopped says why, after saving
+                    spool.tick()  # a pause: put a batch old enough on disk meanwhile
         finally:
             if err.is_terminal:
                 progress.update(task, completed=spool.received if count else
                                 time.monotonic() - start, writes=spool.received, lost=lost)
                 progress.stop()
-            try:
-                with _no_interrupts():
-                    spool.save(ext)
-            except OSError:
-                raise  # its message names the file, and where the writes are kept if they are
-            except BaseException:
-                if spool.kept:
-                    print(f"seqshm: the {spool.count:,} writes recorded are kept in "
-                          f"{spool.kept}", file=sys.stderr)
-                raise
-        if spool.stopped is not None:
-            raise Failure(f"{output}: {spool.stopped.strerror}: recording stopped after "
-                          f"{spool.received:,} writes; the first {spool.count:,} are saved "
-                          f"in {output}")
-        if err.is_terminal:
-            err.print(f"{spool.count:,} writes ({lost:,} lost) written to {output}",
-                      markup=False)
+    except _cli_record.RecordingStopped:
+        pass  # spool.stopped says why, after saving
+    except BaseException:
+        _save(spool, ext)  # Ctrl-C, SIGTERM: what was recorded is saved, then it goes on
+        raise
+    return lost
+
+
+def _save(spool: _cli_record.Spool, ext: str) -> None:
+    """spool.save(ext) with Ctrl-C ignored and SIGTERM and SIGHUP held meanwhile."""
+    try:
+        with _no_interrupts():
+            spool.save(ext)
+    except OSError:
+        raise  # its message names the file, and where the writes are kept if they are
+    except BaseException:
+        if spool.kept:
+            print(f"seqshm: the {spool.count:,} writes recorded are kept in "
+                  f"{shown(spool.kept)}", file=sys.stderr)
+        raise
+
+
+def recover(output: str) -> int:
+    """Save what a recording to ``output`` (or the spool ``output`` names) that did not end
+    left in its spool, as ``output``'s format; the spool is removed once that is written."""
+    target = _cli_record.recovery_target(output)
+    ext = _usage(lambda: _cli_record.output_format(target))
+    with _usage(lambda: _cli_record.Destination(target)) as dest:
+        spool = _usage(lambda: _cli_record.Spool.recover(dest))
+        try:
+            _usage(lambda: _cli_record.check_dtype(ext, spool.data_dtype.base))
+        except BaseException:
+            spool.close()
+            raise
+        _save(spool, ext)
+    print(f"{spool.count:,} writes recovered into {shown(target)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -649,7 +698,7 @@ def _demo_table(reader: seqshm.Reader, busy: np.ndarray, sample: np.ndarray,
                 width: int) -> RenderableType:
     stats = reader.stats
     title = [
-        _line(f"seqshm demo: per-CPU load from /proc/stat through {reader.path}"),
+        _line(f"seqshm demo: per-CPU load from /proc/stat through {shown(reader.path)}"),
         _line(f"writer pid {reader.header['writer_pid']}  {rate_text(rate_hz)} writes/s  "
               f"seq {reader.seq}  snapshot {read_ns:,.0f} ns  "
               f"retries {stats.retries}/{stats.snapshots}  t={elapsed:.0f}s"),
@@ -729,7 +778,7 @@ def _open_written_by(path: str, writer: multiprocessing.process.BaseProcess
         except (FileNotFoundError, seqshm.FormatError):
             pass
         if not writer.is_alive() or time.monotonic() > deadline:
-            raise Failure(f"the demo writer did not create {path}")
+            raise Failure(f"the demo writer did not create {shown(path)}")
         time.sleep(0.02)
 
 
@@ -760,11 +809,11 @@ def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
         # A channel left by a demo that was killed: remove it, unless a live writer holds it.
         # Anything else there is not ours to remove (--path ~/notes.txt must not delete it).
         if writer_holds(path):
-            raise Failure(f"another writer is publishing {path}: pass --path to run a "
+            raise Failure(f"another writer is publishing {shown(path)}: pass --path to run a "
                           "second demo")
         if not _left_by_a_demo(path):
-            raise Failure(f"{path} exists and is not a channel an earlier demo left: pass "
-                          "another --path", EXIT_USAGE)
+            raise Failure(f"{shown(path)} exists and is not a channel an earlier demo left: "
+                          "pass another --path", EXIT_USAGE)
         os.unlink(path)
     ctx = multiprocessing.get_context("spawn")
     # The child stops when this pipe's write end closes: when we close it, or die, however.
@@ -945,14 +994,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a live table (the default on a terminal), or one JSON or CSV line "
                         "per update (jsonl: the default otherwise)")
 
-    p = sub.add_parser("record", help="record every write of a channel to a file", **described)
-    p.add_argument("path", metavar="CHANNEL", help=channel)
-    p.add_argument("-o", "--output", required=True, metavar="FILE",
+    p = sub.add_parser("record", help="record every write of a channel to a file",
+                       usage="%(prog)s CHANNEL -o FILE [--count N | --duration S] [--timeout S]"
+                             "\n       %(prog)s --recover FILE", **described)
+    p.add_argument("path", nargs="?", metavar="CHANNEL", help=channel)
+    p.add_argument("-o", "--output", metavar="FILE",
                    help="a .npy, .npz, .parquet or .arrow file (the last two need pyarrow); "
-                        "writes go to its disk as they come (memory stays bounded), so that "
-                        "disk needs room for the recording (twice that at the end for .npz, "
-                        ".parquet and .arrow); a full disk stops the recording and keeps what "
-                        "it holds")
+                        "writes go as they come to .FILE.recording beside it (a .npy), which "
+                        "becomes FILE at the end: memory stays bounded, a recording killed "
+                        "outright keeps what reached the disk (see --recover), the disk needs "
+                        "room for the recording (twice that at the end for .npz, .parquet and "
+                        ".arrow), and a full disk stops the recording and keeps what it holds")
+    p.add_argument("--recover", metavar="FILE",
+                   help="save what a recording to FILE that was killed (kill -9, a crash, a "
+                        "power cut) left in .FILE.recording, as FILE (any of the formats)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--count", type=_count, default=None, metavar="N",
                       help="stop after N writes")
@@ -1003,7 +1058,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "list":
         rows = list_channels(with_rate=not args.no_rate)
         if args.json:
-            print(json.dumps(rows, indent=2, allow_nan=False))
+            print(json.dumps(rows, indent=2, allow_nan=False, ensure_ascii=True))
         elif rows:
             # on a terminal each row fits its width (the long DTYPE, last, is cut with '…');
             # into a pipe or file, whole rows
@@ -1014,13 +1069,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
         with _open(args.path, timeout=args.timeout) as reader:
             if args.json:
-                print(json.dumps(info_json(reader), indent=2, allow_nan=False))
+                print(json.dumps(info_json(reader), indent=2, allow_nan=False,
+                                 ensure_ascii=True))
             else:
                 console.print(info_text(reader), markup=False)
         return EXIT_OK
     if args.command == "watch":
         return watch(args.path, args.interval, args.count, args.timeout, args.format)
     if args.command == "record":
+        if args.recover is not None:
+            if args.path or args.output or args.count or args.duration:
+                raise Failure("record --recover FILE takes no CHANNEL, -o, --count or "
+                              "--duration", EXIT_USAGE)
+            return recover(args.recover)
+        if not args.path or not args.output:
+            raise Failure("record needs a CHANNEL and -o FILE (or --recover FILE)", EXIT_USAGE)
         return record(args.path, args.output, args.count, args.duration, args.timeout)
     if args.command == "export":
         return export(args.patterns, args.listen, args.sum_over, args.timeout, args.once,
@@ -1051,11 +1114,16 @@ _OUTPUT_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO))
 
 
 def _error_text(e: BaseException) -> str:
+    """The one line that says what went wrong, the file it names escaped (shown()); main()
+    passes it through printable() too, for a name a library put into its message."""
+    if isinstance(e, seqshm.SeqshmError) and e.path:
+        return f"{shown(e.path)}: {e.reason}"
     if isinstance(e, OSError) and not isinstance(e, seqshm.SeqshmError):
         if isinstance(e, PermissionError) and e.filename:
-            return f"{e.filename}: {e.strerror} {_who_may_read(os.fsdecode(e.filename))}"
+            name = os.fsdecode(e.filename)
+            return f"{shown(name)}: {e.strerror} {_who_may_read(name)}"
         if e.filename:
-            return f"{e.filename}: {e.strerror}"
+            return f"{shown(os.fsdecode(e.filename))}: {e.strerror}"
         if e.errno in _OUTPUT_ERRNOS:  # no file named: our stdout (> /dev/full, a full disk)
             return f"cannot write the output: {e.strerror}"
         if e.strerror:
@@ -1080,7 +1148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Failure as e:
         code, text = e.code, str(e)
     except seqshm.FileTruncated as e:
-        code, text = EXIT_FAILED, str(e)
+        code, text = EXIT_FAILED, _error_text(e)
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
             seqshm.FormatError) as e:
         code, text = EXIT_USAGE, _error_text(e)
@@ -1089,7 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(f"seqshm: {text}", file=sys.stderr)
+    print(f"seqshm: {printable(text)}", file=sys.stderr)
     return code
 
 

@@ -8,17 +8,19 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import _run_in_terminal, has_mapped, start, wait_until
+from test_cli import _run_in_terminal, has_mapped, run, start, wait_until
 from test_cli import writing as cli_writing
 
 import seqshm
@@ -209,33 +211,6 @@ def test_record_saves_what_it_has_on_sigterm_and_sighup(
         assert np.array_equal(z["data"][:, 0], seq)
 
 
-def _o_tmpfile_works(directory: Path) -> bool:
-    try:
-        os.close(os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600))
-    except (AttributeError, OSError):
-        return False
-    return True
-
-
-def test_record_leaves_no_file_while_recording_nor_after_kill_9(
-    make_path: Callable[[], str], tmp_path: Path
-) -> None:
-    """The spool has no name until it is saved (O_TMPFILE), so a recording killed outright
-    leaves nothing behind."""
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    if not _o_tmpfile_works(out_dir):
-        pytest.skip("the filesystem has no O_TMPFILE")
-    with seqshm.create(make_path(), np.float64, (4096,), nr_slots=16) as w, writing(w):
-        p = start("record", w.path, "-o", str(out_dir / "rec.npy"))
-        wait_until(lambda: has_mapped(p.pid, w.path))
-        wait_until(lambda: w.seq > 2000)  # more than a batch (4 MiB): the spool has data
-        assert os.listdir(out_dir) == []
-        p.kill()
-        p.communicate(timeout=20)
-    assert os.listdir(out_dir) == []
-
-
 # -- the spool ------------------------------------------------------------------------------------
 
 
@@ -256,10 +231,11 @@ def _spooled(tmp_path: Path, ext: str, n: int, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(_cli_record, "BATCH_BYTES", 3 * row)
     monkeypatch.setattr(_cli_record, "CHUNK_BYTES", 5 * row)
     out_file = str(tmp_path / f"rec{ext}")
-    spool = _cli_record.Spool(out_file, REC, (2,))
-    for s in _samples(n):
-        spool.append(s)
-    spool.save(ext)
+    with _cli_record.Destination(out_file) as dest:
+        spool = _cli_record.Spool.create(dest, REC, (2,))
+        for s in _samples(n):
+            spool.append(s)
+        spool.save(ext)
     return out_file
 
 
@@ -321,22 +297,6 @@ def test_a_spooled_arrow_file_holds_the_table_of_the_recording(
     assert os.listdir(tmp_path) == [f"rec{ext}"]
 
 
-def test_a_spool_without_o_tmpfile_is_a_named_temporary_removed_on_every_way_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delattr(os, "O_TMPFILE", raising=False)
-    spool = _cli_record.Spool(str(tmp_path / "a.npy"), REC, (2,))
-    [temporary] = os.listdir(tmp_path)
-    assert temporary.startswith(".a.npy.") and temporary.endswith(".tmp")
-    spool.append(_samples(1)[0])
-    spool.close()  # given up (an error before saving)
-    assert os.listdir(tmp_path) == []
-    spool = _cli_record.Spool(str(tmp_path / "b.npy"), REC, (2,))
-    spool.append(_samples(1)[0])
-    spool.save(".npy")
-    assert os.listdir(tmp_path) == ["b.npy"] and len(np.load(tmp_path / "b.npy")) == 1
-
-
 def test_record_on_a_terminal_shows_progress_and_a_summary(
     make_path: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -346,3 +306,325 @@ def test_record_on_a_terminal_shows_progress_and_a_summary(
     assert code == 0, text
     assert "recording " in text and re.search(r"50 writes \([\d,]+ lost\) written to ", text)
     assert len(np.load(out_file)) == 50
+
+
+# -- a recording that does not end: kill -9, a power cut (issue 16, recipe 5) -------------------
+
+FORMATS = [".npy", ".npz", ".parquet", ".arrow"]
+
+
+def _needs(ext: str) -> None:
+    if ext in (".parquet", ".arrow"):
+        pytest.importorskip("pyarrow")
+
+
+def _assert_a_prefix_of_the_writes(a: np.ndarray) -> None:
+    """Rows of a recording of writing(): seq increasing by 1 + lost, each row's data the
+    write its seq names (no garbage, no row twice)."""
+    seq = a["seq"].astype(np.int64)
+    assert len(a) >= 1
+    assert np.all(np.diff(seq) == 1 + a["lost"][1:].astype(np.int64))
+    assert np.array_equal(a["data"][:, 0], seq) and np.array_equal(a["data"][:, -1], seq)
+    assert np.all(a["timestamp_ns"] > 0)
+
+
+def _as_npy(out_file: str, ext: str) -> np.ndarray:
+    """A recording in any format as the structured array of a .npy recording."""
+    if ext == ".npy":
+        return np.load(out_file)
+    if ext == ".npz":
+        with np.load(out_file) as z:
+            cols = [z[c] for c in _cli_record.COLUMNS]
+    else:
+        pa = pytest.importorskip("pyarrow")
+        if ext == ".parquet":
+            table = pytest.importorskip("pyarrow.parquet").read_table(out_file)
+        else:
+            table = pa.ipc.open_file(out_file).read_all()
+        cols = [table.column(c).to_numpy() for c in _cli_record.COLUMNS[:3]]
+        cols.append(np.array(table.column("data").to_pylist()))
+    out = np.empty(len(cols[0]), _cli_record.row_dtype(cols[3].dtype, cols[3].shape[1:]))
+    for name, col in zip(_cli_record.COLUMNS, cols, strict=True):
+        out[name] = col
+    return out
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_a_recording_killed_outright_keeps_what_reached_the_disk(
+    make_path: Callable[[], str], tmp_path: Path, ext: str
+) -> None:
+    """The issue's recipe: `seqshm record CH -o DIR/x.EXT` on a channel written ~2000 times a
+    second, kill -9 after 3 s. What reached the disk is a .npy named .x.EXT.recording beside
+    the output, a prefix of the writes; `seqshm record --recover DIR/x.EXT` writes x.EXT from
+    it (the rows it holds, nothing else) and removes it. Before: nothing was left."""
+    _needs(ext)
+    out_dir = tmp_path / "d"
+    out_dir.mkdir()
+    out_file = str(out_dir / f"x{ext}")
+    spool = out_dir / f".x{ext}.recording"
+    with seqshm.create(make_path(), np.float64, (8,), nr_slots=64) as w, writing(w):
+        p = start("record", w.path, "-o", out_file)
+        wait_until(lambda: has_mapped(p.pid, w.path))
+        time.sleep(1)
+        written_2s_before = w.seq
+        time.sleep(2)
+        p.kill()
+        p.communicate(timeout=20)
+    assert sorted(os.listdir(out_dir)) == [spool.name]
+    kept = np.load(spool)
+    _assert_a_prefix_of_the_writes(kept)
+    # at most the batches of the last BATCH_SECONDS (in memory, being written) are lost: a
+    # write 2 s old is on disk (a bound for a hang, with room for a loaded machine)
+    assert kept["seq"][-1] >= written_2s_before > 0
+    out = run("record", "--recover", out_file)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == f"{len(kept):,} writes recovered into {out_file}\n"
+    assert sorted(os.listdir(out_dir)) == [f"x{ext}"]
+    recovered = _as_npy(out_file, ext)
+    assert np.array_equal(recovered, kept)
+
+
+def test_a_spool_is_a_valid_npy_after_every_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While recording, np.load() of the spool gives every row of the batches handed to the
+    disk: each batch is on disk and claimed by the header before the next is taken."""
+    row = _cli_record.row_dtype(REC, (2,)).itemsize
+    monkeypatch.setattr(_cli_record, "BATCH_BYTES", 3 * row)
+    samples = _samples(10)
+    with _cli_record.Destination(str(tmp_path / "r.npz")) as dest:
+        spool = _cli_record.Spool.create(dest, REC, (2,))
+        try:
+            assert len(np.load(tmp_path / ".r.npz.recording")) == 0
+            for k, s in enumerate(samples, 1):
+                spool.append(s)
+                spool._wait()  # the batch handed over, if any, is on disk
+                on_disk = np.load(tmp_path / ".r.npz.recording")
+                assert len(on_disk) == k - k % 3 == spool.count
+                assert on_disk["seq"].tolist() == [s.seq for s in samples[: len(on_disk)]]
+        finally:
+            spool.close()
+    assert os.listdir(tmp_path) == [".r.npz.recording"]  # not saved: kept
+
+
+def test_a_batch_is_on_disk_before_the_header_claims_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a power cut needs: every pwrite of the header's count comes after an
+    fdatasync() of the rows it claims, and is itself followed by one; so the disk never holds
+    a header that claims rows it does not hold."""
+    row = _cli_record.row_dtype(REC, (2,)).itemsize
+    monkeypatch.setattr(_cli_record, "BATCH_BYTES", 3 * row)
+    calls: list[tuple[str, int, int]] = []  # (what, offset, end or rows claimed)
+    real_pwrite, real_sync = os.pwrite, os.fdatasync
+    header_len = len(_cli_record.npy_header(_cli_record.row_dtype(REC, (2,)), (0,)))
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        n = real_pwrite(fd, data, offset)
+        if offset == 0:
+            claimed = re.search(rb"'shape': \((\d+),", bytes(data))
+            assert claimed is not None and n == len(data) == header_len
+            calls.append(("header", 0, int(claimed[1])))
+        else:
+            calls.append(("rows", offset, offset + n))
+        return n
+
+    def fdatasync(fd: int) -> None:
+        real_sync(fd)
+        calls.append(("sync", 0, 0))
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    with _cli_record.Destination(str(tmp_path / "r.npy")) as dest:
+        spool = _cli_record.Spool.create(dest, REC, (2,))
+        for s in _samples(10):
+            spool.append(s)
+        spool.save(".npy")
+    written = durable = header_len  # the end of the rows written, and of those synced
+    claims = []
+    for k, (what, _offset, end) in enumerate(calls):
+        if what == "sync":
+            durable = written
+        elif what == "rows":
+            written = max(written, end)
+        else:
+            assert header_len + end * row <= durable, calls[: k + 1]
+            assert calls[k + 1][0] == "sync", calls  # and the claim itself made durable
+            claims.append(end)
+    assert claims[0] == 0 and claims[-1] == 10 and len(claims) >= 5, claims
+    assert len(np.load(tmp_path / "r.npy")) == 10
+
+
+_KILLED_MID_CONVERSION = """
+import os, signal, sys
+import numpy as np
+from seqshm import _cli_record
+from seqshm._types import Sample
+
+chunks = _cli_record.Spool._chunks
+
+def dying(self):
+    for k, chunk in enumerate(chunks(self)):
+        if k == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield chunk
+
+_cli_record.Spool._chunks = dying
+_cli_record.CHUNK_BYTES = 1000 * _cli_record.row_dtype(np.dtype(np.int64), (2,)).itemsize
+with _cli_record.Destination(sys.argv[1]) as dest:
+    spool = _cli_record.Spool.create(dest, np.dtype(np.int64), (2,))
+    for k in range(1, 5001):
+        spool.append(Sample(np.array([k, k]), k, 1000 + k, 0))
+    spool.save(os.path.splitext(sys.argv[1])[1])
+"""
+
+
+@pytest.mark.parametrize("ext", [".npz", ".parquet", ".arrow"])
+def test_sigkill_during_the_final_conversion_leaves_the_spool(tmp_path: Path, ext: str) -> None:
+    """Killed while it writes the output from the spool: no output, no temporary, and the
+    spool whole (all 5000 writes, its count final), which --recover then saves."""
+    _needs(ext)
+    out_file = str(tmp_path / f"x{ext}")
+    p = subprocess.run([sys.executable, "-c", _KILLED_MID_CONVERSION, out_file], cwd="/",
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert os.listdir(tmp_path) == [f".x{ext}.recording"]
+    kept = np.load(tmp_path / f".x{ext}.recording")
+    assert kept["seq"].tolist() == list(range(1, 5001))
+    out = run("record", "--recover", str(tmp_path / f".x{ext}.recording"))  # the spool named
+    assert out.returncode == 0, out.stderr
+    assert os.listdir(tmp_path) == [f"x{ext}"]
+    assert np.array_equal(_as_npy(out_file, ext), kept)
+
+
+def test_a_second_recording_to_the_same_file_is_refused_and_a_left_spool_kept(
+    make_path: Callable[[], str], tmp_path: Path
+) -> None:
+    """While one recording runs, another to its file is refused (it would take its spool);
+    once it is killed, a new one is refused too until what it left is recovered or removed:
+    no recording throws another's writes away."""
+    (tmp_path / "o").mkdir()
+    out_file = str(tmp_path / "o" / "x.npy")
+    with seqshm.create(make_path(), np.float64, (8,), nr_slots=64) as w, writing(w):
+        p = start("record", w.path, "-o", out_file)
+        wait_until(lambda: has_mapped(p.pid, w.path))
+        busy = run("record", w.path, "-o", out_file, "--count", "1")
+        p.kill()
+        p.communicate(timeout=20)
+        left = run("record", w.path, "-o", out_file, "--count", "1")
+        assert run("record", "--recover", out_file).returncode == 0
+        again = run("record", w.path, "-o", out_file, "--count", "3")
+    assert busy.returncode == 2 and "another seqshm record is recording to it" in busy.stderr
+    assert left.returncode == 2 and f"record --recover {out_file}" in left.stderr
+    assert again.returncode == 0, again.stderr
+    assert len(np.load(out_file)) == 3 and os.listdir(tmp_path / "o") == ["x.npy"]
+
+
+@pytest.mark.parametrize("what", ["missing", "not a recording"])
+def test_recover_says_when_there_is_nothing_to_recover(tmp_path: Path, what: str) -> None:
+    if what == "not a recording":
+        with open(tmp_path / ".x.npy.recording", "wb") as f:
+            np.save(f, np.arange(3))
+    out = run("record", "--recover", str(tmp_path / "x.npy"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert str(tmp_path / ".x.npy.recording") in out.stderr
+    assert ("is not there" if what == "missing" else "is not a recording") in out.stderr
+
+
+@pytest.mark.parametrize("ext", [".npy", ".npz"])
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_the_output_honours_the_umask(
+    make_path: Callable[[], str], tmp_path: Path, ext: str, umask: int
+) -> None:
+    """A recording is a new file like any other: mode 0666 less the umask (the spool, and the
+    output it becomes or is converted into)."""
+    out_file = str(tmp_path / f"x{ext}")
+    with seqshm.create(make_path(), np.float64, (8,), nr_slots=64) as w, writing(w):
+        out = subprocess.run(
+            [sys.executable, "-m", "seqshm", "record", w.path, "-o", out_file, "--count", "5"],
+            capture_output=True, text=True, cwd="/", timeout=60,
+            preexec_fn=lambda: os.umask(umask))
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(os.stat(out_file).st_mode) == 0o666 & ~umask
+
+
+# -- links planted at the output's names (issue 16, recipe 2 for record -o) -----------------------
+
+
+def _plant(link: Path, target: Path) -> str:
+    """``link`` -> ``target`` planted by another user (nobody, when this is root: the
+    suite's other_user fixture is not there yet), in a sticky world-writable directory as
+    /tmp is; returns who planted it."""
+    if os.geteuid() == 0 and shutil.which("runuser"):
+        subprocess.run(["runuser", "-u", "nobody", "--", "ln", "-s", str(target), str(link)],
+                       check=True, timeout=30)
+        return "nobody"
+    os.symlink(target, link)  # not root: planted by this user, which shows the same
+    return "self"
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A sticky, world-writable directory (as /tmp is) beside a 'precious' file of this
+    user's, both where another user can reach them (not under pytest's private tmp_path)."""
+    base = Path(tempfile.mkdtemp(prefix="seqshm-test-shared-"))
+    try:
+        os.chmod(base, 0o755)
+        d = base / "shared"
+        d.mkdir()
+        os.chmod(d, 0o1777)
+        (base / "precious").write_bytes(b"precious\n")
+        yield d
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("name", ["x.npy", ".x.npy.recording"])
+def test_record_refuses_a_link_planted_at_the_output_or_its_spool(
+    make_path: Callable[[], str], shared_dir: Path, name: str
+) -> None:
+    """A link at -o, or at the spool's name, pointing at another file: refused before
+    recording, naming it; the file it points at is untouched, the link too."""
+    precious = shared_dir.parent / "precious"
+    _plant(shared_dir / name, precious)
+    with seqshm.create(make_path(), np.float64, (8,), nr_slots=64) as w, writing(w):
+        out = run("record", w.path, "-o", str(shared_dir / "x.npy"), "--count", "3")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert str(shared_dir / name) in out.stderr or str(shared_dir / "x.npy") in out.stderr
+    assert precious.read_bytes() == b"precious\n"
+    assert os.path.islink(shared_dir / name)
+
+
+@pytest.mark.parametrize("ext", [".npy", ".npz"])
+def test_a_link_planted_during_the_recording_is_replaced_not_followed(
+    make_path: Callable[[], str], shared_dir: Path, ext: str
+) -> None:
+    """A link planted at -o once the recording has started (after every check) is replaced
+    by the recording when it ends (renameat), never written through."""
+    precious = shared_dir.parent / "precious"
+    out_file = shared_dir / f"x{ext}"
+    with seqshm.create(make_path(), np.float64, (8,), nr_slots=64) as w, writing(w):
+        p = start("record", w.path, "-o", str(out_file))
+        wait_until(lambda: (shared_dir / f".x{ext}.recording").exists())
+        wait_until(lambda: w.seq > 100)
+        _plant(out_file, precious)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+    assert p.returncode == 130, err
+    assert precious.read_bytes() == b"precious\n"
+    assert not os.path.islink(out_file) and stat.S_ISREG(os.lstat(out_file).st_mode)
+    _assert_a_prefix_of_the_writes(_as_npy(str(out_file), ext))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"),
+                    reason="needs root, to plant the file as another user (nobody)")
+def test_another_users_file_at_the_spool_name_is_refused_not_taken(
+    make_path: Callable[[], str], shared_dir: Path
+) -> None:
+    subprocess.run(["runuser", "-u", "nobody", "--", "touch", str(shared_dir / ".x.npy.recording")],
+                   check=True, timeout=30)
+    with seqshm.create(make_path(), np.float64, (8,), nr_slots=64) as w, writing(w):
+        out = run("record", w.path, "-o", str(shared_dir / "x.npy"), "--count", "3")
+    assert out.returncode == 2 and "another user's file" in out.stderr, out.stderr
+    assert os.path.getsize(shared_dir / ".x.npy.recording") == 0
+    assert not os.path.exists(shared_dir / "x.npy")
