@@ -651,7 +651,7 @@ def test_large_copies_of_history_follow_and_begin_let_other_threads_run(shm_path
     main = threading.get_ident()
     inside = 0
     done = threading.Event()
-    copy_calls = ("self._read_slots()", "self._follow_next(nxt)", "self._copy_newest()")
+    copy_calls = ("self._read_slots()", "self._follow_next(nxt", "self._copy_newest()")
 
     def sampler() -> None:
         nonlocal inside
