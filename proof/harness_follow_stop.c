@@ -23,11 +23,11 @@
  *     by a sleep that ends only when head says there is something to take (a sleep that never
  *     ends, behind a stopped writer, is an execution GenMC drops as blocked: the shipped
  *     follower sleeps then until its timeout, using no CPU).
- * The mutant FOLLOW_OLD_STEP is seqshm_follow_once() as it was before issue 16: a consistent
- * copy of a later write was LAPPED without moving *next ("the next step counts what the lap
- * took"), which holds only if head moves on. Behind a writer stopped between its slot's even
- * seq and its store of head, the slot holds write k + 1 while head says k, and a follower
- * that wants the write k + 1 overwrote stepped there for ever.
+ * The mutant FOLLOW_OLD_STEP is seqshm_follow_once() as it was before issue 16
+ * (follow_old_step.h): a consistent copy of a later write was LAPPED without moving *next,
+ * which holds only if head moves on. Behind a writer stopped between its slot's even seq and
+ * its store of head, the slot holds write k + 1 while head says k, and a follower that wants
+ * the write k + 1 overwrote stepped there for ever.
  */
 #ifndef NR_SLOTS
 #define NR_SLOTS 2
@@ -64,28 +64,16 @@ static int writer_may_store(void)
 #include "harness.h"
 
 #ifdef SEQSHM_MUTANT_FOLLOW_OLD_STEP
-/* seqshm_follow_once() before issue 16 (the mutant): a later write left *next where it was. */
-static enum seqshm_follow follow_once(__u64 *next, __u64 *lost, void *dst,
-				      struct seqshm_meta *meta)
-{
-	if (!seqshm_follow_step(&geo, seqshm_head(&geo), next, lost))
-		return SEQSHM_FOLLOW_WAIT;
-	if (seqshm_try_read_slot(&geo, (__u32)*next & geo.slot_mask, dst, meta)) {
-		(*lost)++;
-		(*next)++;
-		return SEQSHM_FOLLOW_LAPPED;
-	}
-	if (meta->write_seq < *next)
-		return SEQSHM_FOLLOW_BEHIND;
-	return meta->write_seq == *next ? SEQSHM_FOLLOW_GOT : SEQSHM_FOLLOW_LAPPED;
-}
-#else
+#include "follow_old_step.h"
+#define seqshm_follow_once	seqshm_follow_once_old
+#endif
+
+/* The step under test: the shared seqshm_follow_once(), or the mutant's. */
 static enum seqshm_follow follow_once(__u64 *next, __u64 *lost, void *dst,
 				      struct seqshm_meta *meta)
 {
 	return seqshm_follow_once(&geo, next, lost, dst, meta);
 }
-#endif
 
 /* The writer's writes, then the channel's close (a stopped writer makes neither). */
 static void *writer(void *arg)
