@@ -303,3 +303,38 @@ def test_a_signal_handler_interrupts_a_read_of_a_stuck_ring_without_a_timeout(
         result = run_child(shm_path, call, timeout=None, follow_timeout=None, setup=ALARM)
         w.close(unlink=True)
     assert result.get("error") == "Alarm", result
+
+
+# -- the command line: one damaged channel is reported, never a traceback, a hang or the end of
+# the others (docs/security.md, section 3) ------------------------------------------------------
+
+def _seqshm(*args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run([sys.executable, "-m", "seqshm", *args], capture_output=True,
+                              text=True, timeout=HARD_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"seqshm {' '.join(args)} hung: killed after {HARD_DEADLINE_S} s")
+
+
+def test_list_reports_a_damaged_channel_and_lists_the_others(overwritten: str) -> None:
+    # the snapshot of the damaged channel raised FormatError, which took the whole list down
+    good = overwritten + "-good"
+    make_channel(good, np.float64, (2,), 1, 1)
+    try:
+        done = _seqshm("list", "--json")
+    finally:
+        os.unlink(good)
+    assert done.returncode == 0, done.stderr
+    rows = {row["path"]: row for row in json.loads(done.stdout)}
+    assert "damaged" in rows[overwritten]["error"]
+    assert rows[good]["error"] is None and rows[good]["writes"] == 1
+
+
+@pytest.mark.parametrize("command", ["info", "watch", "record"])
+def test_commands_on_a_damaged_channel_say_so(overwritten: str, command: str,
+                                              tmp_path: Path) -> None:
+    extra = ["-o", str(tmp_path / "out.npy")] if command == "record" else []
+    done = _seqshm(command, overwritten, *extra)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "damaged" in done.stderr and overwritten in done.stderr
+    assert "Traceback" not in done.stderr
