@@ -1024,7 +1024,6 @@ cdef class ReaderEngine(_Channel):
         out = self._new_array()
         memset(&m, 0, sizeof(m))
         while True:
-            slot = <uint32_t>nxt & self.r.g.slot_mask
             rc = self._follow_once(&nxt, &lost, cnp.PyArray_DATA(out), &m)
             if rc == _MOVED:
                 # moved to a replacement while copying: the caller starts over on it
@@ -1034,12 +1033,10 @@ cdef class ReaderEngine(_Channel):
             if rc == SEQSHM_FOLLOW_GOT:
                 self.r.snapshots += 1
                 return (out, m.write_seq, m.timestamp_ns), nxt, lost, 0
-            if rc == SEQSHM_FOLLOW_BEHIND:
-                if seqshm_guard_damaged(self._map.guard):
-                    self._raise_truncated()
-                self._raise_went_back(m.write_seq, nxt - 1)
-            if rc == SEQSHM_FOLLOW_DAMAGED:
-                self._raise_damaged(m.slot, m.write_seq, 0)
+            if rc == SEQSHM_FOLLOW_BEHIND or rc == SEQSHM_FOLLOW_DAMAGED:
+                # older than head says (went back, if older than what this reader returned),
+                # of another slot, or a head past 2**63
+                self._raise_damaged(m.slot, m.write_seq, self.r.newest)
             # SEQSHM_FOLLOW_LAPPED: nxt moved on, so with head still this ends within
             # nr_slots + 1 steps; a head that keeps moving with nothing to take ends at the
             # timeout, and signals are looked at on the way
@@ -1049,6 +1046,7 @@ cdef class ReaderEngine(_Channel):
                 lapped = seqshm_deadline(now, self._timeout_ns)
             elif now >= lapped:
                 self._timeouts += 1
+                slot = <uint32_t>(nxt - 1) & self.r.g.slot_mask  # the slot it lost a write in
                 self._timed_out(slot, seqshm_read_begin(&self.r.g, slot))
             PyErr_CheckSignals()
 

@@ -249,13 +249,18 @@ class Mutator:
             buf[i:i + 64] = rng.randbytes(min(64, len(buf) - i))
         return "payload"
 
-    def file(self, seed: int, i: int) -> tuple[bytes, str]:
-        """Mutated file ``i`` of ``seed``: its bytes and what was done."""
+    def file(self, seed: int, i: int) -> tuple[bytes, bool, str]:
+        """Mutated file ``i`` of ``seed``: its bytes, whether a live writer holds it (its
+        state word is set open first, and the worker holds the writer's lock while it reads:
+        waits then wait), and what was done."""
         rng = random.Random(seed * 1_000_003 + i)
         name = rng.choice(self.names)
         buf = bytearray(self.seeds[name])
+        live = rng.random() < 0.5
+        if live:
+            self._set(buf, self.header["state"], 4, 0)
         done = [self.mutate(rng, buf) for _ in range(rng.choice((1, 1, 2, 3, 5)))]
-        return bytes(buf), f"{name}: {', '.join(done)}"
+        return bytes(buf), live, f"{name}{' (live)' if live else ''}: {', '.join(done)}"
 
 
 # -- the worker: every public read call on each mutated file ----------------------------------
@@ -297,6 +302,18 @@ def _allowed(e: BaseException, path: str) -> bool:
     return isinstance(e, OSError) and (e.filename == path or path in str(e))
 
 
+def _hold_as_writer(path: str) -> int:
+    """A descriptor holding the locks a live writer holds on its file (an exclusive flock(2)
+    and a POSIX write lock, which OFD lock queries see too): readers then take the channel
+    for open. Closing the descriptor lets both go."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
 def worker(seed: int, start: int, count: int, directory: str) -> None:
     """Write mutated files start..start+count-1 of ``seed`` in turn at one path in
     ``directory`` and make every call on each; one JSON line per file on stdout ("start" before
@@ -311,7 +328,7 @@ def worker(seed: int, start: int, count: int, directory: str) -> None:
     # that run_files() reports each (tests/fuzz/test_fuzz_files.py)
     inject, _, at = os.environ.get("SEQSHM_FUZZ_INJECT", "").partition(":")
     for i in range(start, start + count):
-        data, what = mutator.file(seed, i)
+        data, live, what = mutator.file(seed, i)
         print(json.dumps({"start": i}), flush=True)
         if inject and int(at) == i:
             if inject == "hang":
@@ -320,6 +337,7 @@ def worker(seed: int, start: int, count: int, directory: str) -> None:
                 os.kill(os.getpid(), signal.SIGSEGV)
         with open(path, "wb") as f:
             f.write(data)
+        writer = _hold_as_writer(path) if live else None
         bad = []
         outcomes = {}  # call: "ok" or the name of the error it raised
         t0 = time.monotonic()
@@ -349,6 +367,8 @@ def worker(seed: int, start: int, count: int, directory: str) -> None:
                     took = time.monotonic() - t0
                     if took > 2 * TIMEOUT_S + SLACK_S:
                         bad.append(f"{name} took {took:.2f} s")
+        if writer is not None:
+            os.close(writer)
         print(json.dumps({"done": i, "what": what, "bad": bad, "outcomes": outcomes}),
               flush=True)
     os.unlink(path)
