@@ -1128,6 +1128,7 @@ cdef class ReaderEngine(_Channel):
                     self._raise_damaged(i, m.write_seq, 0)
                 self.r.snapshots += 1
             elif hopeless:
+                PyErr_CheckSignals()
                 continue  # the error of the slot that timed out stands for this one too
             else:
                 try:
