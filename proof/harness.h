@@ -167,7 +167,8 @@ static __u32 seq_after(__u64 k)
 
 /*
  * A snapshot of the newest write, as the extension's seqshm_read_once()/seqshm_read_until()
- * and the kernel's read() take it: the slot from seqshm_pick_slot(head, newest), retried.
+ * and the kernel's read() take it: the slot of seqshm_pick_write(head, newest) (the kernel's
+ * seqshm_pick_slot()), retried.
  * Checks the copy, that it is no older than this reader's last one (snapshots never go
  * back), and no older than head was when the snapshot began (a snapshot is the newest
  * write). Returns 0 with the copy in @c, or nonzero when every attempt met the writer.
@@ -185,11 +186,14 @@ static int snapshot(struct reader *r, struct copy *c)
 	assert(seqshm_read_begin(&geo, (__u32)before & geo.slot_mask) >= seq_after(before));
 
 	for (t = 0; t < TRIES; t++) {
-		__u32 slot = seqshm_pick_slot(&geo, r->newest);
+		__u64 want = seqshm_pick_write(&geo, r->newest);
+		__u32 slot = (__u32)want & geo.slot_mask;
 
 		if (try_copy(slot, c))
 			continue;
 		check_copy(c, slot);
+		/* what the extension's seqshm_read_once() checks never refuses this writer's copy */
+		assert(seqshm_copy_is_newest(&geo, want, c->meta.write_seq));
 		assert(c->meta.write_seq >= r->last);	/* never back in write order */
 		assert(c->meta.write_seq >= before);	/* the newest at its start, or later */
 #ifndef SEQSHM_MUTANT_FORGET_NEWEST

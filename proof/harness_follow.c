@@ -67,9 +67,12 @@ static __u64 history(void)
 			continue;	/* a slot with no consistent copy is left out */
 		check_copy(&c, i);
 		assert(c.meta.write_seq >= named_by_head(h, i));
+		/* what _read_slots() checks never refuses this writer's copy */
+		assert(!c.meta.write_seq || seqshm_write_fits_slot(&geo, i, c.meta.write_seq));
 		if (c.meta.write_seq > newest)
 			newest = c.meta.write_seq;
 	}
+	assert(newest <= seqshm_head(&geo) + 1);	/* _read_slots()'s check of head, after */
 	return newest;
 }
 
@@ -90,6 +93,7 @@ static int follow_next(__u64 *next, __u64 *lost, struct copy *c)
 	case SEQSHM_FOLLOW_WAIT:
 		return 0;
 	case SEQSHM_FOLLOW_BEHIND:	/* an older write than head says: never, from this writer */
+	case SEQSHM_FOLLOW_DAMAGED:	/* a write of another slot, a head past 2^63: never */
 		assert(0);
 		return 0;
 	case SEQSHM_FOLLOW_LAPPED:

@@ -69,6 +69,11 @@ HARNESSES = (
             "snapshots around the close: the end after the last write"),
     Harness("follow", "harness_follow.c", ("NR_SLOTS=2", "PREFILL=1", "WRITES=2"),
             "follow() to the end, ring of 2, lapped: lost writes counted"),
+    Harness("follow_stop", "harness_follow_stop.c", ("NR_SLOTS=2", "PREFILL=1", "WRITES=2"),
+            "a writer stopped between any two stores, ring of 2: each follow step progresses"),
+    Harness("follow_stop_one_slot", "harness_follow_stop.c",
+            ("NR_SLOTS=1", "PREFILL=1", "WRITES=1"),
+            "the same on one slot (it holds write k + 1 while head says k)"),
 )
 BY_NAME = {h.name: h for h in HARNESSES}
 
@@ -82,6 +87,10 @@ HARNESS_MUTANTS = (
      "follow() taking the copy seqshm_follow_once() refused as lapped"),
     ("SEQSHM_MUTANT_FOLLOW_DROP_LOST", "follow",
      "follow() forgetting the writes seqshm_follow_once() counted as lost"),
+    ("SEQSHM_MUTANT_FOLLOW_OLD_STEP", "follow_stop",
+     "the follow step before issue 16: a later write in the slot left *next where it was"),
+    ("SEQSHM_MUTANT_FOLLOW_OLD_STEP", "follow_stop_one_slot",
+     "the same on one slot"),
     ("SEQSHM_MUTANT_WAKE_NO_COUNT", "wake",
      "a sleeper that does not count itself in the sidecar"),
     ("SEQSHM_MUTANT_WAKE_NO_READER_FENCE", "wake",

@@ -531,9 +531,16 @@ cdef class _Channel:
 
     @property
     def _state_word(self):
-        """The header's state word now: STATE_OPEN, STATE_CLOSED or STATE_REPLACED."""
+        """The header's state word now: STATE_OPEN, STATE_CLOSED or STATE_REPLACED (any other
+        value, which no writer stores, is a FormatError)."""
         self._check_open()
-        return seqshm_state(self._geometry())
+        word = seqshm_state(self._geometry())
+        if word > SEQSHM_STATE_REPLACED:
+            raise FormatError(
+                f"the region is damaged: its state word is {word}, which no seqshm writer "
+                "stores; something other than its writer wrote into the file: have its "
+                "writer create the channel again", self.path)
+        return word
 
     cdef seqshm_geometry *_geometry(self):
         return NULL
@@ -779,10 +786,33 @@ cdef class ReaderEngine(_Channel):
                 rc = seqshm_read_once(&local, dst, m)
             self._merge(&local, rc == 0, rc != 0)
         if rc != 0:
+            if rc == SEQSHM_EDAMAGED and <void *>self._map == entry:
+                self._raise_damaged(m.slot, m.write_seq, newest)
             self._read_slow(-1, dst, m)
         if m.write_seq < newest and <void *>self._map == entry:  # not moved to a replacement
             self._raise_went_back(m.write_seq, newest)
         return 0
+
+    cdef int _raise_damaged(self, uint32_t slot, uint64_t w, uint64_t newest) except -1:
+        """Raise the error for a consistent copy of write ``w`` from ``slot`` that no writer
+        following the protocol leaves there (SEQSHM_EDAMAGED, SEQSHM_FOLLOW_DAMAGED), or for a
+        head past SEQSHM_WRITE_LIMIT; ``newest``: the newest write this reader had returned."""
+        cdef uint64_t head
+        if self._map is not None and seqshm_guard_damaged(self._map.guard):
+            self._raise_truncated()
+        self._check_open()
+        if w < newest:
+            self._raise_went_back(w, newest)
+        head = seqshm_head(&self.r.g)
+        if head >= SEQSHM_WRITE_LIMIT:
+            what = f"head is {head}, past the 2**63 - 1 writes a channel can have"
+        else:
+            what = (f"slot {slot} of {self.hdr.nr_slots} holds write {w}, which no seqshm "
+                    f"writer leaves there (head says {head})")
+        raise FormatError(
+            f"the region is damaged: {what}; something other than its writer wrote into the "
+            "file (or another channel was copied over it): have its writer create the "
+            "channel again", self.path)
 
     cdef int _raise_went_back(self, uint64_t got, uint64_t newest) except -1:
         # A consistent copy older than one already returned is impossible while the file is
@@ -804,18 +834,22 @@ cdef class ReaderEngine(_Channel):
         self.r.last_slot = local.last_slot
 
     cdef int _read_slow(self, int64_t fixed, void *dst, seqshm_meta *m,
-                        uint32_t *slot=NULL, uint32_t *seq=NULL) except -1:
+                        uint32_t *slot=NULL, uint32_t *seq=NULL,
+                        uint64_t deadline=0) except -1:
         """Keep trying, with the GIL released, in slices of WAIT_SLICE_NS; between slices look
-        at signals, close(), a truncated file, a replacement (when following) and the timeout.
-        With ``dst`` NULL, only wait until the newest slot is not mid-write (for begin()):
-        its slot and seq then go to ``slot`` and ``seq``."""
+        at signals, close(), a truncated file, a replacement (when following) and the timeout
+        (CLOCK_MONOTONIC ``deadline`` in ns; 0: the reader's timeout from now). With ``dst``
+        NULL, only wait until the newest slot is not mid-write (for begin()): its slot and
+        seq then go to ``slot`` and ``seq``. A copy no writer leaves (SEQSHM_EDAMAGED) raises
+        FormatError."""
         cdef Mapping keep
         cdef seqshm_reader local
         cdef seqshm_backoff b
-        cdef uint64_t deadline, until, snaps, retries, look
+        cdef uint64_t until, snaps, retries, look
         cdef int rc
         memset(&b, 0, sizeof(b))
-        deadline = seqshm_deadline(seqshm_monotonic_ns(), self._timeout_ns)
+        if deadline == 0:
+            deadline = seqshm_deadline(seqshm_monotonic_ns(), self._timeout_ns)
         look = seqshm_deadline(seqshm_monotonic_ns(), STALL_LOOK_NS)
         while True:
             keep = self._map  # holds the mapping while the GIL is released
@@ -837,7 +871,9 @@ cdef class ReaderEngine(_Channel):
             self._merge(&local, local.snapshots - snaps, local.retries - retries)
             if rc == SEQSHM_OK and self.r.g.base == local.g.base:
                 return 0
-            if rc == SEQSHM_OK:
+            if rc == SEQSHM_EDAMAGED and self.r.g.base == local.g.base:
+                self._raise_damaged(m.slot, m.write_seq, local.newest)
+            if rc == SEQSHM_OK or rc == SEQSHM_EDAMAGED:
                 continue  # closed or switched while we copied: look again
             PyErr_CheckSignals()
             if fixed < 0 and self._follow and self.r.g.base != NULL and \
@@ -954,41 +990,61 @@ cdef class ReaderEngine(_Channel):
             if seqshm_guard_damaged(self._map.guard):
                 self._raise_truncated()
             return False
+        if not seqshm_write_fits_slot(&self.r.g, slot, m.write_seq):
+            self._raise_damaged(slot, m.write_seq, 0)
         self.meta = m
         seqshm_reader_done(&self.r, &m)
         return True
 
-    def _follow_next(self, unsigned long long nxt):
-        """One step of a follower that wants write ``nxt``: (got, nxt, lost). ``got`` is None
-        if write ``nxt`` (as moved on) is not complete yet, else (data, write_seq,
+    def _follow_next(self, unsigned long long nxt, uint64_t lapped=0):
+        """One step of a follower that wants write ``nxt``: (got, nxt, lost, lapped). ``got``
+        is None if write ``nxt`` (as moved on) is not complete yet, else (data, write_seq,
         timestamp_ns) with write_seq == the returned ``nxt``; ``lost`` writes were skipped
         on the way (the ring no longer held them, or a writer was overwriting one). The steps
         are the shared protocol's seqshm_follow_once(); none waits for a writer (a slot it is
-        in holds nothing this follower still wants)."""
+        in holds nothing this follower still wants), and each one that finds no write to
+        take moves ``nxt`` on.
+
+        ``lapped``: 0, or the CLOCK_MONOTONIC ns by which this follower must take a write
+        while every write it wants is lapped (kept by the caller across calls, returned
+        updated, 0 after a sample): a writer that overwrites every write during its copy, or
+        a region whose head moves on with its slots mid-write, raises ReadTimeout once the
+        reader's timeout has passed since the first write lost that way, as snapshot() does.
+        A copy no writer leaves raises FormatError (FileTruncated if it went back)."""
         cdef seqshm_meta m
         cdef cnp.ndarray out
         cdef unsigned long long lost = 0
+        cdef uint64_t now
+        cdef uint32_t slot
         cdef int rc
         self._check_open()
         out = self._new_array()
+        memset(&m, 0, sizeof(m))
         while True:
             rc = self._follow_once(&nxt, &lost, cnp.PyArray_DATA(out), &m)
             if rc == _MOVED:
                 # moved to a replacement while copying: the caller starts over on it
-                return None, nxt, lost
+                return None, nxt, lost, 0
             if rc == SEQSHM_FOLLOW_WAIT:
-                return None, nxt, lost
+                return None, nxt, lost, lapped
             if rc == SEQSHM_FOLLOW_GOT:
                 self.r.snapshots += 1
-                return (out, m.write_seq, m.timestamp_ns), nxt, lost
-            if rc == SEQSHM_FOLLOW_BEHIND:
-                if seqshm_guard_damaged(self._map.guard):
-                    self._raise_truncated()
-                self._raise_went_back(m.write_seq, nxt - 1)
-            # SEQSHM_FOLLOW_LAPPED: each one moves nxt on, and a writer following the
-            # protocol laps a ring only so often; still, a region scribbled on must not keep
-            # us here without a look at signals
+                return (out, m.write_seq, m.timestamp_ns), nxt, lost, 0
+            if rc == SEQSHM_FOLLOW_BEHIND or rc == SEQSHM_FOLLOW_DAMAGED:
+                # older than head says (went back, if older than what this reader returned),
+                # of another slot, or a head past 2**63
+                self._raise_damaged(m.slot, m.write_seq, self.r.newest)
+            # SEQSHM_FOLLOW_LAPPED: nxt moved on, so with head still this ends within
+            # nr_slots + 1 steps; a head that keeps moving with nothing to take ends at the
+            # timeout, and signals are looked at on the way
             self.r.retries += 1
+            now = seqshm_monotonic_ns()
+            if lapped == 0:
+                lapped = seqshm_deadline(now, self._timeout_ns)
+            elif now >= lapped:
+                self._timeouts += 1
+                slot = <uint32_t>(nxt - 1) & self.r.g.slot_mask  # the slot it lost a write in
+                self._timed_out(slot, seqshm_read_begin(&self.r.g, slot))
             PyErr_CheckSignals()
 
     @cython.final
@@ -1034,12 +1090,17 @@ cdef class ReaderEngine(_Channel):
         leading axis of nr_slots, oldest write first as the ring stood when the copy began (a
         writer that laps the reader meanwhile can leave them out of order); a slot with no
         consistent copy within the timeout has seq 0,
-        and ``error`` is the ReadTimeout of the last such slot (None if there was none)."""
+        and ``error`` is the ReadTimeout of the last such slot (None if there was none).
+        The whole ring shares one timeout: once it has passed (or the writer is found dead in
+        a slot), each slot left gets one attempt. A slot holding a write no writer leaves there
+        (another slot's, or one head never published) raises FormatError."""
         cdef seqshm_meta m
         cdef uint32_t i, p, start, n = self.hdr.nr_slots
         cdef cnp.ndarray data
         cdef char *base
         cdef size_t stride = self.hdr.payload_size
+        cdef uint64_t deadline, head
+        cdef bint hopeless = False
         cdef int rc
         self._check_open()
         data = self._new_array(n)
@@ -1047,6 +1108,7 @@ cdef class ReaderEngine(_Channel):
         seqs = np.zeros(n, np.uint64)
         stamps = np.zeros(n, np.uint64)
         error = None
+        deadline = seqshm_deadline(seqshm_monotonic_ns(), self._timeout_ns)
         # Oldest first: write k is in slot k & mask, so from the slot after head's on, the
         # copies come out in write order (unless the writer laps us meanwhile) and history()
         # need not copy the whole ring a second time to sort it.
@@ -1059,20 +1121,32 @@ cdef class ReaderEngine(_Channel):
             if rc == _MOVED:  # to a replacement channel, while a slot was copied: start again
                 return self._read_slots()
             if rc == 0:
+                if m.write_seq and not seqshm_write_fits_slot(&self.r.g, i, m.write_seq):
+                    self._raise_damaged(i, m.write_seq, 0)
                 self.r.snapshots += 1
+            elif hopeless:
+                PyErr_CheckSignals()
+                continue  # the error of the slot that timed out stands for this one too
             else:
                 try:
-                    self._read_slow(i, base + p * stride, &m)
+                    self._read_slow(i, base + p * stride, &m, NULL, NULL, deadline)
                 except TimeoutError as e:
                     # No consistent copy of this slot within the timeout (a writer that died
                     # in it, or laps it during every copy): the ring lost it.
                     error = e
+                    hopeless = True
                     continue
             seqs[p] = m.write_seq
             stamps[p] = m.timestamp_ns
             # a ring of large slots takes long to copy whole: Ctrl-C and other signals'
             # handlers run between slots, not after the last (a no-op when none is pending)
             PyErr_CheckSignals()
+        # A writer begins write k + 1 only after it published head = k, and head only grows:
+        # a copy of a write past head (loaded after every copy) + 1 was never published.
+        head = seqshm_head(&self.r.g)
+        p = <uint32_t>np.argmax(seqs)
+        if int(seqs[p]) > int(head) + 1:
+            self._raise_damaged((start + p) & self.r.g.slot_mask, int(seqs[p]), 0)
         return data, seqs, stamps, error
 
     def __repr__(self):

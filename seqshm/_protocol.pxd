@@ -106,6 +106,8 @@ cdef extern from "seqshm_protocol.h" nogil:
         SEQSHM_EFORMAT
         SEQSHM_EINVAL
         SEQSHM_E2BIG
+        SEQSHM_EDAMAGED
+    unsigned long long SEQSHM_WRITE_LIMIT
 
     struct seqshm_geometry:
         const unsigned char *base
@@ -137,6 +139,8 @@ cdef extern from "seqshm_protocol.h" nogil:
     const seqshm_slot *seqshm_slot_ctl(const seqshm_geometry *g, uint32_t slot)
     const unsigned char *seqshm_slot_payload(const seqshm_geometry *g, uint32_t slot)
     uint64_t seqshm_head(const seqshm_geometry *g)
+    uint64_t seqshm_pick_write(const seqshm_geometry *g, uint64_t newest)
+    int seqshm_write_fits_slot(const seqshm_geometry *g, uint32_t slot, uint64_t w)
     uint32_t seqshm_state(const seqshm_geometry *g)
     uint32_t seqshm_read_begin(const seqshm_geometry *g, uint32_t slot)
     int seqshm_read_retry(const seqshm_geometry *g, uint32_t slot, uint32_t seq)
@@ -156,6 +160,7 @@ cdef extern from "seqshm_protocol.h" nogil:
         SEQSHM_FOLLOW_GOT
         SEQSHM_FOLLOW_LAPPED
         SEQSHM_FOLLOW_BEHIND
+        SEQSHM_FOLLOW_DAMAGED
     seqshm_follow seqshm_follow_once(const seqshm_geometry *g, unsigned long long *next,
                                      unsigned long long *lost, void *dst, seqshm_meta *meta)
 

@@ -496,6 +496,7 @@ class Reader(_core.ReaderEngine):
         skipped or had not read yet was still newer, and a follower spun)."""
         gen = -1
         lost = 0
+        lapped = 0  # _follow_next()'s deadline while every write wanted is lapped (0: none)
         while True:
             if gen != self._generation:  # the start, or moved to a replacement channel
                 # after the last write read; a reader that read none starts from the
@@ -507,10 +508,15 @@ class Reader(_core.ReaderEngine):
             # the shared protocol's follow steps (seqshm_follow_once()): the slot of write
             # nxt, the writes a lapping writer took from us counted (nxt moved past them),
             # the copy checked to be that write
-            got, nxt, skipped = self._follow_next(nxt)
+            got, nxt, skipped, lapped = self._follow_next(nxt, lapped)
             lost += skipped
             if got is None:
+                if not skipped:
+                    lapped = 0  # caught up without losing a write: idle, not lapped
+                slept = time.monotonic()
                 yield nxt - 1
+                if self._timeout is not None and time.monotonic() - slept > self._timeout:
+                    lapped = 0  # idle longer than a read may take: earlier losses are old news
                 continue
             data, seq, ts = got
             self._mark_read(seq, ts)

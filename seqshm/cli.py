@@ -321,14 +321,17 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
             if with_rate and before and before[:2] == (st.st_dev, st.st_ino):
                 row["rate_hz"] = rate((t0, before[2]), time.monotonic(), head)
             try:
-                timestamp, row["stuck"] = r.read().timestamp_ns, False
-            except seqshm.ReadTimeout:
-                timestamp, row["stuck"] = 0, True
-            state = r.state
-            row.update(channel=r.name, dtype=dtype_text(r.dtype, str), shape=list(r.shape),
-                       nr_slots=r.nr_slots, writer_pid=r.header["writer_pid"] or None,
-                       writer_alive=_writer_alive(state), state=state.value, writes=head,
-                       age_s=age_s(r.header["clock_id"], timestamp))
+                try:
+                    timestamp, row["stuck"] = r.read().timestamp_ns, False
+                except seqshm.ReadTimeout:
+                    timestamp, row["stuck"] = 0, True
+                state = r.state
+                row.update(channel=r.name, dtype=dtype_text(r.dtype, str), shape=list(r.shape),
+                           nr_slots=r.nr_slots, writer_pid=r.header["writer_pid"] or None,
+                           writer_alive=_writer_alive(state), state=state.value, writes=head,
+                           age_s=age_s(r.header["clock_id"], timestamp))
+            except seqshm.SeqshmError as e:  # damaged past its header: reported, not fatal
+                row["error"] = e.reason
         rows.append(row)
     return rows
 

@@ -145,6 +145,19 @@ int seqshm_header_check(const struct seqshm_header *h, __u64 region_size_limit,
 				   "truncated: the header says %llu bytes, the file has %llu",
 				   (unsigned long long)h->region_size,
 				   (unsigned long long)region_size_limit);
+	/*
+	 * The two words a writer changes after publishing, as they stood when the reader took
+	 * its copy: it looks at them again on every read, so this only refuses a region that
+	 * is plainly not what a writer leaves (the reads check what they find later).
+	 */
+	if (h->head >= SEQSHM_WRITE_LIMIT)
+		return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
+				   "head is %llu, past the %llu writes a channel can have",
+				   (unsigned long long)h->head,
+				   (unsigned long long)SEQSHM_WRITE_LIMIT - 1);
+	if (h->state > SEQSHM_STATE_REPLACED)
+		return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
+				   "the state word is %u, which no writer stores", h->state);
 	if (!seqshm_check_name(h->name, sizeof(h->name), 1))
 		return seqshm_fail(why, whylen, SEQSHM_EFORMAT,
 				   "channel name is unterminated or not printable ASCII");

@@ -49,7 +49,15 @@ enum seqshm_status {
 	SEQSHM_EINVAL = -5,	/* a layout a writer asked for cannot be built */
 	SEQSHM_E2BIG = -6,	/* a layout larger than the writer's limit */
 	SEQSHM_EOVERFLOW = -7,	/* a shape whose size overflows 64 bits */
+	SEQSHM_EDAMAGED = -8,	/* a consistent copy no writer following the protocol leaves */
 };
+
+/*
+ * Write numbers a reader accepts are below this: 2^63 writes take 292 years at one a
+ * nanosecond, so a larger one (in a slot or in head) is damage, and a reader's "next write"
+ * (one more than the last) never wraps.
+ */
+#define SEQSHM_WRITE_LIMIT	((__u64)1 << 63)
 
 /*
  * Geometry of a validated region, copied out of a private copy of its header: never re-read
@@ -143,7 +151,7 @@ static inline void seqshm_read_meta(const struct seqshm_geometry *g, __u32 slot,
  * to write k, would go back in time. The newer of head and @newest names a slot that holds
  * that write or a later one, so each reader's snapshots stay in write order.
  */
-static inline __u32 seqshm_pick_slot(const struct seqshm_geometry *g, __u64 newest)
+static inline __u64 seqshm_pick_write(const struct seqshm_geometry *g, __u64 newest)
 {
 	__u64 head;
 
@@ -152,9 +160,38 @@ static inline __u32 seqshm_pick_slot(const struct seqshm_geometry *g, __u64 newe
 	 * on every write (a cache miss per read under a busy writer).
 	 */
 	if (!g->slot_mask)
-		return 0;
+		return newest;
 	head = seqshm_head(g);
-	return (__u32)(head > newest ? head : newest) & g->slot_mask;
+	return head > newest ? head : newest;
+}
+
+/* The slot of seqshm_pick_write(): it holds that write or a later one of the same slot. */
+static inline __u32 seqshm_pick_slot(const struct seqshm_geometry *g, __u64 newest)
+{
+	return (__u32)seqshm_pick_write(g, newest) & g->slot_mask;
+}
+
+/*
+ * Whether write @w may be in @slot: write k goes to slot k & slot_mask (write 0, a slot never
+ * written, is in slot 0 only), and is below SEQSHM_WRITE_LIMIT. A consistent copy that fails
+ * this comes from a region that was damaged or rewritten by something other than its writer
+ * (or a header copied over another channel's slots), never from a writer that follows the
+ * protocol, however it stopped.
+ */
+static inline int seqshm_write_fits_slot(const struct seqshm_geometry *g, __u32 slot, __u64 w)
+{
+	return ((__u32)w & g->slot_mask) == slot && w < SEQSHM_WRITE_LIMIT;
+}
+
+/*
+ * Whether a consistent copy of write @w, from the slot of seqshm_pick_write()'s @want, can
+ * be what a writer following the protocol left there: that write or a later one of the same
+ * slot ([C]: head is stored after its slot's seq turned even; a reader's own newest write
+ * was in that slot when it copied it, and a slot's writes only grow).
+ */
+static inline int seqshm_copy_is_newest(const struct seqshm_geometry *g, __u64 want, __u64 w)
+{
+	return w >= want && !((w ^ want) & g->slot_mask) && w < SEQSHM_WRITE_LIMIT;
 }
 
 /*
@@ -205,35 +242,61 @@ enum seqshm_follow {
 	SEQSHM_FOLLOW_GOT = 1,		/* write *next is in dst and meta */
 	SEQSHM_FOLLOW_LAPPED = 2,	/* write *next is gone (counted, *next moved): step again */
 	SEQSHM_FOLLOW_BEHIND = 3,	/* its slot holds an older write: not a writer's doing */
+	SEQSHM_FOLLOW_DAMAGED = 4,	/* head, or the write in its slot, no writer leaves */
 };
 
 /*
  * One attempt at write *@next: step (seqshm_follow_step(), from a fresh head), then a
  * consistent copy of its slot into @dst and @meta, accepted only if it is that very write.
  *
+ * Every outcome but WAIT and the two that no writer following the protocol can cause
+ * (BEHIND, DAMAGED: the caller raises) is progress: GOT returns write *@next (the caller goes
+ * on with *@next + 1), and LAPPED moves *@next on by at least one, counting what it skipped
+ * in *@lost. So with head still, a follower returns within nr_slots + 1 attempts, whatever
+ * the slots hold and wherever the writer stopped (proof/harness_follow_stop.c).
+ *
  * Head says write *@next is complete, so the slot holds it or a later write. A writer found
  * in the slot (mid-write, or starting during the copy) is therefore writing a later write
  * over it: write *@next is gone, counted in *@lost, and *@next moves on; waiting for that
  * writer would be waiting for nothing (and forever, if it died there). A consistent copy of
- * a later write means the same, and the next step counts what the lap took. A consistent
- * copy of an older write cannot come from a writer that follows the protocol (a region
- * rewritten or corrupted under the reader): SEQSHM_FOLLOW_BEHIND, never a retry. On
- * SEQSHM_FOLLOW_GOT the caller returns the copy and goes on with *@next + 1.
+ * a later write w of that slot (w >= *@next + nr_slots) means the writer lapped the ring
+ * past *@next: writes up to w - nr_slots are gone and *@next moves to the oldest the ring
+ * may still hold, w - nr_slots + 1; with one slot that is w itself, the copy in hand. That
+ * copy may be ahead of head: a writer stopped (or killed) between its slot's even seq and
+ * its store of head leaves write head + 1 complete in its slot, and a follower that wanted
+ * the write that one overwrote must still move on. A consistent copy of an older write, or of
+ * one that does not belong in that slot, cannot come from a writer that follows the protocol
+ * (a region rewritten, damaged or copied over under the reader): BEHIND or DAMAGED, never a
+ * retry.
  */
 static inline enum seqshm_follow seqshm_follow_once(const struct seqshm_geometry *g,
 						    __u64 *next, __u64 *lost, void *dst,
 						    struct seqshm_meta *meta)
 {
-	if (!seqshm_follow_step(g, seqshm_head(g), next, lost))
+	__u64 nr_slots = (__u64)g->slot_mask + 1, head = seqshm_head(g), w;
+	__u32 slot;
+
+	if (head >= SEQSHM_WRITE_LIMIT)
+		return SEQSHM_FOLLOW_DAMAGED;
+	if (!seqshm_follow_step(g, head, next, lost))
 		return SEQSHM_FOLLOW_WAIT;
-	if (seqshm_try_read_slot(g, (__u32)*next & g->slot_mask, dst, meta)) {
+	slot = (__u32)*next & g->slot_mask;
+	if (seqshm_try_read_slot(g, slot, dst, meta)) {
 		(*lost)++;
 		(*next)++;
 		return SEQSHM_FOLLOW_LAPPED;
 	}
-	if (meta->write_seq < *next)
+	w = meta->write_seq;
+	if (w == *next)
+		return SEQSHM_FOLLOW_GOT;
+	if (w < *next)
 		return SEQSHM_FOLLOW_BEHIND;
-	return meta->write_seq == *next ? SEQSHM_FOLLOW_GOT : SEQSHM_FOLLOW_LAPPED;
+	if (!seqshm_write_fits_slot(g, slot, w))
+		return SEQSHM_FOLLOW_DAMAGED;
+	/* w > *next in the same slot: w >= *next + nr_slots, so *next moves on by one at least */
+	*lost += w - nr_slots + 1 - *next;
+	*next = w - nr_slots + 1;
+	return *next == w ? SEQSHM_FOLLOW_GOT : SEQSHM_FOLLOW_LAPPED;
 }
 
 /* A writer's view of a slot's control line (the writer's mapping is writable). */

@@ -52,13 +52,21 @@ int seqshm_read_until(struct seqshm_reader *r, int64_t fixed, void *dst,
 		      struct seqshm_meta *meta, uint64_t deadline, struct seqshm_backoff *b)
 {
 	for (;;) {
-		uint32_t slot = fixed < 0 ? seqshm_reader_slot(r) : (uint32_t)fixed & r->g.slot_mask;
+		uint64_t want = fixed < 0 ? seqshm_pick_write(&r->g, r->newest) : 0;
+		uint32_t slot = fixed < 0 ? (uint32_t)want & r->g.slot_mask :
+					    (uint32_t)fixed & r->g.slot_mask;
 
 		if (!seqshm_try_read_slot(&r->g, slot, dst, meta)) {
-			if (fixed < 0)
+			if (fixed < 0) {
+				if (!seqshm_copy_is_newest(&r->g, want, meta->write_seq))
+					return SEQSHM_EDAMAGED;
 				seqshm_reader_done(r, meta);
-			else
+			} else {
+				if (meta->write_seq &&
+				    !seqshm_write_fits_slot(&r->g, slot, meta->write_seq))
+					return SEQSHM_EDAMAGED;
 				r->snapshots++;
+			}
 			return SEQSHM_OK;
 		}
 		r->retries++;

@@ -49,9 +49,12 @@ static inline uint32_t seqshm_reader_slot(const struct seqshm_reader *r)
 
 /*
  * Read until a consistent copy of the newest slot (@fixed < 0) or of slot @fixed is in @dst,
- * backing off through @b, or until CLOCK_MONOTONIC reaches @deadline. Returns SEQSHM_OK or
- * SEQSHM_ETIMEDOUT (then last_seq/last_slot say what was seen). Counts failed attempts in
- * r->retries; a consistent read of the newest slot is accounted by seqshm_reader_done().
+ * backing off through @b, or until CLOCK_MONOTONIC reaches @deadline. Returns SEQSHM_OK,
+ * SEQSHM_ETIMEDOUT (then last_seq/last_slot say what was seen) or SEQSHM_EDAMAGED: the copy
+ * (in @dst and @meta, not accounted) is of a write no writer following the protocol leaves
+ * there (seqshm_copy_is_newest(); for slot @fixed, seqshm_write_fits_slot() or write 0, a
+ * slot never written). Counts failed attempts in r->retries; a consistent read of the newest
+ * slot is accounted by seqshm_reader_done().
  */
 int seqshm_read_until(struct seqshm_reader *r, int64_t fixed, void *dst,
 		      struct seqshm_meta *meta, uint64_t deadline, struct seqshm_backoff *b);
@@ -70,14 +73,18 @@ static inline void seqshm_reader_done(struct seqshm_reader *r, const struct seqs
 
 /*
  * One attempt at a consistent copy of the newest payload into @dst (payload_size bytes), its
- * metadata into @meta: 0 on success (accounted), nonzero if the writer was in the way (the
- * caller goes on with seqshm_read_until()). Inline, so a snapshot costs one call.
+ * metadata into @meta: 0 on success (accounted), SEQSHM_EDAMAGED for a copy of a write that
+ * cannot be there (as seqshm_read_until()), 1 if the writer was in the way (the caller goes
+ * on with seqshm_read_until()). Inline, so a snapshot costs one call.
  */
 static inline int seqshm_read_once(struct seqshm_reader *r, void *dst, struct seqshm_meta *meta)
 {
-	uint32_t slot = seqshm_reader_slot(r);
+	uint64_t want = seqshm_pick_write(&r->g, r->newest);
 
-	if (seqshm_likely(!seqshm_try_read_slot(&r->g, slot, dst, meta))) {
+	if (seqshm_likely(!seqshm_try_read_slot(&r->g, (uint32_t)want & r->g.slot_mask, dst,
+						meta))) {
+		if (!seqshm_likely(seqshm_copy_is_newest(&r->g, want, meta->write_seq)))
+			return SEQSHM_EDAMAGED;
 		seqshm_reader_done(r, meta);
 		return 0;
 	}
