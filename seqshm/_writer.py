@@ -105,12 +105,38 @@ def _make_waiters(d: Directory, name: str, mode: int, channel: os.stat_result) -
 STALE_SIDECAR_AGE_S = 60.0
 
 
+def _names_sidecar(d: Directory, channel: str, side: os.stat_result) -> bool:
+    """Whether the file at ``channel`` in ``d`` is a channel whose header names the sidecar
+    ``side`` (its st_dev, st_ino): the header is its writer's, which no reader can write (a
+    sidecar's own line 0 is writable by every reader, so it cannot say whose it is). OSError
+    when that cannot be told (a channel this user may not read)."""
+    try:
+        fd = os.open(channel, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                     dir_fd=d.fd)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symbolic link: no channel's
+            return False
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        h = _core.check_header(os.pread(fd, _core.HEADER_SIZE, 0), st.st_size, channel)
+    except (FormatError, VersionError):
+        return False
+    finally:
+        os.close(fd)
+    return (h["waiters_dev"], h["waiters_ino"]) == (side.st_dev, side.st_ino)
+
+
 def _sweep_stale_waiters(d: Directory) -> None:
     """Remove ``d``'s sidecars whose channel is gone: a writer killed by SIGKILL, or a
     channel file removed with rm rather than ``close(unlink=True)``, leaves its
     ``.NAME.waiters`` (4 KiB of tmpfs) behind, and nothing else ever would remove it. Stale
-    means the file at NAME is missing or is not the channel the sidecar names (st_dev,
-    st_ino, line 0), and the sidecar was last written over STALE_SIDECAR_AGE_S ago (mtime).
+    means the file at NAME is missing or is not a channel whose header names the sidecar
+    (_names_sidecar), and the sidecar was last written over STALE_SIDECAR_AGE_S ago (mtime).
     Every name is looked up in ``d`` without following links. Best effort: a sidecar removed
     in a race costs its readers only their futex sleep (they poll instead)."""
     try:
@@ -129,15 +155,10 @@ def _sweep_stale_waiters(d: Directory) -> None:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_SIDECAR_AGE_S:
                 continue
-            magic, dev, ino = read_waiters_id(fd)
-            if magic != _core.WAITERS_MAGIC:
+            if read_waiters_id(fd)[0] != _core.WAITERS_MAGIC:
                 continue  # not one of ours
-            try:
-                ch = os.stat(channel, dir_fd=d.fd, follow_symlinks=False)
-                if (ch.st_dev, ch.st_ino) == (dev, ino):
-                    continue  # its channel is there
-            except FileNotFoundError:
-                pass
+            if _names_sidecar(d, channel, st):
+                continue  # its channel is there
             cur = os.stat(n, dir_fd=d.fd, follow_symlinks=False)
             if (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
                 os.unlink(n, dir_fd=d.fd)
