@@ -420,7 +420,13 @@ def _take_path(new: NewFile, name: str, path: str, overwrite: bool) -> None:
                     continue  # replaced while we looked: look at the new one
             except FileNotFoundError:
                 continue
-            new.replace(name)  # rename(2): replaces the entry, never follows it
+            try:
+                new.replace(name)  # rename(2): replaces the entry, never follows it
+            except PermissionError:
+                raise PermissionError(
+                    errno.EPERM, "another user's file, in a directory where only its owner "
+                    "may replace it (sticky): create the channel at another path", path
+                ) from None
             if writable:
                 _core.mark_state(old, _core.STATE_REPLACED, path)
             return
