@@ -6,9 +6,11 @@ import errno
 import os
 import stat
 
-__all__ = ["Directory", "NewFile", "PlantedLink", "open_dir", "open_in", "split"]
+__all__ = ["NAME_MAX", "Directory", "NewFile", "PlantedLink", "open_dir", "open_in", "split"]
 
 _O_PATH = getattr(os, "O_PATH", 0)
+#: The longest file name, in bytes, of every Linux file system seqshm's channels live on.
+NAME_MAX = 255
 
 
 def split(path: str | os.PathLike[str] | bytes) -> tuple[str, str]:
@@ -174,7 +176,9 @@ class NewFile:
 
     def __init__(self, d: Directory, prefix: str, mode: int = 0o600) -> None:
         self.d = d
-        self._prefix = prefix
+        # a temporary name is the prefix and 12 hex digits: the prefix is cut so that it fits
+        # in NAME_MAX bytes (a channel's own name may take nearly all of them)
+        self._prefix = os.fsdecode(os.fsencode(prefix)[:NAME_MAX - 12])
         self._name: str | None = None
         try:
             self.fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=d.fd)

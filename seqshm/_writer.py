@@ -18,7 +18,7 @@ from numpy.typing import DTypeLike
 from seqshm import _core
 from seqshm._dtype import element_type
 from seqshm._errors import FormatError, VersionError, WriterBusy
-from seqshm._files import Directory, NewFile, split
+from seqshm._files import NAME_MAX, Directory, NewFile, split
 from seqshm._lifecycle import (
     hold_liveness,
     lock_is_free,
@@ -78,6 +78,19 @@ def _reserve(fd: int, size: int, path: str) -> None:
         raise OSError(e.errno, why, path) from None
 
 
+def _new_file(d: Directory, prefix: str, path: str) -> NewFile:
+    """NewFile(d, prefix) for the channel ``path``; its errors name ``path`` and, when the file
+    system has no room for a new file (no free inode counts: another user may use them all
+    up), what to do."""
+    try:
+        return NewFile(d, prefix)
+    except OSError as e:
+        why = (f"no room for a new file in {d.path} (see `df -i {d.path}` and `df -h "
+               f"{d.path}`): free some" if e.errno == errno.ENOSPC else
+               f"cannot create a file in {d.path}: {e.strerror}")
+        raise OSError(e.errno, why, path) from None
+
+
 def _make_waiters(d: Directory, name: str, mode: int, channel: os.stat_result) -> NewFile:
     """A new sidecar for the channel file ``channel`` (its stat), unnamed until it is
     linked into place once the channel has its name ``name`` in ``d``.
@@ -86,7 +99,7 @@ def _make_waiters(d: Directory, name: str, mode: int, channel: os.stat_result) -
     channel: its readers cannot write the channel's region, and count themselves here; a
     class that may not read the channel may not touch its sidecar either. fchmod, not the
     creation mode, so the umask does not take that away."""
-    new = NewFile(d, f".{name}.waiters.")
+    new = _new_file(d, f".{name}.waiters.", d.join(name))
     try:
         readable = mode & 0o444
         os.fchmod(new.fd, readable | (readable >> 1))
@@ -479,6 +492,11 @@ def create(
         if not 0 <= mode <= 0o777:
             # fchmod() takes the set-id and sticky bits too (and -1 as 0o7777)
             raise ValueError(f"mode {oct(mode)} is not permission bits from 0o000 to 0o777")
+        room = NAME_MAX - (len(os.fsencode(waiters_name(base))) - len(os.fsencode(base)))
+        if len(os.fsencode(base)) > room:
+            raise ValueError(f"the file name is {len(os.fsencode(base))} bytes: at most "
+                             f"{room}, so that its sidecar {waiters_name('NAME')!r} has a name "
+                             f"({NAME_MAX} bytes at most)")
         pid = os.getpid()
         start = process_start_time(pid) or 0
         _, region_size = _core.build_header(name, int(nr_slots), dims, element, pid, start)
@@ -510,10 +528,7 @@ def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
             raise IsADirectoryError(21, "a directory, not a channel: choose another path", path)
         if not overwrite:
             raise FileExistsError(17, "channel exists (pass overwrite=True to replace it)", path)
-    try:
-        new = NewFile(d, f".{base}.")
-    except PermissionError:
-        raise PermissionError(13, f"cannot create a file in {d.path}", path) from None
+    new = _new_file(d, f".{base}.", path)
     fd = new.fd
     writer = None
     side_fd, side_new = -1, None
@@ -562,7 +577,8 @@ def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
         if writer is None:
             os.close(fd)
         else:
-            writer._dir = None  # the caller closes it
-            writer.close()
+            # Its file goes too, if the path was already taken: a create() that raised leaves
+            # no channel behind (close() removes only a file that is still this channel's)
+            writer.close(unlink=True)
         raise
     return writer
