@@ -6,15 +6,18 @@ import errno
 import os
 import stat
 
-__all__ = ["Directory", "NewFile", "open_dir", "open_in", "split"]
+__all__ = ["NAME_MAX", "Directory", "NewFile", "PlantedLink", "open_dir", "open_in", "split"]
 
 _O_PATH = getattr(os, "O_PATH", 0)
+#: The longest file name, in bytes, of every Linux file system seqshm's channels live on.
+NAME_MAX = 255
 
 
 def split(path: str | os.PathLike[str] | bytes) -> tuple[str, str]:
     """(directory, name) of ``path`` as given, made absolute from the current directory but
-    not resolved (no realpath: the kernel, which applies fs.protected_symlinks, resolves the
-    directory when it is opened). The name is never empty, "." or ".."."""
+    not resolved (no realpath: the directory is opened one component at a time, each looked
+    up by the kernel in the one before: see Directory). The name is never empty, "." or
+    ".."."""
     p = os.fsdecode(os.fspath(path))
     if not os.path.isabs(p):
         p = os.path.join(os.getcwd(), p)
@@ -28,31 +31,92 @@ def split(path: str | os.PathLike[str] | bytes) -> tuple[str, str]:
     return directory or "/", name
 
 
+def _fd_path(fd: int) -> str | None:
+    """The kernel's name for what ``fd`` is open on (None without /proc)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+class PlantedLink(PermissionError):
+    """A symbolic link another user planted in a directory every user may write, which seqshm
+    does not follow (see _check_link)."""
+
+
+def _check_link(dir_fd: int, name: str, link: os.stat_result) -> None:
+    """Refuse to follow the symbolic link ``name`` (lstat ``link``) in the directory open as
+    ``dir_fd`` where the kernel with fs.protected_symlinks=1 would: in a sticky world-writable
+    directory, a link that belongs neither to this user nor to the directory's owner (another
+    user planted it, to have this process open or create files where that user chose).
+    PlantedLink (a PermissionError) naming the link and its owner, whatever
+    fs.protected_symlinks says: seqshm does not rely on it being on."""
+    st = os.fstat(dir_fd)
+    if not (st.st_mode & stat.S_ISVTX and st.st_mode & stat.S_IWOTH):
+        return
+    if link.st_uid in (os.geteuid(), st.st_uid):
+        return
+    where = _fd_path(dir_fd) or "its directory"
+    raise PlantedLink(
+        errno.EACCES, f"a symbolic link that uid {link.st_uid} made in {where}, a directory "
+        "every user may write: not followed (as fs.protected_symlinks does); give the real path",
+        os.path.join(where, name))
+
+
+def _open_directory(path: str) -> int:
+    """An O_PATH descriptor of the directory ``path`` (absolute), opened one component at a
+    time, each looked up by the kernel in the directory opened before it (so nothing can be
+    swapped between a check and a use), a symbolic link among them followed only where
+    _check_link allows (then by the kernel, as open(2) follows it). Planted at a directory
+    component, a link would otherwise have a creator make its files, or a reader open a
+    channel, in a directory another user chose, wherever fs.protected_symlinks is 0."""
+    flags = _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    try:
+        for c in path.split("/"):
+            if c in ("", "."):
+                continue
+            try:
+                nxt = os.open(c, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except NotADirectoryError:  # a link (O_NOFOLLOW) or not a directory at all
+                link = os.stat(c, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(link.st_mode):
+                    raise
+                _check_link(fd, c, link)
+                nxt = os.open(c, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class Directory:
     """A directory held open (O_PATH) by descriptor, so that every later lookup of a name in
     it happens in that very directory, whatever is renamed or planted above it."""
 
     def __init__(self, path: str, for_file: str | None = None) -> None:
-        """Open the directory ``path``; errors name ``for_file``, the file asked for in it."""
+        """Open the directory ``path`` (see _open_directory); errors name ``for_file``, the
+        file asked for in it, or the planted link that was not followed."""
         self.fd = -1
         self.path = path
         named = for_file or path
         try:
-            self.fd = os.open(path, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.fd = _open_directory(path)
         except FileNotFoundError:
             raise FileNotFoundError(errno.ENOENT, f"no directory {path}", named) from None
         except NotADirectoryError:
             raise NotADirectoryError(errno.ENOTDIR, f"{path} is not a directory",
                                      named) from None
+        except PlantedLink:
+            raise  # it names the link itself
         except PermissionError:
             raise PermissionError(errno.EACCES, f"this user may not search {path}",
                                   named) from None
         # The directory's name as the kernel resolved it (".." after a symlink is the link
         # target's parent), for messages and for paths handed to users
-        try:
-            self.path = os.readlink(f"/proc/self/fd/{self.fd}")
-        except OSError:
-            pass
+        self.path = _fd_path(self.fd) or path
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
@@ -74,12 +138,6 @@ class Directory:
     def join(self, name: str) -> str:
         return os.path.join(self.path, name)
 
-    def shared(self) -> bool:
-        """Whether others may plant files here: world-writable and sticky, as /dev/shm and /tmp
-        are (where fs.protected_symlinks and glibc's shm_open refuse others' links)."""
-        st = os.fstat(self.fd)
-        return bool(st.st_mode & stat.S_ISVTX and st.st_mode & stat.S_IWOTH)
-
 
 def open_dir(path: str | os.PathLike[str] | bytes) -> tuple[Directory, str]:
     """(the directory of ``path`` held open, the file name in it)."""
@@ -89,11 +147,9 @@ def open_dir(path: str | os.PathLike[str] | bytes) -> tuple[Directory, str]:
 
 def open_in(d: Directory, name: str, flags: int, mode: int = 0o600) -> tuple[int, bool]:
     """open(2) ``name`` in ``d`` without following a symbolic link another user planted:
-    (fd, whether a link was followed). A link at ``name`` is followed only where the kernel
-    with fs.protected_symlinks=1 would follow it: outside a sticky world-writable directory,
-    or when the link belongs to this user or to the directory's owner. Otherwise
-    PermissionError naming the link and its owner (whatever fs.protected_symlinks says: seqshm
-    does not rely on it being on)."""
+    (fd, whether a link was followed). A link at ``name`` is followed only where _check_link
+    allows (as the kernel with fs.protected_symlinks=1 would); otherwise PlantedLink naming
+    the link and its owner."""
     try:
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=d.fd), False
     except OSError as e:
@@ -105,11 +161,7 @@ def open_in(d: Directory, name: str, flags: int, mode: int = 0o600) -> tuple[int
             raise e from None
         if not stat.S_ISLNK(link.st_mode):
             raise
-        if d.shared() and link.st_uid not in (os.geteuid(), os.fstat(d.fd).st_uid):
-            raise PermissionError(
-                errno.EACCES, f"a symbolic link that uid {link.st_uid} made in {d.path}, a "
-                "directory every user may write: not followed (as fs.protected_symlinks does); "
-                "open the channel by its own path", d.join(name)) from None
+        _check_link(d.fd, name, link)
         # O_NOFOLLOW is off only here, for a link this user or the directory's owner made
         return os.open(name, flags | os.O_CLOEXEC, mode, dir_fd=d.fd), True
 
@@ -124,7 +176,9 @@ class NewFile:
 
     def __init__(self, d: Directory, prefix: str, mode: int = 0o600) -> None:
         self.d = d
-        self._prefix = prefix
+        # a temporary name is the prefix and 12 hex digits: the prefix is cut so that it fits
+        # in NAME_MAX bytes (a channel's own name may take nearly all of them)
+        self._prefix = os.fsdecode(os.fsencode(prefix)[:NAME_MAX - 12])
         self._name: str | None = None
         try:
             self.fd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode, dir_fd=d.fd)

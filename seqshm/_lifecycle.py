@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import errno
 import fcntl
 import os
 import struct
@@ -87,16 +88,22 @@ def lock_is_free(fd: int) -> bool:
 
 
 def take_over(fd: int) -> bool:
-    """Write-lock TAKEOVER_BYTE of the old channel file open (for writing) as ``fd``: True
-    when this creator holds it, False when another creator does. When only read locks stand
-    in the way (a process that may read the channel can take those, to hold a restart back)
-    no creator can hold the byte either: True, without the lock (docs/security.md, section 7,
-    says what that leaves)."""
+    """Write-lock TAKEOVER_BYTE of the old channel file open as ``fd``: True when this creator
+    holds it, False when another creator does. When only read locks stand in the way (a
+    process that may read the channel can take those, to hold a restart back) no creator can
+    hold the byte either: True, without the lock (docs/security.md, section 7, says what that
+    leaves). So too when ``fd`` is open read-only (a creator whose channel's mode lets it only
+    read the file, 0444, cannot take a write lock on it): True unless another creator holds
+    the byte."""
     try:
         _ofd_lock(fd, fcntl.F_OFD_SETLK, fcntl.F_WRLCK, TAKEOVER_BYTE)
         return True
     except BlockingIOError:
-        return _ofd_lock(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, TAKEOVER_BYTE) != fcntl.F_WRLCK
+        pass
+    except OSError as e:
+        if e.errno != errno.EBADF:  # EBADF: not open for writing
+            raise
+    return _ofd_lock(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, TAKEOVER_BYTE) != fcntl.F_WRLCK
 
 
 def pid_namespace() -> int:

@@ -24,7 +24,7 @@ import numpy as np
 
 from seqshm import _core
 from seqshm._errors import ChannelEnded, ClosedError, FileTruncated, FormatError, ReadTimeout
-from seqshm._files import Directory, open_dir, open_in
+from seqshm._files import Directory, PlantedLink, open_dir, open_in
 from seqshm._lifecycle import ChannelState, describe_writer, lock_is_free, same_file
 from seqshm._types import History, ReaderStats, Sample
 from seqshm._writer import read_waiters_id, waiters_path
@@ -130,9 +130,9 @@ def _open_region(d: Directory, name: str, path: str
         raise FileNotFoundError(
             errno.ENOENT, "no channel file there: check the path, or start the channel's "
             "writer first (`seqshm list` shows the channels there are)", path) from None
+    except PlantedLink:
+        raise  # it names the link and says why
     except PermissionError as e:
-        if e.filename == path:  # open_in's refusal of a planted link says why itself
-            raise
         raise PermissionError(
             e.errno, "this user may not read the channel file: run as one its mode lets "
             "read, or have its writer create it with a wider mode (create(mode=0o644))",

@@ -18,7 +18,7 @@ from numpy.typing import DTypeLike
 from seqshm import _core
 from seqshm._dtype import element_type
 from seqshm._errors import FormatError, VersionError, WriterBusy
-from seqshm._files import Directory, NewFile, split
+from seqshm._files import NAME_MAX, Directory, NewFile, split
 from seqshm._lifecycle import (
     hold_liveness,
     lock_is_free,
@@ -78,6 +78,19 @@ def _reserve(fd: int, size: int, path: str) -> None:
         raise OSError(e.errno, why, path) from None
 
 
+def _new_file(d: Directory, prefix: str, path: str) -> NewFile:
+    """NewFile(d, prefix) for the channel ``path``; its errors name ``path`` and, when the file
+    system has no room for a new file (no free inode counts: another user may use them all
+    up), what to do."""
+    try:
+        return NewFile(d, prefix)
+    except OSError as e:
+        why = (f"no room for a new file in {d.path} (see `df -i {d.path}` and `df -h "
+               f"{d.path}`): free some" if e.errno == errno.ENOSPC else
+               f"cannot create a file in {d.path}: {e.strerror}")
+        raise OSError(e.errno, why, path) from None
+
+
 def _make_waiters(d: Directory, name: str, mode: int, channel: os.stat_result) -> NewFile:
     """A new sidecar for the channel file ``channel`` (its stat), unnamed until it is
     linked into place once the channel has its name ``name`` in ``d``.
@@ -86,7 +99,7 @@ def _make_waiters(d: Directory, name: str, mode: int, channel: os.stat_result) -
     channel: its readers cannot write the channel's region, and count themselves here; a
     class that may not read the channel may not touch its sidecar either. fchmod, not the
     creation mode, so the umask does not take that away."""
-    new = NewFile(d, f".{name}.waiters.")
+    new = _new_file(d, f".{name}.waiters.", d.join(name))
     try:
         readable = mode & 0o444
         os.fchmod(new.fd, readable | (readable >> 1))
@@ -105,12 +118,38 @@ def _make_waiters(d: Directory, name: str, mode: int, channel: os.stat_result) -
 STALE_SIDECAR_AGE_S = 60.0
 
 
+def _names_sidecar(d: Directory, channel: str, side: os.stat_result) -> bool:
+    """Whether the file at ``channel`` in ``d`` is a channel whose header names the sidecar
+    ``side`` (its st_dev, st_ino): the header is its writer's, which no reader can write (a
+    sidecar's own line 0 is writable by every reader, so it cannot say whose it is). OSError
+    when that cannot be told (a channel this user may not read)."""
+    try:
+        fd = os.open(channel, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                     dir_fd=d.fd)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symbolic link: no channel's
+            return False
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        h = _core.check_header(os.pread(fd, _core.HEADER_SIZE, 0), st.st_size, channel)
+    except (FormatError, VersionError):
+        return False
+    finally:
+        os.close(fd)
+    return (h["waiters_dev"], h["waiters_ino"]) == (side.st_dev, side.st_ino)
+
+
 def _sweep_stale_waiters(d: Directory) -> None:
     """Remove ``d``'s sidecars whose channel is gone: a writer killed by SIGKILL, or a
     channel file removed with rm rather than ``close(unlink=True)``, leaves its
     ``.NAME.waiters`` (4 KiB of tmpfs) behind, and nothing else ever would remove it. Stale
-    means the file at NAME is missing or is not the channel the sidecar names (st_dev,
-    st_ino, line 0), and the sidecar was last written over STALE_SIDECAR_AGE_S ago (mtime).
+    means the file at NAME is missing or is not a channel whose header names the sidecar
+    (_names_sidecar), and the sidecar was last written over STALE_SIDECAR_AGE_S ago (mtime).
     Every name is looked up in ``d`` without following links. Best effort: a sidecar removed
     in a race costs its readers only their futex sleep (they poll instead)."""
     try:
@@ -129,15 +168,10 @@ def _sweep_stale_waiters(d: Directory) -> None:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_SIDECAR_AGE_S:
                 continue
-            magic, dev, ino = read_waiters_id(fd)
-            if magic != _core.WAITERS_MAGIC:
+            if read_waiters_id(fd)[0] != _core.WAITERS_MAGIC:
                 continue  # not one of ours
-            try:
-                ch = os.stat(channel, dir_fd=d.fd, follow_symlinks=False)
-                if (ch.st_dev, ch.st_ino) == (dev, ino):
-                    continue  # its channel is there
-            except FileNotFoundError:
-                pass
+            if _names_sidecar(d, channel, st):
+                continue  # its channel is there
             cur = os.stat(n, dir_fd=d.fd, follow_symlinks=False)
             if (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
                 os.unlink(n, dir_fd=d.fd)
@@ -399,7 +433,13 @@ def _take_path(new: NewFile, name: str, path: str, overwrite: bool) -> None:
                     continue  # replaced while we looked: look at the new one
             except FileNotFoundError:
                 continue
-            new.replace(name)  # rename(2): replaces the entry, never follows it
+            try:
+                new.replace(name)  # rename(2): replaces the entry, never follows it
+            except PermissionError:
+                raise PermissionError(
+                    errno.EPERM, "another user's file, in a directory where only its owner "
+                    "may replace it (sticky): create the channel at another path", path
+                ) from None
             if writable:
                 _core.mark_state(old, _core.STATE_REPLACED, path)
             return
@@ -452,6 +492,11 @@ def create(
         if not 0 <= mode <= 0o777:
             # fchmod() takes the set-id and sticky bits too (and -1 as 0o7777)
             raise ValueError(f"mode {oct(mode)} is not permission bits from 0o000 to 0o777")
+        room = NAME_MAX - (len(os.fsencode(waiters_name(base))) - len(os.fsencode(base)))
+        if len(os.fsencode(base)) > room:
+            raise ValueError(f"the file name is {len(os.fsencode(base))} bytes: at most "
+                             f"{room}, so that its sidecar {waiters_name('NAME')!r} has a name "
+                             f"({NAME_MAX} bytes at most)")
         pid = os.getpid()
         start = process_start_time(pid) or 0
         _, region_size = _core.build_header(name, int(nr_slots), dims, element, pid, start)
@@ -483,10 +528,7 @@ def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
             raise IsADirectoryError(21, "a directory, not a channel: choose another path", path)
         if not overwrite:
             raise FileExistsError(17, "channel exists (pass overwrite=True to replace it)", path)
-    try:
-        new = NewFile(d, f".{base}.")
-    except PermissionError:
-        raise PermissionError(13, f"cannot create a file in {d.path}", path) from None
+    new = _new_file(d, f".{base}.", path)
     fd = new.fd
     writer = None
     side_fd, side_new = -1, None
@@ -535,7 +577,8 @@ def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
         if writer is None:
             os.close(fd)
         else:
-            writer._dir = None  # the caller closes it
-            writer.close()
+            # Its file goes too, if the path was already taken: a create() that raised leaves
+            # no channel behind (close() removes only a file that is still this channel's)
+            writer.close(unlink=True)
         raise
     return writer
