@@ -24,7 +24,8 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from seqshm._cli_format import shown
+from seqshm._cli_format import printable, shown
+from seqshm._files import Directory, PlantedLink
 from seqshm._types import Sample
 
 #: Extensions ``seqshm record -o`` writes, and whether they need pyarrow.
@@ -103,7 +104,18 @@ class Destination:
                 f"{shown(path)} is a directory: give a file name, e.g. "
                 f"{shown(os.path.join(path, 'recording.npy'))}")
         try:
-            self.dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            # Each component looked up by the kernel, a link another user planted in a
+            # sticky directory not followed (seqshm._files); a readable descriptor of that
+            # very directory then, for fsync()
+            d = Directory(self.directory, path)
+            try:
+                self.dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                                      dir_fd=d.fd)
+            finally:
+                d.close()
+        except PlantedLink as e:
+            raise DestinationUnwritable(f"{shown(path)}: {printable(e.strerror or str(e))}: record to "
+                                        "another place") from None
         except FileNotFoundError:
             raise DestinationUnwritable(
                 f"{shown(path)}: the directory {shown(self.directory)} does not exist: "

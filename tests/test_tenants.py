@@ -385,10 +385,6 @@ def test_reader_refuses_planted_directory_link(other_user: Any, shared_dir: str)
         assert r.snapshot()[0] == 666.0
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2 for record -o: record opens the output's "
-                   "directory by its path (realpath on main, os.open on branch cli), so the "
-                   "kernel follows a planted link at a directory component; it should open "
-                   "it with seqshm._files.Directory")
 def test_record_output_does_not_follow_planted_directory_link(
         other_user: Any, shared_dir: str, private_dir: str) -> None:
     app = os.path.join(shared_dir, "app")
