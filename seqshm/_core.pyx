@@ -588,6 +588,47 @@ cpdef uint64_t timestamp_arg(value, str path=None) except? 0:
     return <uint64_t>int(value)
 
 
+def records_mismatch(have, want, bint layout=False):
+    """Why data of dtype ``have`` cannot move, field by field and by name, to or from a
+    channel whose element is ``want`` (None when it can), where either is a record type.
+
+    The one rule of write() and snapshot(out=)/read(out=): records move only between the
+    channel's own fields, the same names in the same order with the same types. NumPy's own
+    assignment between record types goes by position whatever the names (x into y), and a
+    single value fills every field of a record: both would store something other than what
+    the caller meant, without an error. ``layout``: the field offsets, the record's size and
+    the byte order must be the channel's too (snapshot(out=) copies bytes); write() converts
+    those (NumPy's casting='equiv': no value and no field can change)."""
+    if want.names is None:
+        if have.names is None:
+            return None
+        return (f"holds records (fields {', '.join(have.names)}), the channel holds {want} "
+                "values")
+    names = ", ".join(want.names)
+    if have.names is None:
+        return (f"has dtype {have}, not records: the channel's records have the fields "
+                f"{names}")
+    if have.names != want.names:
+        if sorted(have.names) == sorted(want.names):
+            return (f"has the channel's fields in another order ({', '.join(have.names)}; "
+                    f"the channel's: {names}), which would be stored by position")
+        return f"has the fields {', '.join(have.names)}, the channel's are {names}"
+    for n in want.names:
+        h, w = have.fields[n][0], want.fields[n][0]
+        if h.shape != w.shape:
+            return f"has field {n!r} of shape {h.shape}, the channel's is {w.shape}"
+        if h.base.newbyteorder("=") != w.base.newbyteorder("="):
+            return f"has field {n!r} of type {h.base}, the channel's is {w.base}"
+    if not layout:
+        if np.can_cast(have, want, "equiv"):
+            return None
+        return f"has dtype {have}, which does not convert field by field to the channel's {want}"
+    if PyArray_EquivTypes(<void *>have, <void *>want):
+        return None
+    return (f"lays the channel's fields out otherwise (byte order, offsets or size: {have}, "
+            f"the channel's {want})")
+
+
 cdef class _Channel:
     """What readers and writers share: the mapping, the validated header copy, the array type."""
 
@@ -720,6 +761,10 @@ cdef class _Channel:
         """Say why ``out`` does not fit (equivalent dtypes of another object do fit)."""
         if (<void *>cnp.PyArray_DESCR(out) != <void *>self._descr
                 and not PyArray_EquivTypes(<void *>cnp.PyArray_DESCR(out), <void *>self._descr)):
+            why = records_mismatch((<object>out).dtype, self._descr, True)
+            if why is not None:  # records: say which field differs (see records_mismatch())
+                raise TypeError(f"{self.path}: out {why}; give an out of the channel's dtype "
+                                "(.dtype), and copy fields by name from it")
             raise TypeError(f"{self.path}: out has dtype {(<object>out).dtype}, the channel holds {self._descr}")
         if not self._same_shape(out):
             raise ValueError(f"{self.path}: out has shape {(<object>out).shape}, the channel holds {self.shape}")
@@ -1373,6 +1418,14 @@ cdef class WriterEngine(_Channel):
     cdef cnp.ndarray _as_payload(self, data):
         if type(data) is np.ndarray and self._fits(<cnp.ndarray>data, cnp.NPY_ARRAY_C_CONTIGUOUS):
             return <cnp.ndarray>data
+        if isinstance(data, (np.ndarray, np.generic)):
+            # records convert by name or not at all (records_mismatch()); np.asarray would
+            # store them by position
+            why = records_mismatch(data.dtype, self._descr)
+            if why is not None:
+                raise TypeError(
+                    f"{self.path}: data {why}; write records of the channel's dtype (.dtype), "
+                    "or the channel's fields picked by name: data[list(w.dtype.names)]")
         kind = self._descr.kind
         if (kind in "f" and isinstance(data, np.ndarray) and data.dtype.kind == "c"
                 and data.shape == self.shape):
@@ -1391,7 +1444,26 @@ cdef class WriterEngine(_Channel):
                 f"{self.path}: data has shape {(<object>src).shape}, the channel holds {self.shape}")
         if kind in "iu":
             self._check_exact(data, src)
+        elif self._raw_descr is not None and not isinstance(data, (np.ndarray, np.generic)):
+            self._check_exact_fields(data, src)
         return src
+
+    def _check_exact_fields(self, data, converted):
+        """_check_exact() for records given as Python values (tuples, by position: they have
+        no names): refuse an integer field whose value the cast changed (1.5 stored as 1;
+        out of range and NaN already raise). The slow path only."""
+        names = [n for n in self._descr.names if self._descr.fields[n][0].base.kind in "iu"]
+        if not names:
+            return
+        # the same values, each field kept as the Python objects given
+        wide = np.dtype([(n, object, self._descr.fields[n][0].shape) for n in self._descr.names])
+        try:
+            orig = np.asarray(data, dtype=wide)
+        except (TypeError, ValueError):
+            return
+        for n in names:
+            self._refuse_changed(orig[n], converted[n],
+                                 f"field {n!r} of the channel's dtype {self._descr}")
 
     def _check_exact(self, data, converted):
         """Refuse a write whose values the cast to the channel's dtype changed: np.asarray
@@ -1404,13 +1476,18 @@ cdef class WriterEngine(_Channel):
             return
         if orig.dtype == converted.dtype or orig.dtype.kind not in "biufc":
             return
+        self._refuse_changed(orig, converted, f"the channel's dtype {self._descr}")
+
+    def _refuse_changed(self, orig, converted, what):
+        """Raise the ValueError of a write whose values (``orig``, an array of numbers or of
+        Python objects) the cast to ``what`` changed (``converted``), if any did."""
         with np.errstate(all="ignore"):
-            changed = np.asarray(orig != converted)
+            changed = np.asarray(orig != converted, dtype=bool)
         if changed.any():
             i = np.flatnonzero(changed)[0]
             raise ValueError(
-                f"{self.path}: data holds values the channel's dtype {self._descr} cannot "
-                f"hold: {orig.flat[i].item()!r} would be stored as "
+                f"{self.path}: data holds values {what} cannot hold: "
+                f"{np.asarray(orig.flat[i]).item()!r} would be stored as "
                 f"{converted.flat[i].item()!r}; convert them first (np.clip, np.round, "
                 ".astype) if that is what you want")
 
