@@ -114,8 +114,8 @@ class Destination:
             finally:
                 d.close()
         except PlantedLink as e:
-            raise DestinationUnwritable(f"{shown(path)}: {printable(e.strerror or str(e))}: record to "
-                                        "another place") from None
+            why = printable(e.strerror or str(e))
+            raise DestinationUnwritable(f"{shown(path)}: {why}: record to another place") from None
         except FileNotFoundError:
             raise DestinationUnwritable(
                 f"{shown(path)}: the directory {shown(self.directory)} does not exist: "

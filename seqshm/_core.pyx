@@ -379,12 +379,62 @@ def abi_layout():
 
 
 @cython.final
+cdef class OwnedFd:
+    """A file descriptor that is closed exactly once: by ``close()``, by the object that takes
+    it over (``WaitersFile``), or when this object goes. Made by :func:`take_fd`.
+
+    Why: Python code cannot hold a bare descriptor safely. A signal handler's exception
+    (Ctrl-C) can be raised between any two bytecodes, so ``fd = os.open(...)`` can lose the
+    number before it is stored (a leak), and ``os.close(fd)`` in an ``except`` can close a
+    number that another object also closes (a double close, which closes whatever file the
+    number names by then). Only C code runs no signal handler between two steps."""
+
+    cdef int _fd
+
+    def __cinit__(self):
+        self._fd = -1
+
+    def __dealloc__(self):
+        if self._fd >= 0:
+            c_close(self._fd)
+
+    @property
+    def fd(self):
+        """The descriptor (-1 once closed or taken over)."""
+        return self._fd
+
+    def close(self):
+        """Close the descriptor, if this object still owns one (a second call does nothing)."""
+        cdef int fd = self._fd
+        self._fd = -1
+        if fd >= 0:
+            c_close(fd)
+
+    cdef int _take(self) noexcept:
+        cdef int fd = self._fd
+        self._fd = -1
+        return fd
+
+
+def take_fd(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, a C function returning a new descriptor (``os.open``,
+    ``os.dup``), as an :class:`OwnedFd`: no Python code, hence no signal handler, runs between
+    the call's return and the object owning the descriptor."""
+    cdef int fd = fn(*args, **kwargs)
+    cdef OwnedFd owned = OwnedFd.__new__(OwnedFd)
+    owned._fd = fd
+    return owned
+
+
+@cython.final
 cdef class WaitersFile:
     """The sidecar of a channel's sleeping readers (struct seqshm_waiters, one page), mapped
     read-write, in the writer and in each reader alike. Takes ``fd`` over (closed when the
-    object goes; on failure the caller keeps it): a reader's fd carries its read lock on the
-    sidecar while it is counted. Guarded like a channel mapping: a rogue reader that truncates
-    the file spoils only the wake-ups (the pages then read as zero)."""
+    object goes; on failure the caller keeps it): an int, or an :class:`OwnedFd`, which then
+    hands it over with no instant at which both or neither own it (an interrupt-safe
+    transfer). A reader's fd carries its read lock on the sidecar while it is counted.
+    Guarded like a channel mapping: a rogue reader that truncates the file spoils only the
+    wake-ups (the pages then read as zero)."""
 
     cdef void *addr
     cdef seqshm_guard *guard
@@ -392,8 +442,9 @@ cdef class WaitersFile:
     cdef int pid            # the process that mapped it: a forked child opens its own
     cdef int sleepers       # a reader's calls asleep now (changed with the GIL held)
 
-    def __cinit__(self, int fd):
-        cdef void *p = mmap(NULL, SEQSHM_ALIGN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+    def __cinit__(self, fd):
+        cdef int n = (<OwnedFd>fd)._fd if isinstance(fd, OwnedFd) else fd
+        cdef void *p = mmap(NULL, SEQSHM_ALIGN, PROT_READ | PROT_WRITE, MAP_SHARED, n, 0)
         self.addr = NULL
         self.fd = -1
         if p == MAP_FAILED:
@@ -403,7 +454,7 @@ cdef class WaitersFile:
             munmap(p, SEQSHM_ALIGN)
             raise OSError(errno, f"cannot guard the mapping: {os.strerror(errno)}")
         self.addr = p
-        self.fd = fd
+        self.fd = (<OwnedFd>fd)._take() if isinstance(fd, OwnedFd) else n
         self.pid = getpid()
 
     def __dealloc__(self):
@@ -421,6 +472,82 @@ cdef class WaitersFile:
 
 cdef inline uint32_t _load_waiters_count(seqshm_waiters *w) noexcept nogil:
     return (<volatile uint32_t *>&w.count)[0]
+
+
+# Sleeps handed to wait_async()'s sleeper threads and not over yet, and the process they
+# belong to (a forked child starts with none). Changed only with the GIL held, by C code.
+cdef size_t _sleeper_slots = 0
+cdef int _sleeper_slots_pid = 0
+
+
+@cython.final
+cdef class SleeperSlot:
+    """One futex sleep handed to a sleeper thread (see seqshm/_reader.py, wait_async()):
+    counted by :func:`sleeper_slots` from :func:`take_sleeper_slot` until ``release()``, which
+    counts once however often and from whichever thread it is called (the sleep ended, or
+    was cancelled before it began), and at the latest when the object goes. ``cancel()``
+    calls the sleep off: a thread asleep in it wakes at once, one not yet asleep does not
+    sleep. Counting and releasing are C code: no signal handler runs between a step and its
+    record."""
+
+    cdef uint32_t cancel_word      # the private futex word the sleep watches (wake.h)
+    cdef bint held
+    cdef int pid
+
+    cdef uint32_t *word(self):
+        return &self.cancel_word
+
+    def release(self, *ignored):
+        """Give the slot back (once; later calls do nothing). Takes and ignores arguments, to
+        serve as a future's done callback."""
+        self._release()
+
+    cdef void _release(self) noexcept:
+        global _sleeper_slots
+        if self.held:
+            self.held = False
+            if self.pid == _sleeper_slots_pid:  # not a slot a forked child inherited
+                _sleeper_slots -= 1
+
+    def cancel(self):
+        """Call the sleep off (it returns as woken; see seqshm_wake_wait())."""
+        seqshm_wake_cancel(&self.cancel_word)
+
+    def abandon(self):
+        """``cancel()`` and ``release()`` in one step (no signal handler runs between them),
+        for a waiter that stops waiting: the thread, if it is still in the sleep, leaves it
+        at once."""
+        seqshm_wake_cancel(&self.cancel_word)
+        self._release()
+
+    @property
+    def cancelled(self):
+        return (<volatile uint32_t *>&self.cancel_word)[0] != 0
+
+    def __dealloc__(self):
+        self._release()
+
+
+def take_sleeper_slot(size_t limit):
+    """A :class:`SleeperSlot` if fewer than ``limit`` are held in this process, else None."""
+    global _sleeper_slots, _sleeper_slots_pid
+    cdef SleeperSlot slot
+    cdef int pid = getpid()
+    if pid != _sleeper_slots_pid:  # a forked child: its parent's sleeps are not its own
+        _sleeper_slots_pid = pid
+        _sleeper_slots = 0
+    if _sleeper_slots >= limit:
+        return None
+    slot = SleeperSlot.__new__(SleeperSlot)
+    slot.pid = pid
+    slot.held = True
+    _sleeper_slots += 1
+    return slot
+
+
+def sleeper_slots():
+    """Sleeper slots held now in this process (what tests look at after cancelling waits)."""
+    return _sleeper_slots if getpid() == _sleeper_slots_pid else 0
 
 
 def monotonic_ns():
@@ -458,6 +585,47 @@ cpdef uint64_t timestamp_arg(value, str path=None) except? 0:
     return <uint64_t>int(value)
 
 
+def records_mismatch(have, want, bint layout=False):
+    """Why data of dtype ``have`` cannot move, field by field and by name, to or from a
+    channel whose element is ``want`` (None when it can), where either is a record type.
+
+    The one rule of write() and snapshot(out=)/read(out=): records move only between the
+    channel's own fields, the same names in the same order with the same types. NumPy's own
+    assignment between record types goes by position whatever the names (x into y), and a
+    single value fills every field of a record: both would store something other than what
+    the caller meant, without an error. ``layout``: the field offsets, the record's size and
+    the byte order must be the channel's too (snapshot(out=) copies bytes); write() converts
+    those (NumPy's casting='equiv': no value and no field can change)."""
+    if want.names is None:
+        if have.names is None:
+            return None
+        return (f"holds records (fields {', '.join(have.names)}), the channel holds {want} "
+                "values")
+    names = ", ".join(want.names)
+    if have.names is None:
+        return (f"has dtype {have}, not records: the channel's records have the fields "
+                f"{names}")
+    if have.names != want.names:
+        if sorted(have.names) == sorted(want.names):
+            return (f"has the channel's fields in another order ({', '.join(have.names)}; "
+                    f"the channel's: {names}), which would be stored by position")
+        return f"has the fields {', '.join(have.names)}, the channel's are {names}"
+    for n in want.names:
+        h, w = have.fields[n][0], want.fields[n][0]
+        if h.shape != w.shape:
+            return f"has field {n!r} of shape {h.shape}, the channel's is {w.shape}"
+        if h.base.newbyteorder("=") != w.base.newbyteorder("="):
+            return f"has field {n!r} of type {h.base}, the channel's is {w.base}"
+    if not layout:
+        if np.can_cast(have, want, "equiv"):
+            return None
+        return f"has dtype {have}, which does not convert field by field to the channel's {want}"
+    if PyArray_EquivTypes(<void *>have, <void *>want):
+        return None
+    return (f"lays the channel's fields out otherwise (byte order, offsets or size: {have}, "
+            f"the channel's {want})")
+
+
 cdef class _Channel:
     """What readers and writers share: the mapping, the validated header copy, the array type."""
 
@@ -468,8 +636,29 @@ cdef class _Channel:
     cdef int _ndim
     cdef cnp.npy_intp _dims[SEQSHM_MAX_DIMS]
     cdef bint _nogil
+    cdef OwnedFd _file          # the channel's file: closed once, by C code
     cdef readonly str path
     cdef readonly tuple shape
+
+    def __cinit__(self, *args, **kwargs):
+        self._file = OwnedFd.__new__(OwnedFd)
+
+    @property
+    def _fd(self):
+        """The channel's file descriptor, owned by this object (-1: none). Set it only to a
+        descriptor nothing else will close; it is closed by ``_close_fd()`` or when the
+        object goes."""
+        return self._file._fd
+
+    @_fd.setter
+    def _fd(self, int fd):
+        self._file._fd = fd
+
+    def _close_fd(self):
+        """Close the channel's file descriptor, once: the number is forgotten and closed in
+        one C step, so neither an interrupt nor a second call can leak it or close it twice
+        (a second close would close whatever file the number names by then)."""
+        self._file.close()
 
     cdef int _setup(self, str path, seqshm_header *h, Mapping m) except -1:
         try:
@@ -576,6 +765,10 @@ cdef class _Channel:
         """Say why ``out`` does not fit (equivalent dtypes of another object do fit)."""
         if (<void *>cnp.PyArray_DESCR(out) != <void *>self._descr
                 and not PyArray_EquivTypes(<void *>cnp.PyArray_DESCR(out), <void *>self._descr)):
+            why = records_mismatch((<object>out).dtype, self._descr, True)
+            if why is not None:  # records: say which field differs (see records_mismatch())
+                raise TypeError(f"{self.path}: out {why}; give an out of the channel's dtype "
+                                "(.dtype), and copy fields by name from it")
             raise TypeError(f"{self.path}: out has dtype {(<object>out).dtype}, the channel holds {self._descr}")
         if not self._same_shape(out):
             raise ValueError(f"{self.path}: out has shape {(<object>out).shape}, the channel holds {self.shape}")
@@ -684,9 +877,10 @@ cdef class ReaderEngine(_Channel):
     def _has_waiters(self):
         return self._waiters is not None
 
-    def _futex_sleep(self, uint64_t target, double seconds):
+    def _futex_sleep(self, uint64_t target, double seconds, SleeperSlot slot=None):
         """Sleep in the kernel, the GIL released, until head passes ``target``, the channel
-        ends, a signal or ``seconds``. 0: look again (woken, or no need to sleep); 2: the
+        ends, a signal, ``slot.cancel()`` (from another thread) or ``seconds``. 0: look again
+        (woken, called off, or no need to sleep); 2: the
         same, after sleeping the whole ``seconds``; 3: woken, and head is past ``target``
         now; 1: cannot sleep just now (the writer is
         resetting the count), poll once; -1: no usable sidecar (dropped: a forked child, a
@@ -703,8 +897,13 @@ cdef class ReaderEngine(_Channel):
         cdef uint64_t ns
         cdef int fence = self._wake_fence
         cdef int rc
+        cdef const uint32_t *cancel = NULL
         if wf is None or keep is None:
             return -1
+        if slot is not None:
+            if slot.cancelled:
+                return 0  # called off before this thread got to it: not even counted
+            cancel = slot.word()
         if wf.pid != getpid() or seqshm_guard_damaged(wf.guard):
             self._waiters = None
             return -1
@@ -720,7 +919,7 @@ cdef class ReaderEngine(_Channel):
         count = &(<seqshm_waiters *>wf.addr).count
         ns = <uint64_t>(seconds * 1e9) if seconds > 0 else 0
         with nogil:
-            rc = seqshm_wake_wait(h, count, fence, target, ns)
+            rc = seqshm_wake_wait(h, count, fence, target, ns, cancel)
         wf.sleepers -= 1
         if wf.sleepers == 0:
             seqshm_wake_lock(wf.fd, 0)
@@ -747,9 +946,11 @@ cdef class ReaderEngine(_Channel):
             self.meta.write_seq = write_seq
             self.meta.timestamp_ns = timestamp_ns
 
-    def _timed_out(self, uint32_t slot, uint32_t seq):
+    def _timed_out(self, uint32_t slot, uint32_t seq, bint moved=False, uint64_t writes=0):
         """Raise the error for a read that found no consistent copy of ``slot`` (last seen
-        ``seq``) within the timeout. Overridden by Reader, which can say why."""
+        ``seq``) within the timeout; ``moved``: the writer made progress meanwhile (head or
+        the slot's seq changed), ``writes`` it completed. Overridden by Reader, which can say
+        why."""
         raise TimeoutError(f"{self.path}: no consistent snapshot of slot {slot}")
 
     def _stalled(self, uint32_t slot, uint32_t seq):
@@ -845,12 +1046,24 @@ cdef class ReaderEngine(_Channel):
         cdef Mapping keep
         cdef seqshm_reader local
         cdef seqshm_backoff b
-        cdef uint64_t until, snaps, retries, look
+        cdef uint64_t until, snaps, retries, look, head0
+        cdef uint32_t slot0, seq0
+        cdef bint moved = False
         cdef int rc
         memset(&b, 0, sizeof(b))
         if deadline == 0:
             deadline = seqshm_deadline(seqshm_monotonic_ns(), self._timeout_ns)
         look = seqshm_deadline(seqshm_monotonic_ns(), STALL_LOOK_NS)
+        # The evidence for why no copy came, should none come: a writer that completes writes
+        # meanwhile (head or the slot's seq moves) overwrites the slot during every copy; one
+        # whose slot keeps the same odd seq throughout is stuck in that write (stopped, or
+        # dead). Judged from what this read saw, not from the last seq alone: a busy writer of
+        # a large slot is mid-write at almost every look.
+        self._check_open()
+        head0 = seqshm_head(&self.r.g)
+        slot0 = (<uint32_t>fixed if fixed >= 0 else slot[0] if dst == NULL
+                 else seqshm_reader_slot(&self.r)) & self.r.g.slot_mask
+        seq0 = seqshm_read_begin(&self.r.g, slot0)
         while True:
             keep = self._map  # holds the mapping while the GIL is released
             if keep is None:
@@ -875,6 +1088,8 @@ cdef class ReaderEngine(_Channel):
                 self._raise_damaged(m.slot, m.write_seq, local.newest)
             if rc == SEQSHM_OK or rc == SEQSHM_EDAMAGED:
                 continue  # closed or switched while we copied: look again
+            if local.last_slot != slot0 or local.last_seq != seq0:
+                moved = True
             PyErr_CheckSignals()
             if fixed < 0 and self._follow and self.r.g.base != NULL and \
                     seqshm_state(&self.r.g) != SEQSHM_STATE_OPEN:
@@ -894,7 +1109,9 @@ cdef class ReaderEngine(_Channel):
                 if seqshm_guard_damaged(keep.guard):
                     self._raise_truncated()
                 self._check_open()
-                self._timed_out(local.last_slot, local.last_seq)
+                self._timed_out(local.last_slot, local.last_seq,
+                                moved or seqshm_head(&self.r.g) != head0,
+                                seqshm_head(&self.r.g) - head0)
                 raise AssertionError("_timed_out() must raise")
 
     def snapshot(self, cnp.ndarray out=None):
@@ -1272,6 +1489,14 @@ cdef class WriterEngine(_Channel):
     cdef cnp.ndarray _as_payload(self, data):
         if type(data) is np.ndarray and self._fits(<cnp.ndarray>data, cnp.NPY_ARRAY_C_CONTIGUOUS):
             return <cnp.ndarray>data
+        if isinstance(data, (np.ndarray, np.generic)):
+            # records convert by name or not at all (records_mismatch()); np.asarray would
+            # store them by position
+            why = records_mismatch(data.dtype, self._descr)
+            if why is not None:
+                raise TypeError(
+                    f"{self.path}: data {why}; write records of the channel's dtype (.dtype), "
+                    "or the channel's fields picked by name: data[list(w.dtype.names)]")
         kind = self._descr.kind
         if (kind in "f" and isinstance(data, np.ndarray) and data.dtype.kind == "c"
                 and data.shape == self.shape):
@@ -1290,7 +1515,26 @@ cdef class WriterEngine(_Channel):
                 f"{self.path}: data has shape {(<object>src).shape}, the channel holds {self.shape}")
         if kind in "iu":
             self._check_exact(data, src)
+        elif self._raw_descr is not None and not isinstance(data, (np.ndarray, np.generic)):
+            self._check_exact_fields(data, src)
         return src
+
+    def _check_exact_fields(self, data, converted):
+        """_check_exact() for records given as Python values (tuples, by position: they have
+        no names): refuse an integer field whose value the cast changed (1.5 stored as 1;
+        out of range and NaN already raise). The slow path only."""
+        names = [n for n in self._descr.names if self._descr.fields[n][0].base.kind in "iu"]
+        if not names:
+            return
+        # the same values, each field kept as the Python objects given
+        wide = np.dtype([(n, object, self._descr.fields[n][0].shape) for n in self._descr.names])
+        try:
+            orig = np.asarray(data, dtype=wide)
+        except (TypeError, ValueError):
+            return
+        for n in names:
+            self._refuse_changed(orig[n], converted[n],
+                                 f"field {n!r} of the channel's dtype {self._descr}")
 
     def _check_exact(self, data, converted):
         """Refuse a write whose values the cast to the channel's dtype changed: np.asarray
@@ -1303,13 +1547,18 @@ cdef class WriterEngine(_Channel):
             return
         if orig.dtype == converted.dtype or orig.dtype.kind not in "biufc":
             return
+        self._refuse_changed(orig, converted, f"the channel's dtype {self._descr}")
+
+    def _refuse_changed(self, orig, converted, what):
+        """Raise the ValueError of a write whose values (``orig``, an array of numbers or of
+        Python objects) the cast to ``what`` changed (``converted``), if any did."""
         with np.errstate(all="ignore"):
-            changed = np.asarray(orig != converted)
+            changed = np.asarray(orig != converted, dtype=bool)
         if changed.any():
             i = np.flatnonzero(changed)[0]
             raise ValueError(
-                f"{self.path}: data holds values the channel's dtype {self._descr} cannot "
-                f"hold: {orig.flat[i].item()!r} would be stored as "
+                f"{self.path}: data holds values {what} cannot hold: "
+                f"{np.asarray(orig.flat[i]).item()!r} would be stored as "
                 f"{converted.flat[i].item()!r}; convert them first (np.clip, np.round, "
                 ".astype) if that is what you want")
 
@@ -1356,24 +1605,26 @@ cdef class WriterEngine(_Channel):
         return out
 
     def _close_engine(self, uint32_t state):
-        """Store ``state`` (STATE_CLOSED) once no write is in flight, then drop the mapping."""
-        if self._map is None:
-            return
-        if self._foreign:
+        """Store ``state`` (STATE_CLOSED) once no write is in flight, drop the mapping, and
+        close the file (``_fd``), which ends the writer's hold on the channel. One C step as
+        seen from Python: an interrupt (Ctrl-C) lands before it (the writer is still usable)
+        or after it (closed, nothing left open), never in between."""
+        if self._map is None or self._foreign:
             self._map = None
+            self._close_fd()
             return
         self._enter()
         try:
-            if self._map is None:
-                return
-            seqshm_write_close(<seqshm_header *>self.w.g.base, state)
-            seqshm_wake_all(<seqshm_header *>self.w.g.base)  # after the state: see wake.h
-            seqshm_waker_attach(&self.w.wake, NULL, -1)
-            self._waiters = None
-            self._map = None
-            memset(&self.w.g, 0, sizeof(self.w.g))
+            if self._map is not None:
+                seqshm_write_close(<seqshm_header *>self.w.g.base, state)
+                seqshm_wake_all(<seqshm_header *>self.w.g.base)  # after the state: see wake.h
+                seqshm_waker_attach(&self.w.wake, NULL, -1)
+                self._waiters = None
+                self._map = None
+                memset(&self.w.g, 0, sizeof(self.w.g))
         finally:
             self._leave()
+        self._close_fd()
 
     def __repr__(self):
         state = "closed" if self._map is None else f"{self.w.head} writes"

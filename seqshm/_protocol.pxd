@@ -95,7 +95,8 @@ cdef extern from "wake.h" nogil:
     void seqshm_wake_all(seqshm_header *h)
     int seqshm_wake_lock(int fd, int lock)
     int seqshm_wake_wait(const seqshm_header *h, uint32_t *count, int fence, uint64_t target,
-                         uint64_t timeout_ns)
+                         uint64_t timeout_ns, const uint32_t *cancel)
+    void seqshm_wake_cancel(uint32_t *cancel)
 
 cdef extern from "seqshm_protocol.h" nogil:
     enum:

@@ -51,14 +51,11 @@ _RESET_POLL_S = 20e-6
 _sleep_pool: concurrent.futures.ThreadPoolExecutor | None = None
 #: Threads in which wait_async() sleeps in the kernel, at most: one per waiting task (a
 #: sleeping thread costs no CPU and little memory), so that a task is never queued behind
-#: others' sleeps.
+#: others' sleeps. A sleep is handed over only with one of as many slots
+#: (_core.take_sleeper_slot(): a thread is free for it); queued behind sleeping ones, a wait
+#: whose write came would be seen only when one of them ended its slice (up to 0.1 s later).
+#: The waits beyond _SLEEPERS_MAX poll instead (1 ms late at most, as without a sidecar).
 _SLEEPERS_MAX = 256
-#: Sleeps handed to those threads and not yet over (a cancelled wait's included): a sleep
-#: is handed over only when a thread is free for it. Queued behind sleeping ones, a wait
-#: whose write came would be seen only when one of them ended its slice (up to 0.1 s later);
-#: the waits beyond _SLEEPERS_MAX poll instead (1 ms late at most, as without a sidecar).
-_sleeping = 0
-_sleeping_lock = threading.Lock()
 
 
 def _sleepers() -> concurrent.futures.ThreadPoolExecutor:
@@ -71,35 +68,19 @@ def _sleepers() -> concurrent.futures.ThreadPoolExecutor:
     return _sleep_pool
 
 
-def _take_sleeper() -> bool:
-    """Whether a sleeper thread is free for one more sleep (then counted as taken)."""
-    global _sleeping
-    with _sleeping_lock:
-        if _sleeping >= _SLEEPERS_MAX:
-            return False
-        _sleeping += 1
-        return True
-
-
-def _give_sleeper() -> None:
-    global _sleeping
-    with _sleeping_lock:
-        _sleeping -= 1
-
-
-def _sleep_in_thread(reader: Reader, target: int, seconds: float) -> int:
-    """A sleeper thread's job: one futex sleep, its thread given back when it ends (not when
-    the waiting task is cancelled: the thread sleeps on)."""
+def _sleep_in_thread(reader: Reader, slot: _core.SleeperSlot, target: int, seconds: float
+                     ) -> int:
+    """A sleeper thread's job: one futex sleep, which ``slot.cancel()`` calls off, its slot
+    given back when it ends."""
     try:
-        return reader._kernel_sleep(target, seconds)
+        return reader._kernel_sleep(target, seconds, slot)
     finally:
-        _give_sleeper()
+        slot.release()
 
 
 def _forget_sleepers() -> None:
-    global _sleep_pool, _sleeping, _sleeping_lock
-    _sleep_pool = None  # a forked child has none of the parent's threads
-    _sleeping, _sleeping_lock = 0, threading.Lock()
+    global _sleep_pool
+    _sleep_pool = None  # a forked child has none of the parent's threads (nor their slots)
 
 
 os.register_at_fork(after_in_child=_forget_sleepers)
@@ -225,10 +206,7 @@ class Reader(_core.ReaderEngine):
         _readers.add(self)
 
     def __del__(self) -> None:
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:
-            self._fd = -1
-            os.close(fd)
+        self._close_fd()
 
     # -- settings and counters ---------------------------------------------------------------
 
@@ -393,12 +371,16 @@ class Reader(_core.ReaderEngine):
             if dead:
                 self._timed_out(slot, seq, early=True)
 
-    def _timed_out(self, slot: int, seq: int, early: bool = False) -> None:
+    def _timed_out(self, slot: int, seq: int, moved: bool = False, writes: int = 0,
+                   early: bool = False) -> None:
         """Raise the ReadTimeout of a read blocked on ``slot`` (whose seq is ``seq``): at the
         timeout, or ``early`` because the writer is known dead (then it does not claim to
-        have waited the whole timeout)."""
+        have waited the whole timeout). ``moved``: the writer made progress during the read
+        (head or the slot's seq changed; ``writes`` completed): it overwrote the slot during
+        every copy, even if it was mid-write at the last look. Otherwise an odd seq is a
+        writer stuck in that write."""
         t = None if early else self._timeout
-        if seq & 1:
+        if seq & 1 and not moved:
             what = (f"slot {slot} stayed mid-write (its sequence count {seq} is odd)"
                     + ("" if t is None else f" for {t:g} s"))
             pid = self.header["writer_pid"]
@@ -410,8 +392,9 @@ class Reader(_core.ReaderEngine):
                 else:
                     what += f"; writer pid {pid} is alive but not finishing (stopped?)"
         else:
-            what = (f"the writer rewrote slot {slot} during every copy for {t or 0:g} s; "
-                    "a channel with more slots (nr_slots) lets readers through")
+            done = f" ({writes} writes completed meanwhile)" if writes else ""
+            what = (f"the writer overwrote slot {slot} during every copy for {t or 0:g} s"
+                    f"{done}; a channel with more slots (nr_slots) lets readers through")
         raise ReadTimeout(f"no consistent snapshot: {what}", self.path)
 
     # -- reading -----------------------------------------------------------------------------
@@ -458,7 +441,8 @@ class Reader(_core.ReaderEngine):
             del view, lease
             tries += 1
             if deadline is not None and time.monotonic() >= deadline:
-                self._timed_out(token >> 32, token & 0xFFFFFFFF)
+                # every try was torn by a write: the writer is busy, not stuck
+                self._timed_out(token >> 32, token & 0xFFFFFFFF, moved=True)
             if tries > 16:  # the writer keeps overwriting: give it the CPU rather than spin
                 time.sleep(min(POLL_MAX_S, 1e-5 * tries))
 
@@ -589,17 +573,15 @@ class Reader(_core.ReaderEngine):
                 return target
         raise self._ended_error(state)
 
-    def _open_sidecar(self) -> int:
-        """Open the channel's sidecar for writing, in the directory where the channel file is
-        (where its writer made it), never through a link. The header's (st_dev, st_ino) and
-        the sidecar's line 0 decide whether it is the channel's, so a planted one is ignored."""
-        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    def _sidecar_path(self) -> str:
+        """Where the channel's sidecar is: beside the channel file, in the directory where
+        its writer made it (opened O_NOFOLLOW; the header's (st_dev, st_ino) and the sidecar's
+        line 0 decide whether it is the channel's, so a planted one is ignored)."""
         if not self._followed:
-            return os.open(waiters_path(self.path), flags)
+            return waiters_path(self.path)
         with self._fd_lock:  # the file a link led to: its directory, as the kernel names it
             self._check_not_closed()
-            real = os.readlink(f"/proc/self/fd/{self._fd}")
-        return os.open(waiters_path(real), flags)
+            return waiters_path(os.readlink(f"/proc/self/fd/{self._fd}"))
 
     def _open_waiters(self) -> None:
         """Sleep through the channel's sidecar from now on, if the header names one and the
@@ -609,27 +591,26 @@ class Reader(_core.ReaderEngine):
         h = self.header
         if not h["waiters_ino"]:
             return
+        # Owned (closed when dropped, once) from the instant it exists: an interrupt anywhere
+        # below leaks nothing and closes nothing twice.
         try:
-            fd = self._open_sidecar()
+            fd = _core.take_fd(os.open, self._sidecar_path(),
+                               os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return  # none (not yet renamed into place, removed) or not ours to write
-        try:
-            st = os.fstat(fd)
-            if (not stat.S_ISREG(st.st_mode) or st.st_size < _core.ALIGN
-                    or (st.st_dev, st.st_ino) != (h["waiters_dev"], h["waiters_ino"])):
-                os.close(fd)
-                return
-            magic, dev, ino = read_waiters_id(fd)
-            with self._fd_lock:
-                self._check_not_closed()
-                ch = os.fstat(self._fd)
-            if magic != _core.WAITERS_MAGIC or (dev, ino) != (ch.st_dev, ch.st_ino):
-                os.close(fd)
-                return
-            waiters = _core.WaitersFile(fd)  # owns fd from here
-        except BaseException:
-            os.close(fd)
-            raise
+        st = os.fstat(fd.fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_size < _core.ALIGN
+                or (st.st_dev, st.st_ino) != (h["waiters_dev"], h["waiters_ino"])):
+            fd.close()
+            return
+        magic, dev, ino = read_waiters_id(fd.fd)
+        with self._fd_lock:
+            self._check_not_closed()
+            ch = os.fstat(self._fd)
+        if magic != _core.WAITERS_MAGIC or (dev, ino) != (ch.st_dev, ch.st_ino):
+            fd.close()
+            return
+        waiters = _core.WaitersFile(fd)  # takes the descriptor over from fd
         self._set_waiters(waiters, bool(h["wake_flags"] & _core.WAKE_F_FENCE))
 
     def _sleeps_in_kernel(self) -> bool:
@@ -645,12 +626,13 @@ class Reader(_core.ReaderEngine):
                 pass
         return bool(self._has_waiters)
 
-    def _kernel_sleep(self, target: int, seconds: float) -> int:
-        """One futex sleep through the attached sidecar (see _core.ReaderEngine._futex_sleep):
-        its result, _WOKEN when head passed ``target``; 1 if the sidecar's lock is taken
-        (the caller polls, with a backoff); negative if this reader must poll instead (the
-        sidecar was dropped)."""
-        rc: int = self._futex_sleep(target, seconds)
+    def _kernel_sleep(self, target: int, seconds: float,
+                      slot: _core.SleeperSlot | None = None) -> int:
+        """One futex sleep through the attached sidecar (see _core.ReaderEngine._futex_sleep),
+        which ``slot.cancel()`` calls off: its result, _WOKEN when head passed ``target``; 1
+        if the sidecar's lock is taken (the caller polls, with a backoff); negative if this
+        reader must poll instead (the sidecar was dropped)."""
+        rc: int = self._futex_sleep(target, seconds, slot)
         if rc < 0:
             self._next_waiters_try = 0.0  # e.g. a forked child: open its own at once
         return rc
@@ -664,17 +646,19 @@ class Reader(_core.ReaderEngine):
         """Sleep in poll() on the device until a write newer than this file has seen."""
         with self._fd_lock:
             self._check_not_closed()
-            fd = os.dup(self._fd)  # close() in another thread cannot pull it from under us
+            # a copy close() in another thread cannot pull from under us, owned (closed
+            # once, when dropped) from the instant it exists: Ctrl-C anywhere leaks nothing
+            fd = _core.take_fd(os.dup, self._fd)
         try:
             info = bytearray(_INFO_STRUCT.pack(_LAYOUT["size"], _core.INFO_ACK))
-            fcntl.ioctl(fd, _core.IOC_INFO, info)  # what this file has seen is head now
+            fcntl.ioctl(fd.fd, _core.IOC_INFO, info)  # what this file has seen is head now
             if int.from_bytes(info[_LAYOUT["head"]:_LAYOUT["head"] + 8], sys.byteorder) > self.seq:
                 return
             p = select.poll()
-            p.register(fd, select.POLLIN)
+            p.register(fd.fd, select.POLLIN)
             p.poll(max(0, int(seconds * 1000)))
         finally:
-            os.close(fd)
+            fd.close()
 
     def _wait_plan(self, timeout: float | None, clock: Callable[[], float], target: int
                    ) -> Generator[tuple[float, int], None, bool]:
@@ -746,9 +730,10 @@ class Reader(_core.ReaderEngine):
     async def wait_async(self, timeout: float | None = None) -> bool:
         """``await reader.wait_async()``: :meth:`wait` for asyncio (same results and errors).
         On a device the event loop watches the file; on a userspace channel the futex sleep
-        runs in a worker thread (a cancelled wait leaves it asleep until the next write or
-        for at most 0.1 s; 256 such threads at most, waits beyond them poll), or it polls
-        head when it cannot."""
+        runs in a worker thread (256 such threads at most, waits beyond them poll), or it
+        polls head when it cannot. Cancelling it (``task.cancel()``, ``asyncio.wait_for``,
+        ``asyncio.timeout``) at any point gives back at once what it took: its thread (a
+        sleep in progress is called off), its count in the sidecar, any descriptor."""
         return await self._wait_async(timeout, self.seq)
 
     async def _wait_async(self, timeout: float | None, target: int) -> bool:
@@ -762,15 +747,8 @@ class Reader(_core.ReaderEngine):
                 if self._device:
                     await self._device_sleep_async(loop, seconds)
                     continue
-                rc = -1  # no sidecar, or every sleeper thread busy: poll
-                if self._has_waiters and _take_sleeper():
-                    try:
-                        fut = loop.run_in_executor(
-                            _sleepers(), _sleep_in_thread, self, target, seconds)
-                    except BaseException:
-                        _give_sleeper()  # never handed over
-                        raise
-                    rc = await fut
+                # -1: no sidecar, or every sleeper thread busy: poll
+                rc = await self._sleep_in_pool(target, seconds) if self._has_waiters else -1
                 if rc == 1:  # the sidecar's lock is taken: poll, backing off (see _wait)
                     await asyncio.sleep(min(seconds, locked))
                     locked = min(locked * 2, POLL_MAX_S)
@@ -781,24 +759,48 @@ class Reader(_core.ReaderEngine):
         except StopIteration as done:
             return bool(done.value)
 
+    async def _sleep_in_pool(self, target: int, seconds: float) -> int:
+        """One futex sleep in a sleeper thread: the sleep's result, or -1 if no thread is free
+        (the caller polls). The thread's slot is given back exactly once
+        (SleeperSlot.release()): when the sleep ends, when its job is cancelled before a
+        thread took it (the future's done callback), or when this wait is cancelled or
+        interrupted at any point, which also calls the sleep off, so that the thread and its
+        count in the sidecar come back at once, not at the end of the slice."""
+        # Taken here, in the coroutine that gives it back: a coroutine made but never run
+        # (an interrupt between its creation and its first step) holds none, and from the
+        # store on an exception meets the handler, so no traceback keeps a slot to the GC.
+        slot = _core.take_sleeper_slot(_SLEEPERS_MAX)
+        try:
+            if slot is None:
+                return -1
+            job = _sleepers().submit(_sleep_in_thread, self, slot, target, seconds)
+            job.add_done_callback(slot.release)  # also when cancelled before it ran
+            rc: int = await asyncio.wrap_future(job)
+        except BaseException:
+            if slot is not None:
+                slot.abandon()  # one C step: the sleep called off, the slot given back
+            raise
+        return rc
+
     async def _device_sleep_async(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         with self._fd_lock:
             self._check_not_closed()
-            fd = os.dup(self._fd)
+            fd = _core.take_fd(os.dup, self._fd)  # owned: see _device_sleep()
         ready: asyncio.Future[None] = loop.create_future()
 
         def wake() -> None:
             if not ready.done():
                 ready.set_result(None)
 
-        loop.add_reader(fd, wake)
         try:
+            loop.add_reader(fd.fd, wake)
             await asyncio.wait_for(ready, seconds)
         except asyncio.TimeoutError:
             pass
         finally:
-            loop.remove_reader(fd)
-            os.close(fd)
+            # before the close: the loop must not watch a number that may be reused
+            loop.remove_reader(fd.fd)
+            fd.close()
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -808,9 +810,7 @@ class Reader(_core.ReaderEngine):
         memory mapped until they are gone."""
         with self._fd_lock:
             self._detach()
-            fd, self._fd = self._fd, -1
-            if fd >= 0:
-                os.close(fd)
+            self._close_fd()  # forgets and closes the number in one step: once, interrupt or not
 
     def __enter__(self) -> Reader:
         return self

@@ -209,10 +209,7 @@ class Writer(_core.WriterEngine):
         _writers.add(self)
 
     def __del__(self) -> None:
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:
-            self._fd = -1
-            os.close(fd)
+        self._close_fd()
 
     def _disown(self, child: int) -> None:
         """In a forked child: this process is not the writer. Refuse every call and let go of
@@ -269,42 +266,52 @@ class Writer(_core.WriterEngine):
         yield buf
         self._publish_buffer(buf, t0 if ts is None else ts)
 
+    #: close(unlink=True) was asked for: a close() that an interrupt cut short is finished by
+    #: the next one (a with block's own close() included), the file's removal with it.
+    _unlink_on_close = False
+
     def close(self, *, unlink: bool = False) -> None:
         """Mark the channel closed (readers see its end), unmap, release the channel, and with
         ``unlink=True`` remove its file if it is still this channel's. A begin() without
         end() is dropped. Waits for a write in progress in another thread; closing again (or
-        from several threads at once) does nothing more."""
+        from several threads at once) does nothing more.
+
+        Ctrl-C (any exception from a signal handler) at any point leaves the writer either
+        still open and usable, its files possibly removed already (closing again finishes the
+        job), or wholly closed: never a descriptor open after the end, nor one closed twice."""
         with self._close_lock:
-            if self.closed:
-                return
+            if unlink:
+                self._unlink_on_close = True
+            if self._fd >= 0:  # not yet closed (nor a forked child's disowned copy)
+                self._remove_files()
             self._pending = None
-            fd = self._fd
+            # the end in one C step: state CLOSED, readers woken, unmapped, descriptor closed
             self._close_engine(_core.STATE_CLOSED)
-            if fd < 0:  # a forked child's disowned copy: its parent still writes
-                return
-            try:
-                # The sidecar goes with every close: after the end no reader sleeps. Still
-                # under the channel's lock, so it is ours (a creator replaces it only holding
-                # the lock).
-                d, name = self._dir, self._name
-                if self._waiters_id is not None and d is not None:
-                    side = waiters_name(name)
-                    with contextlib.suppress(FileNotFoundError):
-                        st = os.stat(side, dir_fd=d.fd, follow_symlinks=False)
-                        if (st.st_dev, st.st_ino) == self._waiters_id:
-                            os.unlink(side, dir_fd=d.fd)
-                if unlink and d is not None:
-                    # Still holding the lock: no creator can replace the path between the
-                    # check and the unlink (create() takes the old file's lock to replace it).
-                    with contextlib.suppress(FileNotFoundError):
-                        if same_file(os.fstat(fd), os.stat(name, dir_fd=d.fd,
-                                                          follow_symlinks=False)):
-                            os.unlink(name, dir_fd=d.fd)
-            finally:
-                self._fd = -1
-                os.close(fd)
-                if self._dir is not None:
-                    self._dir.close()
+            if self._dir is not None and self._fd < 0:
+                self._dir.close()  # the end is whole: the directory is not needed any more
+
+    def _remove_files(self) -> None:
+        """close()'s removals, before the end: each may be done again (an interrupted close()
+        is finished by the next one), and each is done while this writer still holds the
+        channel, so no creator can replace a path between the check and the removal
+        (create() takes the old file's lock to replace it). Names are looked up in the
+        directory create() opened, without following links."""
+        d, name = self._dir, self._name
+        if d is None or d.fd < 0:
+            return
+        # The sidecar goes with every close: after the end no reader sleeps. Ours only (a
+        # creator replaces it only holding the lock).
+        if self._waiters_id is not None:
+            side = waiters_name(name)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(side, dir_fd=d.fd, follow_symlinks=False)
+                if (st.st_dev, st.st_ino) == self._waiters_id:
+                    os.unlink(side, dir_fd=d.fd)
+        if self._unlink_on_close:
+            with contextlib.suppress(FileNotFoundError):
+                if same_file(os.fstat(self._fd), os.stat(name, dir_fd=d.fd,
+                                                         follow_symlinks=False)):
+                    os.unlink(name, dir_fd=d.fd)
 
     def __enter__(self) -> Writer:
         return self

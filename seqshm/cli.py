@@ -138,7 +138,11 @@ def _slot_words(reader: seqshm.Reader) -> np.ndarray:
     now, read without the seqlock (for display: an odd count is a slot mid-write)."""
     h = reader.header
     end = _core.SLOTS_OFFSET + 64 * h["nr_slots"]
-    fd = os.open(reader.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    # the file the reader opened and checked, not whatever has its name now (another user
+    # may have swapped a FIFO or a link in since)
+    with reader._fd_lock:
+        reader._check_not_closed()
+        fd = os.dup(reader._fd)
     try:
         if stat.S_ISCHR(os.fstat(fd).st_mode):
             length = -(-end // mmap.PAGESIZE) * mmap.PAGESIZE
@@ -276,6 +280,15 @@ def _channel_files() -> Iterator[str]:
         yield from (os.path.join(d, name) for name in names if not _is_temp(name))
 
 
+def _file_id(r: seqshm.Reader) -> tuple[int, int]:
+    """(st_dev, st_ino) of the file the reader opened (not of whatever has its name now:
+    another user may remove or swap it meanwhile)."""
+    with r._fd_lock:
+        r._check_not_closed()
+        st = os.fstat(r._fd)
+    return st.st_dev, st.st_ino
+
+
 def _heads() -> dict[str, tuple[int, int, int]]:
     """Each readable channel's (st_dev, st_ino, head) now, each reader closed at once."""
     heads = {}
@@ -283,8 +296,7 @@ def _heads() -> dict[str, tuple[int, int, int]]:
         probe = _probe(path)
         if isinstance(probe, seqshm.Reader):
             with probe as r:
-                st = os.stat(r.path)
-                heads[path] = (st.st_dev, st.st_ino, r.head)
+                heads[path] = (*_file_id(r), r.head)
     return heads
 
 
@@ -316,9 +328,8 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
             continue
         with probe as r:
             head = r.head
-            st = os.stat(r.path)
             before = heads.get(path)
-            if with_rate and before and before[:2] == (st.st_dev, st.st_ino):
+            if with_rate and before and before[:2] == _file_id(r):
                 row["rate_hz"] = rate((t0, before[2]), time.monotonic(), head)
             try:
                 try:

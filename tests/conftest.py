@@ -317,13 +317,16 @@ class Tenant:
         mine, theirs = self._ctx.Pipe(duplex=False)
         p = self._ctx.Process(target=self._child, args=(fn, args, theirs))
         p.start()
+        theirs.close()  # the child's end: closed here now, not whenever the GC gets to it
         try:
             if not mine.poll(timeout):
                 raise TimeoutError(f"{fn.__name__} as {TENANT} did not return in {timeout} s")
             ok, value = mine.recv()
         finally:
+            mine.close()
             p.kill()
             p.join()
+            p.close()
         if not ok:
             raise value
         return value
@@ -332,6 +335,8 @@ class Tenant:
         mine, theirs = self._ctx.Pipe(duplex=False)
         p = self._ctx.Process(target=self._child, args=(fn, args, theirs), daemon=True)
         p.start()
+        mine.close()  # nothing is read from a long-running child: no descriptor left to the GC
+        theirs.close()
         self._running.append(p)
         return p
 
@@ -339,6 +344,7 @@ class Tenant:
         for p in self._running:
             p.kill()
             p.join()
+            p.close()
         self._running.clear()
 
 

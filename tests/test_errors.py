@@ -833,3 +833,200 @@ def test_close_drops_an_unfinished_write(make_path: Callable[[], str]) -> None:
         w.begin()[0] = 5
     with seqshm.open(path, timeout=0.1) as r:
         assert r.read().data[0] == 4 and r.seq == 1
+
+
+# -- why a read found no consistent copy (issue 16, recipe 7) ----------------------------------
+
+
+class _LappingWriter:
+    """What a reader sees of a writer that laps a one-slot channel with writes much longer
+    than the gaps between them: the slot is odd (mid-write) at every look, and between two
+    looks a write completed and the next began (its seq two higher, head one higher). Made on
+    a real channel whose writer stalled mid-write (_hooks.stall_mid_write: alive, holding the
+    channel), by a thread that moves the slot's seq and head on through a mapping of the file,
+    as the writer's stores would."""
+
+    def __init__(self, w: seqshm.Writer) -> None:
+        import mmap
+        import threading
+
+        _hooks.stall_mid_write(w, 1)
+        self.fd = os.open(w.path, os.O_RDWR | os.O_CLOEXEC)
+        self.map = mmap.mmap(self.fd, _core.SLOTS_OFFSET + 64, mmap.MAP_SHARED)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        seq_at = _core.SLOTS_OFFSET + SLOT["seq"]
+        while not self.stop.wait(0.001):
+            seq, = struct.unpack_from("=I", self.map, seq_at)
+            head, = struct.unpack_from("=Q", self.map, H["head"])
+            struct.pack_into("=I", self.map, seq_at, seq + 2)  # odd still: the next write
+            struct.pack_into("=Q", self.map, H["head"], head + 1)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.map.close()
+        os.close(self.fd)
+
+
+def test_a_writer_lapping_the_slot_at_every_look_is_reported_as_overwriting_it(
+        make_path: Callable[[], str]) -> None:
+    """Issue 16, recipe 7: a busy writer of a one-slot channel is mid-write at almost every
+    look of a reader (a 4 MiB write takes most of the time between two), so the last seq the
+    reader saw was odd and ReadTimeout said "stayed mid-write ... alive but not finishing
+    (stopped?)", though thousands of writes completed during the wait. The reader judges from
+    what it saw during the whole read: the slot's seq and head moved on, so the writer
+    overwrote the slot during every copy, and more slots are the cure."""
+    with seqshm.create(make_path(), np.uint64, 8) as w:
+        w.write(np.zeros(8, np.uint64))
+        lapping = _LappingWriter(w)
+        try:
+            with seqshm.open(w.path, timeout=0.3) as r, pytest.raises(seqshm.ReadTimeout) as e:
+                r.snapshot()
+        finally:
+            lapping.close()
+    msg = str(e.value)
+    assert "overwrote slot 0 during every copy" in msg and "nr_slots" in msg, msg
+    assert "mid-write" not in msg and "stopped" not in msg, msg
+    assert "writes completed meanwhile" in msg, msg
+
+
+def test_a_writer_stuck_mid_write_is_still_reported_as_stuck(
+        make_path: Callable[[], str]) -> None:
+    """The other member: the slot keeps the same odd seq throughout the read (a writer
+    stopped in its write, alive): "stayed mid-write", with what the reader knows of it."""
+    with seqshm.create(make_path(), np.uint64, 8) as w:
+        w.write(np.zeros(8, np.uint64))
+        _hooks.stall_mid_write(w, 1)
+        with seqshm.open(w.path, timeout=0.2) as r, pytest.raises(seqshm.ReadTimeout) as e:
+            r.snapshot()
+    msg = str(e.value)
+    assert "slot 0 stayed mid-write (its sequence count 3 is odd) for 0.2 s" in msg, msg
+    assert f"writer pid {os.getpid()} is alive but not finishing (stopped?)" in msg, msg
+    assert "overwrote" not in msg, msg
+
+
+def test_a_real_writer_lapping_a_large_slot_is_reported_as_overwriting_it(
+        make_path: Callable[[], str]) -> None:
+    """Recipe 7 as found: a writer process rewriting a one-slot 4 MiB channel as fast as it
+    can. A read that finds no consistent copy within its timeout says the slot was
+    overwritten (a writer the machine preempts for a whole copy lets a read through: then
+    there is nothing to report)."""
+    from seqshm.testing import PatternWriter
+
+    messages = []
+    with PatternWriter(make_path(), 4 << 20) as pw, seqshm.open(pw.path, timeout=0.1) as r:
+        for _ in range(30):
+            try:
+                r.snapshot()
+            except seqshm.ReadTimeout as e:
+                messages.append(str(e))
+                if len(messages) == 3:
+                    break
+    if not messages:
+        pytest.skip("every read found a gap between the writer's writes (a busy machine)")
+    for msg in messages:
+        assert "overwrote slot 0 during every copy" in msg and "mid-write" not in msg, msg
+
+
+# -- records move by name (issue 16, recipe 7) -------------------------------------------------
+
+XY = np.dtype([("x", "<f8"), ("y", "<f8")])
+#: Records that are not the channel's fields (XY), in the same order, of the same types.
+OTHER_FIELDS = {
+    "reordered": np.dtype([("y", "<f8"), ("x", "<f8")]),
+    "renamed": np.dtype([("a", "<f8"), ("b", "<f8")]),
+    "other type": np.dtype([("x", "<f4"), ("y", "<f8")]),
+    "integer type": np.dtype([("x", "<i8"), ("y", "<f8")]),
+    "subarray": np.dtype([("x", "<f8", (2,)), ("y", "<f8")]),
+    "extra field": np.dtype([("x", "<f8"), ("y", "<f8"), ("z", "<f8")]),
+    "missing field": np.dtype([("x", "<f8")]),
+    "not records": np.dtype("<f8"),
+}
+#: The channel's fields, by name and in order, of the same types, laid out otherwise.
+OTHER_LAYOUT = {
+    "byte order": np.dtype([("x", ">f8"), ("y", ">f8")]),
+    "padding": np.dtype({"names": ["x", "y"], "formats": ["<f8", "<f8"],
+                         "offsets": [0, 16], "itemsize": 24}),
+    "fields picked by name": np.dtype({"names": ["x", "y"], "formats": ["<f8", "<f8"],
+                                       "offsets": [8, 0], "itemsize": 16}),
+}
+
+
+def test_write_of_records_in_another_field_order_is_refused_not_swapped(
+        make_path: Callable[[], str]) -> None:
+    """Issue 16, recipe 7: w.write(a), ``a`` with the channel's fields in another order,
+    stored them by position (x and y swapped: NumPy assigns records by position, whatever the
+    names), while snapshot(out=a) refused that dtype. One rule for both: records move by name
+    or not at all. write() refuses them, naming the file and the way to write them by name."""
+    a = np.array([(2.0, 1.0)], dtype=OTHER_FIELDS["reordered"])  # y=2, x=1
+    with seqshm.create(make_path(), XY, 1) as w, seqshm.open(w.path) as r:
+        with pytest.raises(TypeError, match=f"^{w.path}: data has the channel's fields in "
+                           r"another order \(y, x; the channel's: x, y\)") as e:
+            w.write(a)
+        assert "data[list(w.dtype.names)]" in str(e.value)
+        assert w.seq == 0
+        w.write(a[list(w.dtype.names)])  # the fields by name
+        assert r.snapshot().tolist() == [(1.0, 2.0)]
+        with pytest.raises(TypeError, match=f"^{w.path}: out has the channel's fields in "
+                           "another order"):
+            r.snapshot(out=a)
+
+
+@pytest.mark.parametrize("dtype", OTHER_FIELDS.values(), ids=OTHER_FIELDS.keys())
+def test_records_of_other_fields_are_refused_by_write_and_as_out(
+        make_path: Callable[[], str], dtype: np.dtype) -> None:
+    """Other names, order, types or shapes of fields: no conversion keeps every value in its
+    field, so both directions refuse, saying which field differs."""
+    a = np.zeros(2, dtype)
+    with seqshm.create(make_path(), XY, 2) as w, seqshm.open(w.path) as r:
+        with pytest.raises(TypeError, match=f"^{w.path}: data "):
+            w.write(a)
+        assert w.seq == 0
+        w.write(np.zeros(2, XY))
+        with pytest.raises(TypeError, match=f"^{w.path}: out "):
+            r.snapshot(out=a)
+
+
+@pytest.mark.parametrize("dtype", OTHER_LAYOUT.values(), ids=OTHER_LAYOUT.keys())
+def test_records_laid_out_otherwise_are_written_by_name(
+        make_path: Callable[[], str], dtype: np.dtype) -> None:
+    """The channel's fields in its order with its types, in another byte order or at other
+    offsets: write() converts them (no value and no field can change), snapshot(out=), which
+    copies bytes, refuses them."""
+    a = np.zeros(2, dtype)
+    a["x"], a["y"] = [1.0, 3.0], [2.0, 4.0]
+    with seqshm.create(make_path(), XY, 2) as w, seqshm.open(w.path) as r:
+        w.write(a)
+        assert r.snapshot().tolist() == [(1.0, 2.0), (3.0, 4.0)]
+        with pytest.raises(TypeError, match=f"^{w.path}: out lays the channel's fields out "
+                           "otherwise"):
+            r.snapshot(out=a)
+
+
+def test_records_into_a_channel_of_values_are_refused(make_path: Callable[[], str]) -> None:
+    """A record array into a float channel: refused, whatever its one field is called."""
+    with seqshm.create(make_path(), np.float64, 2) as w:
+        with pytest.raises(TypeError, match=f"^{w.path}: data holds records"):
+            w.write(np.zeros(2, [("x", "<f8")]))
+        assert w.seq == 0
+
+
+def test_write_of_tuples_an_integer_field_cannot_hold_publishes_nothing(
+        make_path: Callable[[], str]) -> None:
+    """Records given as tuples (by position: they have no names) were cast field by field as
+    np.asarray does: 1.5 into an integer field became 1, without an error, as values did
+    before into an integer channel. Refused; exact values still go in."""
+    dt = np.dtype([("n", "<i4"), ("v", "<f8"), ("c", "<u2", (2,))])
+    with seqshm.create(make_path(), dt, 1) as w:
+        for bad, field in (([(1.5, 2.0, (1, 2))], "n"), ([(1, 2.0, (1, 2.5))], "c")):
+            with pytest.raises(ValueError, match=f"{w.path}: .*field '{field}'.*cannot hold: "
+                               "(1.5|2.5) would be stored as"):
+                w.write(bad)
+        assert w.seq == 0
+        w.write([(1, 2.5, (1, 2))])
+        w.write([(True, 2, (np.int64(3), 4))])
+        assert w.seq == 2

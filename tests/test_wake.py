@@ -417,9 +417,10 @@ def test_no_wake_up_is_lost_under_random_writes(make_path: Callable[[], str], ba
     run is not one); and, looser, waits that end long after their write."""
     sleeps: list[tuple[int, int, int, int]] = []  # start, deadline (ns), target, result
 
-    def futex_sleep(self: seqshm.Reader, target: int, seconds: float) -> int:
+    def futex_sleep(self: seqshm.Reader, target: int, seconds: float,
+                    slot: _core.SleeperSlot | None = None) -> int:
         t0 = _core.monotonic_ns()
-        rc = _core.ReaderEngine._futex_sleep(self, target, seconds)
+        rc = _core.ReaderEngine._futex_sleep(self, target, seconds, slot)
         sleeps.append((t0, t0 + int(seconds * 1e9), target, rc))
         return rc
 
@@ -729,14 +730,15 @@ def test_async_waits_beyond_the_sleeper_threads_do_not_queue_behind_them(
     ended: list[int] = []
     sleep = seqshm.Reader._futex_sleep
 
-    def futex_sleep(self: seqshm.Reader, target: int, seconds: float) -> int:
-        rc = sleep(self, target, seconds)
+    def futex_sleep(self: seqshm.Reader, target: int, seconds: float,
+                    slot: _core.SleeperSlot | None = None) -> int:
+        rc = sleep(self, target, seconds, slot)
         ended.append(rc)
         return rc
 
     monkeypatch.setattr(seqshm.Reader, "_futex_sleep", futex_sleep)
     n = _reader._SLEEPERS_MAX + 4
-    _until(lambda: _reader._sleeping == 0, "earlier tests' sleeps are over")
+    _until(lambda: _core.sleeper_slots() == 0, "earlier tests' sleeps are over")
     writers = [seqshm.create(make_path(), np.int64, 1) for _ in range(n)]
     readers = [seqshm.open(w.path) for w in writers]
 

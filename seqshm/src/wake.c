@@ -120,25 +120,29 @@ int seqshm_wake_lock(int fd, int lock)
 static int seqshm_have_waitv = 1;
 #endif
 
-static int seqshm_sleep(const struct seqshm_header *h, uint32_t head_lo, uint64_t timeout_ns)
+static int seqshm_sleep(const struct seqshm_header *h, uint32_t head_lo, uint64_t timeout_ns,
+			const uint32_t *cancel)
 {
 	struct timespec ts;
 	long rc;
 
 #ifdef SEQSHM_HAVE_WAITV
 	if (__atomic_load_n(&seqshm_have_waitv, __ATOMIC_RELAXED)) {
-		/* Shared futexes (no FUTEX_PRIVATE_FLAG); the timeout is absolute. */
-		struct futex_waitv w[2] = {
+		/* Shared futexes (no FUTEX_PRIVATE_FLAG) on the channel, the one word of this
+		 * process private; the timeout is absolute. */
+		struct futex_waitv w[3] = {
 			{ .val = head_lo, .uaddr = (uintptr_t)seqshm_head_word(h),
 			  .flags = FUTEX_32 },
 			{ .val = SEQSHM_STATE_OPEN, .uaddr = (uintptr_t)&h->state,
 			  .flags = FUTEX_32 },
+			{ .val = 0, .uaddr = (uintptr_t)cancel,
+			  .flags = FUTEX_32 | FUTEX_PRIVATE_FLAG },
 		};
 		uint64_t end = seqshm_deadline(seqshm_monotonic_ns(), timeout_ns);
 
 		ts.tv_sec = (time_t)(end / 1000000000u);
 		ts.tv_nsec = (long)(end % 1000000000u);
-		rc = syscall(SYS_futex_waitv, w, 2, 0, &ts, CLOCK_MONOTONIC);
+		rc = syscall(SYS_futex_waitv, w, cancel ? 3 : 2, 0, &ts, CLOCK_MONOTONIC);
 		if (rc >= 0 || errno != ENOSYS)
 			return rc < 0 && errno == ETIMEDOUT ? SEQSHM_ETIMEDOUT : SEQSHM_OK;
 		__atomic_store_n(&seqshm_have_waitv, 0, __ATOMIC_RELAXED);
@@ -154,7 +158,7 @@ static int seqshm_sleep(const struct seqshm_header *h, uint32_t head_lo, uint64_
 }
 
 int seqshm_wake_wait(const struct seqshm_header *h, uint32_t *count, int fence,
-		     uint64_t target, uint64_t timeout_ns)
+		     uint64_t target, uint64_t timeout_ns, const uint32_t *cancel)
 {
 	uint64_t head;
 	int rc = SEQSHM_OK;
@@ -175,9 +179,20 @@ int seqshm_wake_wait(const struct seqshm_header *h, uint32_t *count, int fence,
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	/* Pairs with the writer's store-release of head (and of state at the end). */
 	head = seqshm_load_acquire(&h->head);
-	if (head <= target && seqshm_load_acquire(&h->state) == SEQSHM_STATE_OPEN)
-		rc = seqshm_sleep(h, (uint32_t)head, timeout_ns);
+	/* The cancel word publishes nothing but itself: relaxed. One stored after this load is
+	 * not slept through either: futex_waitv() compares the word with 0 before it sleeps,
+	 * and seqshm_wake_cancel() wakes it after. */
+	if (head <= target && seqshm_load_acquire(&h->state) == SEQSHM_STATE_OPEN
+	    && !(cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED)))
+		rc = seqshm_sleep(h, (uint32_t)head, timeout_ns, cancel);
 	/* Late is harmless (a spurious wake); release keeps it after our loads of head. */
 	__atomic_fetch_sub(count, 1, __ATOMIC_RELEASE);
 	return rc;
+}
+
+void seqshm_wake_cancel(uint32_t *cancel)
+{
+	/* Relaxed: see seqshm_wake_wait(); the futex compare orders the store and the sleep. */
+	__atomic_store_n(cancel, 1, __ATOMIC_RELAXED);
+	seqshm_futex(cancel, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
 }

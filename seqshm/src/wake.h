@@ -88,12 +88,22 @@ void seqshm_wake_all(struct seqshm_header *h);
 int seqshm_wake_lock(int fd, int lock);
 
 /*
- * The reader's sleep: until head > @target, the state leaves OPEN, a wake-up, a signal, or
- * @timeout_ns. Counts itself in @count (the sidecar, holding its read lock) around it.
- * @fence: the writer's SEQSHM_WAKE_F_FENCE. Returns SEQSHM_OK (look at head and state
- * again), SEQSHM_ETIMEDOUT, or SEQSHM_WAKE_ENOBARRIER. Call without the GIL.
+ * The reader's sleep: until head > @target, the state leaves OPEN, a wake-up, a signal,
+ * @timeout_ns, or *@cancel becoming nonzero (seqshm_wake_cancel(); @cancel may be NULL).
+ * Counts itself in @count (the sidecar, holding its read lock) around it. @fence: the
+ * writer's SEQSHM_WAKE_F_FENCE. Returns SEQSHM_OK (look at head and state again),
+ * SEQSHM_ETIMEDOUT, or SEQSHM_WAKE_ENOBARRIER. Call without the GIL.
+ *
+ * @cancel is how a sleep in another thread is called off (a cancelled asyncio wait): a
+ * signal cannot be aimed at that thread, and a FUTEX_WAKE on head would wake every sleeper
+ * of the channel in every process. It is a private futex word of this process, watched with
+ * head and state by futex_waitv(); on a kernel without futex_waitv (before 5.16) it is
+ * looked at only before the sleep, which then ends at its timeout.
  */
 int seqshm_wake_wait(const struct seqshm_header *h, uint32_t *count, int fence,
-		     uint64_t target, uint64_t timeout_ns);
+		     uint64_t target, uint64_t timeout_ns, const uint32_t *cancel);
+
+/* Call off the sleep (or the sleep to come) watching @cancel: store 1, wake it. Any thread. */
+void seqshm_wake_cancel(uint32_t *cancel);
 
 #endif /* SEQSHM_WAKE_H */

@@ -1,0 +1,467 @@
+"""Cancellation and interrupts give back what they took (docs/security.md section 6; issue 16,
+recipe 6): a cancelled wait_async() its sleeper thread, its count in the sidecar and its
+descriptors, at once and exactly once; Ctrl-C (an exception from a signal handler) at any
+bytecode of wait(), write(), writing(), begin()/end() and close() leaves no descriptor, no
+slot mid-write and no sidecar count behind, and closes no descriptor twice."""
+
+from __future__ import annotations
+
+import asyncio
+import dis
+import functools
+import gc
+import os
+import resource
+import signal
+import struct
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import pytest
+
+import seqshm
+from seqshm import _core, _reader
+from seqshm._writer import waiters_path
+
+#: Not a speed limit: a bound so that something never given back fails instead of hanging.
+HANG_GUARD_S = 10.0
+_COUNT = _core.abi_layout()["waiters"]["count"]
+_SLOT = _core.abi_layout()["slot"]
+_STATE = _core.abi_layout()["header"]["state"]
+_SEQSHM_DIR = str(Path(seqshm.__file__).parent)
+
+
+# -- what a process holds ----------------------------------------------------------------------
+
+
+def _fds() -> dict[int, str]:
+    """This process's open descriptors and what each names."""
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            pass  # the listing's own descriptor, closed by now
+    return out
+
+
+def _count(path: str) -> int:
+    """The sidecar's count of readers asleep now."""
+    fd = os.open(waiters_path(path), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        n: int = struct.unpack("=I", os.pread(fd, 4, _COUNT))[0]
+        return n
+    finally:
+        os.close(fd)
+
+
+def _sidecar_locks(path: str) -> list[str]:
+    """The locks held on the sidecar (/proc/locks): a reader counted in it holds a read lock."""
+    st = os.stat(waiters_path(path))
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as f:
+        return [line for line in f if key in line.split()]
+
+
+def _csw() -> int:
+    """Context switches of this process so far (all its threads)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_nvcsw + ru.ru_nivcsw
+
+
+def _until(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.001)
+
+
+async def _until_async(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.001)
+
+
+class _Sentinels:
+    """Descriptors opened after an interrupted call, when a number it freed may be reused: a
+    late second close of that number (by a finalizer, a retried close()) would close one of
+    these. ``intact()`` says none was."""
+
+    def __init__(self, n: int = 4) -> None:
+        self.ino = os.stat("/dev/null").st_ino
+        self.fds = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC) for _ in range(n)]
+
+    def intact(self) -> bool:
+        try:
+            return all(os.fstat(fd).st_ino == self.ino for fd in self.fds)
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# -- cancelled async waits (recipe 6) ----------------------------------------------------------
+
+
+@pytest.fixture
+def idle_channel(make_path: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[tuple[seqshm.Writer, seqshm.Reader]]:
+    """A channel with a sidecar and a reader that has read its one write: a wait sleeps until
+    the next. Few sleeper threads (8), so that a leak of them shows after a few cancels;
+    slices of 60 s, so that a sleep nobody calls off outlasts every bound of the tests."""
+    monkeypatch.setattr(_reader, "_SLEEPERS_MAX", 8)
+    monkeypatch.setattr(_reader, "CHECK_INTERVAL_S", 60.0)
+    _until(lambda: _core.sleeper_slots() == 0, "earlier tests' sleeps are over")
+    with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
+        w.write([1])
+        r.read()
+        assert r.wait(0.001) is False  # opens the sidecar: the reader's for the test's span
+        yield w, r
+
+
+async def _cancel_1500(r: seqshm.Reader) -> None:
+    """Recipe 6: a wait started and cancelled at its first await, 1500 times."""
+    for _ in range(1500):
+        t = asyncio.create_task(r.wait_async(5))
+        await asyncio.sleep(0)
+        t.cancel()
+    await asyncio.sleep(0)
+
+
+async def _wait_for_300(r: seqshm.Reader) -> None:
+    """asyncio.wait_for() cancelling the wait at its timeout."""
+    for _ in range(300):
+        try:
+            await asyncio.wait_for(r.wait_async(60), 0.001)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def _timeout_300(r: seqshm.Reader) -> None:
+    """asyncio.timeout() cancelling the waiting task itself."""
+    for _ in range(300):
+        try:
+            async with asyncio.timeout(0.001):  # type: ignore[attr-defined]
+                await r.wait_async(60)
+        except TimeoutError:
+            pass
+
+
+async def _cancel_at_each_step(r: seqshm.Reader) -> None:
+    """A wait cancelled after 0, 1, 2, ... turns of the event loop: at each of its awaits."""
+    for turns in range(60):
+        t = asyncio.create_task(r.wait_async(60))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        t.cancel()
+        await asyncio.gather(t, return_exceptions=True)
+
+
+CANCELLERS: dict[str, Callable[[seqshm.Reader], Awaitable[None]]] = {
+    "task.cancel": _cancel_1500,
+    "wait_for": _wait_for_300,
+    "cancel_at_each_step": _cancel_at_each_step,
+}
+if sys.version_info >= (3, 11):
+    CANCELLERS["timeout"] = _timeout_300
+
+
+@pytest.mark.parametrize("how", list(CANCELLERS))
+def test_cancelled_async_waits_give_back_their_sleeper_threads(
+        idle_channel: tuple[seqshm.Writer, seqshm.Reader], how: str) -> None:
+    """Issue 16, recipe 6: a wait cancelled before its sleep began in a sleeper thread never
+    gave the thread back; once all were taken, every wait_async() of the process polled
+    (15x the context switches, 6x the CPU), for good. Now every cancelled wait gives back its
+    thread, its count in the sidecar and its descriptors, and later waits sleep in the
+    kernel: as many at once as there are threads, each counted in the sidecar."""
+    w, r = idle_channel
+    fds = _fds()
+
+    async def idle_switches() -> int:
+        c0 = _csw()
+        assert await r.wait_async(0.3) is False
+        return _csw() - c0
+
+    async def main() -> tuple[int, int]:
+        before = await idle_switches()
+        await CANCELLERS[how](r)
+        # every cancelled wait gave back its thread and its count in the sidecar (a thread
+        # left asleep for one holds both)
+        await _until_async(lambda: _core.sleeper_slots() == 0 and _count(w.path) == 0,
+                           "every cancelled wait gave back its thread and its count")
+        # so as many waits as there are threads all sleep in the kernel at once (a wait
+        # without a thread polls, uncounted)
+        waits = [asyncio.create_task(r.wait_async(HANG_GUARD_S))
+                 for _ in range(_reader._SLEEPERS_MAX)]
+        await _until_async(lambda: _count(w.path) == len(waits),
+                           f"{len(waits)} waits sleep in the kernel at once")
+        w.write([2])
+        assert await asyncio.gather(*waits) == [True] * len(waits)
+        r.read()
+        return before, await idle_switches()
+
+    before, after = asyncio.run(main())
+    # the recipe's symptom: an idle wait polling every 1 ms switches hundreds of times
+    assert after < before + 100, (before, after)
+    _until(lambda: _core.sleeper_slots() == 0 and _count(w.path) == 0,
+           "every sleep is over and given back")
+    assert not _sidecar_locks(w.path)
+    # the pool's threads are idle now, none asleep for a cancelled wait (each would be
+    # counted above); how many the pool keeps is reported, not judged
+    idle = sum(t.name.startswith("seqshm-wait") for t in threading.enumerate())
+    print(f"{how}: {idle} idle sleeper threads kept by the pool")
+    assert _fds() == fds
+
+
+def test_a_wait_cancelled_mid_sleep_gives_back_its_thread_at_once(
+        idle_channel: tuple[seqshm.Writer, seqshm.Reader]) -> None:
+    """A task cancelled while its thread sleeps in the futex called nothing off: the thread
+    slept on to the end of its slice (0.1 s; here 60 s), counted in the sidecar (the writer
+    then pays a FUTEX_WAKE per write) and holding its slot. Now the sleep is called off."""
+    w, r = idle_channel
+
+    async def main() -> None:
+        t = asyncio.create_task(r.wait_async(60))
+        await _until_async(lambda: _count(w.path) == 1, "the wait sleeps in the kernel")
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        # long before the 60 s slice would end
+        await _until_async(lambda: _count(w.path) == 0 and _core.sleeper_slots() == 0,
+                           "the cancelled sleep ended")
+
+    asyncio.run(main())
+    assert not _sidecar_locks(w.path)
+
+
+def test_a_signal_handlers_exception_ends_a_sync_wait_and_gives_back_its_count(
+        idle_channel: tuple[seqshm.Writer, seqshm.Reader]) -> None:
+    """Ctrl-C during wait(): the futex sleep ends (EINTR), the count and the sidecar's read
+    lock are given back before the exception is raised, and the reader still works."""
+    w, r = idle_channel
+
+    class Interrupt(Exception):
+        pass
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupt
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupt):
+            r.wait(HANG_GUARD_S)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert _count(w.path) == 0
+    assert not _sidecar_locks(w.path)
+    w.write([3])
+    assert r.wait(HANG_GUARD_S) is True
+
+
+# -- an exception at any bytecode (a signal handler's: Ctrl-C) ---------------------------------
+
+
+class _Injected(KeyboardInterrupt):
+    """The exception a signal handler raises, at a chosen bytecode."""
+
+
+#: The instructions after which CPython runs pending signal handlers (its "eval breaker"):
+#: a call's end, a function's or a resumed generator's start, a loop's backward jump. Nowhere
+#: else: a handler never runs, for instance, between a ``with`` block's last statement and its
+#: ``__exit__()`` call.
+_BREAKS = ("CALL", "RESUME", "JUMP_BACKWARD")
+
+
+def _interrupted(fn: Callable[[], object], k: int) -> bool:
+    """Run ``fn()``, raising _Injected at the ``k``-th point where a signal handler could
+    raise it in seqshm's own Python code (after each call, ...: _BREAKS; C code runs none).
+    True if it was raised (and caught here), False if ``fn`` ended first."""
+    seen = 0
+    fired = False
+
+    def on_call(frame: FrameType, event: str, arg: Any) -> Any:
+        if not frame.f_code.co_filename.startswith(_SEQSHM_DIR):
+            return None
+        frame.f_trace_opcodes = True
+        code = frame.f_code.co_code
+        prev = ""
+
+        def on_opcode(frame: FrameType, event: str, arg: Any) -> Any:
+            nonlocal seen, fired, prev
+            if event == "exception":  # a call that raised goes to its handler, no handler runs
+                prev = ""
+            elif event == "opcode":
+                if prev.startswith(_BREAKS):
+                    if seen == k:
+                        fired = True
+                        raise _Injected
+                    seen += 1
+                prev = dis.opname[code[frame.f_lasti]]
+            return on_opcode
+
+        return on_opcode
+
+    sys.settrace(on_call)
+    try:
+        fn()
+    except _Injected:
+        assert fired
+    finally:
+        sys.settrace(None)
+    return fired
+
+
+def _slot_seqs(fd: int, nr_slots: int) -> list[int]:
+    raw = os.pread(fd, 64 * nr_slots, _core.SLOTS_OFFSET)
+    return [struct.unpack_from("=I", raw, 64 * i + _SLOT["seq"])[0] for i in range(nr_slots)]
+
+
+def _state(fd: int) -> int:
+    state: int = struct.unpack("=I", os.pread(fd, 4, _STATE))[0]
+    return state
+
+
+def _writing(w: seqshm.Writer) -> None:
+    with w.writing() as buf:
+        buf[:] = 7
+
+
+def _begin_end(w: seqshm.Writer) -> None:
+    buf = w.begin()
+    buf[:] = 8
+    w.end()
+
+
+WRITER_CALLS: dict[str, Callable[[seqshm.Writer], object]] = {
+    "write": lambda w: w.write(np.arange(4.0)),
+    "writing": _writing,
+    "begin_end": _begin_end,
+    "close": lambda w: w.close(),
+    "close_unlink": lambda w: w.close(unlink=True),
+    "with_exit": lambda w: w.__exit__(None, None, None),
+}
+
+
+@pytest.mark.parametrize("call", list(WRITER_CALLS))
+@pytest.mark.parametrize("nr_slots", [1, 4])
+def test_ctrl_c_at_any_bytecode_of_a_writer_call_leaves_nothing_behind(
+        make_path: Callable[[], str], call: str, nr_slots: int) -> None:
+    """At each point of the call where a signal handler can run, in turn, an exception as the
+    handler raises it. After
+    each: every slot even (no write left half done); the writer either usable, or closed with
+    nothing left open (its descriptor closed, state CLOSED, its sidecar gone); no descriptor
+    closed twice (descriptors opened since stay open through the cleanup and the
+    finalizers); after close(), the process holds what it held before."""
+    fn = WRITER_CALLS[call]
+    path = make_path()
+    fds = _fds()
+    k = 0
+    while True:
+        w = seqshm.create(path, np.float64, 4, nr_slots=nr_slots)
+        w.write(np.zeros(4))
+        raw = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # sees the file after an unlink too
+        fired = _interrupted(functools.partial(fn, w), k)
+        where = f"{call} interrupted at bytecode {k}"
+        assert all(s % 2 == 0 for s in _slot_seqs(raw, nr_slots)), where
+        sentinels = _Sentinels()
+        if w.closed:
+            assert w._fd == -1, where
+            assert _state(raw) == _core.STATE_CLOSED, where
+            assert not os.path.exists(waiters_path(path)), where
+            if call == "close_unlink":
+                assert not os.path.exists(path), where
+            else:
+                os.unlink(path)  # closed without unlink=True: the file is the caller's
+        else:
+            assert _state(raw) == _core.STATE_OPEN, where
+            w.write(np.ones(4))  # still usable
+            w.close(unlink=True)
+        del w
+        gc.collect()
+        assert sentinels.intact(), f"{where}: a descriptor was closed twice"
+        sentinels.close()
+        os.close(raw)
+        assert not os.path.exists(path) and not os.path.exists(waiters_path(path)), where
+        assert _fds() == fds, where
+        if not fired:
+            break
+        k += 1
+    # write() is all C (the engine's): no signal handler runs inside it, nothing to inject;
+    # the others are Python code with bytecodes to interrupt
+    assert k == 0 if call == "write" else k > 1
+
+
+def _run_wait_async(r: seqshm.Reader) -> bool:
+    return asyncio.run(r.wait_async(0.002))
+
+
+WAITS: dict[str, Callable[[seqshm.Reader], object]] = {
+    "wait": functools.partial(seqshm.Reader.wait, timeout=0.002),
+    "wait_async": _run_wait_async,  # the exception leaves the event loop (asyncio.run())
+}
+
+
+# An interrupt between a coroutine's creation and its first step is Python's to report.
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+@pytest.mark.parametrize("call", list(WAITS))
+def test_ctrl_c_at_any_bytecode_of_a_wait_leaves_nothing_behind(
+        make_path: Callable[[], str], call: str) -> None:
+    """At each point of a reader's first wait where a signal handler can run (the wait finds
+    and opens the channel's sidecar, then sleeps in the futex, in a sleeper thread for
+    wait_async()), in turn, an exception as the handler raises it. After each: its sleep is
+    over and its slot given back, nobody counted in the sidecar nor holding its lock, the
+    reader usable, no descriptor closed twice, and once the reader is closed the process
+    holds what it held."""
+    with seqshm.create(make_path(), np.int64, 1) as w:
+        w.write([1])
+        fds = _fds()
+        k = 0
+        while True:
+            r = seqshm.open(w.path)
+            r.read()
+            fired = _interrupted(functools.partial(WAITS[call], r), k)
+            where = f"{call}() interrupted at bytecode {k}"
+            _until(lambda: _core.sleeper_slots() == 0 and _count(w.path) == 0, where)
+            assert not _sidecar_locks(w.path), where
+            sentinels = _Sentinels()
+            assert r.wait(0) is False, where  # still usable
+            r.close()
+            del r
+            gc.collect()
+            assert sentinels.intact(), f"{where}: a descriptor was closed twice"
+            sentinels.close()
+            assert _fds() == fds, where
+            if not fired:
+                break
+            k += 1
+        assert k > 20
+
+
+def test_closing_a_reader_closes_its_descriptor_once(make_path: Callable[[], str]) -> None:
+    """close(), again, and the finalizer: the descriptor is closed once; a descriptor that
+    reuses its number afterwards stays open."""
+    with seqshm.create(make_path(), np.int64, 1) as w:
+        fds = _fds()
+        r = seqshm.open(w.path)
+        r.close()
+        sentinels = _Sentinels()
+        r.close()
+        del r
+        gc.collect()
+        assert sentinels.intact()
+        sentinels.close()
+        assert _fds() == fds
