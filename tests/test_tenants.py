@@ -665,16 +665,13 @@ def _park_waiters(path: str, n: int, wakes: Any, parked: Any, pids: Any) -> None
     signal.pause()
 
 
-@pytest.mark.xfail(strict=True, reason="finding 9, not fixed (a design change): the writer "
-                   "wakes every task parked on head with one FUTEX_WAKE(INT_MAX) inside "
-                   "write(), so another user who may read the channel sets the cost of each "
-                   "write (100 parked tasks: ~2 ms a write here)")
 def test_another_users_parked_tasks_do_not_multiply_the_writers_wakes(
         other_user: Any, shared_dir: str) -> None:
     """docs/security.md, section 2: a reader cannot slow the writer's process (a misbehaving
     one costs a FUTEX_WAKE, ~250 ns, per write). Another user parks 8 tasks on the head
-    futex; every write then wakes all 8 (the writer pays per task: 10 parked tasks made a
-    write take ~0.2 ms here, 100 ~2 ms, 400 ~6 ms, against 0.1 us with none). Asserted
+    futex. Before: every write woke all 8 with FUTEX_WAKE(INT_MAX) (the writer paid per
+    task: 10 parked tasks made a write take ~0.2 ms here, 100 ~2 ms, 400 ~6 ms, against
+    0.1 us with none); now it wakes one, and woken readers pass the wake on. Asserted
     without timing: how many of its tasks 10 writes woke, at most 2 a write."""
     path = os.path.join(shared_dir, "c")
     ctx = multiprocessing.get_context("fork")

@@ -71,7 +71,10 @@ static int seqshm_waker_reset(struct seqshm_waker *wk)
 
 void seqshm_waker_wake(struct seqshm_waker *wk)
 {
-	long woken = seqshm_futex(wk->head_word, FUTEX_WAKE, INT_MAX, NULL);
+	/* A few sleepers, not all: each one woken passes the wake on (seqshm_wake_wait()), so
+	 * the writer's cost per write does not grow with the number of tasks parked on head,
+	 * which anyone who may read the channel can raise (docs/security.md, section 2). */
+	long woken = seqshm_futex(wk->head_word, FUTEX_WAKE, SEQSHM_WAKE_WRITER_BATCH, NULL);
 
 	wk->wakes++;
 	/* A wake that finds nobody is normal now and then (a counted reader not yet asleep: its
@@ -187,6 +190,14 @@ int seqshm_wake_wait(const struct seqshm_header *h, uint32_t *count, int fence,
 		rc = seqshm_sleep(h, (uint32_t)head, timeout_ns, cancel);
 	/* Late is harmless (a spurious wake); release keeps it after our loads of head. */
 	__atomic_fetch_sub(count, 1, __ATOMIC_RELEASE);
+	/* The writer woke SEQSHM_WAKE_WRITER_BATCH sleepers: those that see a new write pass the
+	 * wake on to SEQSHM_WAKE_PASS_ON more, a tree that reaches every sleeper in a few hops
+	 * while the writer pays for one. Only for a new write (head moved past what we slept
+	 * on): a wake with nothing new, ours among them, is not passed on, so the wakes die out.
+	 * A sleeper that does not pass it on (a rogue one) delays the others' wake to their next
+	 * write or their sleep's timeout slice, no more. FUTEX_WAKE needs no write access. */
+	if (rc == SEQSHM_OK && (uint32_t)seqshm_load_acquire(&h->head) != (uint32_t)head)
+		seqshm_futex((uint32_t *)seqshm_head_word(h), FUTEX_WAKE, SEQSHM_WAKE_PASS_ON, NULL);
 	return rc;
 }
 

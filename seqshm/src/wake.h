@@ -36,6 +36,11 @@ struct seqshm_waker {
 /* The count of a writer with no sidecar: a word nobody ever stores to. */
 extern uint32_t seqshm_no_waiters;
 
+/* Sleepers on head the writer wakes per write, and a woken reader then wakes in turn (a tree:
+ * every sleeper is reached in about log2(sleepers) hops, the writer's cost stays one wake). */
+#define SEQSHM_WAKE_WRITER_BATCH	1
+#define SEQSHM_WAKE_PASS_ON		2
+
 /* Status of seqshm_wake_wait() beside SEQSHM_OK and SEQSHM_ETIMEDOUT (seqshm_protocol.h). */
 #define SEQSHM_WAKE_ENOBARRIER	(-20)	/* the writer does not fence: this process must poll */
 

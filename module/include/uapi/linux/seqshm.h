@@ -68,33 +68,37 @@
  * together with @state when it can (futex_waitv(2)), so that both a write and the end of the
  * channel wake it. With W = SEQSHM_WAKE_F_FENCE in @wake_flags:
  *
- * Writer, after each smp_store_release(&head, k) above:
- *	W ? smp_mb() : barrier();		pairs with the reader's membarrier() / smp_mb()
+ * Writer, after each smp_store_release(&head, k) above (seqshm's writers always set W):
+ *	smp_mb();				pairs with the reader's smp_mb()
  *	if (READ_ONCE(waiters->count))		(one plain load when nobody sleeps)
- *		futex(&head, FUTEX_WAKE, INT_MAX);
+ *		futex(&head, FUTEX_WAKE, 1);	(a reader passes it on: below)
  * and at the end, after smp_store_release(&state, CLOSED or REPLACED):
  *	futex(&state, FUTEX_WAKE, INT_MAX); futex(&head, FUTEX_WAKE, INT_MAX);
  *
  * Reader, to sleep until head > target (it holds a read lock on byte 0 of the sidecar,
  * fcntl(F_OFD_SETLK), around its count):
  *	atomic_inc(&waiters->count);		(a full barrier on its own)
- *	W ? smp_mb() : membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
- *						pairs with the writer's barrier above
+ *	if (!W) poll instead;			(nothing orders the writer's side)
+ *	smp_mb();				pairs with the writer's smp_mb() above
  *	h = smp_load_acquire(&head);
  *	if (h > target || smp_load_acquire(&state) != OPEN) goto done;
  *	futex_waitv({&head, (u32)h}, {&state, OPEN}, timeout);
  *   done:
  *	atomic_dec(&waiters->count);
+ *	if ((u32)smp_load_acquire(&head) != (u32)h)
+ *		futex(&head, FUTEX_WAKE, 2);	pass the wake on: a tree of wakes reaches every
+ *						sleeper while the writer pays for one (a reader
+ *						can park any number of tasks on head)
  *
  * The store of head and the load of count against the store of count and the load of head
  * are the store-buffering (Dekker) pattern: only a full barrier on both sides keeps both
- * loads from missing both stores. The writer that registered for membarrier
- * (MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) pays a compiler barrier per write and each
- * reader going to sleep pays a membarrier(), which puts a full barrier into every running
- * thread of every registered process; so either the reader's load sees head k or the
- * writer's load sees the count, and then its FUTEX_WAKE comes after its store of head, which
- * the futex contract turns into "the sleeper sees k or is woken". A writer that could not
- * register fences every write and sets SEQSHM_WAKE_F_FENCE. Both ends are advisory: a count
+ * loads from missing both stores; so either the reader's load sees head k or the writer's
+ * load sees the count, and then its FUTEX_WAKE comes after its store of head, which the
+ * futex contract turns into "the sleeper sees k or is woken" (or, past the first sleeper,
+ * "is woken by a sleeper that saw k", through the passed-on wakes). Writers used to register
+ * for membarrier(2) instead of fencing; they no longer do (any local user could then
+ * interrupt the writer's CPUs with MEMBARRIER_CMD_GLOBAL_EXPEDITED), and a reader of a channel
+ * without SEQSHM_WAKE_F_FENCE polls. Both ends are advisory: a count
  * left high (a reader that died counted) costs the writer a futex wake per write until it
  * resets the count, which it tries after SEQSHM_WAKE_HEAL_AFTER wakes that found nobody (in
  * total, not in a row; again within 16 such wakes if a live reader's lock stopped it) and
