@@ -245,23 +245,27 @@ def _is_temp(name: str) -> bool:
 def _probe(path: str) -> seqshm.Reader | str | None:
     """A reader of the channel at ``path``, the reason it cannot be read, or None if it is not
     a seqshm channel at all (nor a file that could be one)."""
+    # One descriptor for the look and the checks: another user may swap a FIFO, a link or
+    # nothing in at the name between two looks at the path
     try:
-        st = os.stat(path)
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+    except FileNotFoundError:
         return None  # gone meanwhile, a dangling link
-    if stat.S_ISREG(st.st_mode):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as e:
-            return e.strerror or str(e)
-        try:
-            magic = os.pread(fd, 8, 0)
-        finally:
-            os.close(fd)
-        if magic != _core.MAGIC.to_bytes(8, sys.byteorder):
+    except OSError as e:
+        if e.errno in (errno.ENXIO, errno.ELOOP):  # a socket, a link loop: not a channel
             return None
-    elif not stat.S_ISCHR(st.st_mode):
-        return None
+        return e.strerror or str(e)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            if os.pread(fd, 8, 0) != _core.MAGIC.to_bytes(8, sys.byteorder):
+                return None
+        elif not stat.S_ISCHR(st.st_mode):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
+    finally:
+        os.close(fd)
     try:
         return seqshm.open(path, timeout=0.1)
     except seqshm.SeqshmError as e:
