@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import shutil
@@ -257,3 +258,84 @@ def prometheus(targets: dict[str, str], interval: str = "1s") -> Iterator[Promet
         finally:
             _stop(proc)
             log.close()
+
+
+# -- a MetricsServer in the test process, and raw sockets to it ---------------------------------
+
+#: What a test client waits at most for an answer: far less than the server's timeouts in the
+#: tests that are not about them (LONG_S), so that a client held back by another fails.
+CLIENT_WAIT_S = 10.0
+#: The server's timeouts in the tests that are not about them.
+LONG_S = 60.0
+
+
+@contextmanager
+def server_of(registry: Any, **options: Any) -> Iterator[Any]:
+    """A seqshm.export.MetricsServer of ``registry`` on a free loopback port, serving from a
+    thread until the block ends."""
+    from seqshm import export
+    options = {"idle_timeout": LONG_S, "request_timeout": LONG_S, **options}
+    server = export.MetricsServer("127.0.0.1", 0, registry, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(CLIENT_WAIT_S)
+
+
+def connect(server: Any, timeout: float = CLIENT_WAIT_S) -> socket.socket:
+    """A new TCP connection to ``server``."""
+    return socket.create_connection(("127.0.0.1", server.server_port), timeout=timeout)
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True if the server closes ``sock`` (within its timeout), having sent nothing."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def responses(data: bytes, methods: tuple[str, ...] = ()) -> list[tuple[int, bytes]]:
+    """The HTTP/1.1 answers in ``data`` (what a server sent on one connection), as (status,
+    body) pairs, parsed by h11 as a client would; ``methods``: the method of each request
+    (HEAD's answer has no body). Raises h11.RemoteProtocolError on bad framing."""
+    import h11
+    out: list[tuple[int, bytes]] = []
+    conn = h11.Connection(h11.CLIENT)
+    conn.receive_data(data)
+    conn.receive_data(b"")
+    status, body = 0, b""
+    for i in itertools.count():
+        conn.send(h11.Request(method=methods[i] if i < len(methods) else "GET",
+                              target="/metrics", headers=[("Host", "x")]))
+        conn.send(h11.EndOfMessage())
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.Response):
+                status, body = event.status_code, b""
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                out.append((status, body))
+                break
+            else:  # ConnectionClosed, or NEED_DATA at the end of what was sent
+                return out
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return out
+        conn.start_next_cycle()
+    return out
