@@ -28,6 +28,7 @@ import gzip
 import logging
 import os
 import queue
+import resource
 import socket
 import socketserver
 import ssl
@@ -65,6 +66,7 @@ __all__ = [
     "exposition",
     "load_web_config",
     "parse_listen",
+    "raise_fd_limit",
     "serve",
 ]
 
@@ -109,6 +111,19 @@ class SeqshmCollector(Collector):
     def close(self) -> None:
         """Close the channels' readers (the next scrape opens them again)."""
         self.metrics.close()
+
+
+def raise_fd_limit() -> None:
+    """Raise this process's soft open-file limit to its hard one (as Go's runtime does for
+    node_exporter at start): each channel kept open holds a descriptor, and a soft limit of
+    1024 under a hard one of 524288 (systemd's default) would make the channels beyond ~900
+    cost an open and a close per scrape (ChannelMetrics reads them all the same)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
 
 
 def parse_listen(text: str) -> tuple[str, int]:
