@@ -4,6 +4,7 @@ collection, and the rules that turn a record into counters and gauges (seqshm.ex
 from __future__ import annotations
 
 import errno
+import fnmatch
 import glob
 import logging
 import os
@@ -261,6 +262,12 @@ class _Channel:
             self.reader = None
 
 
+#: _looks_like_channel's verdicts by (path, st_dev, st_ino, st_size, st_mode): a scrape of a
+#: /dev/shm with thousands of files costs a stat per file, not an open, a read and a close.
+_verdicts: dict[tuple[str, int, int, int, int], bool] = {}
+_MAX_VERDICTS = 1 << 16
+
+
 def _looks_like_channel(path: str) -> bool:
     """Whether ``path`` may be a channel: a character device (the module's), or a regular file
     that starts with seqshm's magic. Sidecars, temp files and other programs' /dev/shm files
@@ -273,14 +280,40 @@ def _looks_like_channel(path: str) -> bool:
         return True
     if not stat.S_ISREG(st.st_mode):
         return False
+    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mode)
+    verdict = _verdicts.get(key)
+    if verdict is not None:
+        return verdict
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
-        return True  # unreadable: opening it reports why
+        return True  # unreadable: opening it reports why (and no verdict is kept)
     try:
-        return os.pread(fd, 8, 0) == _core.MAGIC.to_bytes(8, "little")
+        verdict = os.pread(fd, 8, 0) == _core.MAGIC.to_bytes(8, "little")
+    except OSError:
+        return True
     finally:
         os.close(fd)
+    if len(_verdicts) >= _MAX_VERDICTS:
+        _verdicts.clear()
+    _verdicts[key] = verdict
+    return verdict
+
+
+def _matching(pattern: str) -> list[str]:
+    """The paths ``pattern`` (a glob) matches, sorted. Unlike glob.glob, which takes a
+    directory it cannot list for an empty one, raises OSError when it cannot list one (a
+    process out of descriptors must not see an empty /dev/shm)."""
+    directory, base = os.path.split(pattern)
+    if _GLOB_CHARS.intersection(directory):
+        return sorted(glob.glob(pattern))  # globs in directories: glob's walk
+    try:
+        names = os.listdir(directory or ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if not base.startswith("."):
+        names = [n for n in names if not n.startswith(".")]  # as glob does
+    return sorted(os.path.join(directory, n) for n in fnmatch.filter(names, base))
 
 
 class ChannelMetrics:
@@ -329,10 +362,17 @@ class ChannelMetrics:
         self.unread: dict[str, list[str]] = {}
         self._unread_logged: set[tuple[str, int]] = set()
         self._node_cpu_from: str | None = None
+        self._matched: dict[str, list[str]] = {}  # each glob's last matches
+        self._glob_failed: set[str] = set()
         dims_seen: set[str] = set()
+        budget, opened = reader_budget(), 0
         for pattern in self.patterns:
             if _GLOB_CHARS.intersection(pattern):
-                found = self._glob(pattern)
+                try:
+                    found = self._matched[pattern] = self._glob(pattern)
+                except OSError as e:
+                    raise ExportError(f"{pattern!r}: cannot list its directory: "
+                                      f"{e.strerror}") from e
                 if not found and patterns:
                     raise ExportError(
                         f"{pattern!r} matches no channel (looked in "
@@ -342,14 +382,19 @@ class ChannelMetrics:
                 found = [resolve(pattern)]
                 self._fixed.append(found[0])
             for path in found:
+                ch = self._channel(path)
                 try:
-                    reader = self._channel(path).open()
+                    reader = ch.open()
                 except (OSError, SeqshmError) as e:
                     if not _GLOB_CHARS.intersection(pattern):
                         raise  # a channel named alone must be readable
-                    log.warning("%s", e)  # one of a glob's: shown as down at collections
-                    continue
+                    if getattr(e, "errno", None) not in _RESOURCE_ERRNOS:
+                        ch.warn(f"read:{type(e).__name__}", "%s", e)  # one of a glob's:
+                    continue  # shown as down (or unread) at collections
+                opened += 1
                 layout = self._layout_of(reader)
+                if opened > budget:  # kept open only up to the budget (_collect)
+                    ch.close()
                 if not _GLOB_CHARS.intersection(pattern) and not layout.fields:
                     raise ExportError(
                         f"its element type {reader.dtype} has no numeric field: nothing to "
@@ -365,19 +410,32 @@ class ChannelMetrics:
 
     @staticmethod
     def _glob(pattern: str) -> list[str]:
+        """The channels ``pattern`` matches now. Raises OSError if a directory cannot be
+        listed."""
         if "/" in pattern:
-            candidates = sorted(glob.glob(pattern))
+            candidates = _matching(pattern)
         else:
-            candidates = [p for d in SEARCH_DIRS
-                          for p in sorted(glob.glob(os.path.join(d, pattern)))]
+            candidates = [p for d in SEARCH_DIRS for p in _matching(os.path.join(d, pattern))]
         return [p for p in candidates if _looks_like_channel(p)]
 
     def paths(self) -> list[str]:
-        """The channels selected now, in the order of the patterns, each once."""
+        """The channels selected now, in the order of the patterns, each once. A glob whose
+        directory cannot be listed now (out of descriptors) keeps its last matches."""
         out: dict[str, None] = {}
         for pattern in self.patterns:
             if _GLOB_CHARS.intersection(pattern):
-                out.update(dict.fromkeys(self._glob(pattern)))
+                try:
+                    found = self._glob(pattern)
+                except OSError as e:
+                    found = self._matched.get(pattern, [])
+                    if pattern not in self._glob_failed:
+                        self._glob_failed.add(pattern)
+                        log.warning("%r: cannot list its directory (%s): the channels it "
+                                    "matched before are exported", pattern, e)
+                else:
+                    self._glob_failed.discard(pattern)
+                    self._matched[pattern] = found
+                out.update(dict.fromkeys(found))
             else:
                 try:
                     out[resolve(pattern)] = None

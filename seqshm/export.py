@@ -35,6 +35,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
@@ -50,8 +51,8 @@ except ImportError as e:  # the core needs no extra; this module does
     raise ImportError(f"seqshm.export needs prometheus_client and h11: pip install "
                       f"'seqshm[export]' ({e})") from e
 
-from seqshm._exposition import Encoder, ExpositionCache, to_prometheus
-from seqshm._metrics import ChannelMetrics, ExportError, meta_families
+from seqshm._exposition import Encoder, ExpositionCache, _Metrics, to_prometheus
+from seqshm._metrics import ChannelMetrics, ExportError, Family, meta_families
 from seqshm._webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("seqshm.export")
@@ -90,6 +91,7 @@ class SeqshmCollector(Collector):
         self.metrics = ChannelMetrics(channels, sum_over=sum_over, timeout=timeout)
         self._templates = ExpositionCache()
         self._render_lock = threading.Lock()
+        self._render_warned: set[tuple[str, str]] = set()
 
     def describe(self) -> Iterable[Metric]:
         """The families every scrape has, without samples, so that a registry refuses another
@@ -106,7 +108,39 @@ class SeqshmCollector(Collector):
         this collector alone: the same bytes, from a template kept per shape of the channels
         (seqshm._exposition), so that a scrape formats only the values."""
         with self._render_lock:
-            return self._templates.render(self.metrics.collect(), encoder)
+            families = self.metrics.collect()
+            try:
+                return self._templates.render(families, encoder)
+            except Exception as e:  # one channel's series cannot be written: leave it out
+                return self._templates.render(self._renderable(families, encoder, e), encoder)
+
+    def _renderable(self, families: list[Family], encoder: Encoder, error: Exception
+                    ) -> list[Family]:
+        """``families`` less the blocks of samples (one channel's, in each family) that
+        ``encoder`` cannot write, each left out with a warning once: a label value that is
+        not text, a value the library cannot format. Nothing a channel holds should get
+        here (label_value, numeric fields only); this is the net under that."""
+        kept = []
+        dropped = False
+        for fam in families:
+            parts = []
+            for rows, values in fam.parts:
+                try:
+                    encoder(_Metrics([to_prometheus(replace(fam, parts=[(rows, values)]))]))
+                except Exception as e:
+                    key = (fam.name, repr(rows[:1]))
+                    if key not in self._render_warned and len(self._render_warned) < 1024:
+                        self._render_warned.add(key)
+                        log.warning("series %s%s left out of the export: %r", fam.name,
+                                    ascii(tuple(rows[:1])), e)
+                    dropped = True
+                    continue
+                parts.append((rows, values))
+            if parts:
+                kept.append(replace(fam, parts=parts))
+        if not dropped:  # not a channel's: the scrape fails (500), logged by the server
+            raise error
+        return kept
 
     def close(self) -> None:
         """Close the channels' readers (the next scrape opens them again)."""

@@ -5,16 +5,20 @@ are not UTF-8): nothing one of them does denies the others their scrapes (issue 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
+import resource
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SHM_DIR
+from conftest import PREFIX, SHM_DIR
 from exporting import (
     CLIENT_WAIT_S,
     KeptConnection,
@@ -29,7 +33,10 @@ from exporting import (
 )
 
 import seqshm
-from seqshm import export
+from seqshm import _metrics, export
+from seqshm._metrics import ChannelMetrics
+from seqshm._reader import Reader
+from seqshm.testing import StalledWriter
 
 GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -251,3 +258,218 @@ def test_a_client_that_does_not_read_its_answers_is_cut_off(channel: str) -> Non
         finally:
             sock.close()
     collector.close()
+
+
+# -- one bad channel among others ---------------------------------------------------------------
+
+
+@pytest.fixture
+def two_channels(shm_name: str) -> Iterator[tuple[str, str, str]]:
+    """Live channels ``<name>-a`` (value 1) and ``<name>-b`` (value 2), and their glob."""
+    a, b = (os.path.join(SHM_DIR, f"{shm_name}-{x}") for x in "ab")
+    with seqshm.create(a, np.float64, 1, name="chan_a") as wa, \
+            seqshm.create(b, np.float64, 1, name="chan_b") as wb:
+        wa.write(np.array([1.0]))
+        wb.write(np.array([2.0]))
+        try:
+            yield a, b, f"{shm_name}-*"
+        finally:
+            wa.close(unlink=True)
+            wb.close(unlink=True)
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "seqshm.export" and r.levelno >= logging.WARNING]
+
+
+def test_a_channel_whose_read_fails_unexpectedly_leaves_the_others_and_warns_once(
+        two_channels: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    a, b, pattern = two_channels
+    real = Reader.read
+
+    def read(self: Reader, *args: Any, **kwargs: Any) -> Any:
+        if self.path == b:
+            raise RuntimeError("the channel broke mid-scrape")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Reader, "read", read)
+    collector = export.SeqshmCollector([pattern])
+    for _ in range(3):
+        series = parse(export.exposition(export.registry_of(collector)))
+        assert set(pick(series, "seqshm_chan_a").values()) == {1.0}
+        assert pick(series, "seqshm_chan_b") == {}
+    assert len([w for w in warnings_of(caplog) if "broke mid-scrape" in w]) == 1
+    collector.close()
+
+
+def test_a_channel_whose_series_cannot_be_made_leaves_the_others_and_warns_once(
+        two_channels: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    a, b, pattern = two_channels
+    real = ChannelMetrics._generic_families
+
+    def families(self: ChannelMetrics, ch: Any, reader: Reader, *args: Any) -> Any:
+        if reader.path == b:
+            raise ValueError("a value that cannot be made a sample")
+        return real(self, ch, reader, *args)
+
+    monkeypatch.setattr(ChannelMetrics, "_generic_families", families)
+    collector = export.SeqshmCollector([pattern])
+    for _ in range(3):
+        series = parse(export.exposition(export.registry_of(collector)))
+        assert set(pick(series, "seqshm_chan_a").values()) == {1.0}
+        # its state is still told: it was read; only its data is left out
+        assert pick(series, "seqshm_channel_up", channel=b) == {
+            frozenset({("channel", b)}): 1.0}
+    assert len([w for w in warnings_of(caplog) if "cannot be made a sample" in w]) == 1
+    collector.close()
+
+
+def test_series_that_cannot_be_rendered_are_left_out_and_the_rest_served(
+        bad_name_channels: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The net under label_value: were a name that is not UTF-8 to reach the exposition
+    unescaped, its channel's series are left out (warned once) and the others served."""
+    good, bad, pattern = bad_name_channels
+    monkeypatch.setattr(_metrics, "label_value", lambda path: path)
+    collector = export.SeqshmCollector([pattern])
+    for _ in range(3):
+        series = parse(export.exposition(export.registry_of(collector)))
+        assert pick(series, "seqshm_channel_up") == {frozenset({("channel", good)}): 1.0}
+        assert set(pick(series, "seqshm_good").values()) == {7.0}
+    dropped = [w for w in warnings_of(caplog) if "left out of the export" in w]
+    assert dropped and len(dropped) == len(set(dropped))
+    collector.close()
+
+
+def test_a_stuck_channel_is_warned_about_once_not_at_every_scrape(
+        shm_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    with StalledWriter(shm_path, 64):
+        collector = export.SeqshmCollector([shm_path], timeout=0.01)
+        for _ in range(3):
+            series = parse(export.exposition(export.registry_of(collector)))
+            assert pick(series, "seqshm_channel_up") == {
+                frozenset({("channel", shm_path)}): 0.0}
+        collector.close()
+    assert len(warnings_of(caplog)) == 1
+
+
+# -- many channels, few descriptors -------------------------------------------------------------
+
+#: A child that exports CHANNELS channels (a glob) under an open-file limit of LIMIT, prints
+#: scrapes as JSON: all descriptors free; with every descriptor taken; free again. And a
+#: server's answer to a connection made while every descriptor is taken.
+_FD_CHILD = r"""
+import encodings.idna  # what create_connection imports on first use, before the hog
+import json, os, resource, socket, sys, threading, time
+limit, pattern = int(sys.argv[1]), sys.argv[2]
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+from prometheus_client.parser import text_string_to_metric_families
+from seqshm import export
+
+def scrape(collector):
+    text = export.exposition(export.registry_of(collector)).decode()
+    up = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+          if s.name == "seqshm_channel_up"]
+    unread = {s.labels["reason"]: s.value for f in text_string_to_metric_families(text)
+              for s in f.samples if s.name == "seqshm_export_channels_unread"}
+    return {"up1": up.count(1.0), "up0": up.count(0.0), "unread": unread}
+
+collector = export.SeqshmCollector([pattern])
+server = export.MetricsServer("127.0.0.1", 0, export.registry_of(collector), request_timeout=2)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+out = {"free": scrape(collector)}
+hog = []
+while True:
+    try:
+        hog.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        break
+out["exhausted"] = scrape(collector)
+os.close(hog.pop())  # room for the client's socket alone (a client elsewhere has its own)
+client = socket.create_connection(("127.0.0.1", server.server_port), timeout=10)
+while True:  # the last descriptors taken again, but for the server's spare one
+    try:
+        hog.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        break
+t0 = time.monotonic()
+try:
+    answer = client.recv(100)  # the server cannot take it in: it closes it
+except ConnectionResetError:
+    answer = b""
+out["closed_while_exhausted"] = answer == b"" and time.monotonic() - t0 < 10
+cpu0 = time.process_time()
+time.sleep(1)
+out["cpu_while_exhausted"] = time.process_time() - cpu0  # no spinning on accept
+for fd in hog:
+    os.close(fd)
+client.close()
+out["again"] = scrape(collector)
+with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as c:
+    c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+    out["served_again"] = c.recv(12) == b"HTTP/1.1 200"
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def many_channels() -> Iterator[tuple[list[str], str]]:
+    """1000 live channels (their writers in this process: a descriptor each; ~9 s to make),
+    and their glob."""
+    count = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count + 200:
+        pytest.skip(f"needs an open-file limit of {count + 200} (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, count + 200), hard))
+    writers = []
+    try:
+        for i in range(count):
+            w = seqshm.create(os.path.join(SHM_DIR, f"{PREFIX}many-{i}"), np.float64, 1,
+                              name=f"many{i}")
+            writers.append(w)
+            w.write(np.array([float(i)]))
+        yield [w.path for w in writers], f"{PREFIX}many-*"
+    finally:
+        for w in writers:
+            w.close(unlink=True)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_thousands_of_channels_under_a_low_open_file_limit_are_all_exported(
+        many_channels: tuple[list[str], str]) -> None:
+    """1000 channels, an open-file limit of 256: seqshm export --once reads every one (those
+    beyond what it can keep open are opened and closed), every live writer up."""
+    paths, pattern = many_channels
+    done = subprocess.run(
+        [sys.executable, "-c", "import resource, runpy, sys; "
+         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
+         "sys.argv = ['seqshm', 'export', '--once', sys.argv[1]]; "
+         "runpy.run_module('seqshm', run_name='__main__')", pattern],
+        capture_output=True, timeout=300, cwd="/")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    up = pick(parse(done.stdout), "seqshm_channel_up")
+    assert len(up) == len(paths) and set(up.values()) == {1.0}
+
+
+def test_out_of_descriptors_channels_are_unread_not_down_and_the_server_still_listens(
+        many_channels: tuple[list[str], str]) -> None:
+    paths, pattern = many_channels
+    done = subprocess.run([sys.executable, "-c", _FD_CHILD, "256", pattern],
+                          capture_output=True, text=True, timeout=300, cwd="/")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    kept = 256 - _metrics.FD_RESERVE  # readers kept open between scrapes
+    assert out["free"] == {"up1": len(paths), "up0": 0, "unread": {}}
+    # every descriptor taken: the channels kept open are read, the others counted unread,
+    # none reported down
+    assert out["exhausted"] == {"up1": kept, "up0": 0,
+                                "unread": {"EMFILE": float(len(paths) - kept)}}
+    assert out["closed_while_exhausted"]
+    assert out["cpu_while_exhausted"] < 0.5
+    assert out["again"] == out["free"]
+    assert out["served_again"]
+    assert "not read at this scrape (EMFILE)" in done.stderr
+    assert done.stderr.count("out of file descriptors") == 2  # once each: channels, accept
