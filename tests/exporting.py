@@ -344,6 +344,8 @@ def responses(data: bytes, methods: tuple[str, ...] = ()) -> list[tuple[int, byt
     conn.receive_data(b"")
     status, body = 0, b""
     for i in itertools.count():
+        if conn.trailing_data == (b"", True):  # nothing more was sent
+            return out
         conn.send(h11.Request(method=methods[i] if i < len(methods) else "GET",
                               target="/metrics", headers=[("Host", "x")]))
         conn.send(h11.EndOfMessage())
