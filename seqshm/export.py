@@ -555,7 +555,10 @@ class MetricsServer(socketserver.TCPServer):
                           b"Method Not Allowed: a scrape is a GET\n")
             return
         accept = headers.get(b"accept", b"").decode("latin-1")
-        encoder, content_type = choose_encoder(accept)
+        try:
+            encoder, content_type = choose_encoder(accept)
+        except Exception:  # the library's parse of a malformed one ("version=abc": TypeError)
+            encoder, content_type = choose_encoder("")  # the Prometheus text, as for none
         query = request.target.partition(b"?")[2].decode("latin-1")
         names = parse_qs(query).get("name[]") if query else None
         try:

@@ -81,6 +81,9 @@ HEADER_VALUES = st.one_of(
     st.sampled_from([b"x", b"0", b"5", b"-1", b"99999999999999999999", b"5, 5", b"0x10",
                      b"chunked", b"gzip, chunked", b"chunked, gzip", b"identity", b"close",
                      b"keep-alive", b"100-continue", b"application/openmetrics-text",
+                     b"application/openmetrics-text; version=abc",
+                     b"application/openmetrics-text; version=1.0.0; escaping=x",
+                     b"text/plain; version=0.0.4; q=x", b"*/*;q=0.1",
                      b"gzip", b"Basic Zm9vOmJhcg==", b" ", b"\x00", b"a\rb", b"a\nb"]),
     st.binary(max_size=30))
 

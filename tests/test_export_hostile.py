@@ -224,6 +224,21 @@ def test_a_malformed_request_gets_400_and_the_connection_closed(
     assert [status for status, _ in answers] == [400]
 
 
+@pytest.mark.parametrize("accept", [
+    "application/openmetrics-text; version=abc",  # the library's parse raised TypeError
+    "application/openmetrics-text; version=1.0.0; escaping=nonsense",
+    "text/plain; version=x; q=y",
+])
+def test_a_malformed_accept_header_gets_an_answer_not_a_closed_connection(
+        server: export.MetricsServer, accept: str) -> None:
+    with connect(server) as sock:
+        sock.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        answers = responses(read_to_end(sock))
+    assert [status for status, _ in answers] == [200]
+    assert b"seqshm_channel_up" in answers[0][1]
+
+
 def test_a_request_with_headers_too_large_gets_431_and_the_connection_closed(
         server: export.MetricsServer) -> None:
     with connect(server) as sock:
