@@ -7,6 +7,7 @@ import errno
 import fnmatch
 import glob
 import logging
+import math
 import os
 import resource
 import stat
@@ -128,6 +129,11 @@ def label_value(path: str) -> str:
     except UnicodeEncodeError:
         return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
+
+#: Data series one channel may make (a 1024-CPU cpustat makes 10240): a channel of more, e.g.
+#: one a local user made with millions of elements, would cost the exporter its memory and
+#: every scrape its time; its data is left out with a warning, its state still exported.
+MAX_SERIES_PER_CHANNEL = 100_000
 
 #: File descriptors kept for everything but the channels' readers: the server's listening
 #: socket and its connections (at most 64), the spare descriptor, stdio, Python's own.
@@ -553,6 +559,16 @@ class ChannelMetrics:
                 reader = ch.open()
                 state = reader.state
             layout = self._layout_of(reader)
+            series = self._series_count(reader, layout)
+            if series > MAX_SERIES_PER_CHANNEL:  # not copied, nor made series: its state only
+                ch.warn("size", "%s: %d series (%s %s), more than the %d a channel may have: "
+                        "its data is left out (sum dimensions away with --sum-over, or "
+                        "select other channels)", path, series, reader.dtype, reader.shape,
+                        MAX_SERIES_PER_CHANNEL)
+                up.add(lbl, _UP if state in (ChannelState.OPEN, ChannelState.REMOVED)
+                       else _DOWN)
+                state_f.add(ch.state_rows, _STATE_VALUES[state])
+                return []
             snap = reader.read()
         except FileNotFoundError:
             ch.close()
@@ -610,6 +626,19 @@ class ChannelMetrics:
             ch.warn(f"data:{type(e).__name__}", "%s: its data left out of the export: %r",
                     path, e)
             return []
+
+    def _series_count(self, reader: Reader, layout: _Layout) -> int:
+        """How many data series a channel of ``reader``'s geometry makes (after --sum-over)."""
+        shape = tuple(reader.shape)
+        if layout.cpustat:
+            return (len(CPU_MODES) + 2) * (1 if "cpu" in self.sum_over else shape[0])
+        count = 0
+        for fname in layout.fields:
+            sub = () if fname is None else reader.dtype.fields[fname][0].shape  # type: ignore[index]
+            names = layout.dims[:len(shape)] + tuple(f"elem{i}" for i in range(len(sub)))
+            count += math.prod(n for name, n in zip(names, shape + sub, strict=True)
+                               if name not in self.sum_over)
+        return count
 
     def _labels(self, fixed: tuple[str, ...], shape: tuple[int, ...]
                 ) -> tuple[tuple[str, ...], ...]:

@@ -488,3 +488,31 @@ def test_out_of_descriptors_channels_are_unread_not_down_and_the_server_still_li
     assert out["served_again"]
     assert "not read at this scrape (EMFILE)" in done.stderr
     assert done.stderr.count("out of file descriptors") == 2  # once each: channels, accept
+
+
+def test_a_channel_of_more_series_than_a_channel_may_have_gives_its_state_only(
+        shm_name: str, two_channels: tuple[str, str, str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A channel of 200,000 elements (anyone can make one in /dev/shm) would be 200,000 series
+    at every scrape: its data is left out with a warning, once; its writer is still up; the
+    others are served; summed over its dimension, it is one series."""
+    a, _, pattern = two_channels
+    huge = os.path.join(SHM_DIR, f"{shm_name}-huge")
+    with seqshm.create(huge, np.float64, 200_000, name="huge") as w:
+        w.write(np.ones(200_000))
+        try:
+            collector = export.SeqshmCollector([pattern])
+            for _ in range(3):
+                series = parse(export.exposition(export.registry_of(collector)))
+                assert pick(series, "seqshm_huge") == {}
+                assert pick(series, "seqshm_channel_up", channel=huge) == {
+                    frozenset({("channel", huge)}): 1.0}
+                assert set(pick(series, "seqshm_chan_a").values()) == {1.0}
+            collector.close()
+            assert len([m for m in warnings_of(caplog) if "200000 series" in m]) == 1
+            summed = export.SeqshmCollector([huge], sum_over=["dim0"])
+            series = parse(export.exposition(export.registry_of(summed)))
+            assert set(pick(series, "seqshm_huge").values()) == {200_000.0}
+            summed.close()
+        finally:
+            w.close(unlink=True)
