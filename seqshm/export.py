@@ -34,10 +34,11 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 try:
@@ -231,6 +232,9 @@ def _seqshm_alone(registry: Collector) -> SeqshmCollector | None:
     if isinstance(registry, SeqshmCollector):
         return registry
     return registry.seqshm if isinstance(registry, _SeqshmRegistry) else None
+
+
+_T = TypeVar("_T")
 
 
 class _Closed(Exception):
@@ -494,34 +498,31 @@ class MetricsServer(socketserver.TCPServer):
                 waiting_idle = True
                 conn.deadline = now + self.idle_timeout
 
-    def _recv(self, conn: _Connection) -> bytes:
-        """What the client sends next (b"" if it closed), by the connection's deadline."""
-        remaining = conn.deadline - time.monotonic()
+    @staticmethod
+    def _io(conn: _Connection, deadline: float, op: Callable[[], _T]) -> _T:
+        """``op`` (a recv or a send on the connection's socket) by ``deadline``, or _Closed."""
+        remaining = deadline - time.monotonic()
         if remaining <= 0 or conn.evicted:
             raise _Closed
         conn.sock.settimeout(remaining)
         try:
-            data = conn.sock.recv(_RECV_BYTES)
+            out = op()
         except (TimeoutError, ConnectionError, ssl.SSLError):
             raise _Closed from None
         if conn.evicted:
             raise _Closed
-        return data
+        return out
+
+    def _recv(self, conn: _Connection) -> bytes:
+        """What the client sends next (b"" if it closed), by the connection's deadline."""
+        return self._io(conn, conn.deadline, partial(conn.sock.recv, _RECV_BYTES))
 
     def _send(self, conn: _Connection, data: bytes) -> None:
         """Send ``data`` whole within request_timeout, or end the connection."""
         deadline = time.monotonic() + self.request_timeout
         view = memoryview(data)
         while view:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or conn.evicted:
-                raise _Closed
-            conn.sock.settimeout(remaining)
-            try:
-                sent = conn.sock.send(view)
-            except (TimeoutError, ConnectionError, ssl.SSLError):
-                raise _Closed from None
-            view = view[sent:]
+            view = view[self._io(conn, deadline, partial(conn.sock.send, view)):]
 
     def _respond(self, conn: _Connection, http: h11.Connection, status: int,
                  headers: list[tuple[str, str]], body: bytes, head_only: bool = False,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import itertools
 import json
@@ -426,3 +427,15 @@ def web_config(directory: str, users: dict[str, str] | None = None, tls: bool = 
 def client_context(directory: str) -> ssl.SSLContext:
     """A TLS client context that trusts self_signed's certificate in ``directory``."""
     return ssl.create_default_context(cafile=os.path.join(directory, "cert.pem"))
+
+
+@contextmanager
+def live_channels(*channels: tuple[str, str, list[float]]) -> Iterator[list[str]]:
+    """Channels (path, name, float64 values), each written once by a writer of this process,
+    live while the block runs, then closed and removed; their paths."""
+    with contextlib.ExitStack() as stack:
+        for path, name, values in channels:
+            writer = stack.enter_context(seqshm.create(path, "<f8", len(values), name=name))
+            stack.callback(writer.close, unlink=True)
+            writer.write(values)
+        yield [path for path, _, _ in channels]

@@ -24,6 +24,7 @@ from exporting import (
     KeptConnection,
     closed_by_server,
     connect,
+    live_channels,
     parse,
     pick,
     read_to_end,
@@ -44,8 +45,7 @@ GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 @pytest.fixture
 def channel(shm_path: str) -> Iterator[str]:
     """A live channel of two float64 values, written once."""
-    with seqshm.create(shm_path, np.float64, 2, name="hostile") as w:
-        w.write(np.array([1.5, 2.5]))
+    with live_channels((shm_path, "hostile", [1.5, 2.5])):
         yield shm_path
 
 
@@ -76,15 +76,8 @@ def bad_name_channels(shm_name: str) -> Iterator[tuple[str, str, str]]:
     in /dev/shm), and the glob of both."""
     good = os.path.join(SHM_DIR, f"{shm_name}-good")
     bad = os.fsdecode(os.path.join(SHM_DIR, f"{shm_name}-").encode() + b"\xff")
-    with seqshm.create(good, np.float64, 1, name="good") as wg, \
-            seqshm.create(bad, np.float64, 1, name="bad") as wb:
-        wg.write(np.array([7.0]))
-        wb.write(np.array([8.0]))
-        try:
-            yield good, bad, f"{shm_name}-*"
-        finally:
-            wg.close(unlink=True)
-            wb.close(unlink=True)
+    with live_channels((good, "good", [7.0]), (bad, "bad", [8.0])):
+        yield good, bad, f"{shm_name}-*"
 
 
 def test_a_channel_name_not_utf8_does_not_take_the_others_down_in_export_once(
@@ -282,15 +275,8 @@ def test_a_client_that_does_not_read_its_answers_is_cut_off(channel: str) -> Non
 def two_channels(shm_name: str) -> Iterator[tuple[str, str, str]]:
     """Live channels ``<name>-a`` (value 1) and ``<name>-b`` (value 2), and their glob."""
     a, b = (os.path.join(SHM_DIR, f"{shm_name}-{x}") for x in "ab")
-    with seqshm.create(a, np.float64, 1, name="chan_a") as wa, \
-            seqshm.create(b, np.float64, 1, name="chan_b") as wb:
-        wa.write(np.array([1.0]))
-        wb.write(np.array([2.0]))
-        try:
-            yield a, b, f"{shm_name}-*"
-        finally:
-            wa.close(unlink=True)
-            wb.close(unlink=True)
+    with live_channels((a, "chan_a", [1.0]), (b, "chan_b", [2.0])):
+        yield a, b, f"{shm_name}-*"
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from exporting import (
     CLIENT_WAIT_S,
@@ -24,6 +23,7 @@ from exporting import (
     client_context,
     closed_by_server,
     connect,
+    live_channels,
     node_exporter,
     parse,
     pick,
@@ -34,7 +34,6 @@ from exporting import (
     web_config,
 )
 
-import seqshm
 from seqshm import export
 from seqshm._webconfig import BasicAuth
 
@@ -43,8 +42,7 @@ USERS = {"prometheus": "s3cret pass:word", "other": "another"}
 
 @pytest.fixture
 def channel(shm_path: str) -> Iterator[str]:
-    with seqshm.create(shm_path, np.float64, 2, name="tls") as w:
-        w.write(np.array([1.5, 2.5]))
+    with live_channels((shm_path, "tls", [1.5, 2.5])):
         yield shm_path
 
 
