@@ -5,6 +5,7 @@ are not UTF-8): nothing one of them does denies the others their scrapes (issue 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from exporting import (
 )
 
 import seqshm
-from seqshm import _metrics, export
+from seqshm import _metrics, cli, export
 from seqshm._metrics import ChannelMetrics
 from seqshm._reader import Reader
 from seqshm.testing import StalledWriter
@@ -502,3 +503,26 @@ def test_a_channel_of_more_series_than_a_channel_may_have_gives_its_state_only(
             summed.close()
         finally:
             w.close(unlink=True)
+
+
+def test_export_once_prints_what_it_read_and_exits_1_naming_the_channels_it_could_not(
+        two_channels: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch,
+        capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    """Out of descriptors for one channel: the others are printed, that one is neither shown
+    down nor silently dropped: exit status 1 and a report."""
+    a, b, pattern = two_channels
+    real = _metrics._Channel.open
+
+    def open_(self: Any) -> Reader:
+        if self.path == b:
+            raise OSError(errno.EMFILE, "Too many open files", self.path)
+        return real(self)
+
+    monkeypatch.setattr(_metrics._Channel, "open", open_)
+    assert cli.main(["export", "--once", pattern]) == 1
+    out, err = capsysbinary.readouterr()
+    series = parse(out)
+    assert pick(series, "seqshm_channel_up") == {frozenset({("channel", a)}): 1.0}
+    assert pick(series, "seqshm_export_channels_unread") == {
+        frozenset({("reason", "EMFILE")}): 1.0}
+    assert b"1 channel could not be read (EMFILE)" in err
