@@ -156,6 +156,9 @@ def _tls_context(tls: dict[str, Any], path: str) -> ssl.SSLContext:
     if "cert_file" not in tls or "key_file" not in tls:
         raise WebConfigError("tls_server_config needs both cert_file and key_file", path)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # a client may not make the server redo handshakes on one connection (TLS 1.2's
+    # renegotiation: a handshake's CPU again and again for one connection's place)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     cert, key = file_of("cert_file"), file_of("key_file")
     try:
         ctx.load_cert_chain(cert, key)
