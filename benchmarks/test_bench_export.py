@@ -3,7 +3,9 @@ prometheus-node-exporter (cpu collector alone) vs psutil.cpu_times(percpu=True),
 in one run: latency per scrape (median) and CPU time per scrape of the serving process.
 
 Every HTTP case is measured twice, in two groups with node_exporter's figure as the baseline of
-each: over one kept HTTP/1.1 connection for every scrape, as Prometheus scrapes (the headline:
+each (and the plain cases a third time over TLS with basic auth, both exporters serving the same
+--web-config file, in a group of their own): over one kept HTTP/1.1 connection for every scrape,
+as Prometheus scrapes (the headline:
 Prometheus keeps one keep-alive connection per target, prometheus/prometheus#2498, the default
 since 2.0; Debian's 2.42 scraped ``seqshm export`` 9 times over one connection here), and over
 a new connection per scrape (urllib), which a scraper that closes pays.
@@ -40,7 +42,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 # tests/exporting.py starts the programs; appended, so no tests/ folder shadows a module
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
-from exporting import KeptConnection, get, node_exporter, seqshm_exporter  # noqa: E402
+from exporting import (  # noqa: E402
+    KeptConnection,
+    client_context,
+    get,
+    node_exporter,
+    seqshm_exporter,
+    web_config,
+)
 
 import seqshm  # noqa: E402
 from seqshm import export, telemetry  # noqa: E402
@@ -155,6 +164,47 @@ def theirs(scene: Setup) -> Iterator[tuple[int, str]]:
         yield proc.pid, url
 
 
+#: The basic auth user of the TLS cases, and its password (bcrypt cost 10, the usual one:
+#: both exporters cache a verified password, so a scrape pays bcrypt once, not per scrape).
+TLS_USER = ("prometheus", "bench password")
+
+
+@pytest.fixture(scope="module")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One web configuration file for both exporters: TLS (a self-signed certificate) and
+    basic auth for TLS_USER."""
+    directory = str(tmp_path_factory.mktemp("tls"))
+    web_config(directory, dict([TLS_USER]), rounds=10)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def ours_tls(scene: Setup, tls_dir: str) -> Iterator[tuple[int, str]]:
+    with seqshm_exporter("--web-config", os.path.join(tls_dir, "web.yml"), scene.path
+                         ) as (proc, url):
+        yield proc.pid, url
+
+
+@pytest.fixture(scope="module")
+def theirs_tls(scene: Setup, tls_dir: str) -> Iterator[tuple[int, str]]:
+    with node_exporter(f"--path.procfs={scene.procfs}",
+                       f"--web.config.file={os.path.join(tls_dir, 'web.yml')}",
+                       probe=False) as (proc, url):
+        url = url.replace("http://", "https://")
+        deadline = time.monotonic() + 30
+        while True:  # until it answers over TLS
+            kept = KeptConnection(url, context=client_context(tls_dir), auth=TLS_USER)
+            try:
+                kept.get()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "node_exporter did not serve TLS"
+                time.sleep(0.1)
+            finally:
+                kept.close()
+        yield proc.pid, url
+
+
 @pytest.fixture
 def psutil_procfs(scene: Setup) -> Iterator[None]:
     saved = psutil.PROCFS_PATH
@@ -173,12 +223,15 @@ def connection(request: pytest.FixtureRequest) -> Iterator[str]:
     yield request.param
 
 
-def scraper(url: str, connection: str) -> Iterator[Callable[[], bytes]]:
-    """A function that scrapes ``url`` over ``connection`` (see the fixture)."""
+def scraper(url: str, connection: str, tls_dir: str | None = None
+            ) -> Iterator[Callable[[], bytes]]:
+    """A function that scrapes ``url`` over ``connection`` (see the fixture); over TLS with
+    basic auth (TLS_USER) for an https URL, trusting ``tls_dir``'s certificate."""
     if connection == "new":
         yield lambda: get(url)
         return
-    kept = KeptConnection(url)
+    kept = (KeptConnection(url) if tls_dir is None else
+            KeptConnection(url, context=client_context(tls_dir), auth=TLS_USER))
     try:
         yield kept.get
     finally:
@@ -241,6 +294,27 @@ def test_scrape_seqshm_export(benchmark: Any, scene: Setup, ours: tuple[int, str
         time.sleep(max(0.0, 3 - (time.monotonic() - t0)))
         benchmark.extra_info["publisher_cpu_ns_per_s"] = (
             (process_cpu_ns(scene.publisher) - publisher0) / (time.monotonic() - t0))
+
+
+def test_scrape_node_exporter_cpu_collector_over_tls(benchmark: Any, scene: Setup,
+                                                     theirs_tls: tuple[int, str],
+                                                     tls_dir: str) -> None:
+    pid, url = theirs_tls
+    for scrape in scraper(url, "kept", tls_dir):
+        assert b'node_cpu_seconds_total{cpu="0",mode="idle"}' in scrape()
+        measure(benchmark, scene, scrape, lambda: process_cpu_ns(pid),
+                case="node_exporter --collector.cpu (HTTPS, basic auth)", baseline=True,
+                group=http_group("kept TLS"), connection="kept TLS")
+
+
+def test_scrape_seqshm_export_over_tls(benchmark: Any, scene: Setup,
+                                       ours_tls: tuple[int, str], tls_dir: str) -> None:
+    pid, url = ours_tls
+    for scrape in scraper(url, "kept", tls_dir):
+        assert b'node_cpu_seconds_total{cpu="' in scrape()
+        measure(benchmark, scene, scrape, lambda: process_cpu_ns(pid),
+                case="seqshm export, cpustat (HTTPS, basic auth)", group=http_group("kept TLS"),
+                connection="kept TLS")
 
 
 def test_scrape_seqshm_export_every_value_changed(benchmark: Any, scene: Setup,
@@ -354,9 +428,10 @@ def render(data: dict[str, Any]) -> str:
         "- latency: median wall time of one call, client side (HTTP: GET of /metrics on "
         "loopback, no compression; kept connection: one HTTP/1.1 keep-alive connection for "
         "every scrape, as Prometheus scrapes, the headline; new connection: urllib, a "
-        "connection per scrape); CPU/scrape: CPU time of the serving process (every "
-        "thread) over all the calls / calls; ratio: the baseline's figure / this one's "
-        "(> 1: cheaper than the baseline).",
+        "connection per scrape; kept TLS: a kept connection over TLS with basic auth, both "
+        "exporters serving one --web-config file); CPU/scrape: CPU time of the serving "
+        "process (every thread) over all the calls / calls; ratio: the baseline's figure / "
+        "this one's (> 1: cheaper than the baseline).",
         "",
     ]
     groups: dict[str, list[dict[str, Any]]] = {}

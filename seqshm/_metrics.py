@@ -3,9 +3,13 @@ collection, and the rules that turn a record into counters and gauges (seqshm.ex
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import glob
 import logging
+import math
 import os
+import resource
 import stat
 import threading
 import time
@@ -114,6 +118,43 @@ def metric_name(text: str) -> str:
     return "_" + out if out[:1].isdigit() else out
 
 
+def label_value(path: str) -> str:
+    """``path`` as a label value: Prometheus's are UTF-8, and a file name is bytes that any
+    local user may choose in /dev/shm. Bytes that are not UTF-8 (os.fsdecode made them lone
+    surrogates) are written as ``\\xNN``: the same name gives the same label at every scrape,
+    and valid UTF-8 is left as it is."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+#: Data series one channel may make (a 1024-CPU cpustat makes 10240): a channel of more, e.g.
+#: one a local user made with millions of elements, would cost the exporter its memory and
+#: every scrape its time; its data is left out with a warning, its state still exported.
+MAX_SERIES_PER_CHANNEL = 100_000
+
+#: File descriptors kept for everything but the channels' readers: the server's listening
+#: socket and its connections (at most 64), the spare descriptor, stdio, Python's own.
+FD_RESERVE = 128
+
+
+def reader_budget() -> int:
+    """How many channels may keep a reader (a descriptor each) open between collections: the
+    open-file limit (RLIMIT_NOFILE's soft one) less FD_RESERVE. Channels beyond it are opened
+    and closed at each collection, so they are still read."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(0, soft - FD_RESERVE)
+
+
+#: errno values of an open or a map that failed for lack of a resource of this process or
+#: the system, not because of the channel: such a channel is reported unread, not down.
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
+
 def is_cpustat(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:
     """Whether a channel carries the kernel module's cpustat record (one per CPU): the same
     field names, all unsigned 64-bit, in the same order, and a 1-D shape."""
@@ -185,8 +226,21 @@ class _Channel:
         self.reader: Reader | None = None
         self.cpu_seen: np.ndarray | None = None  # seconds, (cpus, modes + guest modes)
         # the label values of its own series, the same objects at every collection
-        self.rows = ((path,),)
-        self.state_rows = tuple((path, s.value) for s in ChannelState)
+        self.label = label_value(path)
+        self.rows = ((self.label,),)
+        self.state_rows = tuple((self.label, s.value) for s in ChannelState)
+        self.warned: set[str] = set()  # what was logged about it (once, not per collection)
+
+    def warn(self, key: str, msg: str, *args: Any) -> None:
+        """Log ``msg`` once for ``key`` (keys "read:..." again after the channel was read)."""
+        if key not in self.warned:
+            self.warned.add(key)
+            log.warning(msg, *args)
+
+    def read_ok(self) -> None:
+        """Read fine: a read error after this is logged again."""
+        if self.warned:
+            self.warned = {k for k in self.warned if not k.startswith("read:")}
 
     def open(self) -> Reader:
         if self.reader is None:
@@ -214,6 +268,12 @@ class _Channel:
             self.reader = None
 
 
+#: _looks_like_channel's verdicts by (path, st_dev, st_ino, st_size, st_mode): a scrape of a
+#: /dev/shm with thousands of files costs a stat per file, not an open, a read and a close.
+_verdicts: dict[tuple[str, int, int, int, int], bool] = {}
+_MAX_VERDICTS = 1 << 16
+
+
 def _looks_like_channel(path: str) -> bool:
     """Whether ``path`` may be a channel: a character device (the module's), or a regular file
     that starts with seqshm's magic. Sidecars, temp files and other programs' /dev/shm files
@@ -226,14 +286,40 @@ def _looks_like_channel(path: str) -> bool:
         return True
     if not stat.S_ISREG(st.st_mode):
         return False
+    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mode)
+    verdict = _verdicts.get(key)
+    if verdict is not None:
+        return verdict
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
-        return True  # unreadable: opening it reports why
+        return True  # unreadable: opening it reports why (and no verdict is kept)
     try:
-        return os.pread(fd, 8, 0) == _core.MAGIC.to_bytes(8, "little")
+        verdict = os.pread(fd, 8, 0) == _core.MAGIC.to_bytes(8, "little")
+    except OSError:
+        return True
     finally:
         os.close(fd)
+    if len(_verdicts) >= _MAX_VERDICTS:
+        _verdicts.clear()
+    _verdicts[key] = verdict
+    return verdict
+
+
+def _matching(pattern: str) -> list[str]:
+    """The paths ``pattern`` (a glob) matches, sorted. Unlike glob.glob, which takes a
+    directory it cannot list for an empty one, raises OSError when it cannot list one (a
+    process out of descriptors must not see an empty /dev/shm)."""
+    directory, base = os.path.split(pattern)
+    if _GLOB_CHARS.intersection(directory):
+        return sorted(glob.glob(pattern))  # globs in directories: glob's walk
+    try:
+        names = os.listdir(directory or ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if not base.startswith("."):
+        names = [n for n in names if not n.startswith(".")]  # as glob does
+    return sorted(os.path.join(directory, n) for n in fnmatch.filter(names, base))
 
 
 class ChannelMetrics:
@@ -277,10 +363,22 @@ class ChannelMetrics:
         self._cpu_labels: dict[bytes | None, tuple[tuple[tuple[str, ...], ...],
                                             tuple[tuple[str, ...], ...]]] = {}
         self._fixed: list[str] = []  # names the user gave: exported even when they vanish
+        #: channels the last collection could not read for lack of a resource of this process,
+        #: by reason (errno name: EMFILE, ENFILE, ENOMEM): left out, not reported down
+        self.unread: dict[str, list[str]] = {}
+        self._unread_logged: set[tuple[str, int]] = set()
+        self._node_cpu_from: str | None = None
+        self._matched: dict[str, list[str]] = {}  # each glob's last matches
+        self._glob_failed: set[str] = set()
         dims_seen: set[str] = set()
+        budget, opened = reader_budget(), 0
         for pattern in self.patterns:
             if _GLOB_CHARS.intersection(pattern):
-                found = self._glob(pattern)
+                try:
+                    found = self._matched[pattern] = self._glob(pattern)
+                except OSError as e:
+                    raise ExportError(f"{pattern!r}: cannot list its directory: "
+                                      f"{e.strerror}") from e
                 if not found and patterns:
                     raise ExportError(
                         f"{pattern!r} matches no channel (looked in "
@@ -290,14 +388,19 @@ class ChannelMetrics:
                 found = [resolve(pattern)]
                 self._fixed.append(found[0])
             for path in found:
+                ch = self._channel(path)
                 try:
-                    reader = self._channel(path).open()
+                    reader = ch.open()
                 except (OSError, SeqshmError) as e:
                     if not _GLOB_CHARS.intersection(pattern):
                         raise  # a channel named alone must be readable
-                    log.warning("%s", e)  # one of a glob's: shown as down at collections
-                    continue
+                    if getattr(e, "errno", None) not in _RESOURCE_ERRNOS:
+                        ch.warn(f"read:{type(e).__name__}", "%s", e)  # one of a glob's:
+                    continue  # shown as down (or unread) at collections
+                opened += 1
                 layout = self._layout_of(reader)
+                if opened > budget:  # kept open only up to the budget (_collect)
+                    ch.close()
                 if not _GLOB_CHARS.intersection(pattern) and not layout.fields:
                     raise ExportError(
                         f"its element type {reader.dtype} has no numeric field: nothing to "
@@ -313,19 +416,32 @@ class ChannelMetrics:
 
     @staticmethod
     def _glob(pattern: str) -> list[str]:
+        """The channels ``pattern`` matches now. Raises OSError if a directory cannot be
+        listed."""
         if "/" in pattern:
-            candidates = sorted(glob.glob(pattern))
+            candidates = _matching(pattern)
         else:
-            candidates = [p for d in SEARCH_DIRS
-                          for p in sorted(glob.glob(os.path.join(d, pattern)))]
+            candidates = [p for d in SEARCH_DIRS for p in _matching(os.path.join(d, pattern))]
         return [p for p in candidates if _looks_like_channel(p)]
 
     def paths(self) -> list[str]:
-        """The channels selected now, in the order of the patterns, each once."""
+        """The channels selected now, in the order of the patterns, each once. A glob whose
+        directory cannot be listed now (out of descriptors) keeps its last matches."""
         out: dict[str, None] = {}
         for pattern in self.patterns:
             if _GLOB_CHARS.intersection(pattern):
-                out.update(dict.fromkeys(self._glob(pattern)))
+                try:
+                    found = self._glob(pattern)
+                except OSError as e:
+                    found = self._matched.get(pattern, [])
+                    if pattern not in self._glob_failed:
+                        self._glob_failed.add(pattern)
+                        log.warning("%r: cannot list its directory (%s): the channels it "
+                                    "matched before are exported", pattern, e)
+                else:
+                    self._glob_failed.discard(pattern)
+                    self._matched[pattern] = found
+                out.update(dict.fromkeys(found))
             else:
                 try:
                     out[resolve(pattern)] = None
@@ -373,79 +489,40 @@ class ChannelMetrics:
         by_name: dict[str, Family] = {family_key(f): f for f in meta}
         reserved = set(by_name)
         out = list(meta)
-        up, state_f, writes, stamp, age = meta
-        node_cpu_from: str | None = None
+        up, state_f, writes, stamp, age, unread_f = meta
+        self._node_cpu_from = None
         paths = self.paths()
         for path in list(self._channels):
             if path not in paths:  # no longer selected (its file went away): forget it
                 self._channels.pop(path).close()
-        for path in paths:
+        budget = reader_budget()
+        unread: dict[str, list[str]] = {}
+        for i, path in enumerate(paths):
             ch = self._channel(path)
-            lbl = ch.rows
             try:
-                reader = ch.open()
-                state = reader.state
-                if state not in (ChannelState.OPEN, ChannelState.REMOVED):
-                    ch.reopen_if_replaced()
-                    reader = ch.open()
-                    state = reader.state
-                layout = self._layout_of(reader)
-                snap = reader.read()
-            except FileNotFoundError:
+                fams = self._collect_channel(ch, meta)
+            except _Unread as e:
+                unread.setdefault(e.reason, []).append(path)
+                fams = []
+            except Exception as e:  # a bug: this channel's loss, not the scrape's
+                ch.warn(f"read:bug:{type(e).__name__}", "%s: left out of the export: %r",
+                        path, e)
                 ch.close()
-                up.add(lbl, _DOWN)
-                continue
-            except ReadTimeout as e:
-                log.warning("%s", e)
-                up.add(lbl, _DOWN)
-                state_f.add(ch.state_rows, _STATE_VALUES[reader.state])
-                continue
-            except FileTruncated as e:
-                log.warning("%s", e)
+                fams = []
+            if i >= budget:  # more channels than descriptors to keep: read, then close
                 ch.close()
-                up.add(lbl, _DOWN)
-                state_f.add(ch.state_rows, _STATE_VALUES[ChannelState.TRUNCATED])
-                continue
-            except (OSError, SeqshmError) as e:
-                log.warning("%s", e)
-                ch.close()
-                up.add(lbl, _DOWN)
-                continue
-            alive = state in (ChannelState.OPEN, ChannelState.REMOVED)
-            up.add(lbl, _UP if alive else _DOWN)
-            state_f.add(ch.state_rows, _STATE_VALUES[state])
-            writes.add(lbl, (float(snap.seq),))
-            if snap.seq:
-                clock = int(reader.header["clock_id"])
-                try:
-                    ago = time.clock_gettime_ns(clock) - snap.timestamp_ns
-                except OSError:
-                    ago = None
-                if ago is not None:
-                    stamp.add(lbl, ((time.time_ns() - ago) / 1e9,))
-                    age.add(lbl, (ago / 1e9,))
-            if not alive or not snap.seq:
-                continue  # no frozen values of a dead writer, nor the zeros before a write
-            if layout.cpustat:
-                if node_cpu_from is not None:
-                    log.info("%s: node_cpu_* already come from %s; exporting its state only",
-                             path, node_cpu_from)
-                    continue
-                node_cpu_from = path
-                fams = self._cpustat_families(ch, snap.data)
-            else:
-                fams = self._generic_families(reader, layout, snap.data)
             mine: set[str] = set()
             for fam in fams:
                 key = family_key(fam)
                 known = by_name.get(key)
                 if key in reserved:  # a field must not speak for every channel's state
-                    log.warning("%s: %s would be named %s, which seqshm keeps for every "
-                                "channel's own series; left out (rename the field or the "
-                                "channel)", path, fam.help, fam.name)
+                    ch.warn(f"name:{key}", "%s: %s would be named %s, which seqshm keeps for "
+                            "every channel's own series; left out (rename the field or the "
+                            "channel)", path, fam.help, fam.name)
                 elif key in mine:  # two fields of this channel, one metric name
-                    log.warning("%s: %s would be named %s like another field of the channel; "
-                                "left out (rename one of them)", path, fam.help, fam.name)
+                    ch.warn(f"name:{key}", "%s: %s would be named %s like another field of "
+                            "the channel; left out (rename one of them)", path, fam.help,
+                            fam.name)
                 elif known is None:
                     by_name[key] = fam
                     out.append(fam)
@@ -453,11 +530,115 @@ class ChannelMetrics:
                         and known.kind == fam.kind:
                     known.parts.extend(fam.parts)  # the same field of another channel
                 else:
-                    log.warning("%s: family %s (%s, labels %s) clashes with %s (%s, labels %s) "
-                                "of another channel; left out", path, fam.name, fam.kind,
-                                fam.labels, known.name, known.kind, known.labels)
+                    ch.warn(f"name:{key}", "%s: family %s (%s, labels %s) clashes with %s (%s, "
+                            "labels %s) of another channel; left out", path, fam.name,
+                            fam.kind, fam.labels, known.name, known.kind, known.labels)
                 mine.add(key)
+        self.unread = unread
+        now_unread = {(reason, len(missed)) for reason, missed in unread.items()}
+        for reason, missed in sorted(unread.items()):
+            unread_f.add(((reason,),), (float(len(missed)),))
+            if (reason, len(missed)) not in self._unread_logged:  # once per count, not scrape
+                log.warning("%d of %d channels not read at this scrape (%s): %s%s; they are "
+                            "left out, not reported down (%s)", len(missed), len(paths),
+                            reason, ", ".join(map(label_value, missed[:5])),
+                            ", ..." if len(missed) > 5 else "", _RESOURCE_HINTS[reason])
+        self._unread_logged = now_unread
         return out
+
+    def _collect_channel(self, ch: _Channel, meta: list[Family]) -> list[Family]:
+        """One channel's series: its own ones added to ``meta``'s families, its data families
+        returned. Raises _Unread when this process lacks what reading it needs."""
+        up, state_f, writes, stamp, age, _ = meta
+        path, lbl = ch.path, ch.rows
+        try:
+            reader = ch.open()
+            state = reader.state
+            if state not in (ChannelState.OPEN, ChannelState.REMOVED):
+                ch.reopen_if_replaced()
+                reader = ch.open()
+                state = reader.state
+            layout = self._layout_of(reader)
+            series = self._series_count(reader, layout)
+            if series > MAX_SERIES_PER_CHANNEL:  # not copied, nor made series: its state only
+                ch.warn("size", "%s: %d series (%s %s), more than the %d a channel may have: "
+                        "its data is left out (sum dimensions away with --sum-over, or "
+                        "select other channels)", path, series, reader.dtype, reader.shape,
+                        MAX_SERIES_PER_CHANNEL)
+                up.add(lbl, _UP if state in (ChannelState.OPEN, ChannelState.REMOVED)
+                       else _DOWN)
+                state_f.add(ch.state_rows, _STATE_VALUES[state])
+                return []
+            snap = reader.read()
+        except FileNotFoundError:
+            ch.close()
+            up.add(lbl, _DOWN)
+            return []
+        except ReadTimeout as e:
+            ch.warn("read:timeout", "%s", e)
+            up.add(lbl, _DOWN)
+            state_f.add(ch.state_rows, _STATE_VALUES[reader.state])
+            return []
+        except FileTruncated as e:
+            ch.warn("read:truncated", "%s", e)
+            ch.close()
+            up.add(lbl, _DOWN)
+            state_f.add(ch.state_rows, _STATE_VALUES[ChannelState.TRUNCATED])
+            return []
+        except OSError as e:
+            ch.close()
+            if e.errno in _RESOURCE_ERRNOS:
+                raise _Unread(errno.errorcode[e.errno or 0]) from e
+            ch.warn(f"read:{e.errno}", "%s", e)
+            up.add(lbl, _DOWN)
+            return []
+        except SeqshmError as e:
+            ch.close()
+            ch.warn(f"read:{type(e).__name__}", "%s", e)
+            up.add(lbl, _DOWN)
+            return []
+        ch.read_ok()
+        alive = state in (ChannelState.OPEN, ChannelState.REMOVED)
+        up.add(lbl, _UP if alive else _DOWN)
+        state_f.add(ch.state_rows, _STATE_VALUES[state])
+        writes.add(lbl, (float(snap.seq),))
+        if snap.seq:
+            clock = int(reader.header["clock_id"])
+            try:
+                ago = time.clock_gettime_ns(clock) - snap.timestamp_ns
+            except OSError:
+                ago = None
+            if ago is not None:
+                stamp.add(lbl, ((time.time_ns() - ago) / 1e9,))
+                age.add(lbl, (ago / 1e9,))
+        if not alive or not snap.seq:
+            return []  # no frozen values of a dead writer, nor the zeros before a write
+        try:
+            if layout.cpustat:
+                if self._node_cpu_from is not None:
+                    ch.warn("cpustat", "%s: node_cpu_* already come from %s; exporting its "
+                            "state only", path, self._node_cpu_from)
+                    return []
+                self._node_cpu_from = path
+                return self._cpustat_families(ch, snap.data)
+            return self._generic_families(ch, reader, layout, snap.data)
+        except Exception as e:  # values that cannot be made series: its state is still told
+            ch.warn(f"data:{type(e).__name__}", "%s: its data left out of the export: %r",
+                    path, e)
+            return []
+
+    def _series_count(self, reader: Reader, layout: _Layout) -> int:
+        """How many data series a channel of ``reader``'s geometry makes (after --sum-over)."""
+        shape = tuple(reader.shape)
+        if layout.cpustat:
+            return (len(CPU_MODES) + 2) * (1 if "cpu" in self.sum_over else shape[0])
+        count = 0
+        for fname in layout.fields:
+            sub = () if fname is None else reader.dtype.fields[fname][0].shape  # type: ignore[index]
+            names = layout.dims[:len(shape)] + tuple(f"elem{i}" for i in range(len(sub)))
+            count += math.prod(n for name, n in zip(names, shape + sub, strict=True)
+                               if name not in self.sum_over)
+        return count
 
     def _labels(self, fixed: tuple[str, ...], shape: tuple[int, ...]
                 ) -> tuple[tuple[str, ...], ...]:
@@ -478,8 +659,8 @@ class ChannelMetrics:
             return values, names
         return values.sum(axis=axes), tuple(n for n in names if n not in self.sum_over)
 
-    def _generic_families(self, reader: Reader, layout: _Layout, data: np.ndarray
-                          ) -> list[Family]:
+    def _generic_families(self, ch: _Channel, reader: Reader, layout: _Layout,
+                          data: np.ndarray) -> list[Family]:
         fams = []
         dims = layout.dims[:len(reader.shape)]
         for fname in layout.fields:
@@ -494,7 +675,7 @@ class ChannelMetrics:
                 values, kept = self._reduce(raw.astype(np.float64), names)
                 if scale != 1.0:
                     values = values * scale
-            rows = self._labels((reader.path,), values.shape)
+            rows = self._labels((ch.label,), values.shape)
             fams.append(Family(
                 name, kind, f"field {fname or '(element)'} of seqshm channel "
                 f"{reader.name!r}" + (" in seconds" if scale != 1.0 else ""),
@@ -578,8 +759,29 @@ def meta_families() -> list[Family]:
         Family("seqshm_channel_last_write_age_seconds", GAUGE,
                "Seconds between the snapshot's write and the collection, on the channel's "
                "clock.", "seqshm.channel.last_write.age", "s", ch, och),
+        Family("seqshm_export_channels_unread", GAUGE,
+               "Channels selected but not read at this scrape for lack of a resource of the "
+               "exporter (reason: EMFILE, ENFILE, ENOMEM): left out of the other series, not "
+               "reported down.", "seqshm.export.channels_unread", "{channel}", ("reason",),
+               ("error.type",)),
     ]
 
+
+class _Unread(Exception):
+    """A channel this process could not read for lack of a resource (``reason``, an errno
+    name), not because of the channel."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_RESOURCE_HINTS = {
+    "EMFILE": "out of file descriptors: raise the open-file limit (ulimit -n, LimitNOFILE=) or "
+              "export fewer channels",
+    "ENFILE": "the system is out of file descriptors (fs.file-max)",
+    "ENOMEM": "out of memory maps or memory (vm.max_map_count)",
+}
 
 _UP, _DOWN = (1.0,), (0.0,)
 #: seqshm_channel_state's values for each state, in ChannelState's order (_Channel.state_rows)

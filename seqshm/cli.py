@@ -894,9 +894,10 @@ EXPORT_LISTEN = "127.0.0.1:9464"
 
 
 def export(patterns: list[str], listen: str, sum_over: list[str], timeout: float,
-           once: bool, openmetrics: bool) -> int:
+           once: bool, openmetrics: bool, web_config: str | None = None) -> int:
     """Serve the channels ``patterns`` name as Prometheus metrics at ``listen`` until Ctrl-C or
-    SIGTERM (``once``: print one scrape to stdout and exit)."""
+    SIGTERM (``once``: print one scrape to stdout and exit; ``web_config``: TLS and basic auth
+    from an exporter-toolkit web configuration file)."""
     if openmetrics and not once:
         raise Failure("--openmetrics goes with --once (the server answers OpenMetrics to a "
                       "scraper that asks for it)", EXIT_USAGE)
@@ -904,7 +905,9 @@ def export(patterns: list[str], listen: str, sum_over: list[str], timeout: float
         from seqshm import export as exp
     except ImportError as e:
         raise Failure(str(e), EXIT_USAGE) from None
+    exp.raise_fd_limit()
     try:
+        config = exp.load_web_config(web_config) if web_config and not once else None
         collector = exp.SeqshmCollector(patterns, sum_over=sum_over, timeout=timeout)
     except exp.ExportError as e:
         raise Failure(str(e), EXIT_USAGE) from None
@@ -913,17 +916,24 @@ def export(patterns: list[str], listen: str, sum_over: list[str], timeout: float
         if once:
             sys.stdout.buffer.write(exp.exposition(registry, openmetrics))
             sys.stdout.flush()
+            unread = sum(len(p) for p in collector.metrics.unread.values())
+            if unread:  # the others were printed; the log said which and why
+                raise Failure(f"{unread} channel{'s' if unread != 1 else ''} could not be "
+                              f"read ({', '.join(sorted(collector.metrics.unread))})")
             return EXIT_OK
         try:
-            server, thread = exp.serve(registry, listen)
+            server, thread = exp.serve(registry, listen, config)
         except exp.ExportError as e:
             raise Failure(str(e)) from None
         try:
             host, port = str(server.server_address[0]), server.server_address[1]
             shown = f"[{host}]" if ":" in host else host
             paths = collector.metrics.paths()
+            scheme = "https" if config and config.ssl_context else "http"
             print(f"seqshm: serving {len(paths)} channel{'s' if len(paths) != 1 else ''} at "
-                  f"http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
+                  f"{scheme}://{shown}:{port}/metrics"
+                  + (" (basic auth)" if config and config.auth else ""),
+                  file=sys.stderr, flush=True)
             # The server runs in its thread; this one waits for Ctrl-C, SIGTERM or SIGHUP,
             # which main() turns into exit status 130, 143 and 129.
             threading.Event().wait()
@@ -1058,6 +1068,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one scrape to stdout and exit instead of serving")
     p.add_argument("--openmetrics", action="store_true",
                    help="with --once: the OpenMetrics format instead of Prometheus text")
+    p.add_argument("--web-config", metavar="FILE",
+                   help="TLS and basic auth from FILE, in the Prometheus exporter-toolkit "
+                        "format (node_exporter's --web.config.file): tls_server_config "
+                        "cert_file, key_file; basic_auth_users with bcrypt hashes")
 
     p = sub.add_parser("demo", help="publish this host's per-CPU times and watch them live",
                        **described)
@@ -1105,7 +1119,7 @@ def _run(args: argparse.Namespace) -> int:
         return record(args.path, args.output, args.count, args.duration, args.timeout)
     if args.command == "export":
         return export(args.patterns, args.listen, args.sum_over, args.timeout, args.once,
-                      args.openmetrics)
+                      args.openmetrics, args.web_config)
     return demo(args.path, args.rate, args.duration, args.interval)
 
 
