@@ -89,7 +89,8 @@ def test_the_extension_needs_no_newer_glibc_than_its_policy() -> None:
     if objdump is None:
         pytest.skip("objdump (binutils) is not installed")
     out = subprocess.run([objdump, "-T", str(core)], capture_output=True, text=True, check=True)
-    versions = {tuple(int(x) for x in v.split(".")) for v in re.findall(r"GLIBC_([\d.]+)", out.stdout)}
+    found = re.findall(r"GLIBC_([\d.]+)", out.stdout)
+    versions = {tuple(int(x) for x in v.split(".")) for v in found}
     assert versions, out.stdout
     wanted = tuple(int(x) for x in POLICY.split("_")[1:3])
     assert max(versions) <= wanted, f"{core} needs GLIBC_{max(versions)} (> {wanted})"

@@ -88,8 +88,9 @@ def test_dkms_package_installs_on_every_kernel_loads_at_boot_and_removes(vm_repo
     timings["root"] = time.monotonic() - t
 
     rt = kenvs["6.12-rt"]
-    rt_debs = sorted(glob.glob(str(cache / "debs" / f"linux-*-{rt['KVER']}_{rt['PKG_VERSION']}_*.deb")))
-    rt_debs += glob.glob(str(cache / "debs" / f"linux-headers-*-common-rt_{rt['PKG_VERSION']}_*.deb"))
+    debs, version = cache / "debs", rt["PKG_VERSION"]
+    rt_debs = sorted(glob.glob(str(debs / f"linux-*-{rt['KVER']}_{version}_*.deb")))
+    rt_debs += glob.glob(str(debs / f"linux-headers-*-common-rt_{version}_*.deb"))
     assert len(rt_debs) == 3, f"the 6.12-rt image, headers and common-rt headers: {rt_debs}"
     rt_pkgs = [Path(d).name.split("_")[0] for d in rt_debs]
 
@@ -137,7 +138,8 @@ def test_dkms_package_installs_on_every_kernel_loads_at_boot_and_removes(vm_repo
     (run_dir / "remove.log").write_text(remove_log)
     timings["remove"] = time.monotonic() - t
     for kenv in kenvs.values():
-        assert not list((root / "lib" / "modules" / kenv["KVER"]).rglob("seqshm*.ko*")), kenv["KVER"]
+        left = list((root / "lib" / "modules" / kenv["KVER"]).rglob("seqshm*.ko*"))
+        assert not left, f"{kenv['KVER']}: {left} after apt-get remove"
 
     summary = "dkms: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
     print(f"{summary}\ninstall:\n{install_log}\nremove:\n{remove_log}")
