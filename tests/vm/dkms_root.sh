@@ -59,12 +59,16 @@ make)
 		"deb http://deb.debian.org/debian-security bookworm-security main" ||
 		die "mmdebstrap failed"
 	cp /etc/resolv.conf "$root/etc/resolv.conf"
+	# The host's trust store, for pip: it may hold a CA this machine's network needs that
+	# Debian's ca-certificates lacks.
+	cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/host-ca.crt"
 	in_root "$root" useradd --create-home --shell /bin/sh alice
 	in_root "$root" useradd --create-home --shell /bin/sh bob
 	# What the wheel needs from PyPI, once (the wheel itself changes from run to run).
 	in_root "$root" python3 -m venv /opt/seqshm
 	in_root "$root" /opt/seqshm/bin/pip install --quiet --disable-pip-version-check \
-		--only-binary=:all: "numpy>=1.26" "rich>=13" || die "pip install numpy rich failed"
+		--cert /etc/ssl/certs/host-ca.crt --only-binary=:all: "numpy>=1.26" "rich>=13" ||
+		die "pip install numpy rich failed"
 	echo "$stamp" >"$root/.seqshm-root.make"
 	cp "$root/.seqshm-root.make" "$root/.seqshm-root"
 	say "root ready: $(du -sh "$root" | cut -f1)"
