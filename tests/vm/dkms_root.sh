@@ -97,7 +97,11 @@ install)
 		"/tmp/seqshm-pkg/$(basename "$wheel")"
 	say "the example producer, with DKMS, against the installed package (BUILD_DEPENDS=seqshm)"
 	in_root "$root" cp -r /usr/share/doc/seqshm-dkms/examples/producer /usr/src/seqshm-example-1
-	in_root "$root" dkms install seqshm-example/1 --all
+	in_root "$root" dkms add seqshm-example/1
+	for k in "$root"/lib/modules/*/build; do
+		k=${k%/build}
+		in_root "$root" dkms install seqshm-example/1 -k "${k##*/}"
+	done
 	in_root "$root" dkms status
 	;;
 remove)
