@@ -12,6 +12,9 @@ kver=$(uname -r)
 say "guest kernel $kver; /lib/modules/$kver/updates/dkms: $(ls "/lib/modules/$kver/updates/dkms" 2>&1 | tr '\n' ' ')"
 grep -q '^seqshm ' /proc/modules && fail "seqshm is loaded before modules-load.d ran"
 
+# systemd-udevd and udevadm refuse to act in a chroot ("Running in chroot, ignoring request")
+# unless told that this chroot is the system.
+export SYSTEMD_IGNORE_CHROOT=1
 mount -t tmpfs -o mode=0755 tmpfs /run || fail "tmpfs on /run"
 say "systemd-modules-load (modules-load.d: $(grep -hv '^#' /usr/lib/modules-load.d/seqshm.conf))"
 /lib/systemd/systemd-modules-load || fail "systemd-modules-load exited $?"
