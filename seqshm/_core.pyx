@@ -107,7 +107,7 @@ cdef class Mapping:
             raise OSError(errno, os.strerror(errno))
         if writable and madvise(p, length, MADV_DONTFORK) != 0:
             # A forked child must not inherit the writer's mapping: it would hold the file
-            # (and so the writer's flock) open after the writer closed it.
+            # (and so the writer's lock) open after the writer closed it.
             munmap(p, length)
             raise OSError(errno, os.strerror(errno))
         self.guard = seqshm_guard_add(p, length, nr_slots, writable)
@@ -195,6 +195,7 @@ cdef dict _header_dict(const seqshm_header *h):
         "waiters_dev": h.waiters_dev,
         "waiters_ino": h.waiters_ino,
         "wake_flags": h.wake_flags,
+        "writer_pidns": h.writer_pidns,
         "name": h.name.decode("ascii"),
         "itemsize": h.itemsize,
         "nr_fields": h.nr_fields,
@@ -233,10 +234,10 @@ def check_header(bytes data not None, uint64_t file_size=0, str path=None):
 
 def build_header(str name not None, uint32_t nr_slots, tuple shape not None, element,
                  uint32_t writer_pid=0, uint64_t writer_start=0, *, uint64_t waiters_dev=0,
-                 uint64_t waiters_ino=0, uint32_t wake_flags=0):
+                 uint64_t waiters_ino=0, uint32_t wake_flags=0, uint32_t writer_pidns=0):
     """The header bytes (magic still 0) of a region for ``element`` and ``shape``, and its size.
     ``waiters_dev``/``waiters_ino`` name the sidecar of sleeping readers (0: none),
-    ``wake_flags`` is SEQSHM_WAKE_*.
+    ``wake_flags`` is SEQSHM_WAKE_*, ``writer_pidns`` the inode of the writer's pid namespace.
 
     Raises ValueError when the layout cannot be built.
     """
@@ -282,6 +283,7 @@ def build_header(str name not None, uint32_t nr_slots, tuple shape not None, ele
     h.waiters_dev = waiters_dev
     h.waiters_ino = waiters_ino
     h.wake_flags = wake_flags
+    h.writer_pidns = writer_pidns
     return (<char *>&h)[:sizeof(h)], h.region_size
 
 
@@ -341,6 +343,7 @@ def abi_layout():
             "waiters_dev": <size_t>&h.waiters_dev - hb,
             "waiters_ino": <size_t>&h.waiters_ino - hb,
             "wake_flags": <size_t>&h.wake_flags - hb,
+            "writer_pidns": <size_t>&h.writer_pidns - hb,
             "fields": <size_t>&h.fields - hb,
             "head": <size_t>&h.head - hb,
             "state": <size_t>&h.state - hb,
@@ -418,12 +421,6 @@ cdef class WaitersFile:
 
 cdef inline uint32_t _load_waiters_count(seqshm_waiters *w) noexcept nogil:
     return (<volatile uint32_t *>&w.count)[0]
-
-
-def membarrier_register():
-    """Register this process for MEMBARRIER_CMD_GLOBAL_EXPEDITED, once: True if it is (a
-    writer then needs no fence per write: its readers' membarrier() orders for it)."""
-    return seqshm_membarrier_register() == 0
 
 
 def monotonic_ns():

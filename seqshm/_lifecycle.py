@@ -5,8 +5,12 @@ from __future__ import annotations
 import enum
 import fcntl
 import os
+import struct
 
-__all__ = ["ChannelState", "process_start_time", "lock_is_free", "same_file", "writer_holds"]
+from seqshm._files import open_dir, open_in
+
+__all__ = ["ChannelState", "process_start_time", "hold_liveness", "lock_is_free", "take_over",
+           "same_file", "writer_holds", "describe_writer"]
 
 
 class ChannelState(str, enum.Enum):
@@ -45,17 +49,74 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+#: struct flock as fcntl(2) takes it on x86-64 and every other 64-bit Linux: l_type, l_whence
+#: (short), l_start, l_len (off_t), l_pid (pid_t, 0 for open-file-description locks), padding.
+_FLOCK = struct.Struct("hhqqi4x")
+#: The byte of a channel file whose write lock is its writer's life: held from create() to
+#: close(), dropped by the kernel when the last descriptor of that open file description goes
+#: (the process's death included), so a reused pid cannot fool it.
+LIVENESS_BYTE = 0
+#: The byte a creator write-locks while it replaces a dead channel, so that of creators racing
+#: for one path exactly one replaces it.
+TAKEOVER_BYTE = 1
+
+
+def _ofd_lock(fd: int, cmd: int, kind: int, byte: int) -> int:
+    """fcntl(fd, cmd) with an open-file-description lock of ``kind`` on ``byte``; for
+    F_OFD_GETLK the type of a lock that would conflict (F_UNLCK: none)."""
+    out = fcntl.fcntl(fd, cmd, _FLOCK.pack(kind, os.SEEK_SET, byte, 1, 0))
+    return int(_FLOCK.unpack(out)[0])
+
+
+def hold_liveness(fd: int) -> None:
+    """Take the write lock that says this open file description's process is the channel's
+    live writer. ``fd`` must be open for writing: a write lock needs it, which is why a
+    process that may only read the channel can neither take nor hold this lock (flock(2) and
+    read locks, which a read-only descriptor can take, say nothing here). Raises
+    BlockingIOError when another description holds it."""
+    _ofd_lock(fd, fcntl.F_OFD_SETLK, fcntl.F_WRLCK, LIVENESS_BYTE)
+
+
 def lock_is_free(fd: int) -> bool:
-    """Whether no writer holds the channel open as ``fd``: a live userspace writer holds an
-    exclusive flock(2) on its file from create() to close(), and the kernel drops it when
-    the process dies, so this cannot be fooled by a reused pid. Takes a shared lock for an
-    instant (create() retries briefly when it meets one)."""
+    """Whether no writer holds the channel open as ``fd``: a live userspace writer holds a
+    write lock on LIVENESS_BYTE (hold_liveness) from create() to close(). Asks the kernel
+    (F_OFD_GETLK) without taking anything: only a write lock conflicts with the read lock
+    asked about, so no lock a reader takes, shared, exclusive or flock(2), can make a dead
+    writer look alive, and asking never holds back a creator."""
+    return _ofd_lock(fd, fcntl.F_OFD_GETLK, fcntl.F_RDLCK, LIVENESS_BYTE) == fcntl.F_UNLCK
+
+
+def take_over(fd: int) -> bool:
+    """Write-lock TAKEOVER_BYTE of the old channel file open (for writing) as ``fd``: True
+    when this creator holds it, False when another creator does. When only read locks stand
+    in the way (a process that may read the channel can take those, to hold a restart back)
+    no creator can hold the byte either: True, without the lock (docs/security.md, section 7,
+    says what that leaves)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        _ofd_lock(fd, fcntl.F_OFD_SETLK, fcntl.F_WRLCK, TAKEOVER_BYTE)
+        return True
     except BlockingIOError:
-        return False
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    return True
+        return _ofd_lock(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, TAKEOVER_BYTE) != fcntl.F_WRLCK
+
+
+def pid_namespace() -> int:
+    """The inode number of this process's pid namespace (0 if /proc does not say)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino & 0xFFFFFFFF
+    except OSError:
+        return 0
+
+
+def describe_writer(pid: int, pidns: int) -> str:
+    """Which process a userspace channel's writer is (or was), truthfully from any pid
+    namespace: ``pid`` and ``pidns`` are the header's writer_pid and writer_pidns, as the
+    writer's own namespace saw them. Whether it lives is the lock's to say (lock_is_free),
+    not this: a pid is only a name."""
+    here = pid_namespace()
+    if pidns and here and pidns != here:
+        return (f"pid {pid} of another pid namespace (inode {pidns}; a container's?), not "
+                f"this namespace's pid {pid}")
+    return f"pid {pid}"
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:
@@ -63,11 +124,15 @@ def same_file(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 def writer_holds(path: str) -> bool:
-    """Whether a live writer holds the channel at ``path`` (False if there is no file)."""
+    """Whether a live writer holds the channel at ``path`` (False if there is no file). The
+    path is opened as a reader opens it (never through a link another user planted)."""
+    d, name = open_dir(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+        fd, _ = open_in(d, name, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
     except FileNotFoundError:
         return False
+    finally:
+        d.close()
     try:
         return not lock_is_free(fd)
     finally:

@@ -57,6 +57,7 @@ cdef extern from "linux/seqshm.h" nogil:
         uint64_t waiters_dev
         uint64_t waiters_ino
         uint32_t wake_flags
+        uint32_t writer_pidns
         seqshm_field fields[32]
         uint64_t head
         uint32_t state
@@ -92,7 +93,6 @@ cdef extern from "wake.h" nogil:
     void seqshm_waker_init(seqshm_waker *wk, seqshm_header *h, int fence)
     void seqshm_waker_attach(seqshm_waker *wk, seqshm_waiters *w, int fd)
     void seqshm_wake_all(seqshm_header *h)
-    int seqshm_membarrier_register()
     int seqshm_wake_lock(int fd, int lock)
     int seqshm_wake_wait(const seqshm_header *h, uint32_t *count, int fence, uint64_t target,
                          uint64_t timeout_ns)

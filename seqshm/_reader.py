@@ -24,7 +24,8 @@ import numpy as np
 
 from seqshm import _core
 from seqshm._errors import ChannelEnded, ClosedError, FileTruncated, FormatError, ReadTimeout
-from seqshm._lifecycle import ChannelState, lock_is_free, process_start_time, same_file
+from seqshm._files import Directory, open_dir, open_in
+from seqshm._lifecycle import ChannelState, describe_writer, lock_is_free, same_file
 from seqshm._types import History, ReaderStats, Sample
 from seqshm._writer import read_waiters_id, waiters_path
 
@@ -117,15 +118,21 @@ def _renew_locks_in_child() -> None:
 os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
-def _open_region(path: str) -> tuple[int, bool, bytes, int, _core.Mapping]:
-    """Open ``path`` read-only and map its region: (fd, is_device, header, file_size, mapping)."""
+def _open_region(d: Directory, name: str, path: str
+                 ) -> tuple[int, bool, bool, bytes, int, _core.Mapping]:
+    """Open ``name`` in ``d`` (``path`` for messages) read-only, never through a link another
+    user planted (open_in), and map its region: (fd, is_device, followed a link, header,
+    file_size, mapping)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+        # O_NONBLOCK: a FIFO must not block
+        fd, followed = open_in(d, name, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise FileNotFoundError(
             errno.ENOENT, "no channel file there: check the path, or start the channel's "
             "writer first (`seqshm list` shows the channels there are)", path) from None
     except PermissionError as e:
+        if e.filename == path:  # open_in's refusal of a planted link says why itself
+            raise
         raise PermissionError(
             e.errno, "this user may not read the channel file: run as one its mode lets "
             "read, or have its writer create it with a wider mode (create(mode=0o644))",
@@ -158,7 +165,7 @@ def _open_region(path: str) -> tuple[int, bool, bytes, int, _core.Mapping]:
         except OSError as e:
             raise OSError(e.errno, f"cannot map {h['region_size']} bytes: {e.strerror}",
                           path) from None
-        return fd, not size, header, size, m
+        return fd, not size, followed, header, size, m
     except BaseException:
         os.close(fd)
         raise
@@ -194,12 +201,12 @@ class Reader(_core.ReaderEngine):
                  reopen: bool = False) -> None:
         """Open ``path``. ``timeout``: seconds a read waits for a consistent copy (None: no
         limit). Raises FileNotFoundError, PermissionError, FormatError, VersionError."""
-        # absolute: a later chdir() must not change which file state() and reopening look at;
-        # the directory resolved as open(2) resolves it (".." after a symlink is the link
-        # target's parent), the last component kept, so a reopening reader follows the name
-        # (a symlink at it included) as tail -F does
-        joined = os.path.join(os.getcwd(), os.fsdecode(os.fspath(path)))
-        p = os.path.join(os.path.realpath(os.path.dirname(joined)), os.path.basename(joined))
+        # The directory is resolved by the kernel (an absolute name for it kept, so a later
+        # chdir() does not change which file state() and reopening look at) and no path is
+        # resolved in userspace (a reopening reader follows the name, as tail -F does, with
+        # open_in's rule for links). Not held open: a reader costs one descriptor, not two.
+        d, self._name = open_dir(path)
+        p = d.join(self._name)
         self._fd = -1
         self._fd_lock = threading.Lock()
         self._timeout: float | None = None
@@ -207,7 +214,10 @@ class Reader(_core.ReaderEngine):
         self._follow_path = bool(reopen)
         self._next_switch = 0.0
         self._generation = 0  # channels this reader has moved to (reopen)
-        fd, self._device, header, size, m = _open_region(p)
+        try:
+            fd, self._device, self._followed, header, size, m = _open_region(d, self._name, p)
+        finally:
+            d.close()
         self._fd = fd
         self._attach(p, header, m, size)
         self._set_follow(self._follow_path)
@@ -273,12 +283,17 @@ class Reader(_core.ReaderEngine):
             if not self._device and lock_is_free(self._fd):
                 return ChannelState.WRITER_DIED
         try:
-            now = os.stat(self.path)
+            now = self._stat_path()
         except FileNotFoundError:
             return ChannelState.REMOVED
         if not same_file(st, now):
             return ChannelState.REPLACED if not self._device else ChannelState.CLOSED
         return ChannelState.OPEN
+
+    def _stat_path(self) -> os.stat_result:
+        """The file at this reader's name now, found as the reader found it (a link followed
+        only if open_in followed one)."""
+        return os.stat(self.path, follow_symlinks=self._followed)
 
     def _rewritten(self, size: int) -> bool:
         """Whether the file's header (``size`` bytes long) is no longer the one this reader
@@ -307,11 +322,9 @@ class Reader(_core.ReaderEngine):
 
     def _writer_text(self) -> str:
         h = self.header
-        pid, start = h["writer_pid"], h["writer_start"]
-        if self._device or not pid:
+        if self._device or not h["writer_pid"]:
             return "the kernel"
-        alive = process_start_time(pid) == start if start else process_start_time(pid) is not None
-        return f"writer pid {pid}" + ("" if alive else " (exited)")
+        return "writer " + describe_writer(h["writer_pid"], h["writer_pidns"])
 
     def _ended_error(self, state: ChannelState) -> ChannelEnded:
         what = {
@@ -335,7 +348,11 @@ class Reader(_core.ReaderEngine):
             return False
         self._next_switch = now + CHECK_INTERVAL_S
         try:
-            fd, device, header, size, m = _open_region(self.path)
+            d, _ = open_dir(self.path)
+            try:
+                fd, device, followed, header, size, m = _open_region(d, self._name, self.path)
+            finally:
+                d.close()
         except (OSError, FormatError) as e:
             self._no_follow = f"{type(e).__name__}: {e}"
             return False
@@ -355,7 +372,7 @@ class Reader(_core.ReaderEngine):
                 self._incompatible = True
                 return False
             self._incompatible = False
-            old, self._fd, self._device = self._fd, fd, device
+            old, self._fd, self._device, self._followed = self._fd, fd, device, followed
             self._attach(self.path, header, m, size)
             self._generation += 1
             os.close(old)
@@ -566,6 +583,18 @@ class Reader(_core.ReaderEngine):
                 return target
         raise self._ended_error(state)
 
+    def _open_sidecar(self) -> int:
+        """Open the channel's sidecar for writing, in the directory where the channel file is
+        (where its writer made it), never through a link. The header's (st_dev, st_ino) and
+        the sidecar's line 0 decide whether it is the channel's, so a planted one is ignored."""
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+        if not self._followed:
+            return os.open(waiters_path(self.path), flags)
+        with self._fd_lock:  # the file a link led to: its directory, as the kernel names it
+            self._check_not_closed()
+            real = os.readlink(f"/proc/self/fd/{self._fd}")
+        return os.open(waiters_path(real), flags)
+
     def _open_waiters(self) -> None:
         """Sleep through the channel's sidecar from now on, if the header names one and the
         file at its place is it (st_dev and st_ino as the header says, and it names our
@@ -575,8 +604,7 @@ class Reader(_core.ReaderEngine):
         if not h["waiters_ino"]:
             return
         try:
-            fd = os.open(waiters_path(os.path.realpath(self.path)),
-                         os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = self._open_sidecar()
         except OSError:
             return  # none (not yet renamed into place, removed) or not ours to write
         try:

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
 import struct
-import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from seqshm import _core
 from seqshm._dtype import element_type
-from seqshm._errors import WriterBusy
-from seqshm._lifecycle import process_start_time, same_file
+from seqshm._errors import FormatError, VersionError, WriterBusy
+from seqshm._files import Directory, NewFile, split
+from seqshm._lifecycle import (
+    hold_liveness,
+    lock_is_free,
+    pid_namespace,
+    process_start_time,
+    same_file,
+    take_over,
+)
 
 __all__ = ["Writer", "create"]
 
@@ -36,8 +42,6 @@ def _disown_in_child() -> None:
 
 os.register_at_fork(after_in_child=_disown_in_child)
 
-#: Tests set this to make writers fence every write, as when membarrier(2) is unavailable.
-_FORCE_FENCE = False
 _WAITERS = _core.abi_layout()["waiters"]
 #: Line 0 of a sidecar: its magic and the (st_dev, st_ino) of the channel file it serves.
 WAITERS_ID = struct.Struct("=QQQ")
@@ -49,70 +53,16 @@ def read_waiters_id(fd: int) -> tuple[int, int, int]:
     return magic, dev, ino
 
 
+def waiters_name(name: str) -> str:
+    """The name of the sidecar of the channel file ``name`` in the same directory, where its
+    sleeping readers count themselves: ``.<name>.waiters`` (hidden; ``seqshm list`` skips it)."""
+    return f".{name}.waiters"
+
+
 def waiters_path(path: str) -> str:
-    """The sidecar file of the channel at ``path`` where its sleeping readers count themselves:
-    ``<dir>/.<name>.waiters`` (hidden; ``seqshm list`` skips it)."""
+    """The sidecar file of the channel at ``path`` (see waiters_name)."""
     directory, name = os.path.split(path)
-    return os.path.join(directory, f".{name}.waiters")
-
-
-class _NewFile:
-    """A new file in ``directory`` that has no name until it is linked into place
-    (O_TMPFILE), so a creator killed before then (SIGKILL, or SIGTERM's default action, which
-    runs no Python cleanup) leaves nothing behind. Where O_TMPFILE or /proc is missing, a
-    named temporary ``<prefix>XXXX.tmp``, as mkstemp makes."""
-
-    def __init__(self, directory: str, prefix: str) -> None:
-        self.directory, self.prefix = directory, prefix
-        self.name: str | None = None
-        try:
-            self.fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                raise
-        else:
-            if os.path.exists(self._proc()):
-                return
-            os.close(self.fd)
-        self.fd, self.name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
-
-    def _proc(self) -> str:
-        return f"/proc/self/fd/{self.fd}"
-
-    def link(self, path: str) -> None:
-        """Give the file the name ``path`` too: atomic, FileExistsError if it is taken."""
-        if self.name is not None:
-            os.link(self.name, path)
-            return
-        # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file. os.link()
-        # calls linkat() only when given a directory fd (plain link() would try to link the
-        # /proc symlink itself: EXDEV), so it gets the destination's directory.
-        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.link(self._proc(), os.path.basename(path), dst_dir_fd=dfd, follow_symlinks=True)
-        finally:
-            os.close(dfd)
-
-    def named(self) -> str:
-        """A name in the directory (made now if it has none), to rename over a path."""
-        while self.name is None:
-            candidate = os.path.join(self.directory,
-                                     f"{self.prefix}{os.urandom(6).hex()}.tmp")
-            with contextlib.suppress(FileExistsError):
-                self.link(candidate)
-                self.name = candidate
-        return self.name
-
-    def renamed(self) -> None:
-        """The named temporary was renamed into place: it is no longer ours to remove."""
-        self.name = None
-
-    def discard_name(self) -> None:
-        """Remove the temporary name, if any (the file lives on while open or linked)."""
-        if self.name is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.name)
-            self.name = None
+    return os.path.join(directory, waiters_name(name))
 
 
 def _reserve(fd: int, size: int, path: str) -> None:
@@ -128,19 +78,19 @@ def _reserve(fd: int, size: int, path: str) -> None:
         raise OSError(e.errno, why, path) from None
 
 
-def _make_waiters(directory: str, name: str, mode: int, channel: os.stat_result
-                  ) -> _NewFile:
+def _make_waiters(d: Directory, name: str, mode: int, channel: os.stat_result) -> NewFile:
     """A new sidecar for the channel file ``channel`` (its stat), unnamed until it is
-    renamed into place once the channel has its path.
+    linked into place once the channel has its name ``name`` in ``d``.
 
-    Writable by every class of user (owner, group, others) that ``mode`` lets read the
-    channel: its readers cannot write the channel's region, and count themselves here.
-    fchmod, not the creation mode, so the umask does not take that away."""
-    new = _NewFile(directory, f".{name}.waiters.")
+    Writable by exactly the classes of user (owner, group, others) that ``mode`` lets read the
+    channel: its readers cannot write the channel's region, and count themselves here; a
+    class that may not read the channel may not touch its sidecar either. fchmod, not the
+    creation mode, so the umask does not take that away."""
+    new = NewFile(d, f".{name}.waiters.")
     try:
         readable = mode & 0o444
         os.fchmod(new.fd, readable | (readable >> 1))
-        _reserve(new.fd, _core.ALIGN, os.path.join(directory, f".{name}.waiters"))
+        _reserve(new.fd, _core.ALIGN, d.join(waiters_name(name)))
         os.pwrite(new.fd, WAITERS_ID.pack(_core.WAITERS_MAGIC, channel.st_dev, channel.st_ino),
                   _WAITERS["magic"])
     except BaseException:
@@ -155,25 +105,24 @@ def _make_waiters(directory: str, name: str, mode: int, channel: os.stat_result
 STALE_SIDECAR_AGE_S = 60.0
 
 
-def _sweep_stale_waiters(directory: str) -> None:
-    """Remove ``directory``'s sidecars whose channel is gone: a writer killed by SIGKILL, or a
+def _sweep_stale_waiters(d: Directory) -> None:
+    """Remove ``d``'s sidecars whose channel is gone: a writer killed by SIGKILL, or a
     channel file removed with rm rather than ``close(unlink=True)``, leaves its
     ``.NAME.waiters`` (4 KiB of tmpfs) behind, and nothing else ever would remove it. Stale
     means the file at NAME is missing or is not the channel the sidecar names (st_dev,
     st_ino, line 0), and the sidecar was last written over STALE_SIDECAR_AGE_S ago (mtime).
-    Best effort: a sidecar removed in a race costs its readers only their futex sleep (they
-    poll instead)."""
+    Every name is looked up in ``d`` without following links. Best effort: a sidecar removed
+    in a race costs its readers only their futex sleep (they poll instead)."""
     try:
-        names = [n for n in os.listdir(directory)
-                 if n.startswith(".") and n.endswith(".waiters")]
+        names = [n for n in d.listdir() if n.startswith(".") and n.endswith(".waiters")]
     except OSError:
         return
     now = time.time()
     for n in names:
-        side = os.path.join(directory, n)
-        channel = os.path.join(directory, n[1:-len(".waiters")])
+        channel = n[1:-len(".waiters")]
         try:
-            fd = os.open(side, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(n, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                         dir_fd=d.fd)
         except OSError:
             continue
         try:
@@ -184,14 +133,14 @@ def _sweep_stale_waiters(directory: str) -> None:
             if magic != _core.WAITERS_MAGIC:
                 continue  # not one of ours
             try:
-                ch = os.stat(channel)
+                ch = os.stat(channel, dir_fd=d.fd, follow_symlinks=False)
                 if (ch.st_dev, ch.st_ino) == (dev, ino):
                     continue  # its channel is there
             except FileNotFoundError:
                 pass
-            cur = os.stat(side, follow_symlinks=False)
+            cur = os.stat(n, dir_fd=d.fd, follow_symlinks=False)
             if (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
-                os.unlink(side)
+                os.unlink(n, dir_fd=d.fd)
         except (OSError, struct.error):
             continue
         finally:
@@ -203,10 +152,10 @@ class Writer(_core.WriterEngine):
 
     ``write(data)`` publishes a whole payload (the channel's ``shape`` and ``dtype``);
     ``with writing() as buf:`` (or ``begin()``/``end()``) fills a private copy of the last
-    payload and publishes it at the end. The writer holds an exclusive flock on the file from
-    create() to close(): one writer per channel across processes; writes from several threads
-    are serialized; in a forked child every call raises WriterBusy. ``close()`` marks the
-    channel closed, so readers see its end.
+    payload and publishes it at the end. The writer holds a write lock (F_OFD_SETLK) on the
+    file from create() to close(): one writer per channel across processes; writes from
+    several threads are serialized; in a forked child every call raises WriterBusy.
+    ``close()`` marks the channel closed, so readers see its end.
     """
 
     def __init__(self, fd: int, path: str) -> None:
@@ -219,6 +168,10 @@ class Writer(_core.WriterEngine):
         self._owner = os.getpid()
         self._pending: tuple[np.ndarray, int] | None = None
         self._waiters_id: tuple[int, int] | None = None  # the sidecar's (st_dev, st_ino)
+        # the directory (held open) and name of the channel file, set by create(): close()
+        # finds its file and sidecar there, whatever was renamed or planted above it since
+        self._dir: Directory | None = None
+        self._name = os.path.basename(path)
         _writers.add(self)
 
     def __del__(self) -> None:
@@ -299,21 +252,25 @@ class Writer(_core.WriterEngine):
                 # The sidecar goes with every close: after the end no reader sleeps. Still
                 # under the channel's lock, so it is ours (a creator replaces it only holding
                 # the lock).
-                if self._waiters_id is not None:
-                    side = waiters_path(self.path)
+                d, name = self._dir, self._name
+                if self._waiters_id is not None and d is not None:
+                    side = waiters_name(name)
                     with contextlib.suppress(FileNotFoundError):
-                        st = os.stat(side)
+                        st = os.stat(side, dir_fd=d.fd, follow_symlinks=False)
                         if (st.st_dev, st.st_ino) == self._waiters_id:
-                            os.unlink(side)
-                if unlink:
+                            os.unlink(side, dir_fd=d.fd)
+                if unlink and d is not None:
                     # Still holding the lock: no creator can replace the path between the
                     # check and the unlink (create() takes the old file's lock to replace it).
                     with contextlib.suppress(FileNotFoundError):
-                        if same_file(os.fstat(fd), os.stat(self.path)):
-                            os.unlink(self.path)
+                        if same_file(os.fstat(fd), os.stat(name, dir_fd=d.fd,
+                                                          follow_symlinks=False)):
+                            os.unlink(name, dir_fd=d.fd)
             finally:
                 self._fd = -1
                 os.close(fd)
+                if self._dir is not None:
+                    self._dir.close()
 
     def __enter__(self) -> Writer:
         return self
@@ -345,59 +302,104 @@ def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(n) for n in dims)  # type: ignore[call-overload]
 
 
-#: A live writer holds its lock for good; a reader's liveness probe (lock_is_free) holds a
-#: shared lock for microseconds. A creator retries this long before it calls the path busy.
+#: A creator replacing a dead channel holds its takeover lock for microseconds, and a child
+#: forked by a writer that just closed lets go of its copy of the file (and so of the lock)
+#: a moment after the fork: a creator retries this long before it calls the path busy.
 _LOCK_RETRY_S = 0.02
 
 
-def _lock_old(fd: int, path: str) -> None:
-    """Take the exclusive lock of the channel file open as ``fd``, or raise WriterBusy."""
+def _take_old(old: int, path: str) -> None:
+    """Make sure the old channel file open as ``old`` may be replaced: its writer is gone
+    (lock_is_free) and no other creator is replacing it (take_over); else WriterBusy."""
     deadline = time.monotonic() + _LOCK_RETRY_S
     while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        alive = not lock_is_free(old)
+        if not alive and take_over(old):
             return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise WriterBusy("another writer holds this channel", path) from None
-            time.sleep(0.001)
+        if time.monotonic() >= deadline:
+            raise WriterBusy("another writer holds this channel" if alive else
+                             "another creator is replacing this channel", path)
+        time.sleep(0.001)
 
 
-def _take_path(new: _NewFile, path: str, overwrite: bool) -> None:
-    """Put the complete, locked channel file ``new`` at ``path``, atomically: of creators
-    racing for one path exactly one wins and the others get WriterBusy (or FileExistsError
-    without ``overwrite``). Replacing a channel takes its file's lock first, so a live writer
-    is never replaced, and marks it REPLACED, so its readers see the end at once."""
+def _open_old(d: Directory, name: str, path: str) -> tuple[int, bool] | None:
+    """The file at ``name`` in ``d``, which create(overwrite=True) is to replace, open without
+    following a link: (fd, open for writing), or None when it is gone. What is replaced: a
+    seqshm channel, or any other file but a directory that this user owns. Refused with
+    FileExistsError saying what it is: a symbolic link (which another user may have planted
+    to have this creator replace or write its target), a directory, and another user's file
+    that is not a channel (root may replace anything in a sticky directory; it must not
+    destroy other users' files because a name was asked for)."""
+    flags = os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW  # a FIFO must not block
+    try:
+        try:
+            fd, writable = os.open(name, os.O_RDWR | flags, dir_fd=d.fd), True
+        except (PermissionError, IsADirectoryError, OSError) as e:
+            if e.errno == errno.ELOOP:
+                raise
+            fd, writable = os.open(name, os.O_RDONLY | flags, dir_fd=d.fd), False
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENXIO):  # ENXIO: a socket
+            raise
+        kind = "a symbolic link" if e.errno == errno.ELOOP else "a socket"
+        raise FileExistsError(errno.EEXIST, f"{kind}, not a channel: not replaced (remove it, "
+                              "or create the channel at another path)", path) from None
+    try:
+        st = os.fstat(fd)
+        what: str | None = None
+        if stat.S_ISDIR(st.st_mode):
+            what = "a directory"
+        elif not _is_channel(fd, st, path) and st.st_uid != os.geteuid():
+            what = f"a file of uid {st.st_uid} that is not a seqshm channel"
+        if what is not None:
+            raise FileExistsError(errno.EEXIST, f"{what}: not replaced (remove it, or create "
+                                  "the channel at another path)", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, writable and stat.S_ISREG(st.st_mode)
+
+
+def _is_channel(fd: int, st: os.stat_result, path: str) -> bool:
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    try:
+        _core.check_header(os.pread(fd, _core.HEADER_SIZE, 0), st.st_size, path)
+        return True
+    except (FormatError, VersionError):
+        return False
+
+
+def _take_path(new: NewFile, name: str, path: str, overwrite: bool) -> None:
+    """Put the complete, locked channel file ``new`` at ``name`` in its directory,
+    atomically: of creators racing for one path exactly one wins and the others get
+    WriterBusy (or FileExistsError without ``overwrite``). A channel is replaced only when its
+    writer is gone, and is marked REPLACED, so its readers see the end at once."""
+    d = new.d
     for _ in range(100):
         try:
-            new.link(path)  # atomic: fails if the path exists
+            new.link(name)  # atomic: fails if anything, a link included, has the name
             new.discard_name()
             return
         except FileExistsError:
             if not overwrite:
                 raise FileExistsError(
                     17, "channel exists (pass overwrite=True to replace it)", path) from None
-        try:
-            old = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
-            writable = True
-        except PermissionError:
-            old = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-            writable = False
-        except FileNotFoundError:
-            if os.path.islink(path):  # a dangling symlink: nobody writes there, replace it
-                os.replace(new.named(), path)
-                new.renamed()
-                return
+        opened = _open_old(d, name, path)
+        if opened is None:
             continue  # removed meanwhile: link again
+        old, writable = opened
         try:
-            _lock_old(old, path)
+            _take_old(old, path)
             try:
-                if not same_file(os.fstat(old), os.stat(path)):
-                    continue  # replaced while we took the lock: look at the new one
+                if not same_file(os.fstat(old), os.stat(name, dir_fd=d.fd,
+                                                        follow_symlinks=False)):
+                    continue  # replaced while we looked: look at the new one
             except FileNotFoundError:
                 continue
-            os.replace(new.named(), path)
-            new.renamed()
+            new.replace(name)  # rename(2): replaces the entry, never follows it
             if writable:
                 _core.mark_state(old, _core.STATE_REPLACED, path)
             return
@@ -428,10 +430,10 @@ def create(
     readers see the end at once (and followers move to the new one). ``mode``: the file's
     permission bits (0o000 to 0o777; the umask does not apply).
     """
-    # absolute: close(unlink=True) after a chdir() must still find the file
-    # resolved as open(2) would: ".." after a symlink is the link target's parent, and a
-    # symlink at the path is written through (the link stays; its target is the channel)
-    path = os.path.realpath(os.fspath(path))
+    # The directory is opened by the kernel (fs.protected_symlinks applies to it) and held:
+    # every name below is made relative to it, never through a path resolved in userspace.
+    directory, base = split(path)
+    path = os.path.join(directory, base)
     try:
         element = element_type(dtype)
         dims = _shape(shape)
@@ -452,58 +454,78 @@ def create(
             raise ValueError(f"mode {oct(mode)} is not permission bits from 0o000 to 0o777")
         pid = os.getpid()
         start = process_start_time(pid) or 0
-        header, region_size = _core.build_header(name, int(nr_slots), dims, element, pid,
-                                                 start)
+        _, region_size = _core.build_header(name, int(nr_slots), dims, element, pid, start)
     except (TypeError, ValueError) as e:
         raise type(e)(f"{path}: {e}") from None
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, "a directory, not a channel: choose another path", path)
-    if os.path.lexists(path) and not overwrite:
-        raise FileExistsError(17, "channel exists (pass overwrite=True to replace it)", path)
-    directory = os.path.dirname(path)
-    base = os.path.basename(path)
+    d = Directory(directory, path)
+    path = d.join(base)  # the directory as the kernel resolved it
     try:
-        new = _NewFile(directory, f".{base}.")
-    except FileNotFoundError:
-        raise FileNotFoundError(2, f"no directory {directory}", path) from None
+        writer = _create_in(d, base, path, mode, overwrite,
+                            lambda side: _core.build_header(
+                                name, int(nr_slots), dims, element, pid, start,
+                                waiters_dev=side.st_dev, waiters_ino=side.st_ino,
+                                wake_flags=_core.WAKE_F_FENCE,
+                                writer_pidns=pid_namespace())[0], region_size)
+    except BaseException:
+        d.close()
+        raise
+    return writer
+
+
+def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
+               header_for: Callable[[os.stat_result], bytes], region_size: int) -> Writer:
+    """create()'s file work: the channel file and its sidecar made unnamed in ``d``, filled,
+    locked, then linked at ``base``. On any exception, KeyboardInterrupt included, nothing is
+    left: no name, no descriptor (the caller closes ``d``)."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.stat(base, dir_fd=d.fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "a directory, not a channel: choose another path", path)
+        if not overwrite:
+            raise FileExistsError(17, "channel exists (pass overwrite=True to replace it)", path)
+    try:
+        new = NewFile(d, f".{base}.")
     except PermissionError:
-        raise PermissionError(13, f"cannot create a file in {directory}", path) from None
+        raise PermissionError(13, f"cannot create a file in {d.path}", path) from None
     fd = new.fd
     writer = None
     side_fd, side_new = -1, None
     try:
         os.fchmod(fd, mode)
-        # The sidecar where sleeping readers count themselves, named in the header. Without
-        # membarrier(2) the writer fences every write instead, and says so (wake.h).
-        side_new = _make_waiters(directory, base, mode, os.fstat(fd))
+        # The sidecar where sleeping readers count themselves, named in the header. The writer
+        # fences every write (WAKE_F_FENCE) rather than register for membarrier(2)'s global
+        # expedited command: that registration would let any local user interrupt the
+        # writer's CPUs at will (docs/security.md, section 2).
+        side_new = _make_waiters(d, base, mode, os.fstat(fd))
         side_fd = side_new.fd
         side = os.fstat(side_fd)
-        fence = _FORCE_FENCE or not _core.membarrier_register()
-        header, _ = _core.build_header(name, int(nr_slots), dims, element, pid, start,
-                                       waiters_dev=side.st_dev, waiters_ino=side.st_ino,
-                                       wake_flags=_core.WAKE_F_FENCE if fence else 0)
         # Reserve the memory now: a full tmpfs then fails here with ENOSPC, not later with
         # SIGBUS on a write into a sparse page.
         _reserve(fd, region_size, path)
-        os.pwrite(fd, header, 0)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(fd, header_for(side), 0)
+        hold_liveness(fd)  # unnamed so far: nobody else can hold or block it
         writer = Writer(fd, path)
+        writer._dir, writer._name = d, base
         waiters = _core.WaitersFile(side_fd)  # owns side_fd from here
         side_fd = -1
         writer._set_waiters(waiters)
         writer._waiters_id = (side.st_dev, side.st_ino)
-        _take_path(new, path, overwrite)
+        _take_path(new, base, path, overwrite)
         # Only now, holding the channel (a creator that lost would have replaced the sidecar
         # of a live writer): a new file, so readers of an old channel keep the old one and
         # readers of ours find the one the header names. Readers that open the channel
         # before this poll, and look for the sidecar again every 0.1 s.
         try:
-            side_new.link(waiters_path(path))  # none there yet: never a temporary name
+            side_new.link(waiters_name(base))  # none there yet: never a temporary name
             side_new.discard_name()
-        except FileExistsError:  # an older channel's: replaced, through a name of its own
-            os.replace(side_new.named(), waiters_path(path))
-            side_new.renamed()
-        _sweep_stale_waiters(directory)
+        except FileExistsError:  # an older channel's, or a planted file: replaced, not followed
+            try:
+                side_new.replace(waiters_name(base))
+            except PermissionError:
+                # another user's file at the name, in a sticky directory: the channel works
+                # without a sidecar (its readers poll) rather than not at all
+                side_new.discard_name()
+        _sweep_stale_waiters(d)
     except BaseException:
         new.discard_name()
         if side_new is not None:
@@ -513,6 +535,7 @@ def create(
         if writer is None:
             os.close(fd)
         else:
+            writer._dir = None  # the caller closes it
             writer.close()
         raise
     return writer

@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import multiprocessing
+import multiprocessing.process
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -15,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -318,3 +322,85 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for line in _REPORT:
             terminalreporter.write_line(line)
 
+
+
+# -- a second, unprivileged user (tests of the boundary between tenants) ---------------------
+
+#: The account the suite makes for a second local user when it runs as root (CI does).
+TENANT = "seqshm-tenant"
+
+
+class Tenant:
+    """A second, unprivileged local user: ``run(fn, *args)`` calls ``fn`` in a child forked
+    from this process that has dropped to that user's uid and gid (no supplementary groups)
+    and returns its result; ``start(fn, *args)`` leaves such a child running (``stop()``).
+    Forked, not exec'd, so that it needs no access to this interpreter's files (a venv under
+    /root is not the other user's to run)."""
+
+    def __init__(self, uid: int, gid: int) -> None:
+        self.uid, self.gid = uid, gid
+        self._ctx = multiprocessing.get_context("fork")
+        self._running: list[multiprocessing.process.BaseProcess] = []
+
+    def _child(self, fn: Callable[..., Any], args: tuple[Any, ...], out: Any) -> None:
+        os.setgroups([])
+        os.setgid(self.gid)
+        os.setuid(self.uid)
+        try:
+            out.send((True, fn(*args)))
+        except BaseException as e:  # the parent re-raises it
+            out.send((False, e))
+
+    def run(self, fn: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Any:
+        mine, theirs = self._ctx.Pipe(duplex=False)
+        p = self._ctx.Process(target=self._child, args=(fn, args, theirs))
+        p.start()
+        try:
+            if not mine.poll(timeout):
+                raise TimeoutError(f"{fn.__name__} as {TENANT} did not return in {timeout} s")
+            ok, value = mine.recv()
+        finally:
+            p.kill()
+            p.join()
+        if not ok:
+            raise value
+        return value
+
+    def start(self, fn: Callable[..., Any], *args: Any) -> multiprocessing.process.BaseProcess:
+        mine, theirs = self._ctx.Pipe(duplex=False)
+        p = self._ctx.Process(target=self._child, args=(fn, args, theirs), daemon=True)
+        p.start()
+        self._running.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in self._running:
+            p.kill()
+            p.join()
+        self._running.clear()
+
+
+@pytest.fixture(scope="session")
+def tenant_account() -> tuple[int, int]:
+    """(uid, gid) of the second user, made with useradd when the suite runs as root."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to make a second, unprivileged user (CI runs as root): run "
+                    "the suite as root to test what one local user can do to another's channel")
+    try:
+        pw = pwd.getpwnam(TENANT)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        if not os.path.exists(useradd):
+            pytest.skip("no useradd here to make the second user " + TENANT)
+        subprocess.run([useradd, "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", TENANT], check=True, capture_output=True)
+        pw = pwd.getpwnam(TENANT)
+    return pw.pw_uid, pw.pw_gid
+
+
+@pytest.fixture
+def other_user(tenant_account: tuple[int, int]) -> Iterator[Tenant]:
+    """A second, unprivileged local user (see Tenant); its children end with the test."""
+    t = Tenant(*tenant_account)
+    yield t
+    t.stop()

@@ -1123,11 +1123,12 @@ def test_create_errors_name_the_path(tmp_path: Any) -> None:
         seqshm.create(path, np.int64, overwrite=True)
     link = str(tmp_path / "dangling")
     os.symlink(str(tmp_path / "nowhere"), link)
-    with seqshm.create(link, np.int64, overwrite=True) as w:
-        # written through, as open(2) with O_CREAT does: the link now leads to the channel
-        assert w.write(1) == 1 and os.path.islink(link) and os.path.exists(link)
-        assert w.path == str(tmp_path / "nowhere")
-        w.close(unlink=True)
+    for overwrite in (False, True):
+        # never written through (another user may have planted it: docs/security.md, 3)
+        with pytest.raises(FileExistsError, match="symbolic link|channel exists") as e:
+            seqshm.create(link, np.int64, overwrite=overwrite)
+        assert e.value.filename == link
+    assert os.path.islink(link) and not os.path.lexists(tmp_path / "nowhere")
 
 
 def test_relative_paths_survive_a_chdir(tmp_path: Any, monkeypatch: Any) -> None:
@@ -1395,11 +1396,11 @@ def test_a_creator_killed_as_it_names_the_sidecar_leaves_no_temporary(
     assert not [f for f in left if f.endswith(".tmp")], left
 
 
-def test_overwriting_through_a_symlink_writes_its_target(tmp_path: Any) -> None:
-    """create(LINK, overwrite=True) over a closed channel at the link's target: the link stays
-    a link, the new channel is at the target, the old one is marked replaced at its own path,
-    and a reopening reader of the target moves to the new one. Before: the link was replaced
-    by a file, and the untouched target was marked REPLACED, its reader stranded."""
+def test_overwriting_a_symlink_is_refused_and_strands_no_reader(tmp_path: Any) -> None:
+    """create(LINK, overwrite=True) over a closed channel at the link's target: refused (a
+    link at a channel's path may have been planted by another user to have the creator
+    replace or write its target: docs/security.md, section 3); the link, the old channel
+    and its reader are untouched, and create() at the target itself replaces the channel."""
     real, link = str(tmp_path / "real"), str(tmp_path / "link")
     w = seqshm.create(real, np.uint8, (4,))
     w.write(np.full(4, 1, np.uint8))
@@ -1407,8 +1408,10 @@ def test_overwriting_through_a_symlink_writes_its_target(tmp_path: Any) -> None:
     with seqshm.open(real, reopen=True, timeout=5) as r:
         assert r.snapshot()[0] == 1
         w.close()
-        with seqshm.create(link, np.uint8, (4,), overwrite=True) as w2:
-            assert os.path.islink(link) and w2.path == real
+        with pytest.raises(FileExistsError, match="symbolic link"):
+            seqshm.create(link, np.uint8, (4,), overwrite=True)
+        assert os.path.islink(link) and r.state is ChannelState.CLOSED
+        with seqshm.create(real, np.uint8, (4,), overwrite=True) as w2:
             w2.write(np.full(4, 2, np.uint8))
             assert r.wait(timeout=5)
             assert r.snapshot()[0] == 2

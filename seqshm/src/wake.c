@@ -1,4 +1,4 @@
-/* seqshm wake-ups: futex sleeps of readers, the writer's wake, membarrier, the count's reset. */
+/* seqshm wake-ups: futex sleeps of readers, the writer's wake, the count's reset. */
 #define _GNU_SOURCE
 #include "wake.h"
 
@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
-#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -103,28 +102,6 @@ void seqshm_wake_all(struct seqshm_header *h)
 	seqshm_futex(seqshm_head_word(h), FUTEX_WAKE, INT_MAX, NULL);
 }
 
-#define SEQSHM_MEMBARRIER_NEEDS \
-	(MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
-
-int seqshm_membarrier_register(void)
-{
-	static int result = 1;	/* 1: not tried yet */
-	long cmds;
-	int rc = 0;
-
-	if (__atomic_load_n(&result, __ATOMIC_ACQUIRE) != 1)
-		return result;
-	cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-	if (cmds < 0)
-		rc = -errno;
-	else if ((cmds & SEQSHM_MEMBARRIER_NEEDS) != SEQSHM_MEMBARRIER_NEEDS)
-		rc = -ENOSYS;
-	else if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) != 0)
-		rc = -errno;
-	__atomic_store_n(&result, rc, __ATOMIC_RELEASE);	/* two racing first calls agree */
-	return rc;
-}
-
 int seqshm_wake_lock(int fd, int lock)
 {
 	struct flock fl = { .l_type = lock ? F_RDLCK : F_UNLCK, .l_whence = SEEK_SET,
@@ -184,18 +161,18 @@ int seqshm_wake_wait(const struct seqshm_header *h, uint32_t *count, int fence,
 
 	/* Count ourselves before the last look at head: seq_cst, a full barrier by itself. */
 	__atomic_fetch_add(count, 1, __ATOMIC_SEQ_CST);
-	/* Pairs with the writer's barrier in seqshm_waker_after_publish(): store count, then
-	 * load head, against the writer's store head, then load count (store buffering). A
-	 * registered writer has only a compiler barrier there; membarrier() runs a full barrier
-	 * in each of its running threads, so either our load below sees its store of head, or
-	 * its later load of count sees our increment and it wakes us. A fencing writer needs
-	 * only our own full fence. */
-	if (fence) {
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	} else if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) {
+	/* Pairs with the writer's full fence in seqshm_waker_after_publish(): store count, then
+	 * load head, against the writer's store head, then load count (store buffering): with a
+	 * full fence on each side, either our load below sees its store of head, or its later
+	 * load of count sees our increment and it wakes us. A writer without WAKE_F_FENCE (one
+	 * that relied on membarrier(2), which seqshm's writers no longer register for: that
+	 * registration let any local user interrupt the writer's CPUs) orders nothing there for
+	 * us, so we poll: no sleep could be sure to be woken. */
+	if (!fence) {
 		__atomic_fetch_sub(count, 1, __ATOMIC_RELEASE);
 		return SEQSHM_WAKE_ENOBARRIER;
 	}
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	/* Pairs with the writer's store-release of head (and of state at the end). */
 	head = seqshm_load_acquire(&h->head);
 	if (head <= target && seqshm_load_acquire(&h->state) == SEQSHM_STATE_OPEN)

@@ -9,7 +9,7 @@
 /*
  * The protocol is in the top comment of linux/seqshm.h ("Waking sleepers"). In short: a
  * reader counts itself in the sidecar's @count, makes its increment visible to the writer
- * (membarrier), re-checks head and state, and sleeps in a shared futex on the low 32 bits of
+ * (a full fence, paired with the writer's), re-checks head and state, and sleeps in a shared futex on the low 32 bits of
  * head (and on state); the writer, after its store-release of head, loads @count and calls
  * FUTEX_WAKE only when it is nonzero.
  *
@@ -37,7 +37,7 @@ struct seqshm_waker {
 extern uint32_t seqshm_no_waiters;
 
 /* Status of seqshm_wake_wait() beside SEQSHM_OK and SEQSHM_ETIMEDOUT (seqshm_protocol.h). */
-#define SEQSHM_WAKE_ENOBARRIER	(-20)	/* membarrier() failed: this process must poll */
+#define SEQSHM_WAKE_ENOBARRIER	(-20)	/* the writer does not fence: this process must poll */
 
 /* The 32-bit word of @head a futex waits on: its low half, in either byte order. */
 static inline uint32_t *seqshm_head_word(const struct seqshm_header *h)
@@ -82,10 +82,6 @@ static inline void seqshm_waker_after_publish(struct seqshm_waker *wk)
  * was stored before the wake) is all the ordering a sleeper needs.
  */
 void seqshm_wake_all(struct seqshm_header *h);
-
-/* Register this process for MEMBARRIER_CMD_GLOBAL_EXPEDITED (once; later calls return the
- * first result): 0, or -errno when the kernel lacks it or a seccomp filter forbids it. */
-int seqshm_membarrier_register(void);
 
 /* Take (@lock) or drop the reader's read lock on byte 0 of the sidecar open as @fd: 0 or
  * -errno (-EAGAIN or -EACCES: the writer is resetting the count right now). */

@@ -14,8 +14,8 @@
  *   payload_offset + k * slot_stride                 slot k payload
  *   region_size            end (a multiple of SEQSHM_ALIGN)
  *
- * Who writes what: exactly one writer (the kernel, or one userspace process holding an
- * exclusive flock on the file) writes every byte. Readers map the region read-only and never
+ * Who writes what: exactly one writer (the kernel, or one userspace process holding a
+ * write lock, F_OFD_SETLK, on byte 0 of the file) writes every byte. Readers map the region read-only and never
  * write. The static fields (everything in struct seqshm_header before @head) are written once,
  * before @magic is stored with release semantics; a reader that sees the magic sees them all.
  *
@@ -232,10 +232,12 @@ struct seqshm_slot {
  * @nr_slots:	number of slots: a power of two from 1 to SEQSHM_MAX_SLOTS.
  * @flags:	SEQSHM_F_*; readers reject unknown bits.
  * @clock_id:	clock of @timestamp_ns (CLOCK_MONOTONIC = 1).
- * @writer_pid:	thread-group id of a userspace writer, 0 for the kernel. Informational: a pid
- *		can be reused, so a reader tells a live writer by the exclusive flock(2) the
- *		writer holds on the file for the channel's whole life, and uses the pid and
- *		@writer_start only to say which process that is (or was).
+ * @writer_pid:	thread-group id of a userspace writer in its own pid namespace, 0 for the
+ *		kernel. Informational: a pid can be reused and means another process in another
+ *		namespace, so a reader tells a live writer by the write lock (F_OFD_SETLK on
+ *		byte 0) the writer holds on the file for the channel's whole life, which needs a
+ *		descriptor open for writing, and uses the pid and @writer_start only to say
+ *		which process that is (or was).
  *
  * Cache line 1 (static):
  * @name:	channel name, NUL-terminated, printable ASCII.
@@ -259,7 +261,10 @@ struct seqshm_slot {
  * @waiters_ino: st_ino of that sidecar; 0 when there is none (readers then poll).
  * @wake_flags:	SEQSHM_WAKE_*: written by the writer before the magic, read by readers;
  *		unknown bits are ignored. 0 for the kernel.
- * @__reserved1: zero.
+ * @writer_pidns: inode number of the writer's pid namespace (st_ino of /proc/self/ns/pid,
+ *		which the kernel keeps 32-bit), 0 for the kernel or when unknown. Informational,
+ *		like @writer_pid: it tells a reader in another pid namespace (another container)
+ *		that @writer_pid is not its own namespace's process of that number.
  * @__pad0:	zero.
  * @fields:	the field table, see struct seqshm_field.
  *
@@ -300,7 +305,7 @@ struct seqshm_header {
 	__u64	waiters_dev;
 	__u64	waiters_ino;
 	__u32	wake_flags;
-	__u32	__reserved1;
+	__u32	writer_pidns;
 	__u8	__pad0[16];
 	/* lines 4-27 */
 	struct seqshm_field fields[SEQSHM_MAX_FIELDS];
@@ -376,6 +381,7 @@ __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, writer_start) == 208, "
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, waiters_dev) == 216, "waiters_dev");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, waiters_ino) == 224, "waiters_ino");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, wake_flags) == 232, "wake_flags");
+__SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, writer_pidns) == 236, "writer_pidns");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, fields) == 256, "fields");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, head) == 1792, "head on its own line");
 __SEQSHM_ASSERT(__builtin_offsetof(struct seqshm_header, state) == 1856, "state on its own line");
