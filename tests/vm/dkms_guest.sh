@@ -21,10 +21,14 @@ say "systemd-modules-load (modules-load.d: $(grep -hv '^#' /usr/lib/modules-load
 grep '^seqshm ' /proc/modules || fail "seqshm not loaded by systemd-modules-load"
 loaded_from=$(modinfo -n seqshm)
 say "modinfo -n seqshm: $loaded_from"
-[ "$loaded_from" = "/lib/modules/$kver/updates/dkms/seqshm.ko" ] ||
-	fail "modprobe's seqshm is $loaded_from, not DKMS's"
-cmp -s "$loaded_from" "/var/lib/dkms/seqshm/kernel-$kver-$(uname -m)/module/seqshm.ko" ||
-	fail "the installed module is not DKMS's build for $kver"
+# DKMS compresses the module as the kernel's own are (6.12: .ko.xz; 6.1: .ko).
+case $loaded_from in
+"/lib/modules/$kver/updates/dkms/seqshm.ko" | "/lib/modules/$kver/updates/dkms/seqshm.ko."*) ;;
+*) fail "modprobe's seqshm is $loaded_from, not DKMS's" ;;
+esac
+built="/var/lib/dkms/seqshm/kernel-$kver-$(uname -m)/module/${loaded_from##*/}"
+cmp "$loaded_from" "$built" || fail "the installed module is not DKMS's build for $kver ($built)"
+say "modinfo seqshm: vermagic $(modinfo -F vermagic seqshm); signer $(modinfo -F signer seqshm)"
 
 say "systemd-udevd, udevadm trigger (the package's rule: $(grep -v '^#' /lib/udev/rules.d/60-seqshm.rules))"
 /lib/systemd/systemd-udevd --daemon || fail "systemd-udevd"
@@ -56,7 +60,14 @@ else
 fi
 
 say "the example producer (DKMS, BUILD_DEPENDS=seqshm): modprobe seqshm_example"
-modinfo -n seqshm_example
+example=$(modinfo -n seqshm_example) || fail "no seqshm_example for $kver"
+say "modinfo seqshm_example: $example; depends: $(modinfo -F depends seqshm_example)"
+case $example in
+"/lib/modules/$kver/updates/dkms/seqshm_example.ko"*) ;;
+*) fail "seqshm_example is $example, not DKMS's" ;;
+esac
+# With the kernel's CONFIG_MODVERSIONS, loading checks the CRCs the example was linked with
+# (seqshm's Module.symvers from the package's build) against the loaded seqshm's.
 modprobe seqshm_example || fail "modprobe seqshm_example"
 udevadm settle --timeout=60
 runuser -u alice -- /opt/seqshm/bin/seqshm info mysensor || fail "alice could not read mysensor"

@@ -2,21 +2,23 @@
 # The seqshm-dkms package installed as a user installs it, in a Debian 12 root on the host that
 # the QEMU guests then boot into (tests/vm/test_dkms.py; the guest side: dkms_guest.sh).
 #
-#   dkms_root.sh make    ROOT K61 K612        a bookworm root (mmdebstrap, minbase) with the 6.1 and
+#   dkms_root.sh make    BASE K61 K612        a bookworm root (mmdebstrap, minbase) with the 6.1 and
 #                                             6.12 kernels installed (image and headers), udev,
 #                                             systemd, python3-venv, users alice and bob, and a
 #                                             venv /opt/seqshm holding numpy and rich; kept while
-#                                             ROOT/.seqshm-root says the same kernels
-#   dkms_root.sh install ROOT DEB WHEEL RTDEBS...
+#                                             BASE/.seqshm-root names the same kernels and recipe
+#   dkms_root.sh install BASE ROOT DEB WHEEL RTDEBS...
+#                                             ROOT made a fresh copy of BASE (a failed run never
+#                                             leaves BASE half-installed), then in ROOT:
 #                                             apt-get install ./seqshm-dkms_*.deb (builds for 6.1
-#                                             and 6.12), then the PREEMPT_RT kernel (a kernel added
-#                                             later: DKMS's kernel hook builds for it), alice into
-#                                             group seqshm, the wheel into /opt/seqshm, and the
-#                                             package's example producer with DKMS (BUILD_DEPENDS)
-#   dkms_root.sh remove  ROOT RTPKGS...       apt-get remove seqshm-dkms, the checks that it left
-#                                             nothing, and the root put back as `make` left it
-# Every chroot command runs in a private mount namespace (proc, /dev bound) with a clean
-# environment; the logs go to stdout.
+#                                             and 6.12), alice into group seqshm, the wheel into
+#                                             /opt/seqshm, the package's example producer with DKMS
+#                                             (BUILD_DEPENDS=seqshm), then the PREEMPT_RT kernel (a
+#                                             kernel added later: DKMS's kernel hook builds both)
+#   dkms_root.sh remove  ROOT                 the example out, apt-get remove seqshm-dkms, and the
+#                                             checks that nothing of seqshm is left in any kernel
+# Every chroot command runs in a private mount namespace (proc, sys, /dev bound, a tmpfs /run)
+# with a clean environment; the logs go to stdout.
 set -euo pipefail
 say() { printf '== %s\n' "$*"; }
 die() { printf 'dkms_root: error: %s\n' "$*" >&2; exit 1; }
@@ -34,16 +36,10 @@ in_root() {
 			LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"' sh "$root" "$@"
 }
 
-cmd=${1:-}
-shift || true
-case $cmd in
-make)
-	root=$1 k61=$2 k612=$3
-	stamp="bookworm $k61 $k612 $(sha256sum "$0" | cut -c1-16)"
-	if [[ -f $root/.seqshm-root ]] && [[ $(cat "$root/.seqshm-root") == "$stamp" ]]; then
-		say "root $root up to date ($stamp)"
-		exit 0
-	fi
+# make_root ROOT K61 K612: the base root. Its text is part of the cache stamp: editing it remakes
+# the root, editing the rest of this script does not.
+make_root() {
+	local root=$1 k61=$2 k612=$3
 	command -v mmdebstrap >/dev/null || {
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null ||
 			die "apt-get install mmdebstrap failed"
@@ -69,23 +65,33 @@ make)
 	in_root "$root" /opt/seqshm/bin/pip install --quiet --disable-pip-version-check \
 		--cert /etc/ssl/certs/host-ca.crt --only-binary=:all: "numpy>=1.26" "rich>=13" ||
 		die "pip install numpy rich failed"
-	echo "$stamp" >"$root/.seqshm-root.make"
-	cp "$root/.seqshm-root.make" "$root/.seqshm-root"
-	say "root ready: $(du -sh "$root" | cut -f1)"
+}
+
+cmd=${1:-}
+shift || true
+case $cmd in
+make)
+	base=$1 k61=$2 k612=$3
+	stamp="bookworm $k61 $k612 $(declare -f make_root in_root | sha256sum | cut -c1-16)"
+	if [[ -f $base/.seqshm-root ]] && [[ $(cat "$base/.seqshm-root") == "$stamp" ]]; then
+		say "root $base up to date ($stamp)"
+		exit 0
+	fi
+	make_root "$base" "$k61" "$k612"
+	echo "$stamp" >"$base/.seqshm-root" # written last: a root cut short is remade
+	say "root ready: $(du -sh "$base" | cut -f1)"
 	;;
 install)
-	root=$1 deb=$2 wheel=$3
-	shift 3
-	rm -f "$root/.seqshm-root" # dirty until `remove` has put it back
+	base=$1 root=$2 deb=$3 wheel=$4
+	shift 4
+	[[ -f $base/.seqshm-root ]] || die "$base is not a finished root (dkms_root.sh make)"
+	rm -rf "$root"
+	cp -a "$base" "$root"
 	mkdir -p "$root/tmp/seqshm-pkg"
 	cp "$deb" "$wheel" "$@" "$root/tmp/seqshm-pkg/"
 	say "installed kernels: $(ls "$root/lib/modules" | tr '\n' ' ')"
 	say "apt-get install ./$(basename "$deb")"
 	in_root "$root" apt-get install -y --no-install-recommends "/tmp/seqshm-pkg/$(basename "$deb")"
-	say "a kernel installed after the package: apt-get install the PREEMPT_RT image and headers"
-	rt=()
-	for f in "$@"; do rt+=("/tmp/seqshm-pkg/$(basename "$f")"); done
-	in_root "$root" apt-get install -y --no-install-recommends "${rt[@]}"
 	say "dkms status"
 	in_root "$root" dkms status
 	say "usermod -aG seqshm alice"
@@ -94,7 +100,7 @@ install)
 	in_root "$root" id bob
 	say "pip install $(basename "$wheel") into /opt/seqshm (the Python package, as a user installs it)"
 	in_root "$root" /opt/seqshm/bin/pip install --disable-pip-version-check --only-binary=:all: \
-		"/tmp/seqshm-pkg/$(basename "$wheel")"
+		--no-index --find-links /tmp/seqshm-pkg "/tmp/seqshm-pkg/$(basename "$wheel")"
 	say "the example producer, with DKMS, against the installed package (BUILD_DEPENDS=seqshm)"
 	in_root "$root" cp -r /usr/share/doc/seqshm-dkms/examples/producer /usr/src/seqshm-example-1
 	in_root "$root" dkms add seqshm-example/1
@@ -102,11 +108,17 @@ install)
 		k=${k%/build}
 		in_root "$root" dkms install seqshm-example/1 -k "${k##*/}"
 	done
+	say "a kernel installed after the package: apt-get install the PREEMPT_RT image and headers"
+	rt=()
+	for f in "$@"; do rt+=("/tmp/seqshm-pkg/$(basename "$f")"); done
+	in_root "$root" apt-get install -y --no-install-recommends "${rt[@]}"
+	say "dkms status"
 	in_root "$root" dkms status
+	say "installed modules"
+	(cd "$root" && find lib/modules -path '*/updates/dkms/*' -name '*seqshm*' | sort)
 	;;
 remove)
 	root=$1
-	shift
 	say "dkms remove seqshm-example/1 --all (the example producer)"
 	in_root "$root" dkms remove seqshm-example/1 --all
 	rm -rf "$root/usr/src/seqshm-example-1"
@@ -119,15 +131,8 @@ remove)
 	status=$(in_root "$root" dkms status)
 	printf 'dkms status: %s\n' "${status:-(empty)}"
 	[[ -z $left && -z $status ]] || die "seqshm-dkms left files or DKMS entries behind"
-	# Back to what `make` left: the PREEMPT_RT kernel and the wheel out, alice out of the group.
-	in_root "$root" /opt/seqshm/bin/pip uninstall -y --disable-pip-version-check seqshm >/dev/null
-	in_root "$root" apt-get purge -y seqshm-dkms "$@" >/dev/null
-	in_root "$root" apt-get autoremove -y --purge >/dev/null
-	in_root "$root" gpasswd -d alice seqshm >/dev/null 2>&1 || true
-	rm -rf "$root/tmp/seqshm-pkg"
-	cp "$root/.seqshm-root.make" "$root/.seqshm-root"
 	;;
 *)
-	die "usage: dkms_root.sh make|install|remove ROOT ..."
+	die "usage: dkms_root.sh make|install|remove ..."
 	;;
 esac
