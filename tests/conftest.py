@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +24,46 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
-import seqshm
-from seqshm.testing import PatternWriter
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _source_folder_shadows() -> str | None:
+    """Why `import seqshm`, here or in a test's child process, would take the checkout's
+    seqshm/ source folder (which has no compiled core) instead of the installed package, if it
+    would: the cwd or the checkout is on sys.path ahead of site-packages (`python -m pytest`
+    from the checkout; Python < 3.11 has no -P/PYTHONSAFEPATH to prevent it)."""
+    import importlib.machinery  # noqa: PLC0415
+
+    for finder in sys.meta_path:
+        spec = finder.find_spec("seqshm", None) if hasattr(finder, "find_spec") else None
+        if spec is not None:
+            break
+    else:
+        return None  # not installed at all: the import below says so
+    # An editable install's import hook (meson-python's, ahead of the path finder) serves the
+    # source folder together with its built core: nothing shadows anything.
+    if finder is not importlib.machinery.PathFinder:
+        return None
+    if spec.origin and Path(spec.origin).resolve().parent == REPO / "seqshm":
+        return f"sys.path puts {REPO} (the checkout) ahead of the installed package"
+    # (-P alone is not inherited: only the variable protects the children, and from 3.11 on.)
+    if Path.cwd().resolve() == REPO and not (
+        sys.version_info >= (3, 11) and os.environ.get("PYTHONSAFEPATH")
+    ):
+        return (f"the cwd is the checkout {REPO}, and the tests' child processes "
+                "(python -c/-m) put their cwd first on sys.path")
+    return None
+
+
+if (_why := _source_folder_shadows()) is not None:
+    raise pytest.UsageError(
+        f"seqshm: the tests would import the checkout's source folder {REPO / 'seqshm'} (no "
+        f"compiled core) instead of the installed package: {_why}. Run `bash scripts/test`, "
+        f"or pytest from outside the checkout (cd /tmp && python -m pytest {REPO / 'tests'}), "
+        "or install editable (pip install --no-build-isolation -e .)")
+
+import seqshm  # noqa: E402
+from seqshm.testing import PatternWriter  # noqa: E402
 
 # Hypothesis never writes its example database (the repository may be a read-only mount, and
 # the suite must not leave files behind); no deadlines (a loaded 2-core box is not a timing rig).
@@ -40,7 +79,6 @@ settings.load_profile(os.environ.get("SEQSHM_HYPOTHESIS_PROFILE", "seqshm"))
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
     set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), f"seqshm-hypothesis-{os.getuid()}"))
 
-REPO = Path(__file__).resolve().parent.parent
 UAPI_HEADER = REPO / "module" / "include" / "uapi" / "linux" / "seqshm.h"
 SELFTEST = "/dev/seqshm/selftest"
 SELFTEST_PARAMS = Path("/sys/module/seqshm/parameters")

@@ -1207,7 +1207,7 @@ def test_a_creator_killed_mid_create_leaves_no_file(make_path: Callable[[], str]
     if overwrite:  # a channel already there, whose writer is gone
         seqshm.create(path, np.uint64, (1024,)).close()
     before = set(os.listdir(directory))
-    p = subprocess.run([sys.executable, "-c", _DIE_IN_CREATE, path, str(sig), str(nth),
+    p = subprocess.run([sys.executable, "-c", _DIE_IN_CREATE, path, str(int(sig)), str(nth),
                         "1" if overwrite else "0"], capture_output=True, text=True, timeout=60)
     assert p.returncode == -sig, p.stderr
     assert set(os.listdir(directory)) == before

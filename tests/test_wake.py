@@ -615,9 +615,18 @@ def test_create_removes_sidecars_whose_channel_is_gone(make_path: Callable[[], s
         sidecars[p] = waiters_path(p)
         assert os.path.exists(sidecars[p])
     os.unlink(removed)  # rm of the channel file
-    os.unlink(replaced)
-    with open(replaced, "wb") as f:  # another file at the name
+    # Another process's file made meanwhile: on ext4 it takes the lowest free inode number,
+    # the removed channel's.
+    with open(os.path.join(os.path.dirname(live), "meanwhile"), "wb"):
+        pass
+    # Another file at the name, made before it replaces the channel (mv or cp over it). Not rm
+    # then create: that new file could be given the channel's freed inode number (ext4 hands
+    # out the lowest free one; so it did under load, once another process's file had taken
+    # the lower one, as just above), and the sweep, which knows a channel by st_dev and
+    # st_ino only, then keeps the sidecar (left until the name changes again).
+    with open(replaced + ".new", "wb") as f:
         f.write(b"x" * 4096)
+    os.replace(replaced + ".new", replaced)
     for p in (removed, replaced):
         os.utime(sidecars[p], (old, old))
     os.utime(waiters_path(live), (old, old))  # old but its channel is there

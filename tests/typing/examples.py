@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 import seqshm
 
 
 def reader_examples(path: str) -> float:
     with seqshm.open(path, timeout=0.5) as r:
-        a: np.ndarray = r.snapshot()
+        a: npt.NDArray[Any] = r.snapshot()
         r.snapshot(out=a)
         s: seqshm.Snapshot = r.read()
         seq: int = s.seq + r.seq
@@ -24,7 +26,7 @@ def reader_examples(path: str) -> float:
         woke: bool = r.wait(0.01)
         woke_async: bool = asyncio.run(r.wait_async(0.01))
         shape: tuple[int, ...] = r.shape
-        dtype: np.dtype = r.dtype
+        dtype: np.dtype[Any] = r.dtype
         return total + mean + seq + int(ok) + len(h.seq) + stats.retries + woke + woke_async + (
             len(shape) + dtype.itemsize
         )
@@ -39,7 +41,7 @@ def writer_examples(path: str) -> int:
         w.begin()["a"] = 2
         n += w.end()
         w.close(unlink=True)
-    one: np.ndarray = seqshm.snapshot("/nonexistent") if n < 0 else np.zeros(1)
+    one: npt.NDArray[Any] = seqshm.snapshot("/nonexistent") if n < 0 else np.zeros(1)
     return n + len(one)
 
 

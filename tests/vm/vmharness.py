@@ -347,6 +347,7 @@ def qemu_command(
     smp: int = 2,
     memory: int = 1024,
     append: str = "",
+    root: Path = Path("/"),
 ) -> list[str]:
     cmdline = "console=ttyS0 quiet panic=-1"
     return [
@@ -370,7 +371,7 @@ def qemu_command(
         "-append",
         f"{cmdline} {append}".strip(),
         "-virtfs",
-        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        f"local,path={root},mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs",
         f"local,path={out},mount_tag=results,security_model=none,multidevs=remap",
     ]
@@ -609,6 +610,10 @@ class Options:
     skip_provision: bool = False
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     append: str = ""
+    # The guest's root (mounted read-only at /host, the command chrooted into it): the host's
+    # own by default; another tree (tests/vm/dkms_root.sh's Debian root) runs the command with
+    # the results folder as its cwd.
+    root: Path = Path("/")
 
 
 def guest_python_flags(python: str) -> list[str]:
@@ -711,12 +716,17 @@ def run_kernel(kernel: str, opts: Options) -> RunResult:
                 *opts.pytest_args,
             ]
         env = guest_env(opts.env)
-        config = GuestConfig(kernel, REPO, out, ko, command, opts.ko_args, env)
+        cwd = REPO
+        if opts.root != Path("/"):
+            # init.sh makes the results' mount point inside the (read-only) root: make it here.
+            (opts.root / str(out).lstrip("/")).mkdir(parents=True, exist_ok=True)
+            cwd = out
+        config = GuestConfig(kernel, cwd, out, ko, command, opts.ko_args, env)
         t = time.monotonic()
         initrd = build_initramfs(kenv, config, run_dir / "initramfs.cpio.gz")
         result.timings["initramfs"] = time.monotonic() - t
 
-        cmd = qemu_command(kenv, initrd, out, append=opts.append)
+        cmd = qemu_command(kenv, initrd, out, append=opts.append, root=opts.root)
         (run_dir / "qemu.sh").write_text(
             f"#!/bin/sh\n# How this run booted the guest.\nexec {shlex.join(cmd)}\n"
         )
