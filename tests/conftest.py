@@ -62,6 +62,8 @@ if (_why := _source_folder_shadows()) is not None:
         f"or pytest from outside the checkout (cd /tmp && python -m pytest {REPO / 'tests'}), "
         "or install editable (pip install --no-build-isolation -e .)")
 
+from channel_dir import PREFIX, SHM_DIR  # noqa: E402
+
 import seqshm  # noqa: E402
 from seqshm.testing import PatternWriter  # noqa: E402
 
@@ -85,15 +87,6 @@ SELFTEST_PARAMS = Path("/sys/module/seqshm/parameters")
 IN_VM = bool(os.environ.get("SEQSHM_IN_VM"))
 
 
-def _shm_dir() -> str:
-    """Where userspace channels of the tests live: /dev/shm if usable, else the temp dir."""
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
-        return "/dev/shm"
-    return tempfile.gettempdir()
-
-
-SHM_DIR = _shm_dir()
-PREFIX = f"seqshm-test-{os.getpid()}-"
 _names = itertools.count()
 
 

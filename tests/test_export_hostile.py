@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import PREFIX, SHM_DIR
+from channel_dir import PREFIX, SHM_DIR
 from exporting import (
     CLIENT_WAIT_S,
     KeptConnection,
