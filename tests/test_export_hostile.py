@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from channel_dir import PREFIX, SHM_DIR
 from exporting import (
     CLIENT_WAIT_S,
     KeptConnection,
@@ -41,6 +40,12 @@ from seqshm._reader import Reader
 from seqshm.testing import StalledWriter
 
 GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.fixture
+def shm_dir(shm_path: str) -> str:
+    """Where the test's channels go (/dev/shm, where a bare name's glob looks)."""
+    return os.path.dirname(shm_path)
 
 
 @pytest.fixture
@@ -72,11 +77,11 @@ def scrape_once(server: export.MetricsServer) -> bytes:
 
 
 @pytest.fixture
-def bad_name_channels(shm_name: str) -> Iterator[tuple[str, str, str]]:
+def bad_name_channels(shm_dir: str, shm_name: str) -> Iterator[tuple[str, str, str]]:
     """Channels ``<name>-good`` and ``<name>-<byte 0xff>`` (any local user can make the second
     in /dev/shm), and the glob of both."""
-    good = os.path.join(SHM_DIR, f"{shm_name}-good")
-    bad = os.fsdecode(os.path.join(SHM_DIR, f"{shm_name}-").encode() + b"\xff")
+    good = os.path.join(shm_dir, f"{shm_name}-good")
+    bad = os.fsdecode(os.path.join(shm_dir, f"{shm_name}-").encode() + b"\xff")
     with live_channels((good, "good", [7.0]), (bad, "bad", [8.0])):
         yield good, bad, f"{shm_name}-*"
 
@@ -273,9 +278,9 @@ def test_a_client_that_does_not_read_its_answers_is_cut_off(channel: str) -> Non
 
 
 @pytest.fixture
-def two_channels(shm_name: str) -> Iterator[tuple[str, str, str]]:
+def two_channels(shm_dir: str, shm_name: str) -> Iterator[tuple[str, str, str]]:
     """Live channels ``<name>-a`` (value 1) and ``<name>-b`` (value 2), and their glob."""
-    a, b = (os.path.join(SHM_DIR, f"{shm_name}-{x}") for x in "ab")
+    a, b = (os.path.join(shm_dir, f"{shm_name}-{x}") for x in "ab")
     with live_channels((a, "chan_a", [1.0]), (b, "chan_b", [2.0])):
         yield a, b, f"{shm_name}-*"
 
@@ -418,22 +423,24 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def many_channels() -> Iterator[tuple[list[str], str]]:
-    """1000 live channels (their writers in this process: a descriptor each; ~9 s to make),
-    and their glob."""
+def many_channels(tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[list[str], str]]:
+    """1000 live channels in a directory of their own (their writers in this process: a
+    descriptor each; ~9 s to make), and the glob of their paths."""
     count = 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < count + 200:
         pytest.skip(f"needs an open-file limit of {count + 200} (hard limit {hard})")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, count + 200), hard))
+    directory = tmp_path_factory.mktemp("many")
     writers = []
     try:
         for i in range(count):
-            w = seqshm.create(os.path.join(SHM_DIR, f"{PREFIX}many-{i}"), np.float64, 1,
+            w = seqshm.create(os.path.join(directory, f"many-{i}"), np.float64, 1,
                               name=f"many{i}")
             writers.append(w)
             w.write(np.array([float(i)]))
-        yield [w.path for w in writers], f"{PREFIX}many-*"
+        yield [w.path for w in writers], os.path.join(directory, "many-*")
     finally:
         for w in writers:
             w.close(unlink=True)
@@ -478,13 +485,13 @@ def test_out_of_descriptors_channels_are_unread_not_down_and_the_server_still_li
 
 
 def test_a_channel_of_more_series_than_a_channel_may_have_gives_its_state_only(
-        shm_name: str, two_channels: tuple[str, str, str],
+        shm_dir: str, shm_name: str, two_channels: tuple[str, str, str],
         caplog: pytest.LogCaptureFixture) -> None:
     """A channel of 200,000 elements (anyone can make one in /dev/shm) would be 200,000 series
     at every scrape: its data is left out with a warning, once; its writer is still up; the
     others are served; summed over its dimension, it is one series."""
     a, _, pattern = two_channels
-    huge = os.path.join(SHM_DIR, f"{shm_name}-huge")
+    huge = os.path.join(shm_dir, f"{shm_name}-huge")
     with seqshm.create(huge, np.float64, 200_000, name="huge") as w:
         w.write(np.ones(200_000))
         try:
