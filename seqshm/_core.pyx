@@ -996,13 +996,15 @@ cdef class ReaderEngine(_Channel):
 
     cdef int _raise_damaged(self, uint32_t slot, uint64_t w, uint64_t newest) except -1:
         """Raise the error for a consistent copy of write ``w`` from ``slot`` that no writer
-        following the protocol leaves there (SEQSHM_EDAMAGED, SEQSHM_FOLLOW_DAMAGED), or for a
-        head past SEQSHM_WRITE_LIMIT; ``newest``: the newest write this reader had returned."""
+        following the protocol leaves there (SEQSHM_EDAMAGED, SEQSHM_FOLLOW_*), or for a head
+        past SEQSHM_WRITE_LIMIT; ``newest``: the newest write this reader had returned. The
+        slot that write came from holding an older one now is "went back" (FileTruncated:
+        the file changed under the mapping); anything else is a damaged region."""
         cdef uint64_t head
         if self._map is not None and seqshm_guard_damaged(self._map.guard):
             self._raise_truncated()
         self._check_open()
-        if w < newest:
+        if w < newest and slot == (<uint32_t>newest & self.r.g.slot_mask):
             self._raise_went_back(w, newest)
         head = seqshm_head(&self.r.g)
         if head >= SEQSHM_WRITE_LIMIT:
