@@ -654,11 +654,17 @@ class Reader(_core.ReaderEngine):
             "the file shrank under this process's mapping (truncated by another process?); "
             "its data is gone: close this object and reopen the channel", self.path)
 
-    def _device_sleep(self, seconds: float) -> None:
-        """Sleep in poll() on the device until a write newer than this file has seen."""
+    def _dup(self) -> int:
+        """A descriptor of the very file this reader has open, for the caller to close: never
+        the path opened again (another file may have that name now, or a link another user
+        planted); close() in another thread cannot pull it from under the caller."""
         with self._fd_lock:
             self._check_not_closed()
-            fd = os.dup(self._fd)  # close() in another thread cannot pull it from under us
+            return os.dup(self._fd)
+
+    def _device_sleep(self, seconds: float) -> None:
+        """Sleep in poll() on the device until a write newer than this file has seen."""
+        fd = self._dup()
         try:
             info = bytearray(_INFO_STRUCT.pack(_LAYOUT["size"], _core.INFO_ACK))
             fcntl.ioctl(fd, _core.IOC_INFO, info)  # what this file has seen is head now
@@ -776,9 +782,7 @@ class Reader(_core.ReaderEngine):
             return bool(done.value)
 
     async def _device_sleep_async(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-        with self._fd_lock:
-            self._check_not_closed()
-            fd = os.dup(self._fd)
+        fd = self._dup()
         ready: asyncio.Future[None] = loop.create_future()
 
         def wake() -> None:

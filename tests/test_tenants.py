@@ -520,7 +520,9 @@ def test_list_survives_another_users_racing_files(other_user: Any, shared_dir: s
     `seqshm list` must list the other channels (docs/security.md, section 3: one bad channel
     never stops the others being listed). Before: it raised ESPIPE (pread of a FIFO that
     stat() had seen as a regular file) or FileNotFoundError (stat of the path after the
-    channel had been opened) about once in 40 listings."""
+    channel had been opened) about once in 40 listings. (The same race, with a link to a
+    device swapped in, had list open the device: once in ~700,000 probes here, too rare for
+    a test; the fix opens the file once, never through another user's link.)"""
     good = os.path.join(shared_dir, "good")
     monkeypatch.setattr(cli, "SEARCH_DIRS", (shared_dir,))
     with seqshm.create(good, "f8", 4):
