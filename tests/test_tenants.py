@@ -706,3 +706,33 @@ def test_another_users_parked_tasks_do_not_multiply_the_writers_wakes(
             p.kill()
             p.join()
         w.close(unlink=True)
+
+
+# -- finding 10: a directory at a channel's sidecar name stops create() -----------------------
+
+def _plant_sidecar_dir(side: str, full: bool) -> None:
+    os.mkdir(side)
+    if full:
+        _write_file(os.path.join(side, "f"), b"")
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["empty", "not empty"])
+def test_a_directory_at_the_sidecar_name_does_not_stop_create(other_user: Any,
+                                                               shared_dir: str,
+                                                               full: bool) -> None:
+    """docs/security.md, section 7: a squatter on a channel's sidecar name only makes its
+    readers poll. Another user makes a directory at .c.waiters: root's create(c) (and a
+    restart with overwrite=True) failed with IsADirectoryError naming a temporary (rename(2)
+    of the new sidecar over a directory), so any local user could stop root's channel from
+    ever being created. Now the channel is made without a sidecar, as for a name another
+    user's file squats where the creator may not replace it."""
+    path = os.path.join(shared_dir, "c")
+    other_user.run(_plant_sidecar_dir, waiters_path(path), full)
+    for overwrite in (False, True):
+        with seqshm.create(path, "f8", 4, overwrite=overwrite) as w:
+            w.write(np.full(4, 3.0))
+            with seqshm.open(path) as r:
+                assert r.snapshot()[0] == 3.0
+                assert not r.wait(0.05)  # polls: no sidecar to sleep on
+            w.close()
+    assert sorted(os.listdir(shared_dir)) == [".c.waiters", "c"]
