@@ -736,3 +736,48 @@ def test_a_directory_at_the_sidecar_name_does_not_stop_create(other_user: Any,
                 assert not r.wait(0.05)  # polls: no sidecar to sleep on
             w.close()
     assert sorted(os.listdir(shared_dir)) == [".c.waiters", "c"]
+
+
+# -- finding 11: errors of a race with another user's files name no path ---------------------
+
+def test_open_names_the_channel_when_a_link_is_swapped_for_a_file(
+        shared_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's link at x is swapped for a FIFO between the reader's O_NOFOLLOW open
+    (ELOOP) and its look at what x is (the race, made deterministic by swapping in that
+    look). Before: OSError(ELOOP) naming 'x' alone. The reader looks again (and here refuses
+    the FIFO with FormatError naming the whole path)."""
+    from seqshm import _files
+    x = os.path.join(shared_dir, "x")
+    os.symlink("/nowhere", x)
+    real_stat = os.stat
+
+    def stat_then_swap(p: Any, *a: Any, **k: Any) -> os.stat_result:
+        if p == "x" and os.path.islink(x):
+            os.unlink(x)
+            os.mkfifo(x)
+        return real_stat(p, *a, **k)
+
+    monkeypatch.setattr(_files.os, "stat", stat_then_swap)
+    with pytest.raises((seqshm.FormatError, OSError)) as e:
+        seqshm.open(x)
+    assert getattr(e.value, "filename", None) == x or x in str(e.value), repr(e.value)
+
+
+def test_create_names_the_channel_when_its_directory_is_removed(
+        shared_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The directory (another user's, say) is removed while create() fills the new file.
+    Before: FileNotFoundError naming /proc/self/fd/N."""
+    from seqshm import _writer
+    d = os.path.join(shared_dir, "d")
+    os.mkdir(d)
+    real = _writer._take_path
+
+    def rmdir_first(*a: Any, **k: Any) -> None:
+        os.rmdir(d)
+        real(*a, **k)
+
+    monkeypatch.setattr(_writer, "_take_path", rmdir_first)
+    path = os.path.join(d, "c")
+    with pytest.raises(FileNotFoundError) as e:
+        seqshm.create(path, "f8", 4)
+    assert e.value.filename == path and "removed" in str(e.value)
