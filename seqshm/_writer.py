@@ -421,6 +421,9 @@ def _take_path(new: NewFile, name: str, path: str, overwrite: bool) -> None:
             if not overwrite:
                 raise FileExistsError(
                     17, "channel exists (pass overwrite=True to replace it)", path) from None
+        except FileNotFoundError:  # no such name in the directory it holds: it is gone
+            raise FileNotFoundError(errno.ENOENT, f"its directory {d.path} was removed "
+                                    "while the channel was being made", path) from None
         opened = _open_old(d, name, path)
         if opened is None:
             continue  # removed meanwhile: link again
