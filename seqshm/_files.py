@@ -9,6 +9,9 @@ import stat
 __all__ = ["NAME_MAX", "Directory", "NewFile", "PlantedLink", "open_dir", "open_in", "split"]
 
 _O_PATH = getattr(os, "O_PATH", 0)
+#: How many times open_in looks again at a name whose link was swapped for another file
+#: between two of its system calls (another user racing it) before it gives up.
+_SWAPS = 8
 #: The longest file name, in bytes, of every Linux file system seqshm's channels live on.
 NAME_MAX = 255
 
@@ -150,20 +153,24 @@ def open_in(d: Directory, name: str, flags: int, mode: int = 0o600) -> tuple[int
     (fd, whether a link was followed). A link at ``name`` is followed only where _check_link
     allows (as the kernel with fs.protected_symlinks=1 would); otherwise PlantedLink naming
     the link and its owner."""
-    try:
-        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=d.fd), False
-    except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
+    for _ in range(_SWAPS):
+        try:
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=d.fd), False
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
         try:
             link = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
-        except OSError:
-            raise e from None
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "removed as it was opened", d.join(name)
+                                    ) from None
         if not stat.S_ISLNK(link.st_mode):
-            raise
+            continue  # the link was swapped for something else meanwhile: look again
         _check_link(d.fd, name, link)
         # O_NOFOLLOW is off only here, for a link this user or the directory's owner made
         return os.open(name, flags | os.O_CLOEXEC, mode, dir_fd=d.fd), True
+    raise OSError(errno.ELOOP, "the file at this name kept changing between a link and "
+                  "another file as it was opened", d.join(name))
 
 
 class NewFile:

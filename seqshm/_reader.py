@@ -642,6 +642,14 @@ class Reader(_core.ReaderEngine):
             "the file shrank under this process's mapping (truncated by another process?); "
             "its data is gone: close this object and reopen the channel", self.path)
 
+    def _dup(self) -> int:
+        """A descriptor of the very file this reader has open, for the caller to close: never
+        the path opened again (another file may have that name now, or a link another user
+        planted); close() in another thread cannot pull it from under the caller."""
+        with self._fd_lock:
+            self._check_not_closed()
+            return os.dup(self._fd)
+
     def _device_sleep(self, seconds: float) -> None:
         """Sleep in poll() on the device until a write newer than this file has seen."""
         with self._fd_lock:

@@ -428,6 +428,9 @@ def _take_path(new: NewFile, name: str, path: str, overwrite: bool) -> None:
             if not overwrite:
                 raise FileExistsError(
                     17, "channel exists (pass overwrite=True to replace it)", path) from None
+        except FileNotFoundError:  # no such name in the directory it holds: it is gone
+            raise FileNotFoundError(errno.ENOENT, f"its directory {d.path} was removed "
+                                    "while the channel was being made", path) from None
         opened = _open_old(d, name, path)
         if opened is None:
             continue  # removed meanwhile: link again
@@ -570,9 +573,14 @@ def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
         except FileExistsError:  # an older channel's, or a planted file: replaced, not followed
             try:
                 side_new.replace(waiters_name(base))
-            except PermissionError:
-                # another user's file at the name, in a sticky directory: the channel works
+            except OSError as e:
+                # another user's file at the name, in a sticky directory (EPERM), or a
+                # directory there, which rename(2) cannot put a file over (EISDIR, and
+                # ENOTEMPTY, EEXIST for a directory that holds something): the channel works
                 # without a sidecar (its readers poll) rather than not at all
+                if e.errno not in (errno.EPERM, errno.EACCES, errno.EISDIR, errno.ENOTEMPTY,
+                                   errno.EEXIST):
+                    raise
                 side_new.discard_name()
         _sweep_stale_waiters(d)
     except BaseException:

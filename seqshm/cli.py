@@ -51,7 +51,8 @@ from seqshm._cli_format import (
     shown,
     to_json,
 )
-from seqshm._lifecycle import process_start_time, writer_holds
+from seqshm._files import PlantedLink, open_dir, open_in
+from seqshm._lifecycle import lock_is_free, process_start_time, same_file, writer_holds
 
 DEMO_PATH = "/dev/shm/seqshm-demo-cpustat"
 _BURST = 1000
@@ -138,11 +139,7 @@ def _slot_words(reader: seqshm.Reader) -> np.ndarray:
     now, read without the seqlock (for display: an odd count is a slot mid-write)."""
     h = reader.header
     end = _core.SLOTS_OFFSET + 64 * h["nr_slots"]
-    # the file the reader opened and checked, not whatever has its name now (another user
-    # may have swapped a FIFO or a link in since)
-    with reader._fd_lock:
-        reader._check_not_closed()
-        fd = os.dup(reader._fd)
+    fd = reader._dup()  # the file the reader checked, not what has its name now
     try:
         if stat.S_ISCHR(os.fstat(fd).st_mode):
             length = -(-end // mmap.PAGESIZE) * mmap.PAGESIZE
@@ -242,34 +239,69 @@ def _is_temp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
+def _leads_to_a_channel(path: str) -> bool:
+    """Whether ``path``, through whatever links, is a character device or a regular file that
+    starts with seqshm's magic, found without opening a device (O_PATH opens nothing; a regular
+    file is then opened through that very descriptor, so no link swapped in meanwhile counts)."""
+    try:
+        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        mode = os.fstat(pfd).st_mode
+        if stat.S_ISCHR(mode):
+            return True
+        if not stat.S_ISREG(mode):
+            return False
+        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            return os.pread(fd, 8, 0) == _core.MAGIC.to_bytes(8, sys.byteorder)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(pfd)
+
+
 def _probe(path: str) -> seqshm.Reader | str | None:
     """A reader of the channel at ``path``, the reason it cannot be read, or None if it is not
-    a seqshm channel at all (nor a file that could be one)."""
-    # One descriptor for the look and the checks: another user may swap a FIFO, a link or
-    # nothing in at the name between two looks at the path
+    a seqshm channel at all (nor a file that could be one). The file is opened once, as a
+    reader opens it (never through a link another user planted: that could name a device
+    whose open(2) does something), and what it is is asked of that descriptor: another user
+    may swap files under the name meanwhile."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block
+        d, name = open_dir(path)
+    except OSError:
+        return None
+    try:
+        fd, _ = open_in(d, name, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
+    except PlantedLink as e:
+        # shown (as a channel that cannot be read) only when it leads to one
+        return e.strerror if _leads_to_a_channel(path) else None
     except FileNotFoundError:
-        return None  # gone meanwhile, a dangling link
+        return None  # gone meanwhile
     except OSError as e:
-        if e.errno in (errno.ENXIO, errno.ELOOP):  # a socket, a link loop: not a channel
-            return None
         return e.strerror or str(e)
+    finally:
+        d.close()
     try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
             if os.pread(fd, 8, 0) != _core.MAGIC.to_bytes(8, sys.byteorder):
                 return None
-        elif not stat.S_ISCHR(st.st_mode):
+        elif not stat.S_ISCHR(mode):
             return None
-    except OSError as e:
-        return e.strerror or str(e)
+    except OSError:
+        return None
     finally:
         os.close(fd)
     try:
         return seqshm.open(path, timeout=0.1)
     except seqshm.SeqshmError as e:
         return e.reason
+    except FileNotFoundError:
+        return None  # gone meanwhile
     except OSError as e:
         return e.strerror or str(e)
 
@@ -284,13 +316,14 @@ def _channel_files() -> Iterator[str]:
         yield from (os.path.join(d, name) for name in names if not _is_temp(name))
 
 
-def _file_id(r: seqshm.Reader) -> tuple[int, int]:
-    """(st_dev, st_ino) of the file the reader opened (not of whatever has its name now:
-    another user may remove or swap it meanwhile)."""
-    with r._fd_lock:
-        r._check_not_closed()
-        st = os.fstat(r._fd)
-    return st.st_dev, st.st_ino
+def _fstat(reader: seqshm.Reader) -> os.stat_result:
+    """The stat of the file ``reader`` has open (not of its path: another user's file may be
+    gone, or another one, by now)."""
+    fd = reader._dup()
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 def _heads() -> dict[str, tuple[int, int, int]]:
@@ -300,7 +333,8 @@ def _heads() -> dict[str, tuple[int, int, int]]:
         probe = _probe(path)
         if isinstance(probe, seqshm.Reader):
             with probe as r:
-                heads[path] = (*_file_id(r), r.head)
+                st = _fstat(r)
+                heads[path] = (st.st_dev, st.st_ino, r.head)
     return heads
 
 
@@ -332,8 +366,9 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
             continue
         with probe as r:
             head = r.head
+            st = _fstat(r)
             before = heads.get(path)
-            if with_rate and before and before[:2] == _file_id(r):
+            if with_rate and before and before[:2] == (st.st_dev, st.st_ino):
                 row["rate_hz"] = rate((t0, before[2]), time.monotonic(), head)
             try:
                 try:
@@ -800,24 +835,41 @@ def _open_written_by(path: str, writer: multiprocessing.process.BaseProcess
         time.sleep(0.02)
 
 
+def _unlink_if_still(path: str, st: os.stat_result) -> None:
+    """Remove the file at ``path`` if it is still the one ``st`` describes, looked up in its
+    directory as a reader looks (never through another user's link): what is removed is the
+    file that was checked, whatever was swapped in at its name or above it since."""
+    d, name = open_dir(path)
+    try:
+        if same_file(os.stat(name, dir_fd=d.fd, follow_symlinks=False), st):
+            os.unlink(name, dir_fd=d.fd)
+    finally:
+        d.close()
+
+
 def _remove_if_left_by(path: str, pid: int | None) -> None:
     """Remove the channel at ``path`` if process ``pid`` created it and no writer holds it."""
     try:
         with seqshm.open(path) as r:
+            fd = r._dup()
             ours = r.header["writer_pid"] == pid
-        if ours and not writer_holds(path):
-            os.unlink(path)
+        try:
+            if ours and lock_is_free(fd):
+                _unlink_if_still(path, os.fstat(fd))
+        finally:
+            os.close(fd)
     except (OSError, seqshm.SeqshmError):
         pass
 
 
-def _left_by_a_demo(path: str) -> bool:
-    """Whether ``path`` is a channel of the demo's cpustat record (a file it may replace)."""
+def _left_by_a_demo(path: str) -> os.stat_result | None:
+    """The file at ``path`` if it is a channel of the demo's cpustat record (a file it may
+    replace), else None."""
     try:
         with seqshm.open(path, timeout=0.1) as r:
-            return bool(r.dtype == telemetry.CPUSTAT_DTYPE)
+            return _fstat(r) if r.dtype == telemetry.CPUSTAT_DTYPE else None
     except (OSError, seqshm.SeqshmError):
-        return False
+        return None
 
 
 def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
@@ -829,10 +881,11 @@ def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
         if writer_holds(path):
             raise Failure(f"another writer is publishing {shown(path)}: pass --path to run a "
                           "second demo")
-        if not _left_by_a_demo(path):
-            raise Failure(f"{shown(path)} exists and is not a channel an earlier demo left: "
-                          "pass another --path", EXIT_USAGE)
-        os.unlink(path)
+        left = _left_by_a_demo(path)
+        if left is None:
+            raise Failure(f"{path} exists and is not a channel an earlier demo left: pass "
+                          "another --path", EXIT_USAGE)
+        _unlink_if_still(path, left)
     ctx = multiprocessing.get_context("spawn")
     # The child stops when this pipe's write end closes: when we close it, or die, however.
     stop_r, stop_w = ctx.Pipe(duplex=False)

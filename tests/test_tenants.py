@@ -516,7 +516,9 @@ def test_list_survives_another_users_racing_files(other_user: Any, shared_dir: s
     `seqshm list` must list the other channels (docs/security.md, section 3: one bad channel
     never stops the others being listed). Before: it raised ESPIPE (pread of a FIFO that
     stat() had seen as a regular file) or FileNotFoundError (stat of the path after the
-    channel had been opened) about once in 40 listings."""
+    channel had been opened) about once in 40 listings. (The same race, with a link to a
+    device swapped in, had list open the device: once in ~700,000 probes here, too rare for
+    a test; the fix opens the file once, never through another user's link.)"""
     good = os.path.join(shared_dir, "good")
     monkeypatch.setattr(cli, "SEARCH_DIRS", (shared_dir,))
     with seqshm.create(good, "f8", 4):
@@ -697,3 +699,78 @@ def test_another_users_parked_tasks_do_not_multiply_the_writers_wakes(
             p.kill()
             p.join()
         w.close(unlink=True)
+
+
+# -- finding 10: a directory at a channel's sidecar name stops create() -----------------------
+
+def _plant_sidecar_dir(side: str, full: bool) -> None:
+    os.mkdir(side)
+    if full:
+        _write_file(os.path.join(side, "f"), b"")
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["empty", "not empty"])
+def test_a_directory_at_the_sidecar_name_does_not_stop_create(other_user: Any,
+                                                               shared_dir: str,
+                                                               full: bool) -> None:
+    """docs/security.md, section 7: a squatter on a channel's sidecar name only makes its
+    readers poll. Another user makes a directory at .c.waiters: root's create(c) (and a
+    restart with overwrite=True) failed with IsADirectoryError naming a temporary (rename(2)
+    of the new sidecar over a directory), so any local user could stop root's channel from
+    ever being created. Now the channel is made without a sidecar, as for a name another
+    user's file squats where the creator may not replace it."""
+    path = os.path.join(shared_dir, "c")
+    other_user.run(_plant_sidecar_dir, waiters_path(path), full)
+    for overwrite in (False, True):
+        with seqshm.create(path, "f8", 4, overwrite=overwrite) as w:
+            w.write(np.full(4, 3.0))
+            with seqshm.open(path) as r:
+                assert r.snapshot()[0] == 3.0
+                assert not r.wait(0.05)  # polls: no sidecar to sleep on
+            w.close()
+    assert sorted(os.listdir(shared_dir)) == [".c.waiters", "c"]
+
+
+# -- finding 11: errors of a race with another user's files name no path ---------------------
+
+def test_open_names_the_channel_when_a_link_is_swapped_for_a_file(
+        shared_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another user's link at x is swapped for a FIFO between the reader's O_NOFOLLOW open
+    (ELOOP) and its look at what x is (the race, made deterministic by swapping in that
+    look). Before: OSError(ELOOP) naming 'x' alone. The reader looks again (and here refuses
+    the FIFO with FormatError naming the whole path)."""
+    from seqshm import _files
+    x = os.path.join(shared_dir, "x")
+    os.symlink("/nowhere", x)
+    real_stat = os.stat
+
+    def stat_then_swap(p: Any, *a: Any, **k: Any) -> os.stat_result:
+        if p == "x" and os.path.islink(x):
+            os.unlink(x)
+            os.mkfifo(x)
+        return real_stat(p, *a, **k)
+
+    monkeypatch.setattr(_files.os, "stat", stat_then_swap)
+    with pytest.raises((seqshm.FormatError, OSError)) as e:
+        seqshm.open(x)
+    assert getattr(e.value, "filename", None) == x or x in str(e.value), repr(e.value)
+
+
+def test_create_names_the_channel_when_its_directory_is_removed(
+        shared_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The directory (another user's, say) is removed while create() fills the new file.
+    Before: FileNotFoundError naming /proc/self/fd/N."""
+    from seqshm import _writer
+    d = os.path.join(shared_dir, "d")
+    os.mkdir(d)
+    real = _writer._take_path
+
+    def rmdir_first(*a: Any, **k: Any) -> None:
+        os.rmdir(d)
+        real(*a, **k)
+
+    monkeypatch.setattr(_writer, "_take_path", rmdir_first)
+    path = os.path.join(d, "c")
+    with pytest.raises(FileNotFoundError) as e:
+        seqshm.create(path, "f8", 4)
+    assert e.value.filename == path and "removed" in str(e.value)
