@@ -103,7 +103,7 @@ eval "set -- $VM_CMD"
 eval "set -- env -i \
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/tmp/seqshm-vm/bin \
 	HOME=/tmp/seqshm-vm/home TMPDIR=/tmp LANG=C.UTF-8 TERM=dumb \
-	PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+	PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 \
 	HYPOTHESIS_STORAGE_DIRECTORY=/tmp/seqshm-vm/hypothesis \
 	SEQSHM_IN_VM=1 SEQSHM_VM_KERNEL=$VM_KERNEL SEQSHM_VM_OUT=\"\$VM_OUT\" SEQSHM_KO=\"\$VM_KO\" \
 	$VM_ENV \"\$@\""
