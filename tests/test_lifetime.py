@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -49,8 +50,10 @@ def test_each_view_is_a_new_array_over_the_same_memory(make_path: Callable[[], s
     with seqshm.create(make_path(), np.int64, 4) as w, seqshm.open(w.path) as r:
         a, b = r.view(), r.view()
         assert a is not b and np.shares_memory(a, b)
-        a.shape = (2, 2)  # one caller's change of shape or dtype is nobody else's
-        a.dtype = np.int32
+        with warnings.catch_warnings():  # NumPy 2.5 deprecates setting .shape; still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            a.shape = (2, 2)  # one caller's change of shape or dtype is nobody else's
+            a.dtype = np.int32
         assert r.view().shape == (4,) and r.view().dtype == np.int64 and b.shape == (4,)
 
 
