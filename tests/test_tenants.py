@@ -330,9 +330,9 @@ def test_record_output_does_not_follow_planted_symlink(other_user: Any, shared_d
     _write_file(precious, b"root's own data\n")
     out = os.path.join(shared_dir, "out.npy")
     other_user.run(_symlink, precious, out)
-    with seqshm.create(os.path.join(shared_dir, "ch"), np.int64, 2, nr_slots=16) as w, \
-            writing(w):
-        run("record", w.path, "-o", out, "--count", "3")
+    with seqshm.create(os.path.join(shared_dir, "ch"), np.int64, 2, nr_slots=16) as w:
+        with writing(w):  # its thread stops before the channel closes
+            run("record", w.path, "-o", out, "--count", "3")
         w.close(unlink=True)
     with open(precious, "rb") as f:
         assert f.read() == b"root's own data\n"
@@ -389,9 +389,9 @@ def test_record_output_does_not_follow_planted_directory_link(
         other_user: Any, shared_dir: str, private_dir: str) -> None:
     app = os.path.join(shared_dir, "app")
     other_user.run(_symlink, private_dir, app)
-    with seqshm.create(os.path.join(shared_dir, "ch"), np.int64, 2, nr_slots=16) as w, \
-            writing(w):
-        run("record", w.path, "-o", os.path.join(app, "out.npy"), "--count", "3")
+    with seqshm.create(os.path.join(shared_dir, "ch"), np.int64, 2, nr_slots=16) as w:
+        with writing(w):  # its thread stops before the channel closes
+            run("record", w.path, "-o", os.path.join(app, "out.npy"), "--count", "3")
         w.close(unlink=True)
     assert os.listdir(private_dir) == []
 
