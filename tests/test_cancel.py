@@ -302,6 +302,10 @@ def _interrupted(fn: Callable[[], object], k: int) -> bool:
 
         def on_opcode(frame: FrameType, event: str, arg: Any) -> Any:
             nonlocal seen, fired, prev
+            # Python 3.12+ (sys.settrace over sys.monitoring) starts opcode events only when
+            # f_trace_opcodes is set from a local trace event, not from the call event; set
+            # there only, 3.12 and 3.13.0 never sent one (and no interrupt was injected).
+            frame.f_trace_opcodes = True
             if event == "exception":  # a call that raised goes to its handler, no handler runs
                 prev = ""
             elif event == "opcode":

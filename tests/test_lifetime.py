@@ -45,6 +45,8 @@ def test_view_base_keeps_the_mapping_alive(make_path: Callable[[], str]) -> None
         assert v.base is not None and not v.flags.owndata and not v.flags.writeable
 
 
+# What a caller may still do to the array it got (deprecated from NumPy 2.5, not removed).
+@pytest.mark.filterwarnings("ignore:Setting the (shape|dtype) on a NumPy array:DeprecationWarning")
 def test_each_view_is_a_new_array_over_the_same_memory(make_path: Callable[[], str]) -> None:
     with seqshm.create(make_path(), np.int64, 4) as w, seqshm.open(w.path) as r:
         a, b = r.view(), r.view()
