@@ -6,9 +6,11 @@ import asyncio
 import concurrent.futures
 import errno
 import fcntl
+import functools
 import math
 import mmap
 import os
+import queue
 import select
 import stat
 import struct
@@ -47,7 +49,6 @@ _WOKEN = 3
 #: the channel may open the sidecar and hold the lock: readers must not spin on it).
 _RESET_POLL_S = 20e-6
 
-_sleep_pool: concurrent.futures.ThreadPoolExecutor | None = None
 #: Threads in which wait_async() sleeps in the kernel, at most: one per waiting task (a
 #: sleeping thread costs no CPU and little memory), so that a task is never queued behind
 #: others' sleeps. A sleep is handed over only with one of as many slots
@@ -55,15 +56,68 @@ _sleep_pool: concurrent.futures.ThreadPoolExecutor | None = None
 #: whose write came would be seen only when one of them ended its slice (up to 0.1 s later).
 #: The waits beyond _SLEEPERS_MAX poll instead (1 ms late at most, as without a sidecar).
 _SLEEPERS_MAX = 256
+#: A sleeper thread with no sleep to run for this long ends: a burst of waits leaves no
+#: threads behind.
+_SLEEPER_IDLE_S = 1.0
 
 
-def _sleepers() -> concurrent.futures.ThreadPoolExecutor:
+class _SleeperThreads:
     """The threads in which wait_async() sleeps in the kernel (a futex cannot be polled by an
-    event loop): each waiting task holds one for at most CHECK_INTERVAL_S at a time."""
+    event loop). Not concurrent.futures.ThreadPoolExecutor: its threads are joined at exit and
+    are woken for it only once registered, so an exception from a signal handler between a
+    thread's start and its registration (inside submit()) hung the interpreter's exit; and
+    its threads never end. These are daemon threads that end after _SLEEPER_IDLE_S idle; all
+    their bookkeeping is done by the threads themselves, where no signal handler runs."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[int], Callable[[], int]]]
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0      # threads waiting for a job
+        self._running = 0   # threads alive
+
+    def submit(self, fn: Callable[[], int]) -> concurrent.futures.Future[int]:
+        """Run ``fn()`` in a sleeper thread: a future of its result."""
+        job: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._jobs.put((job, fn))
+        with self._lock:
+            # a thread for every job no idle thread will take; the sleeper slots bound them
+            more = self._idle < self._jobs.qsize() and self._running < _SLEEPERS_MAX
+        if more:
+            threading.Thread(target=self._work, name="seqshm-wait", daemon=True).start()
+        return job
+
+    def _work(self) -> None:
+        with self._lock:
+            self._running += 1
+        try:
+            while True:
+                with self._lock:
+                    self._idle += 1
+                try:
+                    job, fn = self._jobs.get(timeout=_SLEEPER_IDLE_S)
+                except queue.Empty:
+                    return
+                finally:
+                    with self._lock:
+                        self._idle -= 1
+                if job.set_running_or_notify_cancel():  # else cancelled before it ran
+                    try:
+                        job.set_result(fn())
+                    except BaseException as e:
+                        job.set_exception(e)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
+_sleep_pool: _SleeperThreads | None = None
+
+
+def _sleepers() -> _SleeperThreads:
     global _sleep_pool
     if _sleep_pool is None:
-        _sleep_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=_SLEEPERS_MAX, thread_name_prefix="seqshm-wait")
+        _sleep_pool = _SleeperThreads()
     return _sleep_pool
 
 
@@ -740,7 +794,8 @@ class Reader(_core.ReaderEngine):
         try:
             if slot is None:
                 return -1
-            job = _sleepers().submit(_sleep_in_thread, self, slot, target, seconds)
+            job = _sleepers().submit(
+                functools.partial(_sleep_in_thread, self, slot, target, seconds))
             job.add_done_callback(slot.release)  # also when cancelled before it ran
             rc: int = await asyncio.wrap_future(job)
         except BaseException:
