@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import errno
 import fcntl
@@ -121,14 +122,37 @@ def _sleepers() -> _SleeperThreads:
     return _sleep_pool
 
 
+#: The sleeps in progress in sleeper threads (changed by those threads only).
+_asleep: set[_core.SleeperSlot] = set()
+#: Set at exit: no more sleeps are handed to sleeper threads (waits poll).
+_exiting = False
+
+
 def _sleep_in_thread(reader: Reader, slot: _core.SleeperSlot, target: int, seconds: float
                      ) -> int:
     """A sleeper thread's job: one futex sleep, which ``slot.cancel()`` calls off, its slot
     given back when it ends."""
+    _asleep.add(slot)
     try:
         return reader._kernel_sleep(target, seconds, slot)
     finally:
+        _asleep.discard(slot)
         slot.release()
+
+
+@atexit.register
+def _call_off_sleeps() -> None:
+    """At exit, before the sleeper threads (daemon threads) are stopped wherever they are:
+    call off the sleeps in progress and let them end, so that none is left counted in its
+    channel's sidecar (the writer would wake nobody at every write until it reset the
+    count). Bounded: a thread the exit cannot wait for is let go."""
+    global _exiting
+    _exiting = True  # a wait that goes on (its loop in a thread of its own) polls from now
+    deadline = time.monotonic() + 0.5
+    while _asleep and time.monotonic() < deadline:
+        for slot in list(_asleep):  # again: a sleep handed over just before the flag
+            slot.cancel()
+        time.sleep(0.001)
 
 
 def _forget_sleepers() -> None:
@@ -790,7 +814,7 @@ class Reader(_core.ReaderEngine):
         # Taken here, in the coroutine that gives it back: a coroutine made but never run
         # (an interrupt between its creation and its first step) holds none, and from the
         # store on an exception meets the handler, so no traceback keeps a slot to the GC.
-        slot = _core.take_sleeper_slot(_SLEEPERS_MAX)
+        slot = None if _exiting else _core.take_sleeper_slot(_SLEEPERS_MAX)
         try:
             if slot is None:
                 return -1

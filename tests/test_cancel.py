@@ -251,6 +251,35 @@ def test_a_wait_cancelled_mid_sleep_gives_back_its_thread_at_once(
     asyncio.run(main())
 
 
+def test_a_sleep_in_progress_when_the_process_exits_is_not_left_counted(
+        make_path: Callable[[], str]) -> None:
+    """A process that exits while a wait_async() sleeps (its event loop in a thread of its
+    own): the sleep is called off at exit, neither holding the exit up for its slice nor
+    leaving its count in the sidecar (the writer would wake nobody at every write until it
+    reset the count)."""
+    import subprocess
+
+    with seqshm.create(make_path(), np.int64, 1) as w:
+        w.write([1])
+        child = subprocess.Popen([sys.executable, "-c", f"""
+import asyncio, sys, threading
+import seqshm
+from seqshm import _reader
+_reader.CHECK_INTERVAL_S = 60.0
+r = seqshm.open({w.path!r})
+r.read()
+threading.Thread(target=asyncio.run, args=(r.wait_async(60),), daemon=True).start()
+sys.stdin.read()
+"""], stdin=subprocess.PIPE)
+        try:
+            _until(lambda: _count(w.path) == 1, "the child's wait sleeps in the kernel")
+        finally:
+            assert child.stdin is not None
+            child.stdin.close()  # the child exits
+            assert child.wait(HANG_GUARD_S) == 0
+        assert _count(w.path) == 0
+
+
 def test_a_signal_handlers_exception_ends_a_sync_wait_and_gives_back_its_count(
         idle_channel: tuple[seqshm.Writer, seqshm.Reader]) -> None:
     """Ctrl-C during wait(): the futex sleep ends (EINTR), the count and the sidecar's read
