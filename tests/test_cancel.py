@@ -179,10 +179,24 @@ async def _cancel_at_each_step(r: seqshm.Reader) -> None:
         await asyncio.gather(t, return_exceptions=True)
 
 
+async def _cancel_follow_300(r: seqshm.Reader) -> None:
+    """A follow_async() iteration cancelled while it waits for the next write."""
+    async def follow() -> None:
+        async for _ in r.follow_async(60):
+            pass
+
+    for _ in range(300):
+        t = asyncio.create_task(follow())
+        await asyncio.sleep(0)
+        t.cancel()
+        await asyncio.gather(t, return_exceptions=True)
+
+
 CANCELLERS: dict[str, Callable[[seqshm.Reader], Awaitable[None]]] = {
     "task.cancel": _cancel_1500,
     "wait_for": _wait_for_300,
     "cancel_at_each_step": _cancel_at_each_step,
+    "follow_async": _cancel_follow_300,
 }
 if sys.version_info >= (3, 11):
     CANCELLERS["timeout"] = _timeout_300
