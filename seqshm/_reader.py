@@ -441,7 +441,8 @@ class Reader(_core.ReaderEngine):
         every copy, even if it was mid-write at the last look. Otherwise an odd seq is a
         writer stuck in that write."""
         t = None if early else self._timeout
-        if seq & 1 and not moved:
+        stuck = bool(seq & 1) and not moved
+        if stuck:
             what = (f"slot {slot} stayed mid-write (its sequence count {seq} is odd)"
                     + ("" if t is None else f" for {t:g} s"))
             pid = self.header["writer_pid"]
@@ -456,7 +457,7 @@ class Reader(_core.ReaderEngine):
             done = f" ({writes} writes completed meanwhile)" if writes else ""
             what = (f"the writer overwrote slot {slot} during every copy for {t or 0:g} s"
                     f"{done}; a channel with more slots (nr_slots) lets readers through")
-        raise ReadTimeout(f"no consistent snapshot: {what}", self.path)
+        raise ReadTimeout(f"no consistent snapshot: {what}", self.path, stuck=stuck)
 
     # -- reading -----------------------------------------------------------------------------
 

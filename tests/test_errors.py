@@ -892,6 +892,7 @@ def test_a_writer_lapping_the_slot_at_every_look_is_reported_as_overwriting_it(
     assert "overwrote slot 0 during every copy" in msg and "nr_slots" in msg, msg
     assert "mid-write" not in msg and "stopped" not in msg, msg
     assert "writes completed meanwhile" in msg, msg
+    assert e.value.stuck is False  # what `seqshm info` and `list` can tell their users
 
 
 def test_a_writer_stuck_mid_write_is_still_reported_as_stuck(
@@ -907,6 +908,7 @@ def test_a_writer_stuck_mid_write_is_still_reported_as_stuck(
     assert "slot 0 stayed mid-write (its sequence count 3 is odd) for 0.2 s" in msg, msg
     assert f"writer pid {os.getpid()} is alive but not finishing (stopped?)" in msg, msg
     assert "overwrote" not in msg, msg
+    assert e.value.stuck is True
 
 
 def test_a_real_writer_lapping_a_large_slot_is_reported_as_overwriting_it(
