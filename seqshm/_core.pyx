@@ -828,7 +828,8 @@ cdef class ReaderEngine(_Channel):
         self._waiters = None  # the new channel's sidecar is attached by _set_waiters()
 
     def _detach(self):
-        """Forget the mapping: calls in other threads finish on the copy they hold; views keep
+        """Forget the mapping and close the file (``_fd``), in one C step (an interrupt lands
+        before or after it): calls in other threads finish on the copy they hold; views keep
         their memory mapped until they are gone."""
         if self._waiters is not None and self._waiters.sleepers and self._map is not None:
             # Our own threads asleep in the futex: wake them to raise ClosedError now (the
@@ -838,6 +839,7 @@ cdef class ReaderEngine(_Channel):
         self._map = None
         self._waiters = None
         memset(&self.r.g, 0, sizeof(self.r.g))
+        self._file.close()
 
     cdef seqshm_geometry *_geometry(self):
         return &self.r.g

@@ -856,8 +856,7 @@ class Reader(_core.ReaderEngine):
         a copy in progress completes, a wait raises ClosedError. Views still held keep their
         memory mapped until they are gone."""
         with self._fd_lock:
-            self._detach()
-            self._close_fd()  # forgets and closes the number in one step: once, interrupt or not
+            self._detach()  # unmaps and closes the file in one C step: once, interrupt or not
 
     def __enter__(self) -> Reader:
         return self
