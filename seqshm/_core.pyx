@@ -1314,7 +1314,8 @@ cdef class WriterEngine(_Channel):
     cdef WaitersFile _waiters       # the sidecar of sleeping readers, or None
     cdef object _exact_fields       # (integer fields, their dtype as objects), False if
                                     # there are none, None before the first look
-    cdef object _equiv_seen         # a dtype object seen equivalent to the channel's
+    cdef object _equiv_seen         # a dtype object seen equivalent to the channel's,
+    cdef object _equiv_names        # and its names then
 
     def __cinit__(self, *args, **kwargs):
         self._lock = PyThread_allocate_lock()
@@ -1466,10 +1467,11 @@ cdef class WriterEngine(_Channel):
         nothing more."""
         if not (cnp.PyDataType_HASFIELDS(have) or self._raw_descr is not None):
             return False
-        if have is self._equiv_seen:
+        # the same object with the same names tuple (a record type's names can be set anew)
+        if have is self._equiv_seen and have.names is self._equiv_names:
             return False
         if PyArray_EquivTypes(<void *>have, <void *>self._descr):
-            self._equiv_seen = have
+            self._equiv_seen, self._equiv_names = have, have.names
             return False
         return True
 

@@ -1032,3 +1032,16 @@ def test_write_of_tuples_an_integer_field_cannot_hold_publishes_nothing(
         w.write([(1, 2.5, (1, 2))])
         w.write([(True, 2, (np.int64(3), 4))])
         assert w.seq == 2
+
+
+def test_a_record_type_renamed_in_place_is_checked_again(make_path: Callable[[], str]) -> None:
+    """NumPy lets a record type's field names be set anew, on the same dtype object: an
+    array of it that write() took before is checked again once renamed."""
+    dt = np.dtype([("x", "<f8"), ("y", "<f8")])
+    a = np.zeros(1, dt)
+    with seqshm.create(make_path(), XY, 1) as w:
+        w.write(a)
+        dt.names = ("y", "x")
+        with pytest.raises(TypeError, match="another order"):
+            w.write(a)
+        assert w.seq == 1
