@@ -45,7 +45,16 @@ class FileTruncated(FormatError):
 
 class ReadTimeout(SeqshmError, TimeoutError):
     """No consistent snapshot within the reader's timeout: the writer stayed mid-write
-    (stopped or died while writing) or overwrote the slot faster than a copy takes."""
+    (stopped or died while writing) or overwrote the slot faster than a copy takes.
+
+    ``stuck``: True when the slot kept the same odd sequence count throughout the read (a
+    writer stopped or dead in its write), False when the writer moved on meanwhile (it
+    overwrote the slot during every copy: use more slots), None when the reader cannot say."""
+
+    def __init__(self, message: str, path: str | None = None, stuck: bool | None = None
+                 ) -> None:
+        super().__init__(message, path)
+        self.stuck = stuck
 
 
 class WriterBusy(SeqshmError, BlockingIOError):

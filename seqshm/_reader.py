@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import errno
 import fcntl
+import functools
 import math
 import mmap
 import os
+import queue
 import select
 import stat
 import struct
@@ -48,7 +51,6 @@ _WOKEN = 3
 #: the channel may open the sidecar and hold the lock: readers must not spin on it).
 _RESET_POLL_S = 20e-6
 
-_sleep_pool: concurrent.futures.ThreadPoolExecutor | None = None
 #: Threads in which wait_async() sleeps in the kernel, at most: one per waiting task (a
 #: sleeping thread costs no CPU and little memory), so that a task is never queued behind
 #: others' sleeps. A sleep is handed over only with one of as many slots
@@ -56,26 +58,102 @@ _sleep_pool: concurrent.futures.ThreadPoolExecutor | None = None
 #: whose write came would be seen only when one of them ended its slice (up to 0.1 s later).
 #: The waits beyond _SLEEPERS_MAX poll instead (1 ms late at most, as without a sidecar).
 _SLEEPERS_MAX = 256
+#: A sleeper thread with no sleep to run for this long ends: a burst of waits leaves no
+#: threads behind.
+_SLEEPER_IDLE_S = 1.0
 
 
-def _sleepers() -> concurrent.futures.ThreadPoolExecutor:
+class _SleeperThreads:
     """The threads in which wait_async() sleeps in the kernel (a futex cannot be polled by an
-    event loop): each waiting task holds one for at most CHECK_INTERVAL_S at a time."""
+    event loop). Not concurrent.futures.ThreadPoolExecutor: its threads are joined at exit and
+    are woken for it only once registered, so an exception from a signal handler between a
+    thread's start and its registration (inside submit()) hung the interpreter's exit; and
+    its threads never end. These are daemon threads that end after _SLEEPER_IDLE_S idle; all
+    their bookkeeping is done by the threads themselves, where no signal handler runs."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[int], Callable[[], int]]]
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0      # threads waiting for a job
+        self._running = 0   # threads alive
+
+    def submit(self, fn: Callable[[], int]) -> concurrent.futures.Future[int]:
+        """Run ``fn()`` in a sleeper thread: a future of its result."""
+        job: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._jobs.put((job, fn))
+        with self._lock:
+            # a thread for every job no idle thread will take; the sleeper slots bound them
+            more = self._idle < self._jobs.qsize() and self._running < _SLEEPERS_MAX
+        if more:
+            threading.Thread(target=self._work, name="seqshm-wait", daemon=True).start()
+        return job
+
+    def _work(self) -> None:
+        with self._lock:
+            self._running += 1
+        try:
+            while True:
+                with self._lock:
+                    self._idle += 1
+                try:
+                    job, fn = self._jobs.get(timeout=_SLEEPER_IDLE_S)
+                except queue.Empty:
+                    return
+                finally:
+                    with self._lock:
+                        self._idle -= 1
+                if job.set_running_or_notify_cancel():  # else cancelled before it ran
+                    try:
+                        job.set_result(fn())
+                    except BaseException as e:
+                        job.set_exception(e)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
+_sleep_pool: _SleeperThreads | None = None
+
+
+def _sleepers() -> _SleeperThreads:
     global _sleep_pool
     if _sleep_pool is None:
-        _sleep_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=_SLEEPERS_MAX, thread_name_prefix="seqshm-wait")
+        _sleep_pool = _SleeperThreads()
     return _sleep_pool
+
+
+#: The sleeps in progress in sleeper threads (changed by those threads only).
+_asleep: set[_core.SleeperSlot] = set()
+#: Set at exit: no more sleeps are handed to sleeper threads (waits poll).
+_exiting = False
 
 
 def _sleep_in_thread(reader: Reader, slot: _core.SleeperSlot, target: int, seconds: float
                      ) -> int:
     """A sleeper thread's job: one futex sleep, which ``slot.cancel()`` calls off, its slot
     given back when it ends."""
+    _asleep.add(slot)
     try:
         return reader._kernel_sleep(target, seconds, slot)
     finally:
+        _asleep.discard(slot)
         slot.release()
+
+
+@atexit.register
+def _call_off_sleeps() -> None:
+    """At exit, before the sleeper threads (daemon threads) are stopped wherever they are:
+    call off the sleeps in progress and let them end, so that none is left counted in its
+    channel's sidecar (the writer would wake nobody at every write until it reset the
+    count). Bounded: a thread the exit cannot wait for is let go."""
+    global _exiting
+    _exiting = True  # a wait that goes on (its loop in a thread of its own) polls from now
+    deadline = time.monotonic() + 0.5
+    while _asleep and time.monotonic() < deadline:
+        for slot in list(_asleep):  # again: a sleep handed over just before the flag
+            slot.cancel()
+        time.sleep(0.001)
 
 
 def _forget_sleepers() -> None:
@@ -380,7 +458,8 @@ class Reader(_core.ReaderEngine):
         every copy, even if it was mid-write at the last look. Otherwise an odd seq is a
         writer stuck in that write."""
         t = None if early else self._timeout
-        if seq & 1 and not moved:
+        stuck = bool(seq & 1) and not moved
+        if stuck:
             what = (f"slot {slot} stayed mid-write (its sequence count {seq} is odd)"
                     + ("" if t is None else f" for {t:g} s"))
             pid = self.header["writer_pid"]
@@ -395,7 +474,7 @@ class Reader(_core.ReaderEngine):
             done = f" ({writes} writes completed meanwhile)" if writes else ""
             what = (f"the writer overwrote slot {slot} during every copy for {t or 0:g} s"
                     f"{done}; a channel with more slots (nr_slots) lets readers through")
-        raise ReadTimeout(f"no consistent snapshot: {what}", self.path)
+        raise ReadTimeout(f"no consistent snapshot: {what}", self.path, stuck=stuck)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -777,11 +856,12 @@ class Reader(_core.ReaderEngine):
         # Taken here, in the coroutine that gives it back: a coroutine made but never run
         # (an interrupt between its creation and its first step) holds none, and from the
         # store on an exception meets the handler, so no traceback keeps a slot to the GC.
-        slot = _core.take_sleeper_slot(_SLEEPERS_MAX)
+        slot = None if _exiting else _core.take_sleeper_slot(_SLEEPERS_MAX)
         try:
             if slot is None:
                 return -1
-            job = _sleepers().submit(_sleep_in_thread, self, slot, target, seconds)
+            job = _sleepers().submit(
+                functools.partial(_sleep_in_thread, self, slot, target, seconds))
             job.add_done_callback(slot.release)  # also when cancelled before it ran
             rc: int = await asyncio.wrap_future(job)
         except BaseException:
@@ -817,8 +897,7 @@ class Reader(_core.ReaderEngine):
         a copy in progress completes, a wait raises ClosedError. Views still held keep their
         memory mapped until they are gone."""
         with self._fd_lock:
-            self._detach()
-            self._close_fd()  # forgets and closes the number in one step: once, interrupt or not
+            self._detach()  # unmaps and closes the file in one C step: once, interrupt or not
 
     def __enter__(self) -> Reader:
         return self

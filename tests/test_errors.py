@@ -892,6 +892,7 @@ def test_a_writer_lapping_the_slot_at_every_look_is_reported_as_overwriting_it(
     assert "overwrote slot 0 during every copy" in msg and "nr_slots" in msg, msg
     assert "mid-write" not in msg and "stopped" not in msg, msg
     assert "writes completed meanwhile" in msg, msg
+    assert e.value.stuck is False  # what `seqshm info` and `list` can tell their users
 
 
 def test_a_writer_stuck_mid_write_is_still_reported_as_stuck(
@@ -907,6 +908,7 @@ def test_a_writer_stuck_mid_write_is_still_reported_as_stuck(
     assert "slot 0 stayed mid-write (its sequence count 3 is odd) for 0.2 s" in msg, msg
     assert f"writer pid {os.getpid()} is alive but not finishing (stopped?)" in msg, msg
     assert "overwrote" not in msg, msg
+    assert e.value.stuck is True
 
 
 def test_a_real_writer_lapping_a_large_slot_is_reported_as_overwriting_it(
@@ -1030,3 +1032,16 @@ def test_write_of_tuples_an_integer_field_cannot_hold_publishes_nothing(
         w.write([(1, 2.5, (1, 2))])
         w.write([(True, 2, (np.int64(3), 4))])
         assert w.seq == 2
+
+
+def test_a_record_type_renamed_in_place_is_checked_again(make_path: Callable[[], str]) -> None:
+    """NumPy lets a record type's field names be set anew, on the same dtype object: an
+    array of it that write() took before is checked again once renamed."""
+    dt = np.dtype([("x", "<f8"), ("y", "<f8")])
+    a = np.zeros(1, dt)
+    with seqshm.create(make_path(), XY, 1) as w:
+        w.write(a)
+        dt.names = ("y", "x")
+        with pytest.raises(TypeError, match="another order"):
+            w.write(a)
+        assert w.seq == 1
