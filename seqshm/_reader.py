@@ -68,23 +68,31 @@ class _SleeperThreads:
     event loop). Not concurrent.futures.ThreadPoolExecutor: its threads are joined at exit and
     are woken for it only once registered, so an exception from a signal handler between a
     thread's start and its registration (inside submit()) hung the interpreter's exit; and
-    its threads never end. These are daemon threads that end after _SLEEPER_IDLE_S idle; all
-    their bookkeeping is done by the threads themselves, where no signal handler runs."""
+    its threads never end. These are daemon threads that end after _SLEEPER_IDLE_S idle. A
+    signal handler's exception inside submit() costs at most one thread too many or a job
+    left queued for the next free thread, whose wait was called off (its slot abandoned)."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[int], Callable[[], int]]]
+        # (future, function, whether an idle thread was spoken for by it)
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[int], Callable[[], int],
+                                            bool]]
         self._jobs = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = 0      # threads waiting for a job
+        self._idle = 0      # threads waiting for a job, none of the queued jobs meant for them
         self._running = 0   # threads alive
 
     def submit(self, fn: Callable[[], int]) -> concurrent.futures.Future[int]:
         """Run ``fn()`` in a sleeper thread: a future of its result."""
         job: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._jobs.put((job, fn))
         with self._lock:
-            # a thread for every job no idle thread will take; the sleeper slots bound them
-            more = self._idle < self._jobs.qsize() and self._running < _SLEEPERS_MAX
+            # An idle thread is spoken for by this job (_idle counts the threads waiting for
+            # a job that no queued job is meant for), so the next submit() cannot count it
+            # again; with none, a thread is started for it (the sleeper slots bound them).
+            reserved = self._idle > 0
+            if reserved:
+                self._idle -= 1
+            self._jobs.put((job, fn, reserved))
+            more = not reserved and self._running < _SLEEPERS_MAX
         if more:
             threading.Thread(target=self._work, name="seqshm-wait", daemon=True).start()
         return job
@@ -92,25 +100,29 @@ class _SleeperThreads:
     def _work(self) -> None:
         with self._lock:
             self._running += 1
-        try:
-            while True:
+            self._idle += 1
+        while True:
+            try:
+                job, fn, reserved = self._jobs.get(timeout=_SLEEPER_IDLE_S)
+            except queue.Empty:
                 with self._lock:
-                    self._idle += 1
-                try:
-                    job, fn = self._jobs.get(timeout=_SLEEPER_IDLE_S)
-                except queue.Empty:
-                    return
-                finally:
-                    with self._lock:
+                    # a job put as the wait timed out was meant for an idle thread (maybe
+                    # this one, already taken off _idle): this thread stays for it
+                    if self._jobs.empty():
                         self._idle -= 1
-                if job.set_running_or_notify_cancel():  # else cancelled before it ran
-                    try:
-                        job.set_result(fn())
-                    except BaseException as e:
-                        job.set_exception(e)
-        finally:
+                        self._running -= 1
+                        return
+                continue
+            if not reserved:  # a job meant for a new thread: this one is busy now
+                with self._lock:
+                    self._idle -= 1
+            if job.set_running_or_notify_cancel():  # else cancelled before it ran
+                try:
+                    job.set_result(fn())
+                except BaseException as e:
+                    job.set_exception(e)
             with self._lock:
-                self._running -= 1
+                self._idle += 1
 
 
 _sleep_pool: _SleeperThreads | None = None
