@@ -72,6 +72,9 @@ kernel_doc_known_attrs = "SEQSHM_API"  # libseqshm's visibility macro, not a ret
 c_id_attributes = ["SEQSHM_API"]
 c_paren_attributes = ["__attribute__"]
 
+# Unlabelled code blocks (command lines, diagrams) are shown as they are, not guessed at.
+highlight_language = "text"
+
 html_theme = "furo"
 html_title = f"seqshm {release}"
 html_static_path: list[str] = []
