@@ -48,7 +48,7 @@ def build_site(out: Path) -> Site:
     cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-b", "html",
            "-d", str(out / ".doctrees"), str(DOCS), str(out)]
     p = subprocess.run(cmd, cwd=DOCS, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONSAFEPATH": "1"})
+                       env={**os.environ, "PYTHONSAFEPATH": "1", "PYTHONDONTWRITEBYTECODE": "1"})
     return Site(out, p.stdout + p.stderr, p.returncode)
 
 
