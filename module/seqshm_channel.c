@@ -289,8 +289,8 @@ EXPORT_SYMBOL_GPL(seqshm_channel_create);
  * @ch: the channel, or NULL or an ERR_PTR() (then nothing happens).
  *
  * No new file can open the channel afterwards. Files already open (and their mappings) keep
- * the region alive until the last one goes: mappings keep showing the last write and a
- * state of SEQSHM_STATE_CLOSED, read() fails with -ENODEV and poll() reports EPOLLHUP.
+ * the region alive until the last one goes; until then their mappings show the last write
+ * and a state of SEQSHM_STATE_CLOSED, read() fails with -ENODEV and poll() reports EPOLLHUP.
  * The caller must not write to @ch after this (nor concurrently with it).
  *
  * Context: process context; may sleep.

@@ -29,7 +29,7 @@ struct seqshm_channel;
 
 /**
  * struct seqshm_channel_config - what a producer asks for when it creates a channel.
- * @name:	channel name: 1 to SEQSHM_NAME_LEN - 1 characters of [A-Za-z0-9_.-], not "." or
+ * @name:	channel name: 1 to SEQSHM_NAME_LEN - 1 characters of ``[A-Za-z0-9_.-]``, not "." or
  *		"..". The device is /dev/seqshm/@name.
  * @record:	true: the element is a record of named fields (SEQSHM_F_RECORD); false: a plain
  *		scalar described by exactly one field with an empty name, offset 0, count 1.
