@@ -28,7 +28,7 @@ import numpy as np
 from seqshm import _core
 from seqshm._errors import ChannelEnded, ClosedError, FileTruncated, FormatError, ReadTimeout
 from seqshm._files import Directory, PlantedLink, open_dir, open_in
-from seqshm._lifecycle import ChannelState, describe_writer, lock_is_free, same_file
+from seqshm._lifecycle import ChannelState, end_reason, lock_is_free, same_file, writer_text
 from seqshm._types import History, ReaderStats, Sample
 from seqshm._writer import read_waiters_id, waiters_path
 
@@ -378,20 +378,11 @@ class Reader(_core.ReaderEngine):
 
     def _writer_text(self) -> str:
         h = self.header
-        if self._device or not h["writer_pid"]:
-            return "the kernel"
-        return "writer " + describe_writer(h["writer_pid"], h["writer_pidns"])
+        return writer_text(0 if self._device else h["writer_pid"], h["writer_pidns"])
 
     def _ended_error(self, state: ChannelState) -> ChannelEnded:
-        what = {
-            ChannelState.CLOSED: f"the channel was closed by {self._writer_text()}",
-            ChannelState.WRITER_DIED: f"{self._writer_text()} ended without closing the channel",
-            ChannelState.REPLACED: "a new channel replaced this one at its path; reopen it, or "
-                                   "open with reopen=True to move to replacements",
-            ChannelState.REMOVED: "the channel's file was removed",
-        }[state]
-        if state is ChannelState.REPLACED and self._follow_path:
-            what = "a new channel replaced this one but cannot be followed: " + self._no_follow
+        no_follow = self._no_follow if self._follow_path else None
+        what = end_reason(state, self._writer_text(), no_follow)
         return ChannelEnded(f"no more writes: {what}", self.path, state)
 
     _no_follow = "it is not ready"
