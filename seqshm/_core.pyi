@@ -129,6 +129,9 @@ class ReaderEngine(_Channel):
     def view(self, token: int | None = ...) -> np.ndarray: ...
     def begin(self) -> int: ...
     def validate(self, token: int) -> bool: ...
+    def slot_seqs(self) -> list[int]:
+        """Each slot's sequence count now, slot 0 first (odd: mid-write), through the guarded
+        mapping; FileTruncated if the file shrank, ClosedError once closed."""
 
 class WriterEngine(_Channel):
     @property

@@ -1217,6 +1217,19 @@ cdef class ReaderEngine(_Channel):
         seqshm_reader_done(&self.r, &m)
         return True
 
+    def slot_seqs(self):
+        """Each slot's sequence count now, slot 0 first (odd: that slot is mid-write), read
+        through the guarded mapping without the seqlock: for showing a channel (``seqshm
+        info``), not for reading data. Raises FileTruncated if the file shrank under the
+        mapping (the guard's stand-in pages would show every slot odd), ClosedError once
+        closed."""
+        cdef uint32_t i
+        self._check_open()
+        seqs = [seqshm_read_begin(&self.r.g, i) for i in range(self.hdr.nr_slots)]
+        if seqshm_guard_damaged(self._map.guard):
+            self._raise_truncated()
+        return seqs
+
     def _follow_next(self, unsigned long long nxt, uint64_t lapped=0):
         """One step of a follower that wants write ``nxt``: (got, nxt, lost, lapped). ``got``
         is None if write ``nxt`` (as moved on) is not complete yet, else (data, write_seq,
