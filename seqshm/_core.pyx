@@ -482,7 +482,7 @@ cdef int _sleeper_slots_pid = 0
 
 @cython.final
 cdef class SleeperSlot:
-    """One futex sleep handed to a sleeper thread (see seqshm/_reader.py, wait_async()):
+    """One futex sleep handed to a sleeper thread (see seqshm/_wait.py, wait_async()):
     counted by :func:`sleeper_slots` from :func:`take_sleeper_slot` until ``release()``, which
     counts once however often and from whichever thread it is called (the sleep ended, or
     was cancelled before it began), and at the latest when the object goes. ``cancel()``
