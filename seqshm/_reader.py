@@ -42,10 +42,10 @@ os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 def _open_region(d: Directory, name: str, path: str
-                 ) -> tuple[int, bool, bool, bytes, int, _core.Mapping]:
+                 ) -> tuple[int, bool, bool, _core.Header, _core.Mapping]:
     """Open ``name`` in ``d`` (``path`` for messages) read-only, never through a link another
-    user planted (open_in), and map its region: (fd, is_device, followed a link, header,
-    file_size, mapping)."""
+    user planted (open_in), and map its region: (fd, is_device, followed a link, the header
+    as checked, mapping). The one header check of an open."""
     try:
         # O_NONBLOCK: a FIFO must not block
         fd, followed = open_in(d, name, os.O_RDONLY | os.O_NONBLOCK)
@@ -84,19 +84,19 @@ def _open_region(d: Directory, name: str, path: str
                               "under /dev/seqshm or /dev/shm", path)
         h = _core.check_header(header, size, path)
         try:
-            m = _core.Mapping(fd, h["region_size"], False, h["nr_slots"])
+            m = _core.Mapping(fd, h.region_size, False, h.nr_slots)
         except OSError as e:
-            raise OSError(e.errno, f"cannot map {h['region_size']} bytes: {e.strerror}",
+            raise OSError(e.errno, f"cannot map {h.region_size} bytes: {e.strerror}",
                           path) from None
-        return fd, not size, followed, header, size, m
+        return fd, not size, followed, h, m
     except BaseException:
         os.close(fd)
         raise
 
 
-def _element_key(h: dict[str, Any]) -> tuple[Any, ...]:
+def _element_key(h: _core.Header) -> tuple[Any, ...]:
     """What decides a channel's dtype and shape: a follower moves only between equal ones."""
-    return h["itemsize"], h["flags"], h["fields"], h["shape"]
+    return h.itemsize, h.flags, h.fields, h.shape
 
 
 class Reader(_wait.Waiting, _core.ReaderEngine):
@@ -138,11 +138,11 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
         self._next_switch = 0.0
         self._generation = 0  # channels this reader has moved to (reopen)
         try:
-            fd, self._device, self._followed, header, size, m = _open_region(d, self._name, p)
+            fd, self._device, self._followed, header, m = _open_region(d, self._name, p)
         finally:
             d.close()
         self._fd = fd
-        self._attach(p, header, m, size)
+        self._attach(p, header, m)
         self._set_follow(self._follow_path)
         self._next_waiters_try = 0.0  # the sidecar is opened by the first wait, if any
         _readers.add(self)
@@ -194,7 +194,7 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
             st = os.fstat(self._fd)
             # Shrunk under the mapping, even if nothing has touched a lost page yet (a file
             # cut to its header page leaves head readable: waits would never learn of it)
-            if not self._device and st.st_size < self.header["region_size"]:
+            if not self._device and st.st_size < self.header.region_size:
                 return ChannelState.TRUNCATED
             # Another channel written into this very file (cp over it, a rewrite in place):
             # same inode, other header, and this reader's geometry no longer fits the data
@@ -242,7 +242,7 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
 
     def _writer_text(self) -> str:
         h = self.header
-        return writer_text(0 if self._device else h["writer_pid"], h["writer_pidns"])
+        return writer_text(0 if self._device else h.writer_pid, h.writer_pidns)
 
     def _ended_error(self, state: ChannelState) -> ChannelEnded:
         no_follow = self._no_follow if self._follow_path else None
@@ -261,7 +261,7 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
         try:
             d, _ = open_dir(self.path)
             try:
-                fd, device, followed, header, size, m = _open_region(d, self._name, self.path)
+                fd, device, followed, h, m = _open_region(d, self._name, self.path)
             finally:
                 d.close()
         except (OSError, FormatError) as e:
@@ -271,20 +271,19 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
             if self.closed:
                 os.close(fd)
                 self._check_not_closed()
-            h = _core.check_header(header, size, self.path)
             # the same file is a new channel only if another was written into it in place
             if same_file(os.fstat(fd), os.fstat(self._fd)) and h == self.header:
                 os.close(fd)
                 return False
             if _element_key(h) != _element_key(self.header):
                 os.close(fd)
-                self._no_follow = (f"its element type or shape {h['shape']} differs from "
+                self._no_follow = (f"its element type or shape {h.shape} differs from "
                                    f"this reader's {self.dtype} {self.shape}")
                 self._incompatible = True
                 return False
             self._incompatible = False
             old, self._fd, self._device, self._followed = self._fd, fd, device, followed
-            self._attach(self.path, header, m, size)
+            self._attach(self.path, h, m)
             self._generation += 1
             os.close(old)
             self._next_waiters_try = 0.0  # the new channel's sidecar, at the next wait
@@ -298,7 +297,7 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
     def _stalled(self, slot: int, seq: int) -> None:
         # The engine asks about every 0.1 s while a read is blocked on an odd slot: a writer
         # that died in it will never finish, whatever the timeout.
-        if seq & 1 and not self._device and self.header["writer_pid"]:
+        if seq & 1 and not self._device and self.header.writer_pid:
             with self._fd_lock:
                 dead = not self.closed and lock_is_free(self._fd)
             if dead:
@@ -317,7 +316,7 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
         if stuck:
             what = (f"slot {slot} stayed mid-write (its sequence count {seq} is odd)"
                     + ("" if t is None else f" for {t:g} s"))
-            pid = self.header["writer_pid"]
+            pid = self.header.writer_pid
             if pid and not self._device:
                 with self._fd_lock:
                     dead = not self.closed and lock_is_free(self._fd)

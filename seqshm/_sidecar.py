@@ -132,7 +132,7 @@ def _names_sidecar(d: Directory, channel: str, side: os.stat_result) -> bool:
         return False
     finally:
         os.close(fd)
-    return (h["waiters_dev"], h["waiters_ino"]) == (side.st_dev, side.st_ino)
+    return (h.waiters_dev, h.waiters_ino) == (side.st_dev, side.st_ino)
 
 
 def sweep_stale(d: Directory) -> None:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from seqshm import _core, _sidecar
 
@@ -167,7 +167,7 @@ if TYPE_CHECKING:
         @property
         def seq(self) -> int: ...
         @property
-        def header(self) -> Any: ...
+        def header(self) -> _core.Header: ...
         @property
         def _has_waiters(self) -> bool: ...
         @property
@@ -237,15 +237,15 @@ class Waiting:
         channel file back); else poll, and look again in CHECK_INTERVAL_S."""
         self._next_waiters_try = time.monotonic() + CHECK_INTERVAL_S
         h = self.header
-        if not h["waiters_ino"]:
+        if not h.waiters_ino:
             return
         with self._fd_lock:
             self._check_not_closed()
             channel = os.fstat(self._fd)
-        waiters = _sidecar.open_for_reader(self._sidecar_path(), h["waiters_dev"],
-                                           h["waiters_ino"], channel)
+        waiters = _sidecar.open_for_reader(self._sidecar_path(), h.waiters_dev, h.waiters_ino,
+                                           channel)
         if waiters is not None:
-            self._set_waiters(waiters, bool(h["wake_flags"] & _core.WAKE_F_FENCE))
+            self._set_waiters(waiters, bool(h.wake_flags & _core.WAKE_F_FENCE))
 
     def _sleeps_in_kernel(self: _Waiter) -> bool:
         """Whether a wait can sleep until the next write (a sidecar is attached); without

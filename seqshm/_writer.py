@@ -9,7 +9,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -52,12 +52,12 @@ class Writer(_core.WriterEngine):
     ``close()`` marks the channel closed, so readers see its end.
     """
 
-    def __init__(self, fd: int, path: str) -> None:
-        """Take over ``fd``: a region file whose header is complete but for its magic, locked
-        by the caller (use :func:`seqshm.create`). Publishes the magic."""
+    def __init__(self, fd: int, path: str, header: _core.Header) -> None:
+        """Take over ``fd``: a region file that holds ``header`` (from build_header()) but for
+        its magic, locked by the caller (use :func:`seqshm.create`). Publishes the magic."""
         self._fd = -1
         self._close_lock = threading.Lock()
-        self._attach(fd, path)
+        self._attach(fd, path, header)
         self._fd = fd
         self._owner = os.getpid()
         self._pending: tuple[np.ndarray, int] | None = None
@@ -369,18 +369,16 @@ def create(
                              f"({NAME_MAX} bytes at most)")
         pid = os.getpid()
         start = process_start_time(pid) or 0
-        _, region_size = _core.build_header(name, int(nr_slots), dims, element, pid, start)
+        # built once, checked by the engine as it builds it; the sidecar's identity is added
+        # once the sidecar exists (with_waiters), and the writer takes this very object
+        header = _core.build_header(name, int(nr_slots), dims, element, pid, start,
+                                    wake_flags=_core.WAKE_F_FENCE, writer_pidns=pid_namespace())
     except (TypeError, ValueError) as e:
         raise type(e)(f"{path}: {e}") from None
     d = Directory(directory, path)
     path = d.join(base)  # the directory as the kernel resolved it
     try:
-        writer = _create_in(d, base, path, mode, overwrite,
-                            lambda side: _core.build_header(
-                                name, int(nr_slots), dims, element, pid, start,
-                                waiters_dev=side.st_dev, waiters_ino=side.st_ino,
-                                wake_flags=_core.WAKE_F_FENCE,
-                                writer_pidns=pid_namespace())[0], region_size)
+        writer = _create_in(d, base, path, mode, overwrite, header)
     except BaseException:
         d.close()
         raise
@@ -388,7 +386,7 @@ def create(
 
 
 def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
-               header_for: Callable[[os.stat_result], bytes], region_size: int) -> Writer:
+               header: _core.Header) -> Writer:
     """create()'s file work: the channel file and its sidecar made unnamed in ``d``, filled,
     locked, then linked at ``base``. On any exception, KeyboardInterrupt included, nothing is
     left: no name, no descriptor (the caller closes ``d``)."""
@@ -413,10 +411,11 @@ def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
         side = os.fstat(side_fd)
         # Reserve the memory now: a full tmpfs then fails here with ENOSPC, not later with
         # SIGBUS on a write into a sparse page.
-        reserve(fd, region_size, path)
-        os.pwrite(fd, header_for(side), 0)
+        reserve(fd, header.region_size, path)
+        header = header.with_waiters(side.st_dev, side.st_ino)
+        os.pwrite(fd, header.to_bytes(), 0)
         hold_liveness(fd)  # unnamed so far: nobody else can hold or block it
-        writer = Writer(fd, path)
+        writer = Writer(fd, path, header)
         writer._dir, writer._name = d, base
         waiters = _core.WaitersFile(side_fd)  # owns side_fd from here
         side_fd = -1

@@ -32,8 +32,9 @@ def header(dtype: Any = np.uint64, dims: tuple[int, ...] = (8,), slots: int = 1,
            **fields: Any) -> tuple[bytearray, int]:
     """A valid published header (magic set) for ``dtype``, ``dims`` and ``slots``, with the
     raw header ``fields`` patched in; and its region size."""
-    raw, region_size = _core.build_header("t", slots, dims, element_type(dtype), 0)
-    h = bytearray(raw)
+    built = _core.build_header("t", slots, dims, element_type(dtype), 0)
+    region_size = built.region_size
+    h = bytearray(built.to_bytes())
     struct.pack_into("=Q", h, H["magic"], _core.MAGIC)
     patch(h, **fields)
     return h, region_size
@@ -60,7 +61,7 @@ def patch_field(h: bytearray, i: int, *, name: bytes | None = None, **values: in
     return h
 
 
-def check(h: bytes | bytearray, file_size: int = 0) -> dict[str, Any]:
+def check(h: bytes | bytearray, file_size: int = 0) -> _core.Header:
     return _core.check_header(bytes(h), file_size, "/the/file")
 
 
@@ -144,9 +145,10 @@ def test_text_file_is_not_a_seqshm_region(tmp_path: Path) -> None:
 
 
 def test_unpublished_region_without_magic_is_not_a_seqshm_region(tmp_path: Path) -> None:
-    raw, region_size = _core.build_header("t", 1, (8,), element_type(np.uint64), 0)
+    built = _core.build_header("t", 1, (8,), element_type(np.uint64), 0)
+    raw = built.to_bytes()
     p = tmp_path / "unpublished"
-    p.write_bytes(raw + bytes(region_size - len(raw)))
+    p.write_bytes(raw + bytes(built.region_size - len(raw)))
     with pytest.raises(FormatError, match="magic is 0"):
         seqshm.open(p)
 
