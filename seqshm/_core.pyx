@@ -400,6 +400,10 @@ cdef class Header:
     def __repr__(self):
         return f"Header({_header_dict(&self.h)!r})"
 
+    def __reduce__(self):
+        # pickled as the dict Reader.header was: only the engine makes a Header
+        return dict, (_header_dict(&self.h),)
+
 
 # The largest region a userspace writer builds (1 TiB): past what any tmpfs holds, so a size
 # this large is a mistake in the shape, reported as such rather than as ENOSPC.

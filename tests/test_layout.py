@@ -318,3 +318,11 @@ def test_dtype_limits_are_the_engines() -> None:
     from seqshm import _dtype
 
     assert (_dtype.FIELD_NAME_MAX, _dtype.MAX_FIELDS) == (_core.FIELD_NAME_MAX, _core.MAX_FIELDS)
+
+
+def test_a_pickled_header_comes_back_as_the_dict_it_used_to_be(make_path) -> None:
+    import pickle
+
+    with seqshm.create(make_path(), np.uint64, 4) as w, seqshm.open(w.path) as r:
+        back = pickle.loads(pickle.dumps(r.header))
+    assert isinstance(back, dict) and back == r.header and tuple(back) == HEADER_KEYS
