@@ -1,4 +1,5 @@
-"""The public Reader: opening a channel, its lifecycle (end, restart, reopen), waits, follow()."""
+"""The public Reader: opening a channel, its lifecycle (end, restart, reopen), reads built on
+the engine (apply, history) and follow(); its waits are mixed in from _wait.py."""
 
 from __future__ import annotations
 
@@ -484,7 +485,7 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
             except ChannelEnded:
                 return
 
-    # -- waiting -----------------------------------------------------------------------------
+    # -- the hooks _wait.Waiting calls between sleeps -------------------------------------------
 
     def _newer(self, target: int) -> bool:
         return int(self.head) > target
