@@ -343,3 +343,29 @@ def test_a_wait_ends_when_the_file_is_cut_to_its_header(shm_path: str, size: int
             list(r.follow(timeout=HANG_GUARD_S))
         assert time.monotonic() - t0 < HANG_GUARD_S
         w.close(unlink=True)
+
+
+def test_the_readers_end_messages_are_lifecycles_words(shm_path: str) -> None:
+    """Reader's ChannelEnded and the command line say who wrote a channel and why it ended in
+    the same words: _lifecycle.writer_text() and end_reason(), one home for both."""
+    from seqshm._lifecycle import end_reason, writer_text
+
+    assert writer_text(0, 0) == "the kernel"
+    assert writer_text(42, 0) == "writer pid 42"
+    assert end_reason(ChannelState.CLOSED, "writer pid 42") == (
+        "the channel was closed by writer pid 42")
+    assert end_reason(ChannelState.WRITER_DIED, "writer pid 42") == (
+        "writer pid 42 ended without closing the channel")
+    assert end_reason(ChannelState.REMOVED, "x") == "the channel's file was removed"
+    assert end_reason(ChannelState.REPLACED, "x").startswith("a new channel replaced this one")
+    assert end_reason(ChannelState.REPLACED, "x", "it is not ready").endswith(
+        "cannot be followed: it is not ready")
+    with pytest.raises(ValueError):
+        end_reason(ChannelState.OPEN, "x")
+    with seqshm.create(shm_path, np.int64, 1) as w, seqshm.open(shm_path) as r:
+        r.snapshot()
+        w.close(unlink=True)
+        with pytest.raises(ChannelEnded) as e:
+            r.wait(HANG_GUARD_S)
+    assert str(e.value) == (f"{shm_path}: no more writes: the channel was closed by "
+                            f"writer pid {os.getpid()}")
