@@ -33,8 +33,7 @@ import pytest
 from benchutil import finish, looped, pinned_main, quick, setup, shm_path
 
 import seqshm
-from seqshm import _hooks
-from seqshm._writer import waiters_path
+from seqshm import _hooks, _sidecar
 
 WAKE_CASES = ["pipe", "eventfd", "futex", "poll"]
 IDLE_S = 0.5
@@ -52,7 +51,7 @@ def _pong_seqshm(path_a, path_b, poll, ready, stop):
     """Helper: wait for a write on A, answer on B with the wake-up's latency in ns."""
     wb = seqshm.create(path_b, np.int64, 1, overwrite=True)
     if poll:
-        os.unlink(waiters_path(path_b))
+        os.unlink(_sidecar.path_of(path_b))
     wb.write([0])
     ra = seqshm.open(path_a)
     ra.read()
@@ -136,7 +135,7 @@ def test_wake_latency(benchmark, request, kind):
             path_a, path_b = shm_path("wakeA"), shm_path("wakeB")
             wa = seqshm.create(path_a, np.int64, 1, overwrite=True)
             if kind == "poll":
-                os.unlink(waiters_path(path_a))
+                os.unlink(_sidecar.path_of(path_a))
             wa.write([0])
             try:
                 with _helper(_pong_seqshm, path_a, path_b, kind == "poll"):

@@ -73,6 +73,8 @@ SLOTS_OFFSET = SEQSHM_SLOTS_OFFSET
 ALIGN = SEQSHM_ALIGN
 MAX_SLOTS = SEQSHM_MAX_SLOTS
 MAX_DIMS = SEQSHM_MAX_DIMS
+MAX_FIELDS = SEQSHM_MAX_FIELDS
+FIELD_NAME_MAX = SEQSHM_FIELD_NAME_LEN - 1
 STATE_OPEN = SEQSHM_STATE_OPEN
 STATE_CLOSED = SEQSHM_STATE_CLOSED
 STATE_REPLACED = SEQSHM_STATE_REPLACED
@@ -217,25 +219,212 @@ cdef int _load_header(bytes data, uint64_t file_size, str path, seqshm_header *h
     return 0
 
 
+# The static fields of a header, by name, in the order the dict Reader.header was had them.
+cdef tuple _HEADER_KEYS = (
+    "magic", "abi_version", "header_size", "region_size", "payload_offset", "payload_size",
+    "slot_stride", "nr_slots", "flags", "clock_id", "writer_pid", "writer_start",
+    "waiters_dev", "waiters_ino", "wake_flags", "writer_pidns", "name", "itemsize",
+    "nr_fields", "ndim", "shape", "fields")
+
+
+cdef Header _new_header(const seqshm_header *h):
+    cdef Header out = Header.__new__(Header)
+    memcpy(&out.h, h, sizeof(seqshm_header))
+    return out
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class Header:
+    """A channel's header as the engine checked (:func:`check_header`) or built
+    (:func:`build_header`) it: a private copy of its static fields, never re-read from shared
+    memory. Only the engine makes one, so whoever holds one holds a checked header, and the
+    engines attach it without checking it again.
+
+    Its fields are typed read-only attributes (``h.nr_slots``); ``h["nr_slots"]``,
+    ``get()``, ``keys()``, ``values()`` and ``items()`` read them by name as the dict that
+    ``Reader.header`` used to be, and a Header equals such a dict of the same fields. Two
+    Headers are equal when every static field is (head and the state word are not in it)."""
+
+    cdef seqshm_header h
+
+    def __init__(self):
+        raise TypeError("a Header is made by seqshm._core.check_header() or build_header()")
+
+    @property
+    def magic(self):
+        return self.h.magic
+
+    @property
+    def abi_version(self):
+        return self.h.abi_version
+
+    @property
+    def header_size(self):
+        return self.h.header_size
+
+    @property
+    def region_size(self):
+        return self.h.region_size
+
+    @property
+    def payload_offset(self):
+        return self.h.payload_offset
+
+    @property
+    def payload_size(self):
+        return self.h.payload_size
+
+    @property
+    def slot_stride(self):
+        return self.h.slot_stride
+
+    @property
+    def nr_slots(self):
+        return self.h.nr_slots
+
+    @property
+    def flags(self):
+        return self.h.flags
+
+    @property
+    def clock_id(self):
+        return self.h.clock_id
+
+    @property
+    def writer_pid(self):
+        return self.h.writer_pid
+
+    @property
+    def writer_start(self):
+        return self.h.writer_start
+
+    @property
+    def waiters_dev(self):
+        return self.h.waiters_dev
+
+    @property
+    def waiters_ino(self):
+        return self.h.waiters_ino
+
+    @property
+    def wake_flags(self):
+        return self.h.wake_flags
+
+    @property
+    def writer_pidns(self):
+        return self.h.writer_pidns
+
+    @property
+    def name(self):
+        return self.h.name.decode("ascii")
+
+    @property
+    def itemsize(self):
+        return self.h.itemsize
+
+    @property
+    def nr_fields(self):
+        return self.h.nr_fields
+
+    @property
+    def ndim(self):
+        return self.h.ndim
+
+    @property
+    def shape(self):
+        return tuple(self.h.shape[i] for i in range(self.h.ndim))
+
+    @property
+    def fields(self):
+        return _element(&self.h).fields
+
+    @property
+    def element(self):
+        """The ElementType the field table describes."""
+        return _element(&self.h)
+
+    def to_bytes(self):
+        """The header as the region holds it (head and state as built: 0)."""
+        return (<char *>&self.h)[:sizeof(seqshm_header)]
+
+    def with_waiters(self, uint64_t dev, uint64_t ino):
+        """A copy naming the sidecar (st_dev, st_ino) ``dev``, ``ino``: what create() learns
+        only once the sidecar exists."""
+        cdef Header out = _new_header(&self.h)
+        out.h.waiters_dev = dev
+        out.h.waiters_ino = ino
+        return out
+
+    def _values(self):
+        return (self.h.magic, self.h.abi_version, self.h.header_size, self.h.region_size,
+                self.h.payload_offset, self.h.payload_size, self.h.slot_stride,
+                self.h.nr_slots, self.h.flags, self.h.clock_id, self.h.writer_pid,
+                self.h.writer_start, self.h.waiters_dev, self.h.waiters_ino,
+                self.h.wake_flags, self.h.writer_pidns, self.name, self.h.itemsize,
+                self.h.nr_fields, self.h.ndim, self.shape, self.fields)
+
+    def __eq__(self, other):
+        if isinstance(other, Header):
+            return self._values() == (<Header>other)._values()
+        if isinstance(other, dict):
+            return _header_dict(&self.h) == other
+        return NotImplemented
+
+    def __getitem__(self, key):
+        if key in _HEADER_KEYS:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        return getattr(self, key) if key in _HEADER_KEYS else default
+
+    def keys(self):
+        return _HEADER_KEYS
+
+    def values(self):
+        return self._values()
+
+    def items(self):
+        return tuple(zip(_HEADER_KEYS, self._values()))
+
+    def __iter__(self):
+        return iter(_HEADER_KEYS)
+
+    def __len__(self):
+        return len(_HEADER_KEYS)
+
+    def __contains__(self, key):
+        return key in _HEADER_KEYS
+
+    def __repr__(self):
+        return f"Header({_header_dict(&self.h)!r})"
+
+    def __reduce__(self):
+        # pickled as the dict Reader.header was: only the engine makes a Header
+        return dict, (_header_dict(&self.h),)
+
+
 # The largest region a userspace writer builds (1 TiB): past what any tmpfs holds, so a size
 # this large is a mistake in the shape, reported as such rather than as ENOSPC.
 cdef uint64_t MAX_REGION = (<uint64_t>1) << 40
 
 
 def check_header(bytes data not None, uint64_t file_size=0, str path=None):
-    """Validate raw header bytes the way a reader does; returns the header's fields as a dict.
+    """Validate raw header bytes the way a reader does: the checked Header.
 
     Raises FormatError or VersionError naming ``path``.
     """
     cdef seqshm_header h
     _load_header(data, file_size, path, &h)
-    return _header_dict(&h)
+    return _new_header(&h)
 
 
 def build_header(str name not None, uint32_t nr_slots, tuple shape not None, element,
                  uint32_t writer_pid=0, uint64_t writer_start=0, *, uint64_t waiters_dev=0,
                  uint64_t waiters_ino=0, uint32_t wake_flags=0, uint32_t writer_pidns=0):
-    """The header bytes (magic still 0) of a region for ``element`` and ``shape``, and its size.
+    """The Header (magic still 0) of a region for ``element`` and ``shape``: ``to_bytes()``
+    is what its file starts with, ``region_size`` its size.
     ``waiters_dev``/``waiters_ino`` name the sidecar of sleeping readers (0: none),
     ``wake_flags`` is SEQSHM_WAKE_*, ``writer_pidns`` the inode of the writer's pid namespace.
 
@@ -248,6 +437,8 @@ def build_header(str name not None, uint32_t nr_slots, tuple shape not None, ele
     cdef char why[256]
     cdef bytes name_b = name.encode("ascii")
     cdef bytes fname
+    # _dtype.element_type() and create()'s _shape() refuse these first, with the user's words;
+    # these stay because they bound the C arrays below, whoever the caller
     if len(shape) > SEQSHM_MAX_DIMS:
         raise ValueError(f"shape {shape} has more than {SEQSHM_MAX_DIMS} dimensions")
     if len(element.fields) > SEQSHM_MAX_FIELDS:
@@ -284,7 +475,7 @@ def build_header(str name not None, uint32_t nr_slots, tuple shape not None, ele
     h.waiters_ino = waiters_ino
     h.wake_flags = wake_flags
     h.writer_pidns = writer_pidns
-    return (<char *>&h)[:sizeof(h)], h.region_size
+    return _new_header(&h)
 
 
 def mark_state(int fd, uint32_t state, str path=None):
@@ -482,7 +673,7 @@ cdef int _sleeper_slots_pid = 0
 
 @cython.final
 cdef class SleeperSlot:
-    """One futex sleep handed to a sleeper thread (see seqshm/_reader.py, wait_async()):
+    """One futex sleep handed to a sleeper thread (see seqshm/_wait.py, wait_async()):
     counted by :func:`sleeper_slots` from :func:`take_sleeper_slot` until ``release()``, which
     counts once however often and from whichever thread it is called (the sleep ended, or
     was cancelled before it began), and at the latest when the object goes. ``cancel()``
@@ -630,6 +821,7 @@ cdef class _Channel:
     """What readers and writers share: the mapping, the validated header copy, the array type."""
 
     cdef seqshm_header hdr      # private copy, validated; never re-read from shared memory
+    cdef Header _header         # the same, as the object ``header`` returns
     cdef Mapping _map
     cdef cnp.dtype _descr
     cdef object _raw_descr      # opaque items of the record's size, or None for scalars
@@ -660,13 +852,15 @@ cdef class _Channel:
         (a second close would close whatever file the number names by then)."""
         self._file.close()
 
-    cdef int _setup(self, str path, seqshm_header *h, Mapping m) except -1:
+    cdef int _setup(self, str path, Header header, Mapping m) except -1:
+        cdef seqshm_header *h = &header.h
         try:
             descr = to_dtype(_element(h))
         except (TypeError, ValueError) as e:
             raise FormatError(f"element type NumPy cannot represent: {e}", path) from None
         self.path = path
         memcpy(&self.hdr, h, sizeof(seqshm_header))
+        self._header = header
         self._map = m
         self._descr = descr
         self._raw_descr = np.dtype((np.void, h.itemsize)) if h.flags & SEQSHM_F_RECORD else None
@@ -699,8 +893,8 @@ cdef class _Channel:
 
     @property
     def header(self):
-        """The header's static fields, as validated when the channel was opened."""
-        return _header_dict(&self.hdr)
+        """The header's static fields (a Header), as validated when the channel was opened."""
+        return self._header
 
     @property
     def closed(self):
@@ -817,18 +1011,17 @@ cdef class ReaderEngine(_Channel):
     cdef WaitersFile _waiters       # the sidecar of sleeping readers, or None: poll
     cdef bint _wake_fence           # the writer fences every write: no membarrier() here
 
-    def _attach(self, str path not None, bytes header not None, Mapping m not None,
-                uint64_t file_size=0):
-        """Start reading the region mapped as ``m`` whose header is ``header`` (checked again
-        here): from a fresh open or, when following, from the channel that replaced ours."""
-        cdef seqshm_header h
-        _load_header(header, file_size, path, &h)
-        if m.length < h.region_size:
-            raise FormatError(f"mapped {m.length} bytes of a {h.region_size}-byte region", path)
-        self._setup(path, &h, m)
+    def _attach(self, str path not None, Header header not None, Mapping m not None):
+        """Start reading the region mapped as ``m`` whose header is ``header`` (checked when
+        it was made: only check_header() makes one): from a fresh open or, when following,
+        from the channel that replaced ours."""
+        if m.length < header.h.region_size:
+            raise FormatError(f"mapped {m.length} bytes of a {header.h.region_size}-byte region",
+                              path)
+        self._setup(path, header, m)
         memset(&self.r, 0, sizeof(self.r))
         memset(&self.meta, 0, sizeof(self.meta))
-        seqshm_geometry_init(&self.r.g, m.addr, &h)
+        seqshm_geometry_init(&self.r.g, m.addr, &header.h)
         self._waiters = None  # the new channel's sidecar is attached by _set_waiters()
 
     def _detach(self):
@@ -1217,6 +1410,19 @@ cdef class ReaderEngine(_Channel):
         seqshm_reader_done(&self.r, &m)
         return True
 
+    def slot_seqs(self):
+        """Each slot's sequence count now, slot 0 first (odd: that slot is mid-write), read
+        through the guarded mapping without the seqlock: for showing a channel (``seqshm
+        info``), not for reading data. Raises FileTruncated if the file shrank under the
+        mapping (the guard's stand-in pages would show every slot odd), ClosedError once
+        closed."""
+        cdef uint32_t i
+        self._check_open()
+        seqs = [seqshm_read_begin(&self.r.g, i) for i in range(self.hdr.nr_slots)]
+        if seqshm_guard_damaged(self._map.guard):
+            self._raise_truncated()
+        return seqs
+
     def _follow_next(self, unsigned long long nxt, uint64_t lapped=0):
         """One step of a follower that wants write ``nxt``: (got, nxt, lost, lapped). ``got``
         is None if write ``nxt`` (as moved on) is not complete yet, else (data, write_seq,
@@ -1399,20 +1605,16 @@ cdef class WriterEngine(_Channel):
         if self._lock != NULL:
             PyThread_free_lock(self._lock)
 
-    def _attach(self, int fd, str path not None):
-        """Map ``fd``: a region file whose header is complete but for its magic, locked by the
-        caller. Publishes the magic."""
-        cdef seqshm_header h
-        st = os.fstat(fd)
-        data = os.pread(fd, sizeof(h), 0)
-        if <size_t>len(data) != sizeof(h):
-            raise FormatError("truncated header", path)
-        memcpy(&h, <const char *>data, sizeof(h))
-        h.magic = SEQSHM_MAGIC
-        _load_header((<char *>&h)[:sizeof(h)], st.st_size, path, &h)
+    def _attach(self, int fd, str path not None, Header header not None):
+        """Map ``fd``: a region file of ``header.region_size`` bytes that holds ``header``
+        (built by build_header(), so checked; written by the caller, not read back here) but
+        for its magic, locked by the caller. Publishes the magic."""
+        cdef Header published = _new_header(&header.h)
+        cdef seqshm_header *h = &published.h
+        h.magic = SEQSHM_MAGIC  # what readers see once it is published below
         m = _map_fd(fd, h.region_size, True, path, h.nr_slots)
-        self._setup(path, &h, m)
-        seqshm_geometry_init(&self.w.g, m.addr, &h)
+        self._setup(path, published, m)
+        seqshm_geometry_init(&self.w.g, m.addr, h)
         seqshm_waker_init(&self.w.wake, <seqshm_header *>m.addr,
                           h.wake_flags & SEQSHM_WAKE_F_FENCE)
         self.w.head = (<seqshm_header *>m.addr).head

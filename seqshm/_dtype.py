@@ -8,6 +8,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import DTypeLike
 
+# The engine's limits, restated so that _core may import this module (tests/test_layout.py
+# ties them to _core.FIELD_NAME_MAX and _core.MAX_FIELDS)
 FIELD_NAME_MAX = 31  # SEQSHM_FIELD_NAME_LEN - 1 (the NUL)
 MAX_FIELDS = 32  # SEQSHM_MAX_FIELDS
 _SIZES = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8), "c": (8, 16)}

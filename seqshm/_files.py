@@ -6,7 +6,8 @@ import errno
 import os
 import stat
 
-__all__ = ["NAME_MAX", "Directory", "NewFile", "PlantedLink", "open_dir", "open_in", "split"]
+__all__ = ["NAME_MAX", "Directory", "NewFile", "PlantedLink", "new_file", "open_dir", "open_in",
+           "reserve", "split"]
 
 _O_PATH = getattr(os, "O_PATH", 0)
 #: How many times open_in looks again at a name whose link was swapped for another file
@@ -252,3 +253,29 @@ class NewFile:
                 os.unlink(name, dir_fd=self.d.fd)
             except FileNotFoundError:
                 pass
+
+
+def new_file(d: Directory, prefix: str, path: str) -> NewFile:
+    """NewFile(d, prefix) for the file meant for ``path``; its errors name ``path`` and, when
+    the file system has no room for a new file (no free inode counts: another user may use
+    them all up), what to do."""
+    try:
+        return NewFile(d, prefix)
+    except OSError as e:
+        why = (f"no room for a new file in {d.path} (see `df -i {d.path}` and `df -h "
+               f"{d.path}`): free some" if e.errno == errno.ENOSPC else
+               f"cannot create a file in {d.path}: {e.strerror}")
+        raise OSError(e.errno, why, path) from None
+
+
+def reserve(fd: int, size: int, path: str) -> None:
+    """posix_fallocate() ``size`` bytes of the new file meant for ``path``; its errors name
+    ``path`` and, for a full file system, what to do."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        directory = os.path.dirname(path)
+        why = (f"no room for its {size} bytes in {directory} (see `df -h {directory}`): "
+               "free some, or make the channel smaller (shape, nr_slots)"
+               if e.errno == errno.ENOSPC else f"cannot reserve its {size} bytes: {e.strerror}")
+        raise OSError(e.errno, why, path) from None

@@ -11,7 +11,7 @@ import struct
 from seqshm._files import open_dir, open_in
 
 __all__ = ["ChannelState", "process_start_time", "hold_liveness", "lock_is_free", "take_over",
-           "same_file", "writer_holds", "describe_writer"]
+           "same_file", "writer_holds", "describe_writer", "writer_text", "end_reason"]
 
 
 class ChannelState(str, enum.Enum):
@@ -124,6 +124,33 @@ def describe_writer(pid: int, pidns: int) -> str:
         return (f"pid {pid} of another pid namespace (inode {pidns}; a container's?), not "
                 f"this namespace's pid {pid}")
     return f"pid {pid}"
+
+
+def writer_text(pid: int, pidns: int) -> str:
+    """Who writes a channel, as a Reader's messages name it: "the kernel" for a device (a
+    header whose writer_pid is 0), else "writer " and describe_writer()'s words."""
+    if not pid:
+        return "the kernel"
+    return "writer " + describe_writer(pid, pidns)
+
+
+def end_reason(state: ChannelState, writer: str, no_follow: str | None = None) -> str:
+    """Why no more writes will come to a channel in ``state`` (any but OPEN and TRUNCATED), as
+    a Reader's ChannelEnded says it after "no more writes: ". ``writer`` is writer_text()'s;
+    ``no_follow``: why a reopening reader cannot move to the replacement (None: it does not
+    reopen)."""
+    if state is ChannelState.CLOSED:
+        return f"the channel was closed by {writer}"
+    if state is ChannelState.WRITER_DIED:
+        return f"{writer} ended without closing the channel"
+    if state is ChannelState.REPLACED:
+        if no_follow is not None:
+            return "a new channel replaced this one but cannot be followed: " + no_follow
+        return ("a new channel replaced this one at its path; reopen it, or open with "
+                "reopen=True to move to replacements")
+    if state is ChannelState.REMOVED:
+        return "the channel's file was removed"
+    raise ValueError(f"a channel in state {state.value} has not ended")
 
 
 def same_file(a: os.stat_result, b: os.stat_result) -> bool:

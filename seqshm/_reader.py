@@ -1,20 +1,13 @@
-"""The public Reader: opening a channel, its lifecycle (end, restart, reopen), waits, follow()."""
+"""The public Reader: opening a channel, its lifecycle (end, restart, reopen), reads built on
+the engine (apply, history) and follow(); its waits are mixed in from _wait.py."""
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import concurrent.futures
 import errno
-import fcntl
-import functools
 import math
 import mmap
 import os
-import queue
-import select
 import stat
-import struct
 import sys
 import threading
 import time
@@ -25,155 +18,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from seqshm import _core
+from seqshm import _core, _wait
 from seqshm._errors import ChannelEnded, ClosedError, FileTruncated, FormatError, ReadTimeout
 from seqshm._files import Directory, PlantedLink, open_dir, open_in
-from seqshm._lifecycle import ChannelState, describe_writer, lock_is_free, same_file
+from seqshm._lifecycle import ChannelState, end_reason, lock_is_free, same_file, writer_text
 from seqshm._types import History, ReaderStats, Sample
-from seqshm._writer import read_waiters_id, waiters_path
 
 __all__ = ["Reader"]
 
 _T = TypeVar("_T")
-
-#: How often a waiting reader looks, with system calls, for an end the state word cannot show
-#: (a writer that died, a file removed or replaced without create()): the bound on noticing.
-CHECK_INTERVAL_S = 0.1
-#: The longest sleep of a userspace wait() between looks at head.
-POLL_MAX_S = 1e-3
-
-_LAYOUT = _core.abi_layout()["ioc_info"]
-_INFO_STRUCT = struct.Struct(f"=II{_LAYOUT['size'] - 8}x")
-#: _futex_sleep()'s result when a write woke it: head is past the target.
-_WOKEN = 3
-#: How long a reader polls when the sidecar's lock is taken (the writer resetting the count,
-#: for microseconds), doubled up to POLL_MAX_S while it stays taken (any process that may read
-#: the channel may open the sidecar and hold the lock: readers must not spin on it).
-_RESET_POLL_S = 20e-6
-
-#: Threads in which wait_async() sleeps in the kernel, at most: one per waiting task (a
-#: sleeping thread costs no CPU and little memory), so that a task is never queued behind
-#: others' sleeps. A sleep is handed over only with one of as many slots
-#: (_core.take_sleeper_slot(): a thread is free for it); queued behind sleeping ones, a wait
-#: whose write came would be seen only when one of them ended its slice (up to 0.1 s later).
-#: The waits beyond _SLEEPERS_MAX poll instead (1 ms late at most, as without a sidecar).
-_SLEEPERS_MAX = 256
-#: A sleeper thread with no sleep to run for this long ends: a burst of waits leaves no
-#: threads behind.
-_SLEEPER_IDLE_S = 1.0
-
-
-class _SleeperThreads:
-    """The threads in which wait_async() sleeps in the kernel (a futex cannot be polled by an
-    event loop). Not concurrent.futures.ThreadPoolExecutor: its threads are joined at exit and
-    are woken for it only once registered, so an exception from a signal handler between a
-    thread's start and its registration (inside submit()) hung the interpreter's exit; and
-    its threads never end. These are daemon threads that end after _SLEEPER_IDLE_S idle. A
-    signal handler's exception inside submit() costs at most one thread too many or a job
-    left queued for the next free thread, whose wait was called off (its slot abandoned)."""
-
-    def __init__(self) -> None:
-        # (future, function, whether an idle thread was spoken for by it)
-        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[int], Callable[[], int],
-                                            bool]]
-        self._jobs = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0      # threads waiting for a job, none of the queued jobs meant for them
-        self._running = 0   # threads alive
-
-    def submit(self, fn: Callable[[], int]) -> concurrent.futures.Future[int]:
-        """Run ``fn()`` in a sleeper thread: a future of its result."""
-        job: concurrent.futures.Future[int] = concurrent.futures.Future()
-        with self._lock:
-            # An idle thread is spoken for by this job (_idle counts the threads waiting for
-            # a job that no queued job is meant for), so the next submit() cannot count it
-            # again; with none, a thread is started for it (the sleeper slots bound them).
-            reserved = self._idle > 0
-            if reserved:
-                self._idle -= 1
-            self._jobs.put((job, fn, reserved))
-            more = not reserved and self._running < _SLEEPERS_MAX
-        if more:
-            threading.Thread(target=self._work, name="seqshm-wait", daemon=True).start()
-        return job
-
-    def _work(self) -> None:
-        with self._lock:
-            self._running += 1
-            self._idle += 1
-        while True:
-            try:
-                job, fn, reserved = self._jobs.get(timeout=_SLEEPER_IDLE_S)
-            except queue.Empty:
-                with self._lock:
-                    # a job put as the wait timed out was meant for an idle thread (maybe
-                    # this one, already taken off _idle): this thread stays for it
-                    if self._jobs.empty():
-                        self._idle -= 1
-                        self._running -= 1
-                        return
-                continue
-            if not reserved:  # a job meant for a new thread: this one is busy now
-                with self._lock:
-                    self._idle -= 1
-            if job.set_running_or_notify_cancel():  # else cancelled before it ran
-                try:
-                    job.set_result(fn())
-                except BaseException as e:
-                    job.set_exception(e)
-            with self._lock:
-                self._idle += 1
-
-
-_sleep_pool: _SleeperThreads | None = None
-
-
-def _sleepers() -> _SleeperThreads:
-    global _sleep_pool
-    if _sleep_pool is None:
-        _sleep_pool = _SleeperThreads()
-    return _sleep_pool
-
-
-#: The sleeps in progress in sleeper threads (changed by those threads only).
-_asleep: set[_core.SleeperSlot] = set()
-#: Set at exit: no more sleeps are handed to sleeper threads (waits poll).
-_exiting = False
-
-
-def _sleep_in_thread(reader: Reader, slot: _core.SleeperSlot, target: int, seconds: float
-                     ) -> int:
-    """A sleeper thread's job: one futex sleep, which ``slot.cancel()`` calls off, its slot
-    given back when it ends."""
-    _asleep.add(slot)
-    try:
-        return reader._kernel_sleep(target, seconds, slot)
-    finally:
-        _asleep.discard(slot)
-        slot.release()
-
-
-@atexit.register
-def _call_off_sleeps() -> None:
-    """At exit, before the sleeper threads (daemon threads) are stopped wherever they are:
-    call off the sleeps in progress and let them end, so that none is left counted in its
-    channel's sidecar (the writer would wake nobody at every write until it reset the
-    count). Bounded: a thread the exit cannot wait for is let go."""
-    global _exiting
-    _exiting = True  # a wait that goes on (its loop in a thread of its own) polls from now
-    deadline = time.monotonic() + 0.5
-    while _asleep and time.monotonic() < deadline:
-        for slot in list(_asleep):  # again: a sleep handed over just before the flag
-            slot.cancel()
-        time.sleep(0.001)
-
-
-def _forget_sleepers() -> None:
-    global _sleep_pool
-    _sleep_pool = None  # a forked child has none of the parent's threads (nor their slots)
-
-
-os.register_at_fork(after_in_child=_forget_sleepers)
 
 # Every Reader of this process, so that a forked child can renew their locks: a thread of the
 # parent inside a call at the fork (a wait looking at the state) held one, and no thread of
@@ -190,10 +43,10 @@ os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 def _open_region(d: Directory, name: str, path: str
-                 ) -> tuple[int, bool, bool, bytes, int, _core.Mapping]:
+                 ) -> tuple[int, bool, bool, _core.Header, _core.Mapping]:
     """Open ``name`` in ``d`` (``path`` for messages) read-only, never through a link another
-    user planted (open_in), and map its region: (fd, is_device, followed a link, header,
-    file_size, mapping)."""
+    user planted (open_in), and map its region: (fd, is_device, followed a link, the header
+    as checked, mapping). The one header check of an open."""
     try:
         # O_NONBLOCK: a FIFO must not block
         fd, followed = open_in(d, name, os.O_RDONLY | os.O_NONBLOCK)
@@ -232,22 +85,22 @@ def _open_region(d: Directory, name: str, path: str
                               "under /dev/seqshm or /dev/shm", path)
         h = _core.check_header(header, size, path)
         try:
-            m = _core.Mapping(fd, h["region_size"], False, h["nr_slots"])
+            m = _core.Mapping(fd, h.region_size, False, h.nr_slots)
         except OSError as e:
-            raise OSError(e.errno, f"cannot map {h['region_size']} bytes: {e.strerror}",
+            raise OSError(e.errno, f"cannot map {h.region_size} bytes: {e.strerror}",
                           path) from None
-        return fd, not size, followed, header, size, m
+        return fd, not size, followed, h, m
     except BaseException:
         os.close(fd)
         raise
 
 
-def _element_key(h: dict[str, Any]) -> tuple[Any, ...]:
+def _element_key(h: _core.Header) -> tuple[Any, ...]:
     """What decides a channel's dtype and shape: a follower moves only between equal ones."""
-    return h["itemsize"], h["flags"], h["fields"], h["shape"]
+    return h.itemsize, h.flags, h.fields, h.shape
 
 
-class Reader(_core.ReaderEngine):
+class Reader(_wait.Waiting, _core.ReaderEngine):
     """A read-only view of one seqshm channel (a kernel device or a /dev/shm file).
 
     Open with :func:`seqshm.open`. ``snapshot()`` copies the newest write into a NumPy array
@@ -286,11 +139,11 @@ class Reader(_core.ReaderEngine):
         self._next_switch = 0.0
         self._generation = 0  # channels this reader has moved to (reopen)
         try:
-            fd, self._device, self._followed, header, size, m = _open_region(d, self._name, p)
+            fd, self._device, self._followed, header, m = _open_region(d, self._name, p)
         finally:
             d.close()
         self._fd = fd
-        self._attach(p, header, m, size)
+        self._attach(p, header, m)
         self._set_follow(self._follow_path)
         self._next_waiters_try = 0.0  # the sidecar is opened by the first wait, if any
         _readers.add(self)
@@ -342,7 +195,7 @@ class Reader(_core.ReaderEngine):
             st = os.fstat(self._fd)
             # Shrunk under the mapping, even if nothing has touched a lost page yet (a file
             # cut to its header page leaves head readable: waits would never learn of it)
-            if not self._device and st.st_size < self.header["region_size"]:
+            if not self._device and st.st_size < self.header.region_size:
                 return ChannelState.TRUNCATED
             # Another channel written into this very file (cp over it, a rewrite in place):
             # same inode, other header, and this reader's geometry no longer fits the data
@@ -390,20 +243,11 @@ class Reader(_core.ReaderEngine):
 
     def _writer_text(self) -> str:
         h = self.header
-        if self._device or not h["writer_pid"]:
-            return "the kernel"
-        return "writer " + describe_writer(h["writer_pid"], h["writer_pidns"])
+        return writer_text(0 if self._device else h.writer_pid, h.writer_pidns)
 
     def _ended_error(self, state: ChannelState) -> ChannelEnded:
-        what = {
-            ChannelState.CLOSED: f"the channel was closed by {self._writer_text()}",
-            ChannelState.WRITER_DIED: f"{self._writer_text()} ended without closing the channel",
-            ChannelState.REPLACED: "a new channel replaced this one at its path; reopen it, or "
-                                   "open with reopen=True to move to replacements",
-            ChannelState.REMOVED: "the channel's file was removed",
-        }[state]
-        if state is ChannelState.REPLACED and self._follow_path:
-            what = "a new channel replaced this one but cannot be followed: " + self._no_follow
+        no_follow = self._no_follow if self._follow_path else None
+        what = end_reason(state, self._writer_text(), no_follow)
         return ChannelEnded(f"no more writes: {what}", self.path, state)
 
     _no_follow = "it is not ready"
@@ -414,11 +258,11 @@ class Reader(_core.ReaderEngine):
         now = time.monotonic()
         if now < self._next_switch:
             return False
-        self._next_switch = now + CHECK_INTERVAL_S
+        self._next_switch = now + _wait.CHECK_INTERVAL_S
         try:
             d, _ = open_dir(self.path)
             try:
-                fd, device, followed, header, size, m = _open_region(d, self._name, self.path)
+                fd, device, followed, h, m = _open_region(d, self._name, self.path)
             finally:
                 d.close()
         except (OSError, FormatError) as e:
@@ -428,20 +272,19 @@ class Reader(_core.ReaderEngine):
             if self.closed:
                 os.close(fd)
                 self._check_not_closed()
-            h = _core.check_header(header, size, self.path)
             # the same file is a new channel only if another was written into it in place
             if same_file(os.fstat(fd), os.fstat(self._fd)) and h == self.header:
                 os.close(fd)
                 return False
             if _element_key(h) != _element_key(self.header):
                 os.close(fd)
-                self._no_follow = (f"its element type or shape {h['shape']} differs from "
+                self._no_follow = (f"its element type or shape {h.shape} differs from "
                                    f"this reader's {self.dtype} {self.shape}")
                 self._incompatible = True
                 return False
             self._incompatible = False
             old, self._fd, self._device, self._followed = self._fd, fd, device, followed
-            self._attach(self.path, header, m, size)
+            self._attach(self.path, h, m)
             self._generation += 1
             os.close(old)
             self._next_waiters_try = 0.0  # the new channel's sidecar, at the next wait
@@ -455,7 +298,7 @@ class Reader(_core.ReaderEngine):
     def _stalled(self, slot: int, seq: int) -> None:
         # The engine asks about every 0.1 s while a read is blocked on an odd slot: a writer
         # that died in it will never finish, whatever the timeout.
-        if seq & 1 and not self._device and self.header["writer_pid"]:
+        if seq & 1 and not self._device and self.header.writer_pid:
             with self._fd_lock:
                 dead = not self.closed and lock_is_free(self._fd)
             if dead:
@@ -474,7 +317,7 @@ class Reader(_core.ReaderEngine):
         if stuck:
             what = (f"slot {slot} stayed mid-write (its sequence count {seq} is odd)"
                     + ("" if t is None else f" for {t:g} s"))
-            pid = self.header["writer_pid"]
+            pid = self.header.writer_pid
             if pid and not self._device:
                 with self._fd_lock:
                     dead = not self.closed and lock_is_free(self._fd)
@@ -535,7 +378,7 @@ class Reader(_core.ReaderEngine):
                 # every try was torn by a write: the writer is busy, not stuck
                 self._timed_out(token >> 32, token & 0xFFFFFFFF, moved=True)
             if tries > 16:  # the writer keeps overwriting: give it the CPU rather than spin
-                time.sleep(min(POLL_MAX_S, 1e-5 * tries))
+                time.sleep(min(_wait.POLL_MAX_S, 1e-5 * tries))
 
     def history(self) -> History:
         """History(data, seq, timestamp_ns) of every write the slots hold, oldest first.
@@ -642,7 +485,7 @@ class Reader(_core.ReaderEngine):
             except ChannelEnded:
                 return
 
-    # -- waiting -----------------------------------------------------------------------------
+    # -- the hooks _wait.Waiting calls between sleeps -------------------------------------------
 
     def _newer(self, target: int) -> bool:
         return int(self.head) > target
@@ -664,70 +507,6 @@ class Reader(_core.ReaderEngine):
                 return target
         raise self._ended_error(state)
 
-    def _sidecar_path(self) -> str:
-        """Where the channel's sidecar is: beside the channel file, in the directory where
-        its writer made it (opened O_NOFOLLOW; the header's (st_dev, st_ino) and the sidecar's
-        line 0 decide whether it is the channel's, so a planted one is ignored)."""
-        if not self._followed:
-            return waiters_path(self.path)
-        with self._fd_lock:  # the file a link led to: its directory, as the kernel names it
-            self._check_not_closed()
-            return waiters_path(os.readlink(f"/proc/self/fd/{self._fd}"))
-
-    def _open_waiters(self) -> None:
-        """Sleep through the channel's sidecar from now on, if the header names one and the
-        file at its place is it (st_dev and st_ino as the header says, and it names our
-        channel file back); else poll, and look again in CHECK_INTERVAL_S."""
-        self._next_waiters_try = time.monotonic() + CHECK_INTERVAL_S
-        h = self.header
-        if not h["waiters_ino"]:
-            return
-        # Owned (closed when dropped, once) from the instant it exists: an interrupt anywhere
-        # below leaks nothing and closes nothing twice.
-        try:
-            fd = _core.take_fd(os.open, self._sidecar_path(),
-                               os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return  # none (not yet renamed into place, removed) or not ours to write
-        st = os.fstat(fd.fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_size < _core.ALIGN
-                or (st.st_dev, st.st_ino) != (h["waiters_dev"], h["waiters_ino"])):
-            fd.close()
-            return
-        magic, dev, ino = read_waiters_id(fd.fd)
-        with self._fd_lock:
-            self._check_not_closed()
-            ch = os.fstat(self._fd)
-        if magic != _core.WAITERS_MAGIC or (dev, ino) != (ch.st_dev, ch.st_ino):
-            fd.close()
-            return
-        waiters = _core.WaitersFile(fd)  # takes the descriptor over from fd
-        self._set_waiters(waiters, bool(h["wake_flags"] & _core.WAKE_F_FENCE))
-
-    def _sleeps_in_kernel(self) -> bool:
-        """Whether a wait can sleep until the next write (a sidecar is attached); without
-        one, looks for it (first at the reader's first wait: readers that only take
-        snapshots never open it) and again at most every CHECK_INTERVAL_S."""
-        if self._has_waiters:
-            return True
-        if not self._device and time.monotonic() >= self._next_waiters_try:
-            try:
-                self._open_waiters()
-            except OSError:
-                pass
-        return bool(self._has_waiters)
-
-    def _kernel_sleep(self, target: int, seconds: float,
-                      slot: _core.SleeperSlot | None = None) -> int:
-        """One futex sleep through the attached sidecar (see _core.ReaderEngine._futex_sleep),
-        which ``slot.cancel()`` calls off: its result, _WOKEN when head passed ``target``; 1
-        if the sidecar's lock is taken (the caller polls, with a backoff); negative if this
-        reader must poll instead (the sidecar was dropped)."""
-        rc: int = self._futex_sleep(target, seconds, slot)
-        if rc < 0:
-            self._next_waiters_try = 0.0  # e.g. a forked child: open its own at once
-        return rc
-
     def _raise_truncated_now(self) -> None:
         raise FileTruncated(
             "the file shrank under this process's mapping (truncated by another process?); "
@@ -740,167 +519,6 @@ class Reader(_core.ReaderEngine):
         with self._fd_lock:
             self._check_not_closed()
             return os.dup(self._fd)
-
-    def _device_sleep(self, seconds: float) -> None:
-        """Sleep in poll() on the device until a write newer than this file has seen."""
-        with self._fd_lock:
-            self._check_not_closed()
-            # a copy close() in another thread cannot pull from under us, owned (closed
-            # once, when dropped) from the instant it exists: Ctrl-C anywhere leaks nothing
-            fd = _core.take_fd(os.dup, self._fd)
-        try:
-            info = bytearray(_INFO_STRUCT.pack(_LAYOUT["size"], _core.INFO_ACK))
-            fcntl.ioctl(fd.fd, _core.IOC_INFO, info)  # what this file has seen is head now
-            if int.from_bytes(info[_LAYOUT["head"]:_LAYOUT["head"] + 8], sys.byteorder) > self.seq:
-                return
-            p = select.poll()
-            p.register(fd.fd, select.POLLIN)
-            p.poll(max(0, int(seconds * 1000)))
-        finally:
-            fd.close()
-
-    def _wait_plan(self, timeout: float | None, clock: Callable[[], float], target: int
-                   ) -> Generator[tuple[float, int], None, bool]:
-        """The steps of a wait for a write newer than ``target``, shared by wait() and
-        wait_async(): yields how long to sleep next and the head to sleep past, returns the
-        wait's result; raises ChannelEnded or ClosedError."""
-        ns = _core.timeout_ns(timeout)
-        deadline = None if ns == 2**64 - 1 else clock() + ns / 1e9
-        delay = 20e-6
-        next_check = 0.0
-        while True:
-            if self._newer(target):
-                return True
-            now = clock()
-            if now >= next_check or self._state_word != _core.STATE_OPEN or self._truncated:
-                target = self._end_or_follow(target)
-                next_check = now + CHECK_INTERVAL_S
-                if self._newer(target):
-                    return True
-            if deadline is not None and now >= deadline:
-                return False
-            left = CHECK_INTERVAL_S if deadline is None else min(deadline - now, CHECK_INTERVAL_S)
-            if self._device or self._sleeps_in_kernel():
-                # poll() or a futex wakes at the next write: sleep until the next check (a
-                # writer that dies wakes no one)
-                yield min(left, max(0.0, next_check - now)), target
-            else:
-                yield min(delay, left), target
-                delay = min(delay * 2, POLL_MAX_S)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Sleep until a write newer than the last one this reader read is published.
-
-        Returns True when there is one, False when ``timeout`` seconds (None: no limit) passed.
-        Raises ChannelEnded when the channel ends with nothing newer to read (a reopening
-        reader moves to a replacement instead), ClosedError if closed meanwhile. Ctrl-C and
-        other signals interrupt it; no thread is held up. On a kernel device it sleeps in
-        poll(); on a userspace channel in a futex the writer wakes (see linux/seqshm.h),
-        or, when the channel has no sidecar (or this process cannot use it), it looks at the
-        head with a backoff from 20 us to 1 ms.
-        """
-        return self._wait(timeout, self.seq)
-
-    def _wait(self, timeout: float | None, target: int) -> bool:
-        """wait() for a write newer than ``target``."""
-        plan = self._wait_plan(timeout, time.monotonic, target)
-        locked = _RESET_POLL_S
-        try:
-            while True:
-                seconds, target = next(plan)
-                if self._device:
-                    self._device_sleep(seconds)
-                elif not self._has_waiters:  # no sidecar: poll (the plan looks for one)
-                    time.sleep(min(seconds, POLL_MAX_S))
-                else:
-                    rc = self._kernel_sleep(target, seconds)
-                    if rc == _WOKEN:  # what the plan's next look would find: return now
-                        return True
-                    if rc == 1:
-                        time.sleep(min(seconds, locked))
-                        locked = min(locked * 2, POLL_MAX_S)
-                        continue
-                    locked = _RESET_POLL_S
-                    if rc < 0:
-                        time.sleep(min(seconds, POLL_MAX_S))
-        except StopIteration as done:
-            return bool(done.value)
-
-    async def wait_async(self, timeout: float | None = None) -> bool:
-        """``await reader.wait_async()``: :meth:`wait` for asyncio (same results and errors).
-        On a device the event loop watches the file; on a userspace channel the futex sleep
-        runs in a worker thread (256 such threads at most, waits beyond them poll), or it
-        polls head when it cannot. Cancelling it (``task.cancel()``, ``asyncio.wait_for``,
-        ``asyncio.timeout``) at any point gives back at once what it took: its thread (a
-        sleep in progress is called off), its count in the sidecar, any descriptor."""
-        return await self._wait_async(timeout, self.seq)
-
-    async def _wait_async(self, timeout: float | None, target: int) -> bool:
-        """wait_async() for a write newer than ``target``."""
-        loop = asyncio.get_running_loop()
-        plan = self._wait_plan(timeout, loop.time, target)
-        locked = _RESET_POLL_S
-        try:
-            while True:
-                seconds, target = next(plan)
-                if self._device:
-                    await self._device_sleep_async(loop, seconds)
-                    continue
-                # -1: no sidecar, or every sleeper thread busy: poll
-                rc = await self._sleep_in_pool(target, seconds) if self._has_waiters else -1
-                if rc == 1:  # the sidecar's lock is taken: poll, backing off (see _wait)
-                    await asyncio.sleep(min(seconds, locked))
-                    locked = min(locked * 2, POLL_MAX_S)
-                    continue
-                locked = _RESET_POLL_S
-                if rc < 0:  # no sidecar, no free thread, or this process cannot use it: poll
-                    await asyncio.sleep(min(seconds, POLL_MAX_S))
-        except StopIteration as done:
-            return bool(done.value)
-
-    async def _sleep_in_pool(self, target: int, seconds: float) -> int:
-        """One futex sleep in a sleeper thread: the sleep's result, or -1 if no thread is free
-        (the caller polls). The thread's slot is given back exactly once
-        (SleeperSlot.release()): when the sleep ends, when its job is cancelled before a
-        thread took it (the future's done callback), or when this wait is cancelled or
-        interrupted at any point, which also calls the sleep off, so that the thread and its
-        count in the sidecar come back at once, not at the end of the slice."""
-        # Taken here, in the coroutine that gives it back: a coroutine made but never run
-        # (an interrupt between its creation and its first step) holds none, and from the
-        # store on an exception meets the handler, so no traceback keeps a slot to the GC.
-        slot = None if _exiting else _core.take_sleeper_slot(_SLEEPERS_MAX)
-        try:
-            if slot is None:
-                return -1
-            job = _sleepers().submit(
-                functools.partial(_sleep_in_thread, self, slot, target, seconds))
-            job.add_done_callback(slot.release)  # also when cancelled before it ran
-            rc: int = await asyncio.wrap_future(job)
-        except BaseException:
-            if slot is not None:
-                slot.abandon()  # one C step: the sleep called off, the slot given back
-            raise
-        return rc
-
-    async def _device_sleep_async(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-        with self._fd_lock:
-            self._check_not_closed()
-            fd = _core.take_fd(os.dup, self._fd)  # owned: see _device_sleep()
-        ready: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        try:
-            loop.add_reader(fd.fd, wake)
-            await asyncio.wait_for(ready, seconds)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            # before the close: the loop must not watch a number that may be reused
-            loop.remove_reader(fd.fd)
-            fd.close()
 
     # -- closing -----------------------------------------------------------------------------
 

@@ -6,19 +6,18 @@ import contextlib
 import errno
 import os
 import stat
-import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from seqshm import _core
+from seqshm import _core, _sidecar
 from seqshm._dtype import element_type
 from seqshm._errors import FormatError, VersionError, WriterBusy
-from seqshm._files import NAME_MAX, Directory, NewFile, split
+from seqshm._files import NAME_MAX, Directory, NewFile, new_file, reserve, split
 from seqshm._lifecycle import (
     hold_liveness,
     lock_is_free,
@@ -42,145 +41,6 @@ def _disown_in_child() -> None:
 
 os.register_at_fork(after_in_child=_disown_in_child)
 
-_WAITERS = _core.abi_layout()["waiters"]
-#: Line 0 of a sidecar: its magic and the (st_dev, st_ino) of the channel file it serves.
-WAITERS_ID = struct.Struct("=QQQ")
-
-
-def read_waiters_id(fd: int) -> tuple[int, int, int]:
-    """(magic, channel st_dev, channel st_ino) of the sidecar open at ``fd``."""
-    magic, dev, ino = WAITERS_ID.unpack(os.pread(fd, WAITERS_ID.size, _WAITERS["magic"]))
-    return magic, dev, ino
-
-
-def waiters_name(name: str) -> str:
-    """The name of the sidecar of the channel file ``name`` in the same directory, where its
-    sleeping readers count themselves: ``.<name>.waiters`` (hidden; ``seqshm list`` skips it)."""
-    return f".{name}.waiters"
-
-
-def waiters_path(path: str) -> str:
-    """The sidecar file of the channel at ``path`` (see waiters_name)."""
-    directory, name = os.path.split(path)
-    return os.path.join(directory, waiters_name(name))
-
-
-def _reserve(fd: int, size: int, path: str) -> None:
-    """posix_fallocate() ``size`` bytes of the new file meant for ``path``; its errors name
-    ``path`` and, for a full file system, what to do."""
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as e:
-        directory = os.path.dirname(path)
-        why = (f"no room for its {size} bytes in {directory} (see `df -h {directory}`): "
-               "free some, or make the channel smaller (shape, nr_slots)"
-               if e.errno == errno.ENOSPC else f"cannot reserve its {size} bytes: {e.strerror}")
-        raise OSError(e.errno, why, path) from None
-
-
-def _new_file(d: Directory, prefix: str, path: str) -> NewFile:
-    """NewFile(d, prefix) for the channel ``path``; its errors name ``path`` and, when the file
-    system has no room for a new file (no free inode counts: another user may use them all
-    up), what to do."""
-    try:
-        return NewFile(d, prefix)
-    except OSError as e:
-        why = (f"no room for a new file in {d.path} (see `df -i {d.path}` and `df -h "
-               f"{d.path}`): free some" if e.errno == errno.ENOSPC else
-               f"cannot create a file in {d.path}: {e.strerror}")
-        raise OSError(e.errno, why, path) from None
-
-
-def _make_waiters(d: Directory, name: str, mode: int, channel: os.stat_result) -> NewFile:
-    """A new sidecar for the channel file ``channel`` (its stat), unnamed until it is
-    linked into place once the channel has its name ``name`` in ``d``.
-
-    Writable by exactly the classes of user (owner, group, others) that ``mode`` lets read the
-    channel: its readers cannot write the channel's region, and count themselves here; a
-    class that may not read the channel may not touch its sidecar either. fchmod, not the
-    creation mode, so the umask does not take that away."""
-    new = _new_file(d, f".{name}.waiters.", d.join(name))
-    try:
-        readable = mode & 0o444
-        os.fchmod(new.fd, readable | (readable >> 1))
-        _reserve(new.fd, _core.ALIGN, d.join(waiters_name(name)))
-        os.pwrite(new.fd, WAITERS_ID.pack(_core.WAITERS_MAGIC, channel.st_dev, channel.st_ino),
-                  _WAITERS["magic"])
-    except BaseException:
-        os.close(new.fd)
-        new.discard_name()
-        raise
-    return new
-
-
-#: A sidecar is swept only this long after it was made: one younger may belong to a create()
-#: that has linked its channel but not yet its sidecar (or is replacing an old one).
-STALE_SIDECAR_AGE_S = 60.0
-
-
-def _names_sidecar(d: Directory, channel: str, side: os.stat_result) -> bool:
-    """Whether the file at ``channel`` in ``d`` is a channel whose header names the sidecar
-    ``side`` (its st_dev, st_ino): the header is its writer's, which no reader can write (a
-    sidecar's own line 0 is writable by every reader, so it cannot say whose it is). OSError
-    when that cannot be told (a channel this user may not read)."""
-    try:
-        fd = os.open(channel, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
-                     dir_fd=d.fd)
-    except FileNotFoundError:
-        return False
-    except OSError as e:
-        if e.errno == errno.ELOOP:  # a symbolic link: no channel's
-            return False
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return False
-        h = _core.check_header(os.pread(fd, _core.HEADER_SIZE, 0), st.st_size, channel)
-    except (FormatError, VersionError):
-        return False
-    finally:
-        os.close(fd)
-    return (h["waiters_dev"], h["waiters_ino"]) == (side.st_dev, side.st_ino)
-
-
-def _sweep_stale_waiters(d: Directory) -> None:
-    """Remove ``d``'s sidecars whose channel is gone: a writer killed by SIGKILL, or a
-    channel file removed with rm rather than ``close(unlink=True)``, leaves its
-    ``.NAME.waiters`` (4 KiB of tmpfs) behind, and nothing else ever would remove it. Stale
-    means the file at NAME is missing or is not a channel whose header names the sidecar
-    (_names_sidecar), and the sidecar was last written over STALE_SIDECAR_AGE_S ago (mtime).
-    Every name is looked up in ``d`` without following links. Best effort: a sidecar removed
-    in a race costs its readers only their futex sleep (they poll instead)."""
-    try:
-        names = [n for n in d.listdir() if n.startswith(".") and n.endswith(".waiters")]
-    except OSError:
-        return
-    now = time.time()
-    for n in names:
-        channel = n[1:-len(".waiters")]
-        try:
-            fd = os.open(n, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
-                         dir_fd=d.fd)
-        except OSError:
-            continue
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_SIDECAR_AGE_S:
-                continue
-            if read_waiters_id(fd)[0] != _core.WAITERS_MAGIC:
-                continue  # not one of ours
-            if _names_sidecar(d, channel, st):
-                continue  # its channel is there
-            cur = os.stat(n, dir_fd=d.fd, follow_symlinks=False)
-            if (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino):
-                os.unlink(n, dir_fd=d.fd)
-        except (OSError, struct.error):
-            continue
-        finally:
-            os.close(fd)
-
-
 class Writer(_core.WriterEngine):
     """The one writer of a userspace channel. Create with :func:`seqshm.create`.
 
@@ -192,12 +52,12 @@ class Writer(_core.WriterEngine):
     ``close()`` marks the channel closed, so readers see its end.
     """
 
-    def __init__(self, fd: int, path: str) -> None:
-        """Take over ``fd``: a region file whose header is complete but for its magic, locked
-        by the caller (use :func:`seqshm.create`). Publishes the magic."""
+    def __init__(self, fd: int, path: str, header: _core.Header) -> None:
+        """Take over ``fd``: a region file that holds ``header`` (from build_header()) but for
+        its magic, locked by the caller (use :func:`seqshm.create`). Publishes the magic."""
         self._fd = -1
         self._close_lock = threading.Lock()
-        self._attach(fd, path)
+        self._attach(fd, path, header)
         self._fd = fd
         self._owner = os.getpid()
         self._pending: tuple[np.ndarray, int] | None = None
@@ -302,7 +162,7 @@ class Writer(_core.WriterEngine):
         # The sidecar goes with every close: after the end no reader sleeps. Ours only (a
         # creator replaces it only holding the lock).
         if self._waiters_id is not None:
-            side = waiters_name(name)
+            side = _sidecar.name_of(name)
             with contextlib.suppress(FileNotFoundError):
                 st = os.stat(side, dir_fd=d.fd, follow_symlinks=False)
                 if (st.st_dev, st.st_ino) == self._waiters_id:
@@ -502,25 +362,23 @@ def create(
         if not 0 <= mode <= 0o777:
             # fchmod() takes the set-id and sticky bits too (and -1 as 0o7777)
             raise ValueError(f"mode {oct(mode)} is not permission bits from 0o000 to 0o777")
-        room = NAME_MAX - (len(os.fsencode(waiters_name(base))) - len(os.fsencode(base)))
+        room = NAME_MAX - (len(os.fsencode(_sidecar.name_of(base))) - len(os.fsencode(base)))
         if len(os.fsencode(base)) > room:
             raise ValueError(f"the file name is {len(os.fsencode(base))} bytes: at most "
-                             f"{room}, so that its sidecar {waiters_name('NAME')!r} has a name "
+                             f"{room}, so that its sidecar {_sidecar.name_of('NAME')!r} has a name "
                              f"({NAME_MAX} bytes at most)")
         pid = os.getpid()
         start = process_start_time(pid) or 0
-        _, region_size = _core.build_header(name, int(nr_slots), dims, element, pid, start)
+        # built once, checked by the engine as it builds it; the sidecar's identity is added
+        # once the sidecar exists (with_waiters), and the writer takes this very object
+        header = _core.build_header(name, int(nr_slots), dims, element, pid, start,
+                                    wake_flags=_core.WAKE_F_FENCE, writer_pidns=pid_namespace())
     except (TypeError, ValueError) as e:
         raise type(e)(f"{path}: {e}") from None
     d = Directory(directory, path)
     path = d.join(base)  # the directory as the kernel resolved it
     try:
-        writer = _create_in(d, base, path, mode, overwrite,
-                            lambda side: _core.build_header(
-                                name, int(nr_slots), dims, element, pid, start,
-                                waiters_dev=side.st_dev, waiters_ino=side.st_ino,
-                                wake_flags=_core.WAKE_F_FENCE,
-                                writer_pidns=pid_namespace())[0], region_size)
+        writer = _create_in(d, base, path, mode, overwrite, header)
     except BaseException:
         d.close()
         raise
@@ -528,7 +386,7 @@ def create(
 
 
 def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
-               header_for: Callable[[os.stat_result], bytes], region_size: int) -> Writer:
+               header: _core.Header) -> Writer:
     """create()'s file work: the channel file and its sidecar made unnamed in ``d``, filled,
     locked, then linked at ``base``. On any exception, KeyboardInterrupt included, nothing is
     left: no name, no descriptor (the caller closes ``d``)."""
@@ -538,7 +396,7 @@ def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
             raise IsADirectoryError(21, "a directory, not a channel: choose another path", path)
         if not overwrite:
             raise FileExistsError(17, "channel exists (pass overwrite=True to replace it)", path)
-    new = _new_file(d, f".{base}.", path)
+    new = new_file(d, f".{base}.", path)
     fd = new.fd
     writer = None
     side_fd, side_new = -1, None
@@ -548,41 +406,26 @@ def _create_in(d: Directory, base: str, path: str, mode: int, overwrite: bool,
         # fences every write (WAKE_F_FENCE) rather than register for membarrier(2)'s global
         # expedited command: that registration would let any local user interrupt the
         # writer's CPUs at will (docs/security.md, section 2).
-        side_new = _make_waiters(d, base, mode, os.fstat(fd))
+        side_new = _sidecar.make(d, base, mode, os.fstat(fd))
         side_fd = side_new.fd
         side = os.fstat(side_fd)
         # Reserve the memory now: a full tmpfs then fails here with ENOSPC, not later with
         # SIGBUS on a write into a sparse page.
-        _reserve(fd, region_size, path)
-        os.pwrite(fd, header_for(side), 0)
+        reserve(fd, header.region_size, path)
+        header = header.with_waiters(side.st_dev, side.st_ino)
+        os.pwrite(fd, header.to_bytes(), 0)
         hold_liveness(fd)  # unnamed so far: nobody else can hold or block it
-        writer = Writer(fd, path)
+        writer = Writer(fd, path, header)
         writer._dir, writer._name = d, base
         waiters = _core.WaitersFile(side_fd)  # owns side_fd from here
         side_fd = -1
         writer._set_waiters(waiters)
         writer._waiters_id = (side.st_dev, side.st_ino)
         _take_path(new, base, path, overwrite)
-        # Only now, holding the channel (a creator that lost would have replaced the sidecar
-        # of a live writer): a new file, so readers of an old channel keep the old one and
-        # readers of ours find the one the header names. Readers that open the channel
-        # before this poll, and look for the sidecar again every 0.1 s.
-        try:
-            side_new.link(waiters_name(base))  # none there yet: never a temporary name
-            side_new.discard_name()
-        except FileExistsError:  # an older channel's, or a planted file: replaced, not followed
-            try:
-                side_new.replace(waiters_name(base))
-            except OSError as e:
-                # another user's file at the name, in a sticky directory (EPERM), or a
-                # directory there, which rename(2) cannot put a file over (EISDIR, and
-                # ENOTEMPTY, EEXIST for a directory that holds something): the channel works
-                # without a sidecar (its readers poll) rather than not at all
-                if e.errno not in (errno.EPERM, errno.EACCES, errno.EISDIR, errno.ENOTEMPTY,
-                                   errno.EEXIST):
-                    raise
-                side_new.discard_name()
-        _sweep_stale_waiters(d)
+        # Only now, holding the channel; readers that open the channel before this poll, and
+        # look for the sidecar again every 0.1 s.
+        _sidecar.link_into_place(side_new, base)
+        _sidecar.sweep_stale(d)
     except BaseException:
         new.discard_name()
         if side_new is not None:

@@ -28,8 +28,7 @@ import numpy as np
 import pytest
 
 import seqshm
-from seqshm import _core, _reader
-from seqshm._writer import waiters_path
+from seqshm import _core, _sidecar, _wait
 
 #: Not a speed limit: a bound so that something never given back fails instead of hanging.
 HANG_GUARD_S = 10.0
@@ -55,7 +54,7 @@ def _fds() -> dict[int, str]:
 
 def _count(path: str) -> int:
     """The sidecar's count of readers asleep now."""
-    fd = os.open(waiters_path(path), os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(_sidecar.path_of(path), os.O_RDONLY | os.O_CLOEXEC)
     try:
         n: int = struct.unpack("=I", os.pread(fd, 4, _COUNT))[0]
         return n
@@ -65,7 +64,7 @@ def _count(path: str) -> int:
 
 def _sidecar_locks(path: str) -> list[str]:
     """The locks held on the sidecar (/proc/locks): a reader counted in it holds a read lock."""
-    st = os.stat(waiters_path(path))
+    st = os.stat(_sidecar.path_of(path))
     key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     with open("/proc/locks") as f:
         return [line for line in f if key in line.split()]
@@ -131,9 +130,9 @@ def idle_channel(make_path: Callable[[], str], monkeypatch: pytest.MonkeyPatch
     the next. Few sleeper threads (8), so that a leak of them shows after a few cancels;
     slices of 60 s, so that a sleep nobody calls off outlasts every bound of the tests; idle
     sleeper threads end after 50 ms."""
-    monkeypatch.setattr(_reader, "_SLEEPERS_MAX", 8)
-    monkeypatch.setattr(_reader, "CHECK_INTERVAL_S", 60.0)
-    monkeypatch.setattr(_reader, "_SLEEPER_IDLE_S", 0.05)
+    monkeypatch.setattr(_wait, "_SLEEPERS_MAX", 8)
+    monkeypatch.setattr(_wait, "CHECK_INTERVAL_S", 60.0)
+    monkeypatch.setattr(_wait, "_SLEEPER_IDLE_S", 0.05)
     _until(lambda: _core.sleeper_slots() == 0, "earlier tests' sleeps are over")
     with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
         w.write([1])
@@ -229,7 +228,7 @@ def test_cancelled_async_waits_give_back_their_sleeper_threads(
         # so as many waits as there are threads all sleep in the kernel at once (a wait
         # without a thread polls, uncounted)
         waits = [asyncio.create_task(r.wait_async(HANG_GUARD_S))
-                 for _ in range(_reader._SLEEPERS_MAX)]
+                 for _ in range(_wait._SLEEPERS_MAX)]
         await _until_async(lambda: _count(w.path) == len(waits),
                            f"{len(waits)} waits sleep in the kernel at once")
         w.write([2])
@@ -279,8 +278,8 @@ def test_a_sleep_in_progress_when_the_process_exits_is_not_left_counted(
         child = subprocess.Popen([sys.executable, "-c", f"""
 import asyncio, sys, threading
 import seqshm
-from seqshm import _reader
-_reader.CHECK_INTERVAL_S = 60.0
+from seqshm import _wait
+_wait.CHECK_INTERVAL_S = 60.0
 r = seqshm.open({w.path!r})
 r.read()
 threading.Thread(target=asyncio.run, args=(r.wait_async(60),), daemon=True).start()
@@ -335,7 +334,7 @@ def test_a_job_handed_to_the_sleeper_threads_never_waits_for_a_busy_one(
     thread (seen on Python 3.13 as 8 waits that never all slept), when submit() counted a
     thread idle that was not: one whose idle wait was timing out ("timeout"), or one that
     had just taken another job ("taken"; here that job runs until the test ends)."""
-    pool = _reader._SleeperThreads()
+    pool = _wait._SleeperThreads()
     jobs = _RacingJobs(where)
     monkeypatch.setattr(pool, "_jobs", jobs)
     release = threading.Event()
@@ -492,7 +491,7 @@ def test_ctrl_c_at_any_bytecode_of_a_writer_call_leaves_nothing_behind(
         if w.closed:
             assert w._fd == -1, where
             assert _state(raw) == _core.STATE_CLOSED, where
-            assert not os.path.exists(waiters_path(path)), where
+            assert not os.path.exists(_sidecar.path_of(path)), where
             if call == "close_unlink":
                 assert not os.path.exists(path), where
             else:
@@ -506,7 +505,7 @@ def test_ctrl_c_at_any_bytecode_of_a_writer_call_leaves_nothing_behind(
         assert sentinels.intact(), f"{where}: a descriptor was closed twice"
         sentinels.close()
         os.close(raw)
-        assert not os.path.exists(path) and not os.path.exists(waiters_path(path)), where
+        assert not os.path.exists(path) and not os.path.exists(_sidecar.path_of(path)), where
         assert _fds() == fds, where
         if not fired:
             break
@@ -654,7 +653,7 @@ def _signal_campaign(directory: str, seconds: float, seed: int) -> str:
             return f"run {runs}: a slot left mid-write"
         # a sleep called off ends in its thread a moment later
         given_back = time.monotonic() + HANG_GUARD_S
-        while _core.sleeper_slots() or (os.path.exists(waiters_path(path)) and _count(path)):
+        while _core.sleeper_slots() or (os.path.exists(_sidecar.path_of(path)) and _count(path)):
             if time.monotonic() > given_back:
                 return f"run {runs}: a sleep not given back (slot, or count in the sidecar)"
             time.sleep(0.001)
@@ -671,7 +670,7 @@ def _signal_campaign(directory: str, seconds: float, seed: int) -> str:
         if not sentinels.intact():
             return f"run {runs}: a descriptor was closed twice"
         sentinels.close()
-        for leftover in (path, waiters_path(path)):
+        for leftover in (path, _sidecar.path_of(path)):
             if os.path.exists(leftover):
                 os.unlink(leftover)  # a close without unlink=True leaves the file: the caller's
         if _fds() != fds:

@@ -18,7 +18,7 @@ import pytest
 from test_cli import ENV, _run_in_terminal, has_mapped, run, start, wait_until
 
 import seqshm
-from seqshm._writer import waiters_path
+from seqshm import _sidecar
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_list_on_an_80_column_terminal_fits_and_keeps_rate_and_age(shm_name: str
     finally:
         os.unlink(path)
         os.unlink(stuck)
-        os.unlink(waiters_path(stuck))  # its writer died: nobody else removes it
+        os.unlink(_sidecar.path_of(stuck))  # its writer died: nobody else removes it
     assert code == 0, screen
     lines = [line for line in screen.splitlines() if line.strip()]
     assert all(len(line) <= 80 for line in lines), lines

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from children import HANG_GUARD_S
 
 import seqshm
 from seqshm import FormatError, VersionError, _core, _hooks
 from seqshm._dtype import element_type
+from seqshm.testing import StalledWriter
 
 LAYOUT = _core.abi_layout()
 H = LAYOUT["header"]
@@ -32,8 +36,9 @@ def header(dtype: Any = np.uint64, dims: tuple[int, ...] = (8,), slots: int = 1,
            **fields: Any) -> tuple[bytearray, int]:
     """A valid published header (magic set) for ``dtype``, ``dims`` and ``slots``, with the
     raw header ``fields`` patched in; and its region size."""
-    raw, region_size = _core.build_header("t", slots, dims, element_type(dtype), 0)
-    h = bytearray(raw)
+    built = _core.build_header("t", slots, dims, element_type(dtype), 0)
+    region_size = built.region_size
+    h = bytearray(built.to_bytes())
     struct.pack_into("=Q", h, H["magic"], _core.MAGIC)
     patch(h, **fields)
     return h, region_size
@@ -60,7 +65,7 @@ def patch_field(h: bytearray, i: int, *, name: bytes | None = None, **values: in
     return h
 
 
-def check(h: bytes | bytearray, file_size: int = 0) -> dict[str, Any]:
+def check(h: bytes | bytearray, file_size: int = 0) -> _core.Header:
     return _core.check_header(bytes(h), file_size, "/the/file")
 
 
@@ -144,9 +149,10 @@ def test_text_file_is_not_a_seqshm_region(tmp_path: Path) -> None:
 
 
 def test_unpublished_region_without_magic_is_not_a_seqshm_region(tmp_path: Path) -> None:
-    raw, region_size = _core.build_header("t", 1, (8,), element_type(np.uint64), 0)
+    built = _core.build_header("t", 1, (8,), element_type(np.uint64), 0)
+    raw = built.to_bytes()
     p = tmp_path / "unpublished"
-    p.write_bytes(raw + bytes(region_size - len(raw)))
+    p.write_bytes(raw + bytes(built.region_size - len(raw)))
     with pytest.raises(FormatError, match="magic is 0"):
         seqshm.open(p)
 
@@ -1045,3 +1051,112 @@ def test_a_record_type_renamed_in_place_is_checked_again(make_path: Callable[[],
         with pytest.raises(TypeError, match="another order"):
             w.write(a)
         assert w.seq == 1
+
+
+# -- timeouts, timestamps and data a call cannot take ---------------------------------------
+
+@pytest.mark.parametrize("timeout", [1e11, 1e300, float("inf"), None, 2**70])
+def test_a_huge_timeout_is_honoured(shm_path: str, timeout: Any) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        w.write([4, 4])
+        with seqshm.open(shm_path, timeout=timeout) as r:
+            assert r.timeout == (None if timeout is None else float(timeout))
+            assert r.snapshot().tolist() == [4, 4]
+            threading.Timer(0.1, w.write, ([5, 5],)).start()
+            assert r.wait(timeout) is True
+        w.close(unlink=True)
+    with StalledWriter(shm_path, 64, writes_before=1) as sw:
+        sw.kill(signal.SIGSTOP)
+        _read_for(seqshm.open(sw.path, timeout=timeout), 0.3)
+        sw.kill(signal.SIGCONT)
+
+
+def _read_for(r: seqshm.Reader, seconds: float) -> None:
+    """Run a blocked snapshot() in a thread for ``seconds``: it must still be waiting (a
+    timeout that became 0 would have raised at once)."""
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(_try(r.snapshot)), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert t.is_alive() or not isinstance(out[0], seqshm.ReadTimeout), out
+    r.close()  # ends the blocked read with ClosedError
+    t.join(HANG_GUARD_S)
+    assert not t.is_alive()
+
+
+def _try(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except BaseException as e:  # noqa: BLE001
+        return e
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "abc", [1]])
+def test_a_bad_timeout_is_refused_with_a_clear_error(shm_path: str, timeout: Any) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            seqshm.open(w.path, timeout=timeout)
+        with seqshm.open(w.path) as r, pytest.raises((TypeError, ValueError), match="timeout"):
+            r.wait(timeout)
+        w.close(unlink=True)
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "abc", True])
+def test_every_call_taking_a_timeout_refuses_a_bad_one_at_once(shm_path: str,
+                                                                timeout: Any) -> None:
+    """follow() and follow_async() checked theirs only at their first wait: with writes to
+    read they yielded them, and a caller learnt of its mistake later or never."""
+    with seqshm.create(shm_path, np.int64, 2, nr_slots=4) as w, seqshm.open(shm_path) as r:
+        w.write([1, 1])
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            r.follow(timeout)
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            r.follow_async(timeout)
+        with pytest.raises((TypeError, ValueError), match="timeout"):
+            seqshm.snapshot(shm_path, timeout=timeout)
+        w.close(unlink=True)
+
+
+def test_a_one_shot_refuses_a_bad_timeout_equal_to_a_good_one(shm_path: str) -> None:
+    """The one-shot's kept reader was reused for any timeout equal to its own, so a Decimal
+    (which open() refuses) passed when a Fraction of the same value had been used before."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        seqshm.snapshot(shm_path, timeout=Fraction(1, 100))
+        with pytest.raises(TypeError, match="timeout"):
+            seqshm.snapshot(shm_path, timeout=Decimal("0.01"))
+        w.close(unlink=True)
+
+
+@pytest.mark.parametrize(("ts", "error"), [(-1, ValueError), (2**64, ValueError),
+                                           (1.5, TypeError), ("1", TypeError),
+                                           (True, TypeError)])
+def test_a_bad_write_timestamp_is_refused_naming_the_file(shm_path: str, ts: Any,
+                                                          error: type) -> None:
+    """write() gave a bare OverflowError for a negative or huge timestamp, and took 1.5 as 1:
+    end() and writing() already refused these, naming the file."""
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        with pytest.raises(error, match=f"{shm_path}.*timestamp_ns"):
+            w.write([1, 1], timestamp_ns=ts)
+        assert w.head == 0
+        assert w.write([1, 1], timestamp_ns=np.uint64(2**64 - 1)) == 1
+        w.close(unlink=True)
+
+
+@pytest.mark.parametrize("data", ["abc", None, [2**70, 1]])
+def test_data_a_write_cannot_convert_is_an_error_naming_the_file(shm_path: str,
+                                                                 data: Any) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        with pytest.raises((TypeError, ValueError, OverflowError), match=f"{shm_path}.*int64"):
+            w.write(data)
+        w.close(unlink=True)
+
+
+@pytest.mark.parametrize("timeout", ["5", b"1", True, " 1e11 "])
+def test_a_timeout_that_is_not_a_number_is_a_type_error(shm_path: str, timeout: Any) -> None:
+    with seqshm.create(shm_path, np.int64, 2) as w:
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            seqshm.open(shm_path, timeout=timeout)
+        w.close(unlink=True)

@@ -229,9 +229,100 @@ def test_header_properties_report_what_the_file_holds(make_path) -> None:
 
 def test_check_header_accepts_what_build_header_makes() -> None:
     element = seqshm._dtype.element_type(RECORD)
-    header, region_size = _core.build_header("x", 8, (3,), element, 42)
+    built = _core.build_header("x", 8, (3,), element, 42)
+    header, region_size = built.to_bytes(), built.region_size
     assert len(header) == 2048 and struct.unpack_from("=Q", header, 0)[0] == 0  # magic last
     published = struct.pack("=Q", _core.MAGIC) + header[8:]
     h = _core.check_header(published, region_size, "p")
     assert (h["nr_slots"], h["shape"], h["writer_pid"], h["region_size"]) == (8, (3,), 42,
                                                                               region_size)
+
+
+HEADER_KEYS = ("magic", "abi_version", "header_size", "region_size", "payload_offset",
+               "payload_size", "slot_stride", "nr_slots", "flags", "clock_id", "writer_pid",
+               "writer_start", "waiters_dev", "waiters_ino", "wake_flags", "writer_pidns",
+               "name", "itemsize", "nr_fields", "ndim", "shape", "fields")
+
+
+def test_header_is_read_by_attribute_and_by_name_alike(make_path) -> None:
+    """Reader.header was a dict: its keys and values read the same from the typed Header."""
+    with seqshm.create(make_path(), RECORD, (5, 2), nr_slots=2, name="keys") as w, \
+            seqshm.open(w.path) as r:
+        h = r.header
+    assert tuple(h.keys()) == HEADER_KEYS == tuple(h) and len(h) == len(HEADER_KEYS)
+    assert dict(h.items()) == {k: getattr(h, k) for k in HEADER_KEYS} == {k: h[k] for k in h}
+    assert h == dict(h.items()) and "nr_slots" in h and "head" not in h
+    assert (h.name, h.nr_slots, h.shape, h.magic) == ("keys", 2, (5, 2), _core.MAGIC)
+    assert h.get("nope") is None and h.get("nope", 7) == 7 and h.get("name") == "keys"
+    with pytest.raises(KeyError):
+        h["head"]  # not a static field: read Reader.head
+    assert tuple(h.values()) == tuple(h[k] for k in HEADER_KEYS)
+
+
+def test_a_header_is_made_only_by_the_engine() -> None:
+    with pytest.raises(TypeError, match="check_header"):
+        _core.Header()
+
+
+def test_reader_header_is_the_one_taken_at_open_not_rebuilt(make_path) -> None:
+    with seqshm.create(make_path(), np.uint64, 4) as w, seqshm.open(w.path) as r:
+        assert r.header is r.header and w.header is w.header
+
+
+def test_an_open_and_a_move_to_a_replacement_check_the_header_once_each(
+        make_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One header check per open: a reopening reader that moves to the channel that replaced
+    its own checks the new header once (it used to check it again after opening it)."""
+    calls = []
+    real = _core.check_header
+
+    def counted(*args: object) -> _core.Header:
+        calls.append(args)
+        return real(*args)  # type: ignore[arg-type]
+
+    path = make_path()
+    monkeypatch.setattr(_core, "check_header", counted)
+    with seqshm.create(path, np.uint64, 4) as w:
+        w.write([1, 2, 3, 4])
+        r = seqshm.open(path, reopen=True)
+    assert len(calls) == 1
+    with r, seqshm.create(path, np.uint64, 4, overwrite=True) as w2:
+        del calls[:]
+        w2.write([5, 6, 7, 8])
+        assert r.wait(5) and r.snapshot().tolist() == [5, 6, 7, 8]
+        assert len(calls) == 1, calls
+
+
+def test_create_hands_its_header_to_the_writer_without_reading_it_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """create() builds the header once and the writer takes that object: no pread of the new
+    file (it used to write the header, read it back and check it a third time)."""
+    reads = []
+    real = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        reads.append((fd, n, offset))
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    with seqshm.create(tmp_path / "c", RECORD, 3, nr_slots=4) as w:
+        assert w.header.nr_slots == 4 and w.header.magic == _core.MAGIC
+        monkeypatch.undo()
+        with seqshm.open(w.path) as r:
+            assert r.header == w.header
+    assert reads == []
+
+
+def test_dtype_limits_are_the_engines() -> None:
+    """_dtype restates the engine's limits (so that _core may import it): tied here."""
+    from seqshm import _dtype
+
+    assert (_dtype.FIELD_NAME_MAX, _dtype.MAX_FIELDS) == (_core.FIELD_NAME_MAX, _core.MAX_FIELDS)
+
+
+def test_a_pickled_header_comes_back_as_the_dict_it_used_to_be(make_path) -> None:
+    import pickle
+
+    with seqshm.create(make_path(), np.uint64, 4) as w, seqshm.open(w.path) as r:
+        back = pickle.loads(pickle.dumps(r.header))
+    assert isinstance(back, dict) and back == r.header and tuple(back) == HEADER_KEYS

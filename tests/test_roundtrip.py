@@ -4,11 +4,13 @@ in place or into a given array, from one slot or a ring."""
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
 
 import seqshm
+from seqshm import _core
 
 SCALARS = ["?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
 
@@ -404,3 +406,32 @@ def test_a_bare_name_never_resolves_in_the_current_directory(tmp_path, monkeypat
             seqshm.open(name)
         assert seqshm.open(f"./{name}").path == w.path  # a path says where
         w.close(unlink=True)
+
+
+def test_slot_seqs_counts_two_per_write_in_each_slot_and_odd_mid_write(make_path) -> None:
+    with seqshm.create(make_path(), np.uint64, 1, nr_slots=4) as w, seqshm.open(w.path) as r:
+        assert r.slot_seqs() == [0, 0, 0, 0]
+        for k in range(6):
+            w.write([k])
+        seqs = r.slot_seqs()
+        assert len(seqs) == 4 and sum(seqs) == 2 * 6 and not any(s & 1 for s in seqs)
+        # slot 1 mid-write, as a writer in it leaves it (a tmpfs file shares its mapping's pages)
+        layout = _core.abi_layout()
+        at = _core.SLOTS_OFFSET + layout["slot"]["size"] + layout["slot"]["seq"]
+        fd = os.open(w.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, (seqs[1] + 1).to_bytes(4, sys.byteorder), at)
+        finally:
+            os.close(fd)
+        assert r.slot_seqs() == [seqs[0], seqs[1] + 1, seqs[2], seqs[3]]
+        r.close()
+        with pytest.raises(seqshm.ClosedError):
+            r.slot_seqs()
+
+
+def test_slot_seqs_of_a_truncated_file_is_file_truncated(make_path) -> None:
+    with seqshm.create(make_path(), np.uint64, 1, nr_slots=2) as w, seqshm.open(w.path) as r:
+        w.write([1])
+        os.truncate(w.path, 0)
+        with pytest.raises(seqshm.FileTruncated):
+            r.slot_seqs()

@@ -23,8 +23,7 @@ import pytest
 from test_cli import run, writing
 
 import seqshm
-from seqshm import ChannelState, _core, cli
-from seqshm._writer import _WAITERS, waiters_path
+from seqshm import ChannelState, _core, _sidecar, cli
 
 #: Bound on every wait in these tests: a failure, not a hang.
 HANG_GUARD_S = 10.0
@@ -170,12 +169,12 @@ def test_reader_cannot_write_channel(other_user: Any, shared_dir: str) -> None:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
         assert other_user.run(_try_write, path) == []
         # the sidecar is writable by exactly those who may read the channel
-        assert stat.S_IMODE(os.stat(waiters_path(path)).st_mode) == 0o666
+        assert stat.S_IMODE(os.stat(_sidecar.path_of(path)).st_mode) == 0o666
         w.close(unlink=True)
     with seqshm.create(path, "f8", 4, mode=0o640) as w:
-        assert stat.S_IMODE(os.stat(waiters_path(path)).st_mode) == 0o660
+        assert stat.S_IMODE(os.stat(_sidecar.path_of(path)).st_mode) == 0o660
         with pytest.raises(PermissionError):
-            other_user.run(os.open, waiters_path(path), os.O_RDWR)
+            other_user.run(os.open, _sidecar.path_of(path), os.O_RDWR)
         w.close(unlink=True)
 
 
@@ -228,10 +227,10 @@ def test_sidecar_not_planted(other_user: Any, shared_dir: str, private_dir: str)
     """The other user plants the sidecar's name as a link: the creator's sidecar replaces the
     link (root) and nothing appears where it pointed; readers still sleep on the real one."""
     path = os.path.join(shared_dir, "c")
-    other_user.run(_symlink, os.path.join(private_dir, "side"), waiters_path(path))
+    other_user.run(_symlink, os.path.join(private_dir, "side"), _sidecar.path_of(path))
     with seqshm.create(path, "f8", 4) as w:
         assert os.listdir(private_dir) == []
-        side = os.lstat(waiters_path(path))
+        side = os.lstat(_sidecar.path_of(path))
         assert stat.S_ISREG(side.st_mode) and side.st_uid == 0
         w.close(unlink=True)
 
@@ -265,7 +264,7 @@ def test_non_root_creator_is_not_blocked_by_a_planted_sidecar(other_user: Any,
     """In a sticky directory a user cannot replace another's file: a squatter on a channel's
     sidecar name must not stop the channel (its readers poll instead of sleeping)."""
     path = os.path.join(shared_dir, "c")
-    _write_file(waiters_path(path), b"squat")  # root's file: the other user cannot replace it
+    _write_file(_sidecar.path_of(path), b"squat")  # root's file: the other user cannot replace it
 
     def create_and_read(p: str) -> float:
         with seqshm.create(p, "f8", 4) as w:
@@ -415,7 +414,7 @@ def test_sweep_keeps_a_live_channels_sidecar_whatever_a_reader_writes(
     header (which only its writer writes) whether the sidecar is its own."""
     path = os.path.join(shared_dir, "c")
     with seqshm.create(path, "f8", 4) as w:
-        side = waiters_path(path)
+        side = _sidecar.path_of(path)
         before = os.stat(side)
         other_user.run(_rewrite_line0, side)
         old = time.time() - 3600
@@ -434,12 +433,12 @@ def test_sweep_still_removes_a_dead_channels_sidecar(shared_dir: str) -> None:
     w = seqshm.create(gone, "f8", 4)
     os.unlink(gone)
     _write_file(other, b"not a channel")
-    os.link(waiters_path(gone), waiters_path(other))
-    for side in (waiters_path(gone), waiters_path(other)):
+    os.link(_sidecar.path_of(gone), _sidecar.path_of(other))
+    for side in (_sidecar.path_of(gone), _sidecar.path_of(other)):
         os.utime(side, (old, old))
     seqshm.create(os.path.join(shared_dir, "next"), "f8", 4).close(unlink=True)
-    assert not os.path.lexists(waiters_path(gone))
-    assert not os.path.lexists(waiters_path(other))
+    assert not os.path.lexists(_sidecar.path_of(gone))
+    assert not os.path.lexists(_sidecar.path_of(other))
     w.close()
 
 
@@ -642,9 +641,9 @@ def _park_waiters(path: str, n: int, wakes: Any, parked: Any, pids: Any) -> None
     """What any process that may read the channel can do: count itself once in the sidecar,
     as a sleeping reader does, and park ``n`` tasks on the channel's head futex (FUTEX_WAIT on
     a read-only mapping), each parking again at once when woken."""
-    side = os.open(waiters_path(path), os.O_RDWR)
-    count = struct.unpack("=I", os.pread(side, 4, _WAITERS["count"]))[0]
-    os.pwrite(side, struct.pack("=I", count + 1), _WAITERS["count"])
+    side = os.open(_sidecar.path_of(path), os.O_RDWR)
+    count = struct.unpack("=I", os.pread(side, 4, _sidecar._WAITERS["count"]))[0]
+    os.pwrite(side, struct.pack("=I", count + 1), _sidecar._WAITERS["count"])
     fd = os.open(path, os.O_RDONLY)
     m = mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ)
     base = np.frombuffer(m, np.uint8).ctypes.data
@@ -720,7 +719,7 @@ def test_a_directory_at_the_sidecar_name_does_not_stop_create(other_user: Any,
     ever being created. Now the channel is made without a sidecar, as for a name another
     user's file squats where the creator may not replace it."""
     path = os.path.join(shared_dir, "c")
-    other_user.run(_plant_sidecar_dir, waiters_path(path), full)
+    other_user.run(_plant_sidecar_dir, _sidecar.path_of(path), full)
     for overwrite in (False, True):
         with seqshm.create(path, "f8", 4, overwrite=overwrite) as w:
             w.write(np.full(4, 3.0))

@@ -25,9 +25,8 @@ import numpy as np
 import pytest
 
 import seqshm
-from seqshm import _core, _hooks, _writer
+from seqshm import _core, _hooks, _sidecar
 from seqshm._lifecycle import ChannelState
-from seqshm._writer import waiters_path
 
 #: Not a speed limit: a wait that takes this long has missed its wake-up and its checks.
 HANG_GUARD_S = 10.0
@@ -43,7 +42,7 @@ def _ctx() -> Any:
 
 def _count(path: str) -> int:
     """The sidecar's count of readers asleep now."""
-    fd = os.open(waiters_path(path), os.O_RDWR | os.O_CLOEXEC)
+    fd = os.open(_sidecar.path_of(path), os.O_RDWR | os.O_CLOEXEC)
     return _core.WaitersFile(fd).count
 
 
@@ -67,13 +66,13 @@ def barrier(request: pytest.FixtureRequest) -> str:
 def test_create_makes_a_sidecar_the_header_names(make_path: Callable[[], str],
                                                  barrier: str) -> None:
     with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
-        st = os.stat(waiters_path(w.path))
+        st = os.stat(_sidecar.path_of(w.path))
         h = r.header
         assert (h["waiters_dev"], h["waiters_ino"]) == (st.st_dev, st.st_ino)
         assert st.st_size == _core.ALIGN
         assert bool(h["wake_flags"] & _core.WAKE_F_FENCE) == (barrier == "fence")
         assert r._sleeps_in_kernel()
-        assert os.path.basename(waiters_path(w.path)) == f".{os.path.basename(w.path)}.waiters"
+        assert os.path.basename(_sidecar.path_of(w.path)) == f".{os.path.basename(w.path)}.waiters"
 
 
 @pytest.mark.parametrize(("mode", "side_mode"), [(0o644, 0o666), (0o640, 0o660), (0o600, 0o600),
@@ -83,7 +82,7 @@ def test_sidecar_is_writable_by_whoever_may_read_the_channel(
     old = os.umask(0o077)  # fchmod: the umask takes nothing away
     try:
         with seqshm.create(make_path(), np.int64, 1, mode=mode) as w:
-            assert stat.S_IMODE(os.stat(waiters_path(w.path)).st_mode) == side_mode
+            assert stat.S_IMODE(os.stat(_sidecar.path_of(w.path)).st_mode) == side_mode
     finally:
         os.umask(old)
 
@@ -91,7 +90,7 @@ def test_sidecar_is_writable_by_whoever_may_read_the_channel(
 def test_close_removes_the_sidecar_with_or_without_unlink(make_path: Callable[[], str]) -> None:
     for unlink in (False, True):
         w = seqshm.create(make_path(), np.int64, 1)
-        side = waiters_path(w.path)
+        side = _sidecar.path_of(w.path)
         assert os.path.exists(side)
         w.close(unlink=unlink)
         assert not os.path.exists(side)
@@ -146,9 +145,9 @@ def test_create_over_a_channel_replaces_its_sidecar(make_path: Callable[[], str]
     path = make_path()
     _dead_writer(path)
     r1 = seqshm.open(path)
-    old = os.stat(waiters_path(path))
+    old = os.stat(_sidecar.path_of(path))
     with seqshm.create(path, np.int64, 1, overwrite=True) as w2, seqshm.open(path) as r2:
-        new = os.stat(waiters_path(path))
+        new = os.stat(_sidecar.path_of(path))
         assert (new.st_dev, new.st_ino) != (old.st_dev, old.st_ino)
         assert r2._sleeps_in_kernel() and r2.header["waiters_ino"] == new.st_ino
         assert r1.state is ChannelState.REPLACED
@@ -193,7 +192,7 @@ def test_a_write_from_another_process_wakes_a_sleeper(make_path: Callable[[], st
     p = _ctx().Process(target=_write_later, args=(path, 0.3, 7))
     p.start()
     try:
-        _until(lambda: os.path.exists(waiters_path(path)), "the channel exists")
+        _until(lambda: os.path.exists(_sidecar.path_of(path)), "the channel exists")
         with seqshm.open(path) as r:
             r.read()
             assert r._sleeps_in_kernel()
@@ -475,7 +474,7 @@ def _poll_wakes_on_a_thread_write(w: seqshm.Writer, r: seqshm.Reader) -> None:
 
 def test_without_a_sidecar_a_reader_polls(make_path: Callable[[], str]) -> None:
     with seqshm.create(make_path(), np.int64, 1) as w:
-        os.unlink(waiters_path(w.path))
+        os.unlink(_sidecar.path_of(w.path))
         with seqshm.open(w.path) as r:
             assert not r._sleeps_in_kernel()
             _poll_wakes_on_a_thread_write(w, r)
@@ -489,13 +488,13 @@ def test_a_polling_reader_looks_for_the_sidecar_once_per_check_interval(
         make_path: Callable[[], str], monkeypatch: pytest.MonkeyPatch, call: str) -> None:
     """wait() tried to open the missing sidecar at every poll (every 20 us to 1 ms: hundreds
     of failing open() calls a second), not every CHECK_INTERVAL_S as documented."""
-    from seqshm import _reader
+    from seqshm import _wait
 
     looks = []
     look = seqshm.Reader._open_waiters
     monkeypatch.setattr(seqshm.Reader, "_open_waiters", lambda self: looks.append(look(self)))
     with seqshm.create(make_path(), np.int64, 1) as w:
-        os.unlink(waiters_path(w.path))
+        os.unlink(_sidecar.path_of(w.path))
         with seqshm.open(w.path) as r:
             t0 = time.monotonic()
             if call == "wait":
@@ -503,16 +502,16 @@ def test_a_polling_reader_looks_for_the_sidecar_once_per_check_interval(
             else:
                 assert asyncio.run(r.wait_async(timeout=0.5)) is False
             elapsed = time.monotonic() - t0
-        assert 1 <= len(looks) <= 2 + elapsed / _reader.CHECK_INTERVAL_S, len(looks)
+        assert 1 <= len(looks) <= 2 + elapsed / _wait.CHECK_INTERVAL_S, len(looks)
 
 
 def test_a_stale_sidecar_of_an_earlier_channel_is_not_used(make_path: Callable[[], str]) -> None:
     path = make_path()
     w1 = seqshm.create(path, np.int64, 1)
-    os.link(waiters_path(path), path + ".old-sidecar")
+    os.link(_sidecar.path_of(path), path + ".old-sidecar")
     w1.close()
     with seqshm.create(path, np.int64, 1, overwrite=True) as w2:
-        os.replace(path + ".old-sidecar", waiters_path(path))  # the earlier channel's
+        os.replace(path + ".old-sidecar", _sidecar.path_of(path))  # the earlier channel's
         with seqshm.open(path) as r:
             assert not r._sleeps_in_kernel()
             _poll_wakes_on_a_thread_write(w2, r)
@@ -522,7 +521,7 @@ def test_a_stale_sidecar_of_an_earlier_channel_is_not_used(make_path: Callable[[
 
 def test_a_sidecar_that_names_another_channel_is_not_used(make_path: Callable[[], str]) -> None:
     with seqshm.create(make_path(), np.int64, 1) as w:
-        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        fd = os.open(_sidecar.path_of(w.path), os.O_RDWR)
         try:
             os.pwrite(fd, struct.pack("=Q", 12345), _core.abi_layout()["waiters"]["channel_ino"])
         finally:
@@ -534,7 +533,7 @@ def test_a_sidecar_that_names_another_channel_is_not_used(make_path: Callable[[]
 
 def test_a_reader_finds_a_sidecar_that_appears_later(make_path: Callable[[], str]) -> None:
     with seqshm.create(make_path(), np.int64, 1) as w:
-        side = waiters_path(w.path)
+        side = _sidecar.path_of(w.path)
         os.rename(side, side + ".away")  # as between create()'s two renames
         with seqshm.open(w.path) as r:
             assert not r._sleeps_in_kernel()
@@ -574,7 +573,7 @@ def _flock(kind: int) -> bytes:
 def test_a_count_left_by_a_dead_reader_is_reset_by_the_writer(
         make_path: Callable[[], str]) -> None:
     with seqshm.create(make_path(), np.int64, 1) as w:
-        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        fd = os.open(_sidecar.path_of(w.path), os.O_RDWR)
         try:
             count_at = _core.abi_layout()["waiters"]["count"]
             os.pwrite(fd, struct.pack("=I", 3), count_at)  # three readers died counted
@@ -602,7 +601,7 @@ def test_create_removes_sidecars_whose_channel_is_gone(make_path: Callable[[], s
     next create() in that directory removes those whose channel is gone or is another file
     (once they are STALE_SIDECAR_AGE_S old: one younger may be a create() in progress), and
     leaves every other file alone. Before: they piled up in /dev/shm forever."""
-    STALE_SIDECAR_AGE_S = _writer.STALE_SIDECAR_AGE_S
+    STALE_SIDECAR_AGE_S = _sidecar.STALE_SIDECAR_AGE_S
 
     removed, replaced, young, live = make_path(), make_path(), make_path(), make_path()
     old = time.time() - 2 * STALE_SIDECAR_AGE_S
@@ -612,7 +611,7 @@ def test_create_removes_sidecars_whose_channel_is_gone(make_path: Callable[[], s
         code = ("import os, sys, numpy as np, seqshm\n"
                 "seqshm.create(sys.argv[1], np.uint8, 8)\nos._exit(0)\n")  # SIGKILL-like
         subprocess.run([sys.executable, "-c", code, p], check=True, timeout=60)
-        sidecars[p] = waiters_path(p)
+        sidecars[p] = _sidecar.path_of(p)
         assert os.path.exists(sidecars[p])
     os.unlink(removed)  # rm of the channel file
     # Another process's file made meanwhile: on ext4 it takes the lowest free inode number,
@@ -629,7 +628,7 @@ def test_create_removes_sidecars_whose_channel_is_gone(make_path: Callable[[], s
     os.replace(replaced + ".new", replaced)
     for p in (removed, replaced):
         os.utime(sidecars[p], (old, old))
-    os.utime(waiters_path(live), (old, old))  # old but its channel is there
+    os.utime(_sidecar.path_of(live), (old, old))  # old but its channel is there
     stranger = os.path.join(os.path.dirname(live), ".notes.waiters")
     with open(stranger, "wb") as f:  # not a sidecar of ours
         f.write(b"\0" * 4096)
@@ -639,7 +638,7 @@ def test_create_removes_sidecars_whose_channel_is_gone(make_path: Callable[[], s
     assert not os.path.exists(sidecars[removed])
     assert not os.path.exists(sidecars[replaced])
     assert os.path.exists(sidecars[young])  # too young to tell
-    assert os.path.exists(waiters_path(live)) and os.path.exists(stranger)
+    assert os.path.exists(_sidecar.path_of(live)) and os.path.exists(stranger)
     keep.close()
 
 
@@ -650,7 +649,7 @@ def test_a_dead_readers_count_is_reset_beside_a_live_reader_that_waits_now_and_t
     found someone used to restart the count of wakes that found nobody, so the reset never
     came)."""
     with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
-        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        fd = os.open(_sidecar.path_of(w.path), os.O_RDWR)
         try:
             os.pwrite(fd, struct.pack("=I", 1), _core.abi_layout()["waiters"]["count"])
         finally:
@@ -710,7 +709,7 @@ def test_a_reader_locked_out_of_the_sidecar_backs_off(
     with seqshm.create(make_path(), np.int64, 1) as w, seqshm.open(w.path) as r:
         w.write([1])
         r.read()
-        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        fd = os.open(_sidecar.path_of(w.path), os.O_RDWR)
         try:
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK))
             seconds = 0.3
@@ -722,7 +721,7 @@ def test_a_reader_locked_out_of_the_sidecar_backs_off(
             os.close(fd)
         assert set(tries) == {1}  # every try met the lock
         # at 1 ms apart at most 300 tries (plus the backoff's first few); was about 5000
-        assert len(tries) < seconds / seqshm._reader.POLL_MAX_S + 20, len(tries)
+        assert len(tries) < seconds / seqshm._wait.POLL_MAX_S + 20, len(tries)
 
 
 def test_async_waits_beyond_the_sleeper_threads_do_not_queue_behind_them(
@@ -732,10 +731,10 @@ def test_async_waits_beyond_the_sleeper_threads_do_not_queue_behind_them(
     (60 ms measured with 100 tasks). There are 256 threads now, and waits with no free
     thread poll instead (8 threads here). With slices of 5 s, a queued wait would have
     waited for one to run out."""
-    from seqshm import _reader
+    from seqshm import _wait
 
-    monkeypatch.setattr(_reader, "CHECK_INTERVAL_S", 5.0)
-    monkeypatch.setattr(_reader, "_SLEEPERS_MAX", 8)
+    monkeypatch.setattr(_wait, "CHECK_INTERVAL_S", 5.0)
+    monkeypatch.setattr(_wait, "_SLEEPERS_MAX", 8)
     ended: list[int] = []
     sleep = seqshm.Reader._futex_sleep
 
@@ -746,7 +745,7 @@ def test_async_waits_beyond_the_sleeper_threads_do_not_queue_behind_them(
         return rc
 
     monkeypatch.setattr(seqshm.Reader, "_futex_sleep", futex_sleep)
-    n = _reader._SLEEPERS_MAX + 4
+    n = _wait._SLEEPERS_MAX + 4
     _until(lambda: _core.sleeper_slots() == 0, "earlier tests' sleeps are over")
     writers = [seqshm.create(make_path(), np.int64, 1) for _ in range(n)]
     readers = [seqshm.open(w.path) for w in writers]
@@ -754,11 +753,11 @@ def test_async_waits_beyond_the_sleeper_threads_do_not_queue_behind_them(
     async def main() -> None:
         tasks = [asyncio.create_task(r.wait_async(HANG_GUARD_S)) for r in readers]
         deadline = time.monotonic() + HANG_GUARD_S
-        while sum(_count(w.path) for w in writers) < _reader._SLEEPERS_MAX:
+        while sum(_count(w.path) for w in writers) < _wait._SLEEPERS_MAX:
             assert time.monotonic() < deadline, "the sleeper threads never all slept"
             await asyncio.sleep(0.001)
         beyond = [i for i, w in enumerate(writers) if _count(w.path) == 0]
-        assert len(beyond) == n - _reader._SLEEPERS_MAX
+        assert len(beyond) == n - _wait._SLEEPERS_MAX
         writers[beyond[0]].write([1])
         assert await asyncio.wait_for(tasks[beyond[0]], HANG_GUARD_S) is True
         assert 2 not in ended  # no sleep ran out its slice before: the wait did not queue
@@ -789,7 +788,7 @@ def test_a_dead_readers_count_is_reset_when_a_live_reader_is_counted_at_most_wak
     3072 and 4096 all met the lock, the first that would not is the 5120th); after a failed
     try the writer tries again within a few idle wakes."""
     with seqshm.create(make_path(), np.int64, 1) as w:
-        fd = os.open(waiters_path(w.path), os.O_RDWR)
+        fd = os.open(_sidecar.path_of(w.path), os.O_RDWR)
         try:
             os.pwrite(fd, struct.pack("=I", 1), _core.abi_layout()["waiters"]["count"])
             for _ in range(2 * _core.WAKE_HEAL_AFTER // 10):

@@ -57,8 +57,8 @@ def valid_header() -> bytearray:
     """A userspace writer's header of a record channel (3 fields, one an array), 2-d, 4 slots,
     with its magic published."""
     dt = np.dtype([("a", "<i4"), ("b", "<f8"), ("c", "u1", (4,))])
-    raw, _size = _core.build_header("parity", 4, (3, 5), element_type(dt), 1234, 5678)
-    h = bytearray(raw)
+    h = bytearray(_core.build_header("parity", 4, (3, 5), element_type(dt), 1234,
+                                     5678).to_bytes())
     struct.pack_into("=Q", h, HDR["magic"], _core.MAGIC)
     return h
 
@@ -197,8 +197,8 @@ def test_the_kernel_lays_out_a_channel_as_a_userspace_writer_would(apitest, devi
     finally:
         os.close(fd)
     with seqshm.open(path) as r:
-        raw, _ = _core.build_header(kernel["name"], kernel["nr_slots"], tuple(r.shape),
-                                    element_type(r.dtype))
+        raw = _core.build_header(kernel.name, kernel.nr_slots, tuple(r.shape),
+                                 element_type(r.dtype)).to_bytes()
     user = _core.check_header(bytes(put(bytearray(raw), HDR["magic"], "Q", _core.MAGIC)))
     layout = ("region_size", "payload_offset", "payload_size", "slot_stride", "nr_slots",
               "flags", "itemsize", "ndim", "shape", "fields", "name")
