@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <seqshm.h>
 
@@ -20,7 +21,7 @@
  *   seqshm_tool torn PATH SECONDS [bypass] reads of a pattern channel (every 64-bit word of a
  *                                          write holds its write number): reads=N torn=K
  *   seqshm_tool wr PATH SPEC SHAPE NSLOTS [overwrite]  create, print "ready", then obey
- *                                          stdin: "w HEX", "wb HEX" (begin/end), "pattern N",
+ *                                          stdin: "w HEX", "wb HEX" (begin/end), "pattern N [GAP_NS]",
  *                                          "hang" (begin, never end), "close", "unlink"
  * SPEC: a scalar "f8" (kind and size), or a record "ITEMSIZE|name:kindsize:offset[:count]|..."
  * (a count makes an array field). SHAPE: "-" (none) or "3,4".
@@ -127,14 +128,18 @@ static int cmd_torn(struct seqshm_rd *r, double seconds)
 		for (int batch = 0; batch < 256; batch++) {
 			if (bypass_retry) {
 				rc = seqshm_rd_begin(r, &v, 1000000000u, &e);
-				if (rc)
+				if (rc) {
+					free(buf);
 					return fail(&e, rc);
+				}
 				memcpy(buf, v.data, len);
 				s.write_seq = buf[0];
 			} else {
 				rc = seqshm_rd_snapshot(r, buf, len, &s, 1000000000u, &e);
-				if (rc)
+				if (rc) {
+					free(buf);
 					return fail(&e, rc);
+				}
 				if (buf[0] != s.write_seq)
 					torn++;	/* the payload is not the write the sample names */
 			}
@@ -232,6 +237,7 @@ static int cmd_wr(int argc, char **argv)
 	if (rc)
 		return fail(&e, rc);
 	len = seqshm_wr_info(w)->payload_size;
+	/* a writer that never gets "close" (killed, or stdin ends) leaves the channel to die */
 	buf = malloc(len);
 	printf("ready payload=%zu\n", len);
 	fflush(stdout);
@@ -260,10 +266,17 @@ static int cmd_wr(int argc, char **argv)
 		} else if (!strncmp(line, "pattern ", 8)) {
 			int64_t seq;
 
-			long n = strtol(line + 8, NULL, 10), i;
+			char *rest;
+			long n = strtol(line + 8, &rest, 10), i;
+			uint64_t gap = strtoull(rest, NULL, 10);
 
 			for (i = 0; i < n; i++) {
-				uint64_t *dst = seqshm_wr_begin(w);
+				uint64_t *dst, until = now_ns() + gap;
+
+				/* a paced writer (GAP_NS between writes) leaves readers room */
+				while (gap && now_ns() < until)
+					;
+				dst = seqshm_wr_begin(w);
 
 				/* every word holds the number of the write being made */
 				for (size_t j = 0; j < len / 8; j++)
@@ -286,8 +299,9 @@ static int cmd_wr(int argc, char **argv)
 		}
 		fflush(stdout);
 	}
+	/* stdin ended without "close": end as a process that dies does (no close) */
 	free(buf);
-	return 0;
+	_exit(0);
 }
 
 int main(int argc, char **argv)
@@ -326,11 +340,13 @@ int main(int argc, char **argv)
 				rc = seqshm_rd_end(r, &v, &s, &e);
 			} while (rc == -EAGAIN);
 		}
-		if (rc)
-			return fail(&e, rc);
-		printf("seq=%" PRIu64 " ts=%" PRIu64 " data=", s.write_seq, s.timestamp_ns);
-		hex_out(buf, len);
-		printf("\n");
+		if (rc) {
+			rc = fail(&e, rc);
+		} else {
+			printf("seq=%" PRIu64 " ts=%" PRIu64 " data=", s.write_seq, s.timestamp_ns);
+			hex_out(buf, len);
+			printf("\n");
+		}
 		free(buf);
 	} else if (!strcmp(argv[1], "follow") && argc >= 5) {
 		cmd_follow(r, strtol(argv[3], NULL, 10), strtol(argv[4], NULL, 10));
@@ -342,16 +358,22 @@ int main(int argc, char **argv)
 		/* wait past the newest write there is now */
 		rc = seqshm_rd_snapshot(r, buf, len, NULL, 1000000000u, &e);
 		free(buf);
-		if (rc)
-			return fail(&e, rc);
-		rc = seqshm_rd_wait(r, ns, &e);
-		printf("wait=%d state=%s msg=%s\n", rc, seqshm_strstate(seqshm_rd_state(r, NULL)),
-		       rc < 0 ? e.msg : "");
+		if (rc) {
+			rc = fail(&e, rc);
+		} else {
+			rc = seqshm_rd_wait(r, ns, &e);
+			printf("wait=%d state=%s msg=%s\n", rc,
+			       seqshm_strstate(seqshm_rd_state(r, NULL)), rc < 0 ? e.msg : "");
+			rc = 0;
+		}
 	} else if (!strcmp(argv[1], "state")) {
 		rc = seqshm_rd_state(r, &e);
-		if (rc < 0)
-			return fail(&e, rc);
-		printf("state=%s\n", seqshm_strstate(rc));
+		if (rc < 0) {
+			rc = fail(&e, rc);
+		} else {
+			printf("state=%s\n", seqshm_strstate(rc));
+			rc = 0;
+		}
 	} else if (!strcmp(argv[1], "torn") && argc >= 4) {
 		bypass_retry = argc > 4 && !strcmp(argv[4], "bypass");
 		rc = cmd_torn(r, strtod(argv[3], NULL));
