@@ -53,15 +53,17 @@ class Lib:
                              capture_output=True, text=True).stdout
         return out.split()
 
-    def compile(self, src: Path, out: Path, *extra: str, static: bool = False) -> Path:
-        """cc SRC against the installed library (pkg-config), warnings as errors."""
+    def compile(self, src: Path, out: Path, *extra: str, static: bool = False,
+                link: tuple[str, ...] = ()) -> Path:
+        """cc SRC against the installed library (pkg-config), warnings as errors; ``link``:
+        more libraries, after it."""
         cflags = self.pkg_config("--cflags")
         if static:
             libs = [str(self.libdir / "libseqshm.a"), "-pthread"]
         else:
             libs = self.pkg_config("--libs") + [f"-Wl,-rpath,{self.libdir}"]
         cmd = ["cc", "-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", *cflags,
-               *(SANITIZE if self.sanitize else []), *extra, str(src), "-o", str(out), *libs]
+               *(SANITIZE if self.sanitize else []), *extra, str(src), "-o", str(out), *libs, *link]
         done = subprocess.run(cmd, env=self.env(), capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)}\n{done.stderr}")

@@ -526,3 +526,61 @@ def test_torn_read_check_fails_when_the_retry_is_bypassed(tool: Tool, shm_path: 
     finally:
         w.kill()
 
+
+
+# -- the examples ------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "c"
+
+
+def test_example_c_writer_read_by_python(lib: Lib, tmp_path: Path, shm_name: str) -> None:
+    """examples/c/c_writer.c publishes C structs; examples/c/read_c_writer.py follows them as
+    NumPy records until the writer closes the channel (which also removes its file)."""
+    writer = lib.compile(EXAMPLES / "c_writer.c", tmp_path / "c_writer", link=("-lm",))
+    reader = subprocess.Popen([sys.executable, str(EXAMPLES / "read_c_writer.py"), shm_name],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run([str(writer), shm_name, "60"], capture_output=True, text=True,
+                          timeout=HANG_S, env=lib.env())
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    out, err = reader.communicate(timeout=HANG_S)
+    assert reader.returncode == 0, err
+    lines = out.splitlines()
+    assert "(\'t\', \'<f8\'), (\'count\', \'<i4\'), (\'xyz\', \'<f4\', (3,))" in lines[0]
+    assert lines[-1] == "the writer closed the channel"
+    writes = [line for line in lines if line.startswith("write ")]
+    assert writes[-1].startswith("write 60: t=0.59 count=60 ")
+    for line in writes:
+        seq = line.split()[1].rstrip(":")
+        assert f"count={seq} " in line
+    assert not os.path.exists(f"/dev/shm/{shm_name}")
+
+
+def test_example_print_channel(lib: Lib, tmp_path: Path, shm_path: str) -> None:
+    """examples/c/print_channel.c prints a message channel as text and a record channel field
+    by field, then follows the next writes until the channel ends."""
+    prog = lib.compile(EXAMPLES / "print_channel.c", tmp_path / "print_channel")
+    with seqshm.create(shm_path, "u1", 64) as w:
+        msg = np.zeros(64, "u1")
+        msg[:25] = np.frombuffer(b"hello from seqshm, whole!", "u1")
+        w.write(msg)
+        out = subprocess.run([str(prog), shm_path], capture_output=True, text=True,
+                             timeout=HANG_S, env=lib.env(), check=True).stdout
+    assert 'write 1 at ' in out and '"hello from seqshm, whole!"' in out
+    rec = np.dtype([("temp_mc", "i8"), ("raw", "u4"), ("ok", "?"), ("v", "f4", (2,))])
+    w = seqshm.create(shm_path, rec, 2, nr_slots=4, overwrite=True)
+    value = np.zeros(2, rec)
+    value["temp_mc"] = [-40000, 125000]
+    value["raw"] = [0, 4095]
+    value["ok"] = [True, False]
+    value["v"] = [[0.5, 1.5], [2.5, 3.5]]
+    w.write(value)
+    p = subprocess.Popen([str(prog), shm_path, "5"], stdout=subprocess.PIPE, text=True,
+                         env=lib.env())
+    time.sleep(0.3)
+    w.write(value)
+    w.close()
+    out = p.communicate(timeout=HANG_S)[0]
+    assert p.returncode == 0, out
+    assert "[0] temp_mc=-40000 raw=0 ok=true v=[0.5 1.5]" in out
+    assert "[1] temp_mc=125000 raw=4095 ok=false v=[2.5 3.5]" in out
+    assert "write 2 at " in out and "closed by its writer" in out

@@ -18,8 +18,10 @@
  *   seqshm_tool follow PATH N TIMEOUT_MS  up to N writes in order, then "end ..."
  *   seqshm_tool wait PATH TIMEOUT_MS      one wait past the newest write: wait=R state=S
  *   seqshm_tool state PATH                state=NAME
- *   seqshm_tool torn PATH SECONDS [bypass] reads of a pattern channel (every 64-bit word of a
- *                                          write holds its write number): reads=N torn=K
+ *   seqshm_tool torn PATH SECONDS [bypass|bypass-split]  reads of a pattern channel (every
+ *                                          64-bit word of a write holds its write number):
+ *                                          reads=N torn=K; bypass: without the retry (the
+ *                                          test's hook), bypass-split: halves 2 ms apart
  *   seqshm_tool wr PATH SPEC SHAPE NSLOTS [overwrite]  create, print "ready", then obey
  *                                          stdin: "w HEX", "wb HEX" (begin/end), "pattern N [GAP_NS]",
  *                                          "hang" (begin, never end), "close", "unlink"
@@ -132,7 +134,17 @@ static int cmd_torn(struct seqshm_rd *r, double seconds)
 					free(buf);
 					return fail(&e, rc);
 				}
-				memcpy(buf, v.data, len);
+				if (bypass_retry == 2) {
+					/* halves 2 ms apart: a writer running at all tears it */
+					struct timespec gap = { 0, 2000000 };
+
+					memcpy(buf, v.data, len / 2);
+					nanosleep(&gap, NULL);
+					memcpy((char *)buf + len / 2, (const char *)v.data + len / 2,
+					       len - len / 2);
+				} else {
+					memcpy(buf, v.data, len);
+				}
 				s.write_seq = buf[0];
 			} else {
 				rc = seqshm_rd_snapshot(r, buf, len, &s, 1000000000u, &e);
@@ -375,7 +387,8 @@ int main(int argc, char **argv)
 			rc = 0;
 		}
 	} else if (!strcmp(argv[1], "torn") && argc >= 4) {
-		bypass_retry = argc > 4 && !strcmp(argv[4], "bypass");
+		bypass_retry = argc > 4 && !strcmp(argv[4], "bypass") ? 1 :
+			       argc > 4 && !strcmp(argv[4], "bypass-split") ? 2 : 0;
 		rc = cmd_torn(r, strtod(argv[3], NULL));
 	} else {
 		fprintf(stderr, "unknown command %s\n", argv[1]);
