@@ -183,6 +183,38 @@ def test_installs_shared_static_header_and_pkg_config(lib: Lib, tmp_path: Path) 
     assert done.returncode == 1 and done.stdout.startswith(f"err {errno.ENOENT} ")
 
 
+def test_wheel_build_installs_no_c_library(tmp_path: Path) -> None:
+    """meson-python's setup arguments (pyproject.toml) leave libseqshm, its header and
+    seqshm.pc out of what the wheel installs; a plain setup installs them."""
+    import json
+    import re
+
+    from clib import REPO, _tool_path
+
+    # [tool.meson-python.args] setup = [...] (no tomllib before Python 3.11)
+    text = (REPO / "pyproject.toml").read_text().split("[tool.meson-python.args]", 1)[1]
+    found = re.search(r"^setup = (\[.*\])$", text, re.M)
+    assert found, "pyproject.toml: no [tool.meson-python.args] setup"
+    args = {"setup": json.loads(found.group(1))}
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
+               f"{os.environ.get('PATH', '')}")
+
+    def installed(*setup: str) -> list[str]:
+        bdir = tmp_path / f"b{len(setup)}"
+        subprocess.run([_tool_path("meson"), "setup", str(bdir), str(REPO), *setup],
+                       check=True, capture_output=True, env=env)
+        out = subprocess.run([_tool_path("meson"), "introspect", "--installed", str(bdir)],
+                             check=True, capture_output=True, text=True, env=env).stdout
+        return list(json.loads(out).values())
+
+    wheel = installed(*args["setup"])
+    assert any(p.endswith("_core" + p[p.rfind("."):]) or "_core." in p for p in wheel)
+    assert not [p for p in wheel if "libseqshm" in p or p.endswith((".h", ".pc"))], wheel
+    plain = installed("-Dpython=disabled")
+    assert {os.path.basename(p) for p in plain} >= {"seqshm.h", "seqshm.pc", "libseqshm.a",
+                                                    "libseqshm.so"}
+
+
 def test_every_public_function_is_documented() -> None:
     """Each function seqshm.h declares has a kernel-doc comment of its own name, with every
     argument described and a Return: line."""
