@@ -647,9 +647,13 @@ static int rd_sleep(struct seqshm_rd *r, uint64_t target, uint64_t ns, uint64_t 
 		uint64_t ms = (ns + 999999) / 1000000;
 
 		/* What this file has seen is head now: poll() reports only a newer write. */
-		if (ioctl(r->fd, SEQSHM_IOC_INFO, &info))
+		if (ioctl(r->fd, SEQSHM_IOC_INFO, &info)) {
+			/* destroyed meanwhile: the caller finds the channel CLOSED */
+			if (errno == ENODEV)
+				return 0;
 			return seqshm_lib_fail(err, errno, r->info.path, "SEQSHM_IOC_INFO: %s",
 					       strerror(errno));
+		}
 		if (info.head > target)
 			return 0;
 		if (poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms) < 0 && errno != EINTR)
