@@ -217,7 +217,7 @@ def test_wheel_build_installs_no_c_library(tmp_path: Path) -> None:
 
 def test_every_public_function_is_documented() -> None:
     """Each function seqshm.h declares has a kernel-doc comment of its own name, with every
-    argument described and a Return: line."""
+    argument described, a Context: (its thread and fork rules) and a Return: line."""
     import re
 
     text = (Path(__file__).parent.parent / "lib" / "include" / "seqshm.h").read_text()
@@ -230,6 +230,7 @@ def test_every_public_function_is_documented() -> None:
             if arg != "void":
                 assert f"@{arg}:" in doc.group(1), f"{name}: @{arg} undocumented"
         assert "Return:" in doc.group(1) or re.search(r"\bvoid " + name + r"\(", text), name
+        assert "Context:" in doc.group(1), f"{name}: no Context: (threads, fork)"
 
 
 # -- Python writer -> C reader ----------------------------------------------------------------

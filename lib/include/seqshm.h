@@ -19,7 +19,8 @@
  * Threads: a handle (struct seqshm_rd, struct seqshm_wr) is used by one thread at a time
  * (serialize calls on one handle, or open one reader per thread: readers are cheap and never
  * slow the writer). Different handles may be used in different threads at once, of the same
- * channel too. Functions that take no handle are thread-safe.
+ * channel too. Functions that take no handle are thread-safe. Each function's Context: says
+ * what it allows. None is async-signal-safe: do not call them from a signal handler.
  *
  * Fork: a handle belongs to the process that opened it. In a forked child, the only call
  * allowed on a parent's handle is its close function, which then only releases the child's
@@ -194,7 +195,10 @@ struct seqshm_wr;
  * directory of the path): such a link fails with -EACCES. It must be a regular file or a
  * character device; its header must pass the readers' check (the same C the kernel module
  * and the Python package use): right magic, ABI version, a consistent layout that fits the
- * file. Then the whole region is mapped read-only. Thread-safe.
+ * file. Then the whole region is mapped read-only.
+ *
+ * Context: thread-safe; the reader belongs to the calling process (see seqshm_rd_close() for a
+ * forked child). Installs the SIGBUS guard for a file channel (process-wide, once).
  *
  * Return: 0, or -ENOENT (no such channel), -EACCES (not readable, or a planted link),
  * -EPROTO (not a seqshm channel, or a damaged or truncated header), -EPROTONOSUPPORT (another
@@ -206,7 +210,7 @@ SEQSHM_API int seqshm_rd_open(struct seqshm_rd **out, const char *path, struct s
  * seqshm_rd_info() - what the channel is (checked header at open).
  * @r:		the reader.
  *
- * Thread-safe: the result is never changed while @r is open.
+ * Context: any thread, any time while @r is open; a forked child may read it.
  *
  * Return: the reader's description, valid until seqshm_rd_close().
  */
@@ -224,6 +228,9 @@ SEQSHM_API const struct seqshm_info *seqshm_rd_info(const struct seqshm_rd *r);
  * Copies until a copy is consistent (the slot's sequence count was even and unchanged around
  * it), backing off from CPU pauses to sleeps of up to 1 ms. Successive snapshots of one reader
  * never go back in write order. Never blocks the writer.
+ *
+ * Context: one thread at a time per reader (others may use other readers at once); in a forked
+ * child, fails with -ECHILD.
  *
  * Return: 0, or -EINVAL (@len too small), -ETIMEDOUT (no consistent copy within
  * @timeout_ns: a writer stuck mid-write, or lapping the ring during every copy), -EIO (the
@@ -245,6 +252,9 @@ SEQSHM_API int seqshm_rd_snapshot(struct seqshm_rd *r, void *buf, size_t len,
  * what you read one consistent write. Never act on bytes read before then (a torn value can
  * be anything: an index out of range, a length past the end).
  *
+ * Context: one thread at a time per reader (others may use other readers at once); in a forked
+ * child, fails with -ECHILD.
+ *
  * Return: 0, or -ETIMEDOUT (the writer stayed in the slot), -EIO (truncated), -ECHILD.
  */
 SEQSHM_API int seqshm_rd_begin(struct seqshm_rd *r, struct seqshm_view *v, uint64_t timeout_ns,
@@ -256,6 +266,8 @@ SEQSHM_API int seqshm_rd_begin(struct seqshm_rd *r, struct seqshm_view *v, uint6
  * @v:		the view seqshm_rd_begin() filled.
  * @sample:	receives the write number and timestamp of what was read; may be NULL.
  * @err:	filled on -EPROTO or -EIO; may be NULL.
+ *
+ * Context: the thread that called seqshm_rd_begin() for @v.
  *
  * Return: 0 when everything read from @v->data since seqshm_rd_begin() belongs to one write
  * (@sample says which); -EAGAIN when the writer changed the slot meanwhile (discard what
@@ -278,6 +290,9 @@ SEQSHM_API int seqshm_rd_end(struct seqshm_rd *r, const struct seqshm_view *v,
  * follow), or, for a reader that has returned none, the oldest write the ring holds (waiting
  * for write 1 if there is none). Waits as seqshm_rd_wait() does.
  *
+ * Context: one thread at a time per reader (others may use other readers at once); in a forked
+ * child, fails with -ECHILD.
+ *
  * Return: 0 (a write is in @buf), -ETIMEDOUT (no next write within @timeout_ns), -EPIPE (the
  * channel ended and every write it got was returned: seqshm_rd_state() says how), -EINVAL,
  * -EIO, -EPROTO, -ECHILD, or an error of the wait.
@@ -298,6 +313,10 @@ SEQSHM_API int seqshm_rd_follow(struct seqshm_rd *r, void *buf, size_t len,
  * looked at every 0.1 s, so a writer that dies (and wakes no one) ends the wait. A signal
  * handler that returns does not end the wait early.
  *
+ * Context: one thread at a time per reader (others may use other readers at once); in a forked
+ * child, fails with -ECHILD. Never holds anything the writer needs: a reader stopped here
+ * delays no one.
+ *
  * Return: 1 when a newer write is there, 0 at the timeout, -EPIPE when the channel ended with
  * nothing newer (seqshm_rd_state() says how), -EIO (truncated), -ECHILD, or an errno of the
  * system calls.
@@ -309,6 +328,9 @@ SEQSHM_API int seqshm_rd_wait(struct seqshm_rd *r, uint64_t timeout_ns, struct s
  * @r:		the reader.
  *
  * One load of shared memory (acquire): no system call. A damaged region may say anything.
+ *
+ * Context: any thread, while @r is open (one atomic load); in a forked child it reads the
+ * inherited mapping.
  *
  * Return: the channel's head now.
  */
@@ -325,6 +347,9 @@ SEQSHM_API uint64_t seqshm_rd_head(const struct seqshm_rd *r);
  * another header in the file, REPLACED (a device: CLOSED); no file at the path, REMOVED;
  * the file shorter than the mapping, TRUNCATED.
  *
+ * Context: one thread at a time per reader (others may use other readers at once); in a forked
+ * child, fails with -ECHILD.
+ *
  * Return: an enum seqshm_chstate value (>= 0), or -ECHILD or an errno of fstat(2).
  */
 SEQSHM_API int seqshm_rd_state(struct seqshm_rd *r, struct seqshm_err *err);
@@ -336,6 +361,8 @@ SEQSHM_API int seqshm_rd_state(struct seqshm_rd *r, struct seqshm_err *err);
  * Owned by the reader: do not close it. Readable (POLLIN) on a device when a write newer
  * than this file has seen is there; a userspace channel's file is always readable.
  *
+ * Context: any thread, while @r is open.
+ *
  * Return: the descriptor.
  */
 SEQSHM_API int seqshm_rd_fd(const struct seqshm_rd *r);
@@ -345,6 +372,9 @@ SEQSHM_API int seqshm_rd_fd(const struct seqshm_rd *r);
  * @r:		the reader, or NULL (nothing happens).
  *
  * In a forked child, closes the child's descriptors only. Never fails.
+ *
+ * Context: once, with no other call on @r running or to come; in a forked child, allowed
+ * (closes the child's descriptors and unmaps its copies).
  */
 SEQSHM_API void seqshm_rd_close(struct seqshm_rd *r);
 
@@ -394,7 +424,10 @@ struct seqshm_wr_opts {
  * writer's liveness lock (an OFD write lock on byte 0, held until close) taken, its sidecar
  * of sleeping readers made, and only then linked at @path: readers never see a partial
  * channel, and a creator killed before the link leaves nothing behind. Of creators racing
- * for one path exactly one wins. Thread-safe.
+ * for one path exactly one wins.
+ *
+ * Context: thread-safe; the writer belongs to the calling process: a forked child is not the
+ * channel's writer (the mapping is not inherited, MADV_DONTFORK).
  *
  * Return: 0, or -EEXIST (a file is there and not @overwrite; or it is a link, a directory, or
  * another user's file that is not a channel), -EBUSY (a live writer holds the channel there,
@@ -409,7 +442,7 @@ SEQSHM_API int seqshm_wr_create(struct seqshm_wr **out, const char *path,
  * seqshm_wr_info() - what the writer's channel is.
  * @w:		the writer.
  *
- * Thread-safe.
+ * Context: any thread, while @w is open.
  *
  * Return: its description, valid until seqshm_wr_close().
  */
@@ -424,6 +457,9 @@ SEQSHM_API const struct seqshm_info *seqshm_wr_info(const struct seqshm_wr *w);
  * @err:	filled on failure; may be NULL.
  *
  * Wakes readers sleeping in seqshm_rd_wait() (one load of a shared word when none sleeps).
+ *
+ * Context: one thread at a time per writer (serialize writes yourself); in a forked child,
+ * fails with -ECHILD.
  *
  * Return: the write number (>= 1) of this write, or -EINVAL (@len), -EBADF (closed),
  * -EIO (the file was truncated under the writer), -ECHILD (in a forked child).
@@ -440,6 +476,9 @@ SEQSHM_API int64_t seqshm_wr_write(struct seqshm_wr *w, const void *data, size_t
  * all of it, then call seqshm_wr_end(). Readers that meet the slot meanwhile retry. No other
  * call on @w may come in between.
  *
+ * Context: one thread at a time per writer, and the same thread until seqshm_wr_end(); in a
+ * forked child, returns NULL.
+ *
  * Return: the payload, or NULL if @w is closed, damaged or in a forked child.
  */
 SEQSHM_API void *seqshm_wr_begin(struct seqshm_wr *w);
@@ -448,6 +487,8 @@ SEQSHM_API void *seqshm_wr_begin(struct seqshm_wr *w);
  * seqshm_wr_end() - publish the write seqshm_wr_begin() started.
  * @w:		the writer.
  * @timestamp_ns: the write's timestamp, ns of CLOCK_MONOTONIC; 0: now.
+ *
+ * Context: the thread that called seqshm_wr_begin(); in a forked child, fails with -ECHILD.
  *
  * Return: the write number (>= 1), or -EINVAL when no write was begun, -EIO (truncated).
  */
@@ -463,6 +504,9 @@ SEQSHM_API int64_t seqshm_wr_end(struct seqshm_wr *w, uint64_t timestamp_ns);
  * is abandoned: its slot stays mid-write (in a ring, readers still read the other slots; with
  * one slot they time out, and see the channel CLOSED). In a forked child, only closes the
  * child's descriptors. Never fails.
+ *
+ * Context: once, with no other call on @w running or to come; in a forked child, allowed
+ * (closes only the child's copies of the descriptors: the channel stays its parent's).
  */
 SEQSHM_API void seqshm_wr_close(struct seqshm_wr *w, int unlink);
 
@@ -470,7 +514,7 @@ SEQSHM_API void seqshm_wr_close(struct seqshm_wr *w, int unlink);
  * seqshm_strstate() - the name of a channel state, as Python's ChannelState says it.
  * @state:	an enum seqshm_chstate value.
  *
- * Thread-safe.
+ * Context: any thread (a constant string).
  *
  * Return: "open", "closed", "writer-died", "replaced", "removed", "truncated" or "unknown".
  */
