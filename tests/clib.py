@@ -131,3 +131,28 @@ def parse(line: str) -> dict[str, str]:
     if _:
         out["msg"] = msg
     return out
+
+
+#: Set by tests/vm/test_vm.py for the QEMU guests: a directory (see build_tools) where the host
+#: already built the library and the test program, so the guests (TCG: every compile ~10x
+#: slower) only run them.
+TOOLS_ENV = "SEQSHM_CLIB_TOOLS"
+
+
+def build_tools(work: Path) -> Path:
+    """Both builds of the library and of tests/c/seqshm_tool.c under ``work``, for tools()."""
+    for sanitize in (False, True):
+        lib = build(work, sanitize)
+        lib.compile(TOOL_SRC, work / f"seqshm_tool-{'asan' if sanitize else 'plain'}")
+    return work
+
+
+def tools(work: Path, sanitize: bool) -> tuple[Lib, Path]:
+    """(the installed library, seqshm_tool built against it): prebuilt in $SEQSHM_CLIB_TOOLS
+    when the host made them (build_tools), else built now under ``work``."""
+    kind = "asan" if sanitize else "plain"
+    pre = os.environ.get(TOOLS_ENV)
+    if pre and (Path(pre) / f"seqshm_tool-{kind}").is_file():
+        return Lib(Path(pre) / f"prefix-{kind}", sanitize), Path(pre) / f"seqshm_tool-{kind}"
+    lib = build(work, sanitize)
+    return lib, lib.compile(TOOL_SRC, work / f"seqshm_tool-{kind}")

@@ -18,7 +18,7 @@ if not os.path.isdir("/dev/seqshm"):
                 allow_module_level=True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from clib import TOOL_SRC, build, parse  # noqa: E402
+from clib import parse, tools  # noqa: E402
 
 #: A bound for hangs (TCG is slow), never a speed check.
 HANG_S = 300.0
@@ -27,8 +27,9 @@ HANG_S = 300.0
 @pytest.fixture(scope="module", params=[False, True], ids=["plain", "asan+ubsan"])
 def tool(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
          ) -> tuple[Path, dict[str, str]]:
-    lib = build(tmp_path_factory.mktemp("libseqshm"), request.param)
-    return lib.compile(TOOL_SRC, tmp_path_factory.mktemp("tool") / "seqshm_tool"), lib.env()
+    # built by the host before the boot (tests/vm/test_vm.py), or here (tests/vm/run.py)
+    lib, path = tools(tmp_path_factory.mktemp("libseqshm"), request.param)
+    return path, lib.env()
 
 
 def _run(tool: tuple[Path, dict[str, str]], *args: str) -> dict[str, str]:
