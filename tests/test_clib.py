@@ -617,3 +617,18 @@ def test_example_print_channel(lib: Lib, tmp_path: Path, shm_path: str) -> None:
     assert "[0] temp_mc=-40000 raw=0 ok=true v=[0.5 1.5]" in out
     assert "[1] temp_mc=125000 raw=4095 ok=false v=[2.5 3.5]" in out
     assert "write 2 at " in out and "closed by its writer" in out
+
+
+def test_c_create_sweeps_stale_sidecars(tool: Tool, tmp_path: Path) -> None:
+    """A sidecar left by a writer killed by SIGKILL is removed by the next C create in its
+    directory once it is old; a live channel's is kept."""
+    dead = tool.writer(str(tmp_path / "dead"), np.dtype("f8"))
+    dead.kill()
+    os.unlink(tmp_path / "dead")
+    live = tool.writer(str(tmp_path / "live"), np.dtype("f8"))
+    old = time.time() - 3600
+    for n in (".dead.waiters", ".live.waiters"):
+        os.utime(tmp_path / n, (old, old))
+    tool.writer(str(tmp_path / "new"), np.dtype("f8")).close(unlink=True)
+    assert sorted(os.listdir(tmp_path)) == [".live.waiters", "live"]
+    live.close(unlink=True)

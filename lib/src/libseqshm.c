@@ -1,5 +1,6 @@
 /* libseqshm: the C API (seqshm.h) over the userspace protocol the Python extension uses. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1164,6 +1165,74 @@ static int make_side(struct new_file *side, int dirfd, const char *base, mode_t 
 	return 0;
 }
 
+/* A sidecar is swept only this long after it was last written: one younger may belong to a
+ * create() that has linked its channel but not yet its sidecar (_writer.STALE_SIDECAR_AGE_S). */
+#define STALE_SIDECAR_AGE_S	60
+
+/* Whether the file at @channel in @dirfd is a channel whose header names the sidecar @side:
+ * 1, 0, or -1 when that cannot be told (a channel this user may not read). */
+static int names_sidecar(int dirfd, const char *channel, const struct stat *side)
+{
+	struct seqshm_header h;
+	struct stat st;
+	int fd = openat(dirfd, channel, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK), rc = 0;
+
+	if (fd < 0)
+		return errno == ENOENT || errno == ELOOP ? 0 : -1;
+	if (!fstat(fd, &st) && S_ISREG(st.st_mode) &&
+	    pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+	    seqshm_header_check(&h, (uint64_t)st.st_size, NULL, 0) == SEQSHM_OK)
+		rc = h.waiters_dev == (uint64_t)side->st_dev && h.waiters_ino == (uint64_t)side->st_ino;
+	close(fd);
+	return rc;
+}
+
+/*
+ * Remove @dirfd's sidecars whose channel is gone (a writer killed by SIGKILL, a channel file
+ * removed with rm, leaves its .NAME.waiters behind, and nothing else would remove it): the
+ * file at NAME is missing or is not a channel whose header names the sidecar, and the sidecar
+ * was last written over STALE_SIDECAR_AGE_S ago. Names looked up in @dirfd without following
+ * links; best effort, as _writer._sweep_stale_waiters().
+ */
+static void sweep_stale_waiters(int dirfd)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d;
+
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		char channel[NAME_MAX + 1];
+		struct stat st, cur;
+		uint64_t magic;
+		int side;
+
+		if (de->d_name[0] != '.' || len <= 9 || strcmp(de->d_name + len - 8, ".waiters"))
+			continue;
+		memcpy(channel, de->d_name + 1, len - 9);
+		channel[len - 9] = 0;
+		side = openat(dirfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		if (side < 0)
+			continue;
+		if (!fstat(side, &st) && S_ISREG(st.st_mode) &&
+		    time(NULL) - st.st_mtime >= STALE_SIDECAR_AGE_S &&
+		    pread(side, &magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) &&
+		    magic == SEQSHM_WAITERS_MAGIC && names_sidecar(dirfd, channel, &st) == 0 &&
+		    !fstatat(dirfd, de->d_name, &cur, AT_SYMLINK_NOFOLLOW) &&
+		    cur.st_dev == st.st_dev && cur.st_ino == st.st_ino)
+			unlinkat(dirfd, de->d_name, 0);
+		close(side);
+	}
+	closedir(d);
+}
+
 static int wr_fail_state(struct seqshm_wr *w, struct seqshm_err *err)
 {
 	if (w->forks != seqshm_lib_fork_count())
@@ -1386,6 +1455,7 @@ int seqshm_wr_create(struct seqshm_wr **out, const char *path, const struct seqs
 			new_file_discard_name(&side);
 		}
 	}
+	sweep_stale_waiters(dirfd);
 	*out = w;
 	return 0;
 fail:
