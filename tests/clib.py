@@ -124,11 +124,11 @@ def fields_text(dtype: np.dtype) -> str:
 def parse(line: str) -> dict[str, str]:
     """key=value words of one line of seqshm_tool output (msg= takes the rest of the line)."""
     out: dict[str, str] = {}
-    head, _, msg = line.partition(" msg=")
+    head, sep, msg = line.partition(" msg=")
     for word in head.split():
         k, _, v = word.partition("=")
         out[k] = v
-    if _:
+    if sep:
         out["msg"] = msg
     return out
 

@@ -632,3 +632,22 @@ def test_c_create_sweeps_stale_sidecars(tool: Tool, tmp_path: Path) -> None:
     tool.writer(str(tmp_path / "new"), np.dtype("f8")).close(unlink=True)
     assert sorted(os.listdir(tmp_path)) == [".live.waiters", "live"]
     live.close(unlink=True)
+
+
+def test_fork_rules(tool: Tool, shm_path: str) -> None:
+    """A forked child may not read, wait or write through its parent's handles (-ECHILD) and
+    its close ends nothing: the parent's writer and reader go on."""
+    w = tool.writer(shm_path, np.dtype("u8"), (2,))
+    try:
+        w.write(np.arange(2, dtype="u8").tobytes())
+        assert w.cmd("fork") == "ok fork 0"
+        assert w.write(np.arange(2, dtype="u8").tobytes()) == 2
+        got = tool.run("fork", shm_path)
+        assert got == {"child": "0", "state": "open"}, got
+        assert os.path.exists(shm_path)  # the child's close(unlink) removed nothing
+        with seqshm.open(shm_path) as r:
+            assert r.state is ChannelState.OPEN and r.snapshot().tolist() == [0, 1]
+        w.close()
+    finally:
+        if w.p.poll() is None:
+            w.kill()

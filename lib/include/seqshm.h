@@ -22,11 +22,13 @@
  * channel too. Functions that take no handle are thread-safe. Each function's Context: says
  * what it allows. None is async-signal-safe: do not call them from a signal handler.
  *
- * Fork: a handle belongs to the process that opened it. In a forked child, the only call
- * allowed on a parent's handle is its close function, which then only releases the child's
- * copies of the descriptors (it neither ends the channel nor unmaps memory); every other call
- * fails with -ECHILD. A writer's mapping is not inherited (MADV_DONTFORK). Descriptors are
- * opened O_CLOEXEC, so exec() drops them.
+ * Fork: a handle belongs to the process that opened it. In a forked child, a parent's handle
+ * may only be described (seqshm_rd_info(), seqshm_rd_head(), seqshm_rd_fd(), seqshm_wr_info())
+ * and closed: its close function then releases only the child's copies (a writer's close
+ * does not end the channel); every call that reads, waits or writes fails with -ECHILD
+ * (seqshm_wr_begin() returns NULL). A writer's mapping is not inherited (MADV_DONTFORK), and
+ * the child's copy of its descriptor keeps the writer's liveness lock held until the child
+ * closes it or exits. Descriptors are opened O_CLOEXEC, so exec() drops them.
  *
  * Signals: each open file channel's mapping is guarded against the file being truncated
  * under it: the library installs one process-wide SIGBUS handler (chained to the previous

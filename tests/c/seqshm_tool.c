@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <seqshm.h>
@@ -18,13 +19,16 @@
  *   seqshm_tool follow PATH N TIMEOUT_MS  up to N writes in order, then "end ..."
  *   seqshm_tool wait PATH TIMEOUT_MS      one wait past the newest write: wait=R state=S
  *   seqshm_tool state PATH                state=NAME
+ *   seqshm_tool fork PATH                 a forked child's calls on the reader: child=0 if all
+ *                                          fail with -ECHILD
  *   seqshm_tool torn PATH SECONDS [bypass|bypass-split]  reads of a pattern channel (every
  *                                          64-bit word of a write holds its write number):
  *                                          reads=N torn=K; bypass: without the retry (the
  *                                          test's hook), bypass-split: halves 2 ms apart
  *   seqshm_tool wr PATH SPEC SHAPE NSLOTS [overwrite]  create, print "ready", then obey
  *                                          stdin: "w HEX", "wb HEX" (begin/end), "pattern N [GAP_NS]",
- *                                          "hang" (begin, never end), "close", "unlink"
+ *                                          "hang" (begin, never end), "fork" (a child's
+ *                                          writes fail), "close", "unlink"
  * SPEC: a scalar "f8" (kind and size), or a record "ITEMSIZE|name:kindsize:offset[:count]|..."
  * (a count makes an array field). SHAPE: "-" (none) or "3,4".
  */
@@ -297,6 +301,22 @@ static int cmd_wr(int argc, char **argv)
 			}
 			seq = head;
 			printf("ok %" PRId64 "\n", seq);
+		} else if (!strcmp(line, "fork")) {
+			/* a forked child is not the writer: writes fail, its close ends nothing */
+			pid_t pid = fork();
+			int status = 0;
+
+			if (pid == 0) {
+				int64_t rc = seqshm_wr_write(w, buf, len, 0, &e);
+				int ok = rc == -ECHILD && !seqshm_wr_begin(w) &&
+					 seqshm_wr_end(w, 0) == -ECHILD;
+
+				seqshm_wr_close(w, 1);
+				free(buf);
+				_exit(ok ? 0 : 3);
+			}
+			waitpid(pid, &status, 0);
+			printf("ok fork %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 		} else if (!strcmp(line, "hang")) {
 			seqshm_wr_begin(w);
 			printf("ok hang\n");
@@ -378,6 +398,28 @@ int main(int argc, char **argv)
 			       seqshm_strstate(seqshm_rd_state(r, NULL)), rc < 0 ? e.msg : "");
 			rc = 0;
 		}
+	} else if (!strcmp(argv[1], "fork")) {
+		/* a reader's forked child: every read and wait fails with -ECHILD, close works */
+		pid_t pid = fork();
+		int status = 0;
+
+		if (pid == 0) {
+			size_t len = seqshm_rd_info(r)->payload_size;
+			unsigned char *buf = malloc(len);
+			struct seqshm_view v;
+			int ok = seqshm_rd_snapshot(r, buf, len, NULL, 1000000u, &e) == -ECHILD &&
+				 seqshm_rd_wait(r, 1000000u, NULL) == -ECHILD &&
+				 seqshm_rd_follow(r, buf, len, NULL, 1000000u, NULL) == -ECHILD &&
+				 seqshm_rd_begin(r, &v, 1000000u, NULL) == -ECHILD &&
+				 seqshm_rd_state(r, NULL) == -ECHILD && strstr(e.msg, "forked");
+
+			free(buf);
+			seqshm_rd_close(r);
+			_exit(ok ? 0 : 3);
+		}
+		waitpid(pid, &status, 0);
+		printf("child=%d state=%s\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+		       seqshm_strstate(seqshm_rd_state(r, NULL)));
 	} else if (!strcmp(argv[1], "state")) {
 		rc = seqshm_rd_state(r, &e);
 		if (rc < 0) {
