@@ -651,3 +651,25 @@ def test_fork_rules(tool: Tool, shm_path: str) -> None:
     finally:
         if w.p.poll() is None:
             w.kill()
+
+
+def test_writer_stuck_or_dead_mid_write(tool: Tool, shm_path: str) -> None:
+    """A C writer stopped inside a write of a one-slot channel: a C snapshot times out saying
+    the writer is alive but not finishing; once it is killed there, saying it died mid-write
+    (found by its lock, without waiting out the whole timeout); Python readers agree."""
+    w = tool.writer(shm_path, np.dtype("u8"), (4,))
+    try:
+        w.write(bytes(32))
+        w.cmd("hang")
+        num, msg = tool.error("snap", shm_path)
+        assert num == errno.ETIMEDOUT and "alive but not finishing" in msg, msg
+        w.kill()
+        num, msg = tool.error("snap", shm_path)
+        assert num == errno.ETIMEDOUT and "died in the middle of a write" in msg, msg
+        assert tool.run("state", shm_path)["state"] == "writer-died"
+        with seqshm.open(shm_path, timeout=5) as r, pytest.raises(seqshm.ReadTimeout) as e:
+            r.snapshot()
+        assert e.value.stuck
+    finally:
+        if w.p.poll() is None:
+            w.kill()
