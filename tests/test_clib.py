@@ -362,23 +362,16 @@ def test_c_reader_lifecycle_writer_died_replaced_removed(tool: Tool, shm_path: s
 
 def test_c_reader_sees_replaced_mark(tool: Tool, shm_path: str) -> None:
     """A channel whose dead writer's path a new create() takes is marked REPLACED in its
-    region: a C reader holding it sees that state, not just a dead writer."""
+    region: a C reader holding the old channel sees that state, not just a dead writer."""
     p = _python_writer_process(shm_path)
-    waiter = subprocess.Popen([str(tool.path), "follow", shm_path, "10", "20000"],
+    holder = subprocess.Popen([str(tool.path), "hold", shm_path, "1500"],
                               stdout=subprocess.PIPE, text=True, env=tool.lib.env())
-    time.sleep(0.3)
-    p.send_signal(signal.SIGSTOP)  # alive, so the state stays open until the mark
-    try:
-        os.kill(p.pid, signal.SIGKILL)
-        p.communicate(timeout=HANG_S)
-        with seqshm.create(shm_path, "f8", overwrite=True):
-            out = waiter.communicate(timeout=HANG_S)[0]
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.communicate(timeout=HANG_S)
-    end = [parse(line) for line in out.splitlines()][-1]
-    assert end["rc"] == str(-errno.EPIPE) and end["state"] in ("replaced", "writer-died")
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=HANG_S)
+    with seqshm.create(shm_path, "f8", overwrite=True):
+        out = holder.communicate(timeout=HANG_S)[0]
+    assert parse(out.strip())["state"] == "replaced", out
 
 
 # -- C writer -> Python reader ----------------------------------------------------------------

@@ -19,6 +19,7 @@
  *   seqshm_tool follow PATH N TIMEOUT_MS  up to N writes in order, then "end ..."
  *   seqshm_tool wait PATH TIMEOUT_MS      one wait past the newest write: wait=R state=S
  *   seqshm_tool state PATH                state=NAME
+ *   seqshm_tool hold PATH MS              "held", then after MS ms the state of what it opened
  *   seqshm_tool fork PATH                 a forked child's calls on the reader: child=0 if all
  *                                          fail with -ECHILD
  *   seqshm_tool torn PATH SECONDS [bypass|bypass-split]  reads of a pattern channel (every
@@ -420,6 +421,15 @@ int main(int argc, char **argv)
 		waitpid(pid, &status, 0);
 		printf("child=%d state=%s\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
 		       seqshm_strstate(seqshm_rd_state(r, NULL)));
+	} else if (!strcmp(argv[1], "hold") && argc >= 4) {
+		/* keep the channel open while others act on its path, then say its state */
+		struct timespec ts = { strtol(argv[3], NULL, 10) / 1000,
+				       strtol(argv[3], NULL, 10) % 1000 * 1000000 };
+
+		printf("held\n");
+		fflush(stdout);
+		nanosleep(&ts, NULL);
+		printf("state=%s\n", seqshm_strstate(seqshm_rd_state(r, NULL)));
 	} else if (!strcmp(argv[1], "state")) {
 		rc = seqshm_rd_state(r, &e);
 		if (rc < 0) {
