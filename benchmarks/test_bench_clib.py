@@ -40,7 +40,7 @@ class _Err(ctypes.Structure):
 @pytest.fixture(scope="module")
 def clib(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("bench-clib")
-    lib = build(work, sanitize=False)
+    lib = build(work, sanitize=False, buildtype="release")  # as `meson setup` builds it
     so = lib.compile(Path(__file__).with_name("bench_clib.c"), work / "bench_clib.so",
                      "-shared", "-fPIC", "-O2")
     libseqshm = ctypes.CDLL(str(lib.libdir / "libseqshm.so"))

@@ -70,16 +70,17 @@ class Lib:
         return out
 
 
-def build(work: Path, sanitize: bool) -> Lib:
+def build(work: Path, sanitize: bool, buildtype: str = "debugoptimized") -> Lib:
     """meson setup + compile + install of this checkout's libseqshm (no Python part) into
-    WORK/prefix-(plain|asan)."""
+    WORK/prefix-(plain|asan); ``buildtype`` "release" (-O3, the project's default) for the
+    benchmarks."""
     kind = "asan" if sanitize else "plain"
     bdir, prefix = work / f"build-{kind}", work / f"prefix-{kind}"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
                f"{os.environ.get('PATH', '')}")
     setup = [_tool_path("meson"), "setup", str(bdir), str(REPO), "-Dpython=disabled",
              "-Dlibseqshm=enabled", f"--prefix={prefix}", "--libdir=lib",
-             "-Dbuildtype=debugoptimized", "-Dwerror=true"]
+             f"-Dbuildtype={buildtype}", "-Dwerror=true"]
     if sanitize:
         setup += ["-Db_sanitize=address,undefined", "-Db_lundef=false"]
     for cmd in (setup, [_tool_path("meson"), "install", "-C", str(bdir), "--quiet"]):

@@ -7,6 +7,7 @@ check that fails when the test program bypasses the retry."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -543,6 +544,20 @@ def test_torn_read_check_fails_when_the_retry_is_bypassed(tool: Tool, shm_path: 
         time.sleep(0.1)
         good = tool.run("torn", shm_path, "1.0")
         assert int(good["torn"]) == 0 and int(good["distinct"]) > 10, good
+        # the snapshot's inlined copies of small payloads (8 to 128 bytes) too
+        for words in (1, 2, 4, 8, 16, 3):
+            small = tool.writer(f"{shm_path}-{words}", np.dtype("u8"), (words,))
+            try:
+                assert small.p.stdin is not None
+                small.p.stdin.write("pattern 1000000000 200\n")
+                small.p.stdin.flush()
+                got = tool.run("torn", f"{shm_path}-{words}", "0.3")
+                assert int(got["torn"]) == 0 and int(got["distinct"]) > 10, (words, got)
+            finally:
+                small.kill()
+                for n in (f"{shm_path}-{words}", f".{os.path.basename(shm_path)}-{words}.waiters"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(os.path.dirname(shm_path), n))
         torn = 0
         for _ in range(10):  # bounded: a 2-core machine shared with other jobs
             torn += int(tool.run("torn", shm_path, "1.0", "bypass")["torn"])

@@ -436,31 +436,27 @@ static int rd_writer_dead(struct seqshm_rd *r)
 	return !r->info.is_device && r->hdr.writer_pid && lock_is_free(r->fd);
 }
 
-int seqshm_rd_snapshot(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
-		       uint64_t timeout_ns, struct seqshm_err *err)
+/* The snapshot's slow path, out of line so that the fast path saves no registers and
+ * initializes nothing it does not use: back off, and every CHECK_NS look for a writer that
+ * died mid-write or a file truncated under the mapping (whose replacement pages read as
+ * mid-write). */
+static __attribute__((noinline, cold)) int
+rd_snapshot_slow(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
+		 uint64_t timeout_ns, struct seqshm_err *err)
 {
 	struct seqshm_backoff b = SEQSHM_BACKOFF_INIT;
 	struct seqshm_meta meta;
-	uint64_t start, deadline, head0;
+	uint64_t deadline, head0;
 	int rc;
 
-	if (__builtin_expect(r->forks != __atomic_load_n(&seqshm_lib_forks, __ATOMIC_RELAXED), 0))
-		return rd_fail_state(r, err);
-	if (__builtin_expect(len < r->r.g.payload_size, 0))
+	rc = rd_fail_state(r, err);
+	if (rc)
+		return rc;
+	if (len < r->r.g.payload_size)
 		return seqshm_lib_fail(err, EINVAL, r->info.path, "a buffer of %zu bytes, the "
 				       "payload has %llu", len,
 				       (unsigned long long)r->r.g.payload_size);
-	rc = seqshm_read_once(&r->r, buf, &meta);
-	if (seqshm_likely(rc == 0)) {
-		fill_sample(sample, &meta, 0);
-		return 0;
-	}
-	if (rc == SEQSHM_EDAMAGED)
-		return rd_damaged(r, err);
-	/* The slow path: back off, and every CHECK_NS look for a writer that died mid-write or
-	 * a file truncated under the mapping (whose replacement pages read as mid-write). */
-	start = seqshm_monotonic_ns();
-	deadline = seqshm_deadline(start, timeout_ns);
+	deadline = seqshm_deadline(seqshm_monotonic_ns(), timeout_ns);
 	head0 = seqshm_head(&r->r.g);
 	for (;;) {
 		uint64_t slice = seqshm_deadline(seqshm_monotonic_ns(), CHECK_NS);
@@ -479,6 +475,55 @@ int seqshm_rd_snapshot(struct seqshm_rd *r, void *buf, size_t len, struct seqshm
 		    ((r->r.last_seq & 1) && rd_writer_dead(r)))
 			return rd_timed_out(r, r->r.last_slot, r->r.last_seq, head0, timeout_ns, err);
 	}
+}
+
+/*
+ * The racing copy of the fast path: seqshm_copy_from_slot() (memcpy) with the size known to
+ * the compiler for the small payloads most channels have, so that it inlines into a few
+ * moves instead of a call into libc. Only the copy differs from seqshm_try_read_slot(): it is
+ * bracketed the same way, by the acquire load of seq before it (nothing moves above it) and
+ * the acquire fence of seqshm_read_retry() after it (nothing moves below it).
+ */
+static inline __attribute__((always_inline)) void rd_copy(void *dst, const void *src, __u64 n)
+{
+	switch (n) {
+	case 8: seqshm_copy_from_slot(dst, src, 8); break;
+	case 16: seqshm_copy_from_slot(dst, src, 16); break;
+	case 32: seqshm_copy_from_slot(dst, src, 32); break;
+	case 64: seqshm_copy_from_slot(dst, src, 64); break;
+	case 128: seqshm_copy_from_slot(dst, src, 128); break;
+	default: seqshm_copy_from_slot(dst, src, n);
+	}
+}
+
+int seqshm_rd_snapshot(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
+		       uint64_t timeout_ns, struct seqshm_err *err)
+{
+	const struct seqshm_geometry *g = &r->r.g;
+	struct seqshm_meta meta;
+	uint64_t want;
+	uint32_t slot, seq;
+
+	if (__builtin_expect(r->forks != __atomic_load_n(&seqshm_lib_forks, __ATOMIC_RELAXED) ||
+			     len < g->payload_size, 0))
+		return rd_snapshot_slow(r, buf, len, sample, timeout_ns, err);
+	/* seqshm_read_once(), the shared steps one by one (see rd_copy()) */
+	want = seqshm_pick_write(g, r->r.newest);
+	slot = (uint32_t)want & g->slot_mask;
+	seq = seqshm_read_begin(g, slot);
+	if (seqshm_likely(!(seq & 1))) {
+		rd_copy(buf, seqshm_slot_payload(g, slot), g->payload_size);
+		seqshm_read_meta(g, slot, &meta);
+		if (seqshm_likely(!seqshm_read_retry(g, slot, seq))) {
+			if (!seqshm_likely(seqshm_copy_is_newest(g, want, meta.write_seq)))
+				return rd_damaged(r, err);
+			seqshm_reader_done(&r->r, &meta);
+			fill_sample(sample, &meta, 0);
+			return 0;
+		}
+	}
+	r->r.retries++;
+	return rd_snapshot_slow(r, buf, len, sample, timeout_ns, err);
 }
 
 int seqshm_rd_begin(struct seqshm_rd *r, struct seqshm_view *v, uint64_t timeout_ns,
