@@ -478,41 +478,26 @@ rd_snapshot_slow(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sampl
 }
 
 /*
- * The racing copy of the fast path: seqshm_copy_from_slot() (memcpy) with the size known to
- * the compiler for the small payloads most channels have, so that it inlines into a few
- * moves instead of a call into libc. Only the copy differs from seqshm_try_read_slot(): it is
- * bracketed the same way, by the acquire load of seq before it (nothing moves above it) and
- * the acquire fence of seqshm_read_retry() after it (nothing moves below it).
+ * One attempt of the snapshot's fast path, seqshm_read_once() taken apart into the shared
+ * steps so that the racing copy's size @n can be a constant: for the small payloads most
+ * channels have, the copy inlines into a few moves instead of a call into libc, and the
+ * whole path makes no call (no register saved) when nothing goes wrong. Only the copy differs
+ * from seqshm_try_read_slot(): it is bracketed the same way, by the acquire load of seq before
+ * it (nothing moves above it) and the acquire fence of seqshm_read_retry() after it (nothing
+ * moves below it). Anything but a consistent copy of the newest write goes to the slow path.
  */
-static inline __attribute__((always_inline)) void rd_copy(void *dst, const void *src, __u64 n)
-{
-	switch (n) {
-	case 8: seqshm_copy_from_slot(dst, src, 8); break;
-	case 16: seqshm_copy_from_slot(dst, src, 16); break;
-	case 32: seqshm_copy_from_slot(dst, src, 32); break;
-	case 64: seqshm_copy_from_slot(dst, src, 64); break;
-	case 128: seqshm_copy_from_slot(dst, src, 128); break;
-	default: seqshm_copy_from_slot(dst, src, n);
-	}
-}
-
-int seqshm_rd_snapshot(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
-		       uint64_t timeout_ns, struct seqshm_err *err)
+static inline __attribute__((always_inline)) int
+rd_snapshot_fast(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
+		 uint64_t timeout_ns, struct seqshm_err *err, __u64 n)
 {
 	const struct seqshm_geometry *g = &r->r.g;
 	struct seqshm_meta meta;
-	uint64_t want;
-	uint32_t slot, seq;
+	uint64_t want = seqshm_pick_write(g, r->r.newest);
+	uint32_t slot = (uint32_t)want & g->slot_mask;
+	uint32_t seq = seqshm_read_begin(g, slot);
 
-	if (__builtin_expect(r->forks != __atomic_load_n(&seqshm_lib_forks, __ATOMIC_RELAXED) ||
-			     len < g->payload_size, 0))
-		return rd_snapshot_slow(r, buf, len, sample, timeout_ns, err);
-	/* seqshm_read_once(), the shared steps one by one (see rd_copy()) */
-	want = seqshm_pick_write(g, r->r.newest);
-	slot = (uint32_t)want & g->slot_mask;
-	seq = seqshm_read_begin(g, slot);
 	if (seqshm_likely(!(seq & 1))) {
-		rd_copy(buf, seqshm_slot_payload(g, slot), g->payload_size);
+		seqshm_copy_from_slot(buf, seqshm_slot_payload(g, slot), n);
 		seqshm_read_meta(g, slot, &meta);
 		if (seqshm_likely(!seqshm_read_retry(g, slot, seq))) {
 			if (!seqshm_likely(seqshm_copy_is_newest(g, want, meta.write_seq)))
@@ -524,6 +509,30 @@ int seqshm_rd_snapshot(struct seqshm_rd *r, void *buf, size_t len, struct seqshm
 	}
 	r->r.retries++;
 	return rd_snapshot_slow(r, buf, len, sample, timeout_ns, err);
+}
+
+/* The fast path for payloads of any other size: the copy is a call to memcpy. */
+static __attribute__((noinline)) int
+rd_snapshot_any(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
+		uint64_t timeout_ns, struct seqshm_err *err)
+{
+	return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, r->r.g.payload_size);
+}
+
+int seqshm_rd_snapshot(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
+		       uint64_t timeout_ns, struct seqshm_err *err)
+{
+	if (__builtin_expect(r->forks != __atomic_load_n(&seqshm_lib_forks, __ATOMIC_RELAXED) ||
+			     len < r->r.g.payload_size, 0))
+		return rd_snapshot_slow(r, buf, len, sample, timeout_ns, err);
+	switch (r->r.g.payload_size) {
+	case 8: return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, 8);
+	case 16: return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, 16);
+	case 32: return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, 32);
+	case 64: return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, 64);
+	case 128: return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, 128);
+	default: return rd_snapshot_any(r, buf, len, sample, timeout_ns, err);
+	}
 }
 
 int seqshm_rd_begin(struct seqshm_rd *r, struct seqshm_view *v, uint64_t timeout_ns,
