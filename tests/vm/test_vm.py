@@ -42,12 +42,27 @@ def _opt_out():
         pytest.skip(reason)
 
 
+@pytest.fixture(scope="module")
+def clib_tools():
+    """libseqshm and tests/device/test_clib.py's C program, built once on the host (both
+    plain and with the sanitizers) in the VM cache, which the guests see: compiling them under
+    TCG in every guest took ~3 minutes per kernel."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import clib
+
+    work = vmharness.cache_dir() / "clib"
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    work.mkdir(parents=True)
+    return {clib.TOOLS_ENV: str(clib.build_tools(work))}
+
+
 @pytest.mark.parametrize("kernel", vmharness.KERNELS)
-def test_module_passes_guest_tests(kernel, vm_report):
+def test_module_passes_guest_tests(kernel, vm_report, clib_tools):
     args = os.environ.get("SEQSHM_VM_PYTEST_ARGS")
     opts = vmharness.Options(
         pytest_args=shlex.split(args) if args is not None else list(vmharness.DEFAULT_PYTEST_ARGS),
         timeout=float(os.environ.get("SEQSHM_VM_TIMEOUT", vmharness.DEFAULT_TIMEOUT)),
+        env=dict(clib_tools),
     )
     result = vmharness.run_kernel(kernel, opts)
     report = result.report()
