@@ -13,6 +13,7 @@ import pytest
 from channel_dir import SHM_DIR
 from exporting import live_channels, parse, pick
 
+import seqshm
 from seqshm import _core
 from seqshm._dtype import element_type
 
@@ -116,3 +117,112 @@ def test_info_does_not_copy_the_payload(shm_name: str, hostile_paths: list[str])
                           timeout=120, cwd="/")
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert allocated(bad) < 16 * _MIB, f"info copied {allocated(bad) // _MIB} MiB"
+
+
+# -- finding 3 -------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 3: a client evicts a scraper's cached credentials without one bcrypt "
+    "check: a password over 72 bytes is refused by bcrypt 5 at once (ValueError) and cached "
+    "as refused, so 1024 of them (~1 s of requests) push the verified pair out of the LRU "
+    "cache; the scraper then waits behind the queued bcrypt checks (docs/security.md: 'a "
+    "scraper whose credentials are cached never waits for it')"))
+def test_cheap_refusals_do_not_evict_a_scrapers_cached_credentials() -> None:
+    import bcrypt
+    from exporting import basic_auth
+
+    from seqshm._webconfig import BasicAuth
+
+    auth = BasicAuth({"u": bcrypt.hashpw(b"pw", bcrypt.gensalt(4))})
+    real = auth._bcrypt
+    calls: list[bytes] = []
+
+    class Counting:
+        @staticmethod
+        def checkpw(password: bytes, hashed: bytes) -> bool:
+            calls.append(password)
+            return bool(real.checkpw(password, hashed))
+
+    auth._bcrypt = Counting  # type: ignore[assignment]
+    good = basic_auth("u", "pw").encode()
+    assert auth.check(good)  # the scraper's first scrape: one bcrypt check, then cached
+    for i in range(auth.CACHE_SIZE + 1):  # over 72 bytes: no bcrypt work, each a new entry
+        assert not auth.check(basic_auth("u", f"{i:080d}").encode())
+    calls.clear()
+    assert auth.check(good)
+    assert calls == [], "the scraper's verified credentials were evicted by cheap refusals"
+
+
+# -- finding 4 -------------------------------------------------------------------------------
+
+def _get_closing(port: int) -> bytes:
+    """One scrape on a new connection (Connection: close): what the server sent."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 4: connections that pipeline requests and read the answers slowly hold "
+    "every place: each answer's send has its own deadline and a connection being answered "
+    "never gives way, so a client reading ~9 KB/s on each of 64 connections locks every "
+    "scraper out for as long as it likes (0 of 100 scrapes answered in 20 s, none cut)"))
+def test_slow_readers_of_pipelined_answers_do_not_lock_scrapers_out(shm_path: str) -> None:
+    import socket
+    import threading
+    import time
+
+    from exporting import server_of
+
+    from seqshm import export
+
+    places, timeout = 4, 2.0
+    with seqshm.create(shm_path, "<f8", 512) as w:
+        w.write(np.arange(512.0))
+        collector = export.SeqshmCollector([shm_path])
+        with server_of(export.registry_of(collector), max_connections=places,
+                       request_timeout=timeout) as server:
+            port = server.server_port
+            size = len(_get_closing(port))
+            stop = threading.Event()
+
+            def slow_reader() -> None:
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                s.settimeout(10)
+                s.connect(("127.0.0.1", port))
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+                with s:
+                    while not stop.is_set():  # an answer every timeout / 2: each sent in time
+                        want = size // 2
+                        while want > 0 and not stop.is_set():
+                            chunk = s.recv(want)
+                            if not chunk:
+                                return
+                            want -= len(chunk)
+                        stop.wait(timeout / 4)
+
+            readers = [threading.Thread(target=slow_reader, daemon=True) for _ in range(places)]
+            for t in readers:
+                t.start()
+            try:
+                time.sleep(1.0)  # every place answering a slow reader
+                answered = 0
+                end = time.monotonic() + 3 * timeout
+                while time.monotonic() < end and not answered:
+                    try:
+                        answered += _get_closing(port).startswith(b"HTTP/1.1 200")
+                    except OSError:
+                        pass
+                    time.sleep(0.1)
+            finally:
+                stop.set()
+                for t in readers:
+                    t.join(10)
+        collector.close()
+    assert answered, (f"no scrape answered in {3 * timeout:g} s while {places} connections "
+                      "read their pipelined answers slowly")
