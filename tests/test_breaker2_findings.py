@@ -226,3 +226,72 @@ def test_slow_readers_of_pipelined_answers_do_not_lock_scrapers_out(shm_path: st
         collector.close()
     assert answered, (f"no scrape answered in {3 * timeout:g} s while {places} connections "
                       "read their pipelined answers slowly")
+
+
+# -- finding 5 -------------------------------------------------------------------------------
+
+def _info_writer_line(path: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "seqshm", "info", path], capture_output=True,
+                          text=True, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    return next(line for line in done.stdout.splitlines() if line.startswith("writer"))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 5: `seqshm info` says 'writer pid 1 (exited)' (state open) of a live "
+    "writer in another pid namespace: cli._writer_text judges the header's pid against this "
+    "namespace's /proc instead of the liveness lock and describe_writer"))
+def test_info_describes_a_writer_of_another_pid_namespace_truthfully(shm_path: str) -> None:
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("needs root and util-linux's unshare to start a writer in a pid namespace")
+    code = ("import sys, seqshm; w = seqshm.create(sys.argv[1], 'f8', 4); w.write([1] * 4); "
+            "print('ready', flush=True); sys.stdin.read(); w.close(unlink=True)")
+    writer = subprocess.Popen([unshare, "--pid", "--fork", "--mount-proc", sys.executable,
+                               "-c", code, shm_path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+        line = _info_writer_line(shm_path)
+    finally:
+        assert writer.stdin is not None
+        writer.stdin.close()
+        writer.wait(30)
+    assert "exited" not in line, f"a live writer shown as {line!r}"
+    assert "namespace" in line, f"pid 1 of another namespace shown as this one's: {line!r}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 5: a channel another user made by hand, claiming writer pid 1 and its "
+    "start time, is shown by root's `seqshm info` as 'writer pid 1 (running)': the header's "
+    "pid is taken as fact (an operator restarting the channel kills the pid shown)"))
+def test_info_does_not_vouch_for_a_writer_pid_the_header_claims(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    import time
+
+    from seqshm._lifecycle import hold_liveness, process_start_time
+
+    path = os.path.join(SHM_DIR, f"{shm_name}-liar")
+    hostile_paths.append(path)
+    layout = _core.abi_layout()["header"]
+    init_start = process_start_time(1) or 0
+
+    def liar() -> None:  # as the other user: a live "writer" that says it is pid 1
+        hostile_channel(path, "<f8", (4,))
+        fd = os.open(path, os.O_RDWR)
+        os.pwrite(fd, struct.pack("=I", 1), layout["writer_pid"])
+        os.pwrite(fd, struct.pack("=Q", init_start), layout["writer_start"])
+        hold_liveness(fd)
+        time.sleep(60)
+
+    other_user.start(liar)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path) or not os.path.getsize(path):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)  # its header and lock in place
+    line = _info_writer_line(path)
+    assert "pid 1 (running)" not in line, (
+        f"root's info vouches for the pid another user's header claims: {line!r}")
