@@ -295,3 +295,29 @@ def test_info_does_not_vouch_for_a_writer_pid_the_header_claims(
     line = _info_writer_line(path)
     assert "pid 1 (running)" not in line, (
         f"root's info vouches for the pid another user's header claims: {line!r}")
+
+
+# -- finding 6 -------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 6: `seqshm watch` and `seqshm record` end in a traceback on a channel "
+    "another user made with a huge sparse payload (watch: numpy's MemoryError from the "
+    "snapshot; record: ValueError 'dimension does not fit into a C int' from row_dtype), "
+    "not a message naming the file"))
+@pytest.mark.parametrize("command", [["watch", "--count", "1", "--format", "jsonl"],
+                                     ["record", "--count", "1", "-o"]], ids=["watch", "record"])
+def test_watch_and_record_refuse_a_huge_hostile_channel_by_name(
+        shm_name: str, hostile_paths: list[str], tmp_path: object, command: list[str]) -> None:
+    bad = os.path.join(SHM_DIR, f"{shm_name}-huge")
+    hostile_paths.append(bad)
+    hostile_channel(bad, "<u1", (1 << 39,))  # 512 GiB claimed, one page held
+    if command[0] == "record":
+        args = [*command, os.path.join(str(tmp_path), "out.npy"), bad]
+    else:
+        args = [*command, bad]
+    done = subprocess.run([sys.executable, "-m", "seqshm", *args], capture_output=True,
+                          timeout=120, cwd="/")
+    err = done.stderr.decode(errors="replace")
+    assert "Traceback" not in err, err
+    if done.returncode:
+        assert bad in err, err
