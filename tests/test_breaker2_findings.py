@@ -321,3 +321,55 @@ def test_watch_and_record_refuse_a_huge_hostile_channel_by_name(
     assert "Traceback" not in err, err
     if done.returncode:
         assert bad in err, err
+
+
+# -- findings 7 and 8 ------------------------------------------------------------------------
+
+def _exchange(shm_path: str, raw: bytes) -> bytes:
+    """What a MetricsServer of one live channel sends on one connection that sends ``raw``
+    (until it closes, or 3 s of silence)."""
+    import socket
+
+    from exporting import server_of
+
+    from seqshm import export
+
+    with seqshm.create(shm_path, "<f8", 4) as w:
+        w.write(np.arange(4.0))
+        collector = export.SeqshmCollector([shm_path])
+        with server_of(export.registry_of(collector)) as server, \
+                socket.create_connection(("127.0.0.1", server.server_port), timeout=3) as s:
+            s.sendall(raw)
+            data = b""
+            try:
+                while chunk := s.recv(65536):
+                    data += chunk
+            except TimeoutError:
+                pass  # left open
+        collector.close()
+    return data
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 7: a request with both Transfer-Encoding and Content-Length is answered "
+    "and its connection kept, so the request behind it is answered too; RFC 9112 section 6.1: "
+    "the server MUST close the connection after responding to such a request (the framing "
+    "two parties may disagree on: request smuggling behind a proxy that reuses connections)"))
+def test_a_request_with_both_transfer_encoding_and_content_length_closes_its_connection(
+        shm_path: str) -> None:
+    from exporting import responses
+
+    data = _exchange(shm_path, b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                     b"\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"
+                     b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert len(responses(data, ("GET", "GET"))) <= 1, "the request behind it was answered"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 8: a request head over 16 KiB that arrives in one recv is answered 200, "
+    "not 431 (h11's max_incomplete_event_size bounds only a head still incomplete in its "
+    "buffer); docs/security.md: '431 for a head over 16 KiB'"))
+def test_a_head_over_16_kib_sent_at_once_gets_431(shm_path: str) -> None:
+    data = _exchange(shm_path, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000
+                     + b"\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 431"), data.split(b"\r\n")[0]
