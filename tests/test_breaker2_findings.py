@@ -373,3 +373,52 @@ def test_a_head_over_16_kib_sent_at_once_gets_431(shm_path: str) -> None:
     data = _exchange(shm_path, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000
                      + b"\r\nConnection: close\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 431"), data.split(b"\r\n")[0]
+
+
+# -- finding 9 -------------------------------------------------------------------------------
+
+#: Prometheus's default scrape_timeout: a scrape that takes longer is lost whole.
+_SCRAPE_TIMEOUT_S = 10.0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 9: each channel stuck mid-write costs every scrape its --timeout "
+    "(0.1 s), one after another and at every scrape: 100 files another user made (800 KiB "
+    "of tmpfs, writer alive or not) make each scrape take 10 s, Prometheus's default "
+    "scrape_timeout, so every channel's series are lost"))
+def test_channels_stuck_mid_write_do_not_push_a_scrape_past_prometheus_timeout(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    import time
+
+    from seqshm._lifecycle import hold_liveness
+
+    n = 150
+    stuck = [os.path.join(SHM_DIR, f"{shm_name}-stuck{i}") for i in range(n)]
+    hostile_paths.extend(stuck)
+
+    def stuck_writers() -> None:  # as the other user: live "writers" stopped mid-write
+        fds = []
+        for path in stuck:
+            hostile_channel(path, "<f8", (1,))
+            fd = os.open(path, os.O_RDWR)
+            os.pwrite(fd, struct.pack("=I", 3), _core.SLOTS_OFFSET)  # slot 0's seq odd
+            hold_liveness(fd)
+            fds.append(fd)
+        open(stuck[0] + ".ready", "w").close()
+        time.sleep(120)
+
+    hostile_paths.append(stuck[0] + ".ready")
+    other_user.start(stuck_writers)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while not os.path.exists(stuck[0] + ".ready"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    good = os.path.join(SHM_DIR, f"{shm_name}-good")
+    with live_channels((good, "good", [7.0])):
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
+                               f"{shm_name}-*"], capture_output=True, timeout=120, cwd="/")
+        took = time.monotonic() - start
+    assert pick(parse(done.stdout), "seqshm_channel_up", channel=good)
+    assert took < _SCRAPE_TIMEOUT_S, (
+        f"a scrape took {took:.1f} s with {n} channels another user left stuck mid-write")
