@@ -422,3 +422,43 @@ def test_channels_stuck_mid_write_do_not_push_a_scrape_past_prometheus_timeout(
     assert pick(parse(done.stdout), "seqshm_channel_up", channel=good)
     assert took < _SCRAPE_TIMEOUT_S, (
         f"a scrape took {took:.1f} s with {n} channels another user left stuck mid-write")
+
+
+# -- finding 10 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 10: another user's channel shaped like cpustat, matched first, is "
+    "exported as the host's node_cpu_seconds_total (no channel label tells it apart) and the "
+    "real cpustat channel's data is left out ('node_cpu_* already come from ...')"))
+def test_another_users_cpustat_shaped_channel_does_not_become_the_hosts_node_cpu(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    import time
+
+    from exporting import cpustat_publisher
+
+    from seqshm import telemetry
+
+    forged = os.path.join(SHM_DIR, f"{shm_name}-0cpustat")  # sorted before the real one
+    hostile_paths.extend([forged, os.path.join(SHM_DIR, f".{shm_name}-0cpustat.waiters")])
+    cpus = len(telemetry.read_cpustat())
+
+    def forge() -> None:  # as the other user: every CPU spent 700 s in user mode, says it
+        rec = np.zeros(cpus, telemetry.CPUSTAT_DTYPE)
+        rec["online"] = 1
+        rec["user_ns"] = 700 * 10**9
+        with seqshm.create(forged, telemetry.CPUSTAT_DTYPE, cpus, name="cpustat") as w:
+            w.write(rec)
+            time.sleep(60)
+
+    other_user.start(forge)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not os.path.exists(forged):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)  # its first write
+    with cpustat_publisher(os.path.join(SHM_DIR, f"{shm_name}-cpustat")):
+        done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
+                               f"{shm_name}-*"], capture_output=True, timeout=60, cwd="/")
+    user = pick(parse(done.stdout), "node_cpu_seconds_total", mode="user")
+    assert 700.0 not in user.values(), (
+        f"the host's node_cpu_seconds_total comes from {forged}, another user's channel")
