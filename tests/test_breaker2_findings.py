@@ -256,9 +256,10 @@ def test_info_describes_a_writer_of_another_pid_namespace_truthfully(shm_path: s
         assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
         line = _info_writer_line(shm_path)
     finally:
-        assert writer.stdin is not None
+        assert writer.stdin is not None and writer.stdout is not None
         writer.stdin.close()
         writer.wait(30)
+        writer.stdout.close()
     assert "exited" not in line, f"a live writer shown as {line!r}"
     assert "namespace" in line, f"pid 1 of another namespace shown as this one's: {line!r}"
 
