@@ -463,3 +463,28 @@ def test_another_users_cpustat_shaped_channel_does_not_become_the_hosts_node_cpu
     user = pick(parse(done.stdout), "node_cpu_seconds_total", mode="user")
     assert 700.0 not in user.values(), (
         f"the host's node_cpu_seconds_total comes from {forged}, another user's channel")
+
+
+# -- finding 11 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 11: a PlantedLink is a PermissionError, so cli._error_text appends "
+    "_who_may_read(), which os.stat()s the path through the very link that was refused: "
+    "root's `seqshm info` on another user's link to a root file of mode 0640 says '(mode "
+    "0640, owner root, ...): ... have its writer make it readable (chmod ...)', describing the "
+    "target another user chose as the channel, and advising a chmod that follows the link"))
+def test_the_message_about_a_planted_link_does_not_describe_its_target(
+        shm_name: str, hostile_paths: list[str], tmp_path: object, other_user: object) -> None:
+    target = os.path.join(str(tmp_path), "secret")
+    with open(target, "w") as f:
+        f.write("root's\n")
+    os.chmod(target, 0o640)
+    os.chmod(str(tmp_path), 0o755)
+    link = os.path.join(SHM_DIR, f"{shm_name}-link")
+    hostile_paths.append(link)
+    other_user.run(os.symlink, target, link)  # type: ignore[attr-defined]
+    done = subprocess.run([sys.executable, "-m", "seqshm", "info", link], capture_output=True,
+                          text=True, timeout=60, cwd="/")
+    assert done.returncode != 0
+    assert "symbolic link" in done.stderr  # refused, as it should be
+    assert "0640" not in done.stderr and "chmod" not in done.stderr, done.stderr
