@@ -488,3 +488,32 @@ def test_the_message_about_a_planted_link_does_not_describe_its_target(
     assert done.returncode != 0
     assert "symbolic link" in done.stderr  # refused, as it should be
     assert "0640" not in done.stderr and "chmod" not in done.stderr, done.stderr
+
+
+# -- finding 12 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 12: MAX_SERIES_PER_CHANNEL bounds one channel, nothing bounds them all: "
+    "each channel of 99,999 float64 (800 KiB of tmpfs, any local user) costs every scrape ~1 s "
+    "of CPU and ~100 MB of the exporter's memory (1: 144 MB max RSS, 5: 539 MB, 10: ~1 GB; "
+    "50 would OOM a 4 GB host)"))
+def test_many_channels_of_many_series_do_not_grow_the_exporter_without_bound(
+        shm_name: str) -> None:
+    import contextlib
+
+    n, series = 10, 99_999
+    with contextlib.ExitStack() as stack:
+        for i in range(n):
+            w = stack.enter_context(seqshm.create(os.path.join(SHM_DIR, f"{shm_name}-s{i}"),
+                                                  "<f8", series))
+            stack.callback(w.close, unlink=True)
+            w.write(np.arange(float(series)))
+        code = ("import resource, sys; from seqshm import cli; rc = cli.main(['export', "
+                "'--once', sys.argv[1]]); sys.stdout.flush(); print(resource.getrusage("
+                "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+        done = subprocess.run([sys.executable, "-c", code, f"{shm_name}-*"],
+                              capture_output=True, timeout=300, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    max_rss_kib = int(done.stderr.split()[-1])
+    assert max_rss_kib < 640 * 1024, (
+        f"export --once of {n} channels of {series} series each took {max_rss_kib // 1024} MiB")
