@@ -517,3 +517,38 @@ def test_many_channels_of_many_series_do_not_grow_the_exporter_without_bound(
     max_rss_kib = int(done.stderr.split()[-1])
     assert max_rss_kib < 640 * 1024, (
         f"export --once of {n} channels of {series} series each took {max_rss_kib // 1024} MiB")
+
+
+# -- finding 13 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 13: another user's channel with the same header name and another shape, "
+    "at a path sorted first ('0...'), takes the family seqshm_<name>, and the real channel's "
+    "data is the one left out ('clashes with ... of another channel; left out'): a local user "
+    "chooses which channel's data the exporter drops"))
+def test_a_squatters_family_does_not_push_the_real_channels_data_out(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    import time
+
+    squat = os.path.join(SHM_DIR, f"{shm_name}-0squat")
+    hostile_paths.extend([squat, os.path.join(SHM_DIR, f".{shm_name}-0squat.waiters")])
+
+    def squatter() -> None:  # as the other user: a scalar channel under the same name
+        with seqshm.create(squat, "<f8", (), name="clash") as w:
+            w.write(1.0)
+            time.sleep(60)
+
+    other_user.start(squatter)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not os.path.exists(squat):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)
+    real = os.path.join(SHM_DIR, f"{shm_name}-real")
+    with seqshm.create(real, "<f8", 4, name="clash") as w:
+        w.write([20.0, 21.0, 22.0, 23.0])
+        done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
+                               f"{shm_name}-*"], capture_output=True, timeout=60, cwd="/")
+        w.close(unlink=True)
+    values = pick(parse(done.stdout), "seqshm_clash", channel=real)
+    assert sorted(values.values()) == [20.0, 21.0, 22.0, 23.0], done.stderr.decode()[-500:]
