@@ -568,3 +568,36 @@ def test_a_file_is_not_shown_as_the_kernels(shm_name: str, hostile_paths: list[s
     hostile_channel(bad, "<f8", (4,))  # writer_pid 0, as the kernel's devices have
     line = _info_writer_line(bad)
     assert "kernel" not in line, f"a file in {SHM_DIR} shown as the kernel's: {line!r}"
+
+
+# -- finding 14 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 14: a read of a hole in a sparse channel file allocates its page, so a "
+    "reader fills the file system with another user's claimed payload, and on a full tmpfs "
+    "the fault is taken for a truncation: FileTruncated 'the file shrank ...', state "
+    "TRUNCATED, for a file that never shrank (create() reserves every page: a sparse region "
+    "is not what a writer leaves)"))
+def test_a_sparse_channel_on_a_full_file_system_is_not_reported_truncated(
+        tmp_path: object) -> None:
+    import shutil
+
+    mnt = os.path.join(str(tmp_path), "small")
+    os.mkdir(mnt)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a 1 MiB tmpfs")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], check=True)
+    try:
+        path = os.path.join(mnt, "sparse")
+        hostile_channel(path, "<u1", (16 * _MIB,))  # 16 MiB claimed on a 1 MiB file system
+        try:
+            r = seqshm.open(path)
+        except seqshm.FormatError:
+            return  # refused at open: fine
+        with r:
+            with pytest.raises(seqshm.SeqshmError) as raised:
+                r.snapshot()
+            assert not isinstance(raised.value, seqshm.FileTruncated), raised.value
+            assert r.state is not seqshm.ChannelState.TRUNCATED
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=False)
