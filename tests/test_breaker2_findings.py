@@ -1,0 +1,603 @@
+"""breaker2's findings against docs/security.md: each test fails on main 42e89ab (xfail strict)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from channel_dir import SHM_DIR
+from exporting import live_channels, parse, pick
+
+import seqshm
+from seqshm import _core
+from seqshm._dtype import element_type
+
+_MAGIC_OFFSET = _core.abi_layout()["header"]["magic"]
+_HEAD_OFFSET = _core.abi_layout()["header"]["head"]
+
+
+def hostile_channel(path: str, dtype: object, shape: tuple[int, ...], *, head: int = 1) -> int:
+    """A channel file as any local user can make one by hand in /dev/shm: a valid header for
+    ``dtype`` and ``shape`` over a sparse file (it costs its maker one page of tmpfs whatever
+    payload it claims), ``head`` writes claimed, no writer. Its region size."""
+    header, size = _core.build_header("hostile", 1, shape, element_type(dtype), 0, 0)
+    header = bytearray(header)
+    struct.pack_into("=Q", header, _MAGIC_OFFSET, 0x00216d6873716573)  # SEQSHM_MAGIC
+    struct.pack_into("=Q", header, _HEAD_OFFSET, head)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.ftruncate(fd, size)  # sparse: no page of the payload is allocated
+        os.pwrite(fd, bytes(header), 0)
+    finally:
+        os.close(fd)
+    return int(size)
+
+
+def allocated(path: str) -> int:
+    """Bytes of tmpfs the file holds (a read through a shared mapping of a hole in a tmpfs
+    file allocates the page: what a reader copied shows here)."""
+    return os.stat(path).st_blocks * 512
+
+
+@pytest.fixture
+def hostile_paths(shm_name: str) -> Iterator[list[str]]:
+    """Paths for hostile files next to this test's channel, removed afterwards."""
+    made: list[str] = []
+    yield made
+    for p in made:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+# -- finding 1 -------------------------------------------------------------------------------
+
+_MIB = 1 << 20
+#: A payload no exported series needs to be copied for: 256 MiB.
+_BIG = 256 * _MIB
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 1: export copies a channel's whole payload whatever series it makes: "
+    "MAX_SERIES_PER_CHANNEL counts series, not bytes, so a sparse channel of complex numbers "
+    "(0 series) or of one padded record (1 series) costs every scrape its whole payload "
+    "(a 2 GiB file OOM-kills `export --once` in a 1 GiB cgroup; on a host, the OOM killer)"))
+@pytest.mark.parametrize("dtype, shape", [
+    ("<c16", (_BIG // 16,)),                                                  # 0 series
+    (np.dtype({"names": ["x"], "formats": ["<f8"], "itemsize": _BIG}), (1,)),  # 1 series
+], ids=["complex-0-series", "padded-record-1-series"])
+def test_export_does_not_copy_a_hostile_channels_payload_it_makes_no_series_of(
+        shm_name: str, hostile_paths: list[str], dtype: object, shape: tuple[int, ...]) -> None:
+    good = os.path.join(SHM_DIR, f"{shm_name}-good")
+    bad = os.path.join(SHM_DIR, f"{shm_name}-bad")
+    hostile_paths.append(bad)
+    hostile_channel(bad, dtype, shape)
+    with live_channels((good, "good", [7.0])):
+        done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
+                               f"{shm_name}-*"], capture_output=True, timeout=120, cwd="/")
+    assert pick(parse(done.stdout), "seqshm_channel_up", channel=good)
+    # the exporter faulted the whole payload in (and copied it into a new array of as much)
+    assert allocated(bad) < 16 * _MIB, (
+        f"export --once copied {allocated(bad) // _MIB} MiB of a channel that makes "
+        f"{'no' if np.dtype(dtype).kind == 'c' else 'one'} series")
+
+
+# -- finding 2 -------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 2: `seqshm info` copies the whole payload (reader.read()) only to show "
+    "the write number and time: a sparse 512 GiB channel is a MemoryError traceback, one "
+    "under RAM is copied whole (8 GiB: OOM-killed in a 1 GiB cgroup)"))
+def test_info_of_a_huge_sparse_channel_is_its_header_not_a_memory_error(
+        shm_name: str, hostile_paths: list[str]) -> None:
+    bad = os.path.join(SHM_DIR, f"{shm_name}-huge")
+    hostile_paths.append(bad)
+    hostile_channel(bad, "<u1", (1 << 39,))  # 512 GiB claimed, one page held
+    done = subprocess.run([sys.executable, "-m", "seqshm", "info", bad], capture_output=True,
+                          timeout=120, cwd="/")
+    err = done.stderr.decode(errors="replace")
+    assert "Traceback" not in err and "MemoryError" not in err, err
+    assert done.returncode == 0, err  # the header is valid: info shows it
+    assert b"549755813888" in done.stdout  # its payload size
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 2: `seqshm info` and `seqshm list` copy the whole payload only to show "
+    "the write number (and list its rate)"))
+@pytest.mark.parametrize("command", ["info", "list"])
+def test_info_and_list_do_not_copy_the_payload(shm_name: str, hostile_paths: list[str],
+                                               command: str) -> None:
+    bad = os.path.join(SHM_DIR, f"{shm_name}-big")
+    hostile_paths.append(bad)
+    hostile_channel(bad, "<u1", (_BIG,))
+    args = [command, bad] if command == "info" else [command, "--no-rate"]
+    done = subprocess.run([sys.executable, "-m", "seqshm", *args], capture_output=True,
+                          timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert allocated(bad) < 16 * _MIB, f"{command} copied {allocated(bad) // _MIB} MiB"
+
+
+# -- finding 3 -------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 3: a client evicts a scraper's cached credentials without one bcrypt "
+    "check: a password over 72 bytes is refused by bcrypt 5 at once (ValueError) and cached "
+    "as refused, so 1024 of them (~1 s of requests) push the verified pair out of the LRU "
+    "cache; the scraper then waits behind the queued bcrypt checks (docs/security.md: 'a "
+    "scraper whose credentials are cached never waits for it')"))
+def test_cheap_refusals_do_not_evict_a_scrapers_cached_credentials() -> None:
+    import bcrypt
+    from exporting import basic_auth
+
+    from seqshm._webconfig import BasicAuth
+
+    auth = BasicAuth({"u": bcrypt.hashpw(b"pw", bcrypt.gensalt(4))})
+    real = auth._bcrypt
+    calls: list[bytes] = []
+
+    class Counting:
+        @staticmethod
+        def checkpw(password: bytes, hashed: bytes) -> bool:
+            calls.append(password)
+            return bool(real.checkpw(password, hashed))
+
+    auth._bcrypt = Counting  # type: ignore[assignment]
+    good = basic_auth("u", "pw").encode()
+    assert auth.check(good)  # the scraper's first scrape: one bcrypt check, then cached
+    for i in range(auth.CACHE_SIZE + 1):  # over 72 bytes: no bcrypt work, each a new entry
+        assert not auth.check(basic_auth("u", f"{i:080d}").encode())
+    calls.clear()
+    assert auth.check(good)
+    assert calls == [], "the scraper's verified credentials were evicted by cheap refusals"
+
+
+# -- finding 4 -------------------------------------------------------------------------------
+
+def _get_closing(port: int) -> bytes:
+    """One scrape on a new connection (Connection: close): what the server sent."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 4: connections that pipeline requests and read the answers slowly hold "
+    "every place: each answer's send has its own deadline and a connection being answered "
+    "never gives way, so a client reading ~9 KB/s on each of 64 connections locks every "
+    "scraper out for as long as it likes (0 of 100 scrapes answered in 20 s, none cut)"))
+def test_slow_readers_of_pipelined_answers_do_not_lock_scrapers_out(shm_path: str) -> None:
+    import socket
+    import threading
+    import time
+
+    from exporting import server_of
+
+    from seqshm import export
+
+    places, timeout = 4, 2.0
+    with seqshm.create(shm_path, "<f8", 512) as w:
+        w.write(np.arange(512.0))
+        collector = export.SeqshmCollector([shm_path])
+        with server_of(export.registry_of(collector), max_connections=places,
+                       request_timeout=timeout) as server:
+            port = server.server_port
+            size = len(_get_closing(port))
+            stop = threading.Event()
+
+            def slow_reader() -> None:
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                s.settimeout(10)
+                s.connect(("127.0.0.1", port))
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+                with s:
+                    while not stop.is_set():  # an answer every timeout / 2: each sent in time
+                        want = size // 2
+                        while want > 0 and not stop.is_set():
+                            chunk = s.recv(want)
+                            if not chunk:
+                                return
+                            want -= len(chunk)
+                        stop.wait(timeout / 4)
+
+            readers = [threading.Thread(target=slow_reader, daemon=True) for _ in range(places)]
+            for t in readers:
+                t.start()
+            try:
+                time.sleep(1.0)  # every place answering a slow reader
+                answered = 0
+                end = time.monotonic() + 3 * timeout
+                while time.monotonic() < end and not answered:
+                    try:
+                        answered += _get_closing(port).startswith(b"HTTP/1.1 200")
+                    except OSError:
+                        pass
+                    time.sleep(0.1)
+            finally:
+                stop.set()
+                for t in readers:
+                    t.join(10)
+        collector.close()
+    assert answered, (f"no scrape answered in {3 * timeout:g} s while {places} connections "
+                      "read their pipelined answers slowly")
+
+
+# -- finding 5 -------------------------------------------------------------------------------
+
+def _info_writer_line(path: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "seqshm", "info", path], capture_output=True,
+                          text=True, timeout=60, cwd="/")
+    assert done.returncode == 0, done.stderr
+    return next(line for line in done.stdout.splitlines() if line.startswith("writer"))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 5: `seqshm info` says 'writer pid 1 (exited)' (state open) of a live "
+    "writer in another pid namespace: cli._writer_text judges the header's pid against this "
+    "namespace's /proc instead of the liveness lock and describe_writer"))
+def test_info_describes_a_writer_of_another_pid_namespace_truthfully(shm_path: str) -> None:
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("needs root and util-linux's unshare to start a writer in a pid namespace")
+    code = ("import sys, seqshm; w = seqshm.create(sys.argv[1], 'f8', 4); w.write([1] * 4); "
+            "print('ready', flush=True); sys.stdin.read(); w.close(unlink=True)")
+    writer = subprocess.Popen([unshare, "--pid", "--fork", "--mount-proc", sys.executable,
+                               "-c", code, shm_path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+        line = _info_writer_line(shm_path)
+    finally:
+        assert writer.stdin is not None and writer.stdout is not None
+        writer.stdin.close()
+        writer.wait(30)
+        writer.stdout.close()
+    assert "exited" not in line, f"a live writer shown as {line!r}"
+    assert "namespace" in line, f"pid 1 of another namespace shown as this one's: {line!r}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 5: a channel another user made by hand, claiming writer pid 1 and its "
+    "start time, is shown by root's `seqshm info` as 'writer pid 1 (running)': the header's "
+    "pid is taken as fact (an operator restarting the channel kills the pid shown)"))
+def test_info_does_not_vouch_for_a_writer_pid_the_header_claims(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    import time
+
+    from seqshm._lifecycle import hold_liveness, process_start_time
+
+    path = os.path.join(SHM_DIR, f"{shm_name}-liar")
+    hostile_paths.append(path)
+    layout = _core.abi_layout()["header"]
+    init_start = process_start_time(1) or 0
+
+    def liar() -> None:  # as the other user: a live "writer" that says it is pid 1
+        hostile_channel(path, "<f8", (4,))
+        fd = os.open(path, os.O_RDWR)
+        os.pwrite(fd, struct.pack("=I", 1), layout["writer_pid"])
+        os.pwrite(fd, struct.pack("=Q", init_start), layout["writer_start"])
+        hold_liveness(fd)
+        time.sleep(60)
+
+    other_user.start(liar)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path) or not os.path.getsize(path):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)  # its header and lock in place
+    line = _info_writer_line(path)
+    assert "pid 1 (running)" not in line, (
+        f"root's info vouches for the pid another user's header claims: {line!r}")
+
+
+# -- finding 6 -------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 6: `seqshm watch` and `seqshm record` end in a traceback on a channel "
+    "another user made with a huge sparse payload (watch: numpy's MemoryError from the "
+    "snapshot; record: ValueError 'dimension does not fit into a C int' from row_dtype), "
+    "not a message naming the file"))
+@pytest.mark.parametrize("command", [["watch", "--count", "1", "--format", "jsonl"],
+                                     ["record", "--count", "1", "-o"]], ids=["watch", "record"])
+def test_watch_and_record_refuse_a_huge_hostile_channel_by_name(
+        shm_name: str, hostile_paths: list[str], tmp_path: object, command: list[str]) -> None:
+    bad = os.path.join(SHM_DIR, f"{shm_name}-huge")
+    hostile_paths.append(bad)
+    hostile_channel(bad, "<u1", (1 << 39,))  # 512 GiB claimed, one page held
+    if command[0] == "record":
+        args = [*command, os.path.join(str(tmp_path), "out.npy"), bad]
+    else:
+        args = [*command, bad]
+    done = subprocess.run([sys.executable, "-m", "seqshm", *args], capture_output=True,
+                          timeout=120, cwd="/")
+    err = done.stderr.decode(errors="replace")
+    assert "Traceback" not in err, err
+    if done.returncode:
+        assert bad in err, err
+
+
+# -- findings 7 and 8 ------------------------------------------------------------------------
+
+def _exchange(shm_path: str, raw: bytes) -> bytes:
+    """What a MetricsServer of one live channel sends on one connection that sends ``raw``
+    (until it closes, or 3 s of silence)."""
+    import socket
+
+    from exporting import server_of
+
+    from seqshm import export
+
+    with seqshm.create(shm_path, "<f8", 4) as w:
+        w.write(np.arange(4.0))
+        collector = export.SeqshmCollector([shm_path])
+        with server_of(export.registry_of(collector)) as server, \
+                socket.create_connection(("127.0.0.1", server.server_port), timeout=3) as s:
+            s.sendall(raw)
+            data = b""
+            try:
+                while chunk := s.recv(65536):
+                    data += chunk
+            except TimeoutError:
+                pass  # left open
+        collector.close()
+    return data
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 7: a request with both Transfer-Encoding and Content-Length is answered "
+    "and its connection kept, so the request behind it is answered too; RFC 9112 section 6.1: "
+    "the server MUST close the connection after responding to such a request (the framing "
+    "two parties may disagree on: request smuggling behind a proxy that reuses connections)"))
+def test_a_request_with_both_transfer_encoding_and_content_length_closes_its_connection(
+        shm_path: str) -> None:
+    from exporting import responses
+
+    data = _exchange(shm_path, b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                     b"\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"
+                     b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert len(responses(data, ("GET", "GET"))) <= 1, "the request behind it was answered"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 8: a request head over 16 KiB that arrives in one recv is answered 200, "
+    "not 431 (h11's max_incomplete_event_size bounds only a head still incomplete in its "
+    "buffer); docs/security.md: '431 for a head over 16 KiB'"))
+def test_a_head_over_16_kib_sent_at_once_gets_431(shm_path: str) -> None:
+    data = _exchange(shm_path, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000
+                     + b"\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 431"), data.split(b"\r\n")[0]
+
+
+# -- finding 9 -------------------------------------------------------------------------------
+
+#: Prometheus's default scrape_timeout: a scrape that takes longer is lost whole.
+_SCRAPE_TIMEOUT_S = 10.0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 9: each channel stuck mid-write costs every scrape its --timeout "
+    "(0.1 s), one after another and at every scrape: 100 files another user made (800 KiB "
+    "of tmpfs, writer alive or not) make each scrape take 10 s, Prometheus's default "
+    "scrape_timeout, so every channel's series are lost"))
+def test_channels_stuck_mid_write_do_not_push_a_scrape_past_prometheus_timeout(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    import time
+
+    from seqshm._lifecycle import hold_liveness
+
+    n = 150
+    stuck = [os.path.join(SHM_DIR, f"{shm_name}-stuck{i}") for i in range(n)]
+    hostile_paths.extend(stuck)
+
+    def stuck_writers() -> None:  # as the other user: live "writers" stopped mid-write
+        fds = []
+        for path in stuck:
+            hostile_channel(path, "<f8", (1,))
+            fd = os.open(path, os.O_RDWR)
+            os.pwrite(fd, struct.pack("=I", 3), _core.SLOTS_OFFSET)  # slot 0's seq odd
+            hold_liveness(fd)
+            fds.append(fd)
+        open(stuck[0] + ".ready", "w").close()
+        time.sleep(120)
+
+    hostile_paths.append(stuck[0] + ".ready")
+    other_user.start(stuck_writers)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while not os.path.exists(stuck[0] + ".ready"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    good = os.path.join(SHM_DIR, f"{shm_name}-good")
+    with live_channels((good, "good", [7.0])):
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
+                               f"{shm_name}-*"], capture_output=True, timeout=120, cwd="/")
+        took = time.monotonic() - start
+    assert pick(parse(done.stdout), "seqshm_channel_up", channel=good)
+    assert took < _SCRAPE_TIMEOUT_S, (
+        f"a scrape took {took:.1f} s with {n} channels another user left stuck mid-write")
+
+
+# -- finding 10 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 10: another user's channel shaped like cpustat, matched first, is "
+    "exported as the host's node_cpu_seconds_total (no channel label tells it apart) and the "
+    "real cpustat channel's data is left out ('node_cpu_* already come from ...')"))
+def test_another_users_cpustat_shaped_channel_does_not_become_the_hosts_node_cpu(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    import time
+
+    from exporting import cpustat_publisher
+
+    from seqshm import telemetry
+
+    forged = os.path.join(SHM_DIR, f"{shm_name}-0cpustat")  # sorted before the real one
+    hostile_paths.extend([forged, os.path.join(SHM_DIR, f".{shm_name}-0cpustat.waiters")])
+    cpus = len(telemetry.read_cpustat())
+
+    def forge() -> None:  # as the other user: every CPU spent 700 s in user mode, says it
+        rec = np.zeros(cpus, telemetry.CPUSTAT_DTYPE)
+        rec["online"] = 1
+        rec["user_ns"] = 700 * 10**9
+        with seqshm.create(forged, telemetry.CPUSTAT_DTYPE, cpus, name="cpustat") as w:
+            w.write(rec)
+            time.sleep(60)
+
+    other_user.start(forge)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not os.path.exists(forged):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)  # its first write
+    with cpustat_publisher(os.path.join(SHM_DIR, f"{shm_name}-cpustat")):
+        done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
+                               f"{shm_name}-*"], capture_output=True, timeout=60, cwd="/")
+    user = pick(parse(done.stdout), "node_cpu_seconds_total", mode="user")
+    assert 700.0 not in user.values(), (
+        f"the host's node_cpu_seconds_total comes from {forged}, another user's channel")
+
+
+# -- finding 11 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 11: a PlantedLink is a PermissionError, so cli._error_text appends "
+    "_who_may_read(), which os.stat()s the path through the very link that was refused: "
+    "root's `seqshm info` on another user's link to a root file of mode 0640 says '(mode "
+    "0640, owner root, ...): ... have its writer make it readable (chmod ...)', describing the "
+    "target another user chose as the channel, and advising a chmod that follows the link"))
+def test_the_message_about_a_planted_link_does_not_describe_its_target(
+        shm_name: str, hostile_paths: list[str], tmp_path: object, other_user: object) -> None:
+    target = os.path.join(str(tmp_path), "secret")
+    with open(target, "w") as f:
+        f.write("root's\n")
+    os.chmod(target, 0o640)
+    os.chmod(str(tmp_path), 0o755)
+    link = os.path.join(SHM_DIR, f"{shm_name}-link")
+    hostile_paths.append(link)
+    other_user.run(os.symlink, target, link)  # type: ignore[attr-defined]
+    done = subprocess.run([sys.executable, "-m", "seqshm", "info", link], capture_output=True,
+                          text=True, timeout=60, cwd="/")
+    assert done.returncode != 0
+    assert "symbolic link" in done.stderr  # refused, as it should be
+    assert "0640" not in done.stderr and "chmod" not in done.stderr, done.stderr
+
+
+# -- finding 12 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 12: MAX_SERIES_PER_CHANNEL bounds one channel, nothing bounds them all: "
+    "each channel of 99,999 float64 (800 KiB of tmpfs, any local user) costs every scrape ~1 s "
+    "of CPU and ~100 MB of the exporter's memory (1: 144 MB max RSS, 5: 539 MB, 10: ~1 GB; "
+    "50 would OOM a 4 GB host)"))
+def test_many_channels_of_many_series_do_not_grow_the_exporter_without_bound(
+        shm_name: str) -> None:
+    import contextlib
+
+    n, series = 10, 99_999
+    with contextlib.ExitStack() as stack:
+        for i in range(n):
+            w = stack.enter_context(seqshm.create(os.path.join(SHM_DIR, f"{shm_name}-s{i}"),
+                                                  "<f8", series))
+            stack.callback(w.close, unlink=True)
+            w.write(np.arange(float(series)))
+        code = ("import resource, sys; from seqshm import cli; rc = cli.main(['export', "
+                "'--once', sys.argv[1]]); sys.stdout.flush(); print(resource.getrusage("
+                "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+        done = subprocess.run([sys.executable, "-c", code, f"{shm_name}-*"],
+                              capture_output=True, timeout=300, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    max_rss_kib = int(done.stderr.split()[-1])
+    assert max_rss_kib < 640 * 1024, (
+        f"export --once of {n} channels of {series} series each took {max_rss_kib // 1024} MiB")
+
+
+# -- finding 13 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 13: another user's channel with the same header name and another shape, "
+    "at a path sorted first ('0...'), takes the family seqshm_<name>, and the real channel's "
+    "data is the one left out ('clashes with ... of another channel; left out'): a local user "
+    "chooses which channel's data the exporter drops"))
+def test_a_squatters_family_does_not_push_the_real_channels_data_out(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    import time
+
+    squat = os.path.join(SHM_DIR, f"{shm_name}-0squat")
+    hostile_paths.extend([squat, os.path.join(SHM_DIR, f".{shm_name}-0squat.waiters")])
+
+    def squatter() -> None:  # as the other user: a scalar channel under the same name
+        with seqshm.create(squat, "<f8", (), name="clash") as w:
+            w.write(1.0)
+            time.sleep(60)
+
+    other_user.start(squatter)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not os.path.exists(squat):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)
+    real = os.path.join(SHM_DIR, f"{shm_name}-real")
+    with seqshm.create(real, "<f8", 4, name="clash") as w:
+        w.write([20.0, 21.0, 22.0, 23.0])
+        done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
+                               f"{shm_name}-*"], capture_output=True, timeout=60, cwd="/")
+        w.close(unlink=True)
+    values = pick(parse(done.stdout), "seqshm_clash", channel=real)
+    assert sorted(values.values()) == [20.0, 21.0, 22.0, 23.0], done.stderr.decode()[-500:]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 5: a regular file in /dev/shm whose header says writer_pid 0 is shown "
+    "as written by 'kernel' (info, list, and the reader's ChannelEnded messages): only a "
+    "device is the kernel's, whatever a file's header says"))
+def test_a_file_is_not_shown_as_the_kernels(shm_name: str, hostile_paths: list[str]) -> None:
+    bad = os.path.join(SHM_DIR, f"{shm_name}-fake-kernel")
+    hostile_paths.append(bad)
+    hostile_channel(bad, "<f8", (4,))  # writer_pid 0, as the kernel's devices have
+    line = _info_writer_line(bad)
+    assert "kernel" not in line, f"a file in {SHM_DIR} shown as the kernel's: {line!r}"
+
+
+# -- finding 14 ------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker2 finding 14: a read of a hole in a sparse channel file allocates its page, so a "
+    "reader fills the file system with another user's claimed payload, and on a full tmpfs "
+    "the fault is taken for a truncation: FileTruncated 'the file shrank ...', state "
+    "TRUNCATED, for a file that never shrank (create() reserves every page: a sparse region "
+    "is not what a writer leaves)"))
+def test_a_sparse_channel_on_a_full_file_system_is_not_reported_truncated(
+        tmp_path: object) -> None:
+    import shutil
+
+    mnt = os.path.join(str(tmp_path), "small")
+    os.mkdir(mnt)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a 1 MiB tmpfs")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], check=True)
+    try:
+        path = os.path.join(mnt, "sparse")
+        hostile_channel(path, "<u1", (16 * _MIB,))  # 16 MiB claimed on a 1 MiB file system
+        try:
+            r = seqshm.open(path)
+        except seqshm.FormatError:
+            return  # refused at open: fine
+        with r:
+            with pytest.raises(seqshm.SeqshmError) as raised:
+                r.snapshot()
+            assert not isinstance(raised.value, seqshm.FileTruncated), raised.value
+            assert r.state is not seqshm.ChannelState.TRUNCATED
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=False)
