@@ -84,6 +84,16 @@ def _open_region(d: Directory, name: str, path: str
             raise FormatError("neither a regular file nor a seqshm device: open a channel "
                               "under /dev/seqshm or /dev/shm", path)
         h = _core.check_header(header, size, path)
+        if size and st.st_blocks * 512 < h.region_size:
+            # Every writer reserves the whole region before linking the file (create(),
+            # seqshm_wr_create(): posix_fallocate), so holes are another program's file:
+            # reading them would fill the file system page by page (a tmpfs: memory), and a
+            # full one would fault the reader as if the file had shrunk.
+            raise FormatError(
+                f"a sparse file: its region of {h.region_size} bytes has "
+                f"{st.st_blocks * 512} allocated (no seqshm writer leaves holes; reading "
+                "them would fill the file system): not a channel a writer made, have its "
+                "writer create it again", path)
         try:
             m = _core.Mapping(fd, h.region_size, False, h.nr_slots)
         except OSError as e:

@@ -21,21 +21,41 @@ _MAGIC_OFFSET = _core.abi_layout()["header"]["magic"]
 _HEAD_OFFSET = _core.abi_layout()["header"]["head"]
 
 
-def hostile_channel(path: str, dtype: object, shape: tuple[int, ...], *, head: int = 1) -> int:
+def hostile_channel(path: str, dtype: object, shape: tuple[int, ...], *, head: int = 1,
+                    allocate: bool = False) -> int:
     """A channel file as any local user can make one by hand in /dev/shm: a valid header for
     ``dtype`` and ``shape`` over a sparse file (it costs its maker one page of tmpfs whatever
-    payload it claims), ``head`` writes claimed, no writer. Its region size."""
-    header, size = _core.build_header("hostile", 1, shape, element_type(dtype), 0, 0)
-    header = bytearray(header)
+    payload it claims; readers refuse it since 'a sparse file'), or with ``allocate`` over
+    all its pages, as create() leaves it (its maker pays every byte of tmpfs); ``head``
+    writes claimed, no writer. Its region size."""
+    built = _core.build_header("hostile", 1, shape, element_type(dtype), 0, 0)
+    header, size = bytearray(built.to_bytes()), built.region_size
     struct.pack_into("=Q", header, _MAGIC_OFFSET, 0x00216d6873716573)  # SEQSHM_MAGIC
     struct.pack_into("=Q", header, _HEAD_OFFSET, head)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         os.ftruncate(fd, size)  # sparse: no page of the payload is allocated
+        if allocate:
+            os.posix_fallocate(fd, 0, size)
         os.pwrite(fd, bytes(header), 0)
     finally:
         os.close(fd)
     return int(size)
+
+
+def peak_rss_mib(args: list[str]) -> tuple[subprocess.CompletedProcess[bytes], int]:
+    """Run ``python -m seqshm ARGS``: its result and its peak resident memory in MiB."""
+    wrapper = ("import resource, subprocess, sys\n"
+               "done = subprocess.run([sys.executable, '-m', 'seqshm', *sys.argv[1:]],"
+               " capture_output=True)\n"
+               "sys.stdout.buffer.write(done.stdout)\nsys.stderr.buffer.write(done.stderr)\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+               "sys.exit(done.returncode)\n")
+    done = subprocess.run([sys.executable, "-c", wrapper, *args], capture_output=True,
+                          timeout=120, cwd="/")
+    err, _, rss = done.stderr.rstrip(b"\n").rpartition(b"\n")
+    done.stderr = err
+    return done, int(rss) // 1024
 
 
 def allocated(path: str) -> int:
@@ -77,23 +97,18 @@ def test_export_does_not_copy_a_hostile_channels_payload_it_makes_no_series_of(
     good = os.path.join(SHM_DIR, f"{shm_name}-good")
     bad = os.path.join(SHM_DIR, f"{shm_name}-bad")
     hostile_paths.append(bad)
-    hostile_channel(bad, dtype, shape)
+    hostile_channel(bad, dtype, shape, allocate=True)  # sparse ones are refused at open
     with live_channels((good, "good", [7.0])):
-        done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
-                               f"{shm_name}-*"], capture_output=True, timeout=120, cwd="/")
+        done, rss = peak_rss_mib(["export", "--once", f"{shm_name}-*"])
     assert pick(parse(done.stdout), "seqshm_channel_up", channel=good)
-    # the exporter faulted the whole payload in (and copied it into a new array of as much)
-    assert allocated(bad) < 16 * _MIB, (
-        f"export --once copied {allocated(bad) // _MIB} MiB of a channel that makes "
+    # the exporter copied the whole payload into a new array of as much
+    assert rss < _BIG // _MIB, (
+        f"export --once peaked at {rss} MiB over a {_BIG // _MIB} MiB channel that makes "
         f"{'no' if np.dtype(dtype).kind == 'c' else 'one'} series")
 
 
 # -- finding 2 -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 2: `seqshm info` copies the whole payload (reader.read()) only to show "
-    "the write number and time: a sparse 512 GiB channel is a MemoryError traceback, one "
-    "under RAM is copied whole (8 GiB: OOM-killed in a 1 GiB cgroup)"))
 def test_info_of_a_huge_sparse_channel_is_its_header_not_a_memory_error(
         shm_name: str, hostile_paths: list[str]) -> None:
     bad = os.path.join(SHM_DIR, f"{shm_name}-huge")
@@ -103,8 +118,8 @@ def test_info_of_a_huge_sparse_channel_is_its_header_not_a_memory_error(
                           timeout=120, cwd="/")
     err = done.stderr.decode(errors="replace")
     assert "Traceback" not in err and "MemoryError" not in err, err
-    assert done.returncode == 0, err  # the header is valid: info shows it
-    assert b"549755813888" in done.stdout  # its payload size
+    # was a MemoryError traceback; a sparse file is refused at open, by name, saying why
+    assert done.returncode == 2 and bad in err and "a sparse file" in err, err
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -115,12 +130,11 @@ def test_info_and_list_do_not_copy_the_payload(shm_name: str, hostile_paths: lis
                                                command: str) -> None:
     bad = os.path.join(SHM_DIR, f"{shm_name}-big")
     hostile_paths.append(bad)
-    hostile_channel(bad, "<u1", (_BIG,))
+    hostile_channel(bad, "<u1", (_BIG,), allocate=True)  # sparse ones are refused at open
     args = [command, bad] if command == "info" else [command, "--no-rate"]
-    done = subprocess.run([sys.executable, "-m", "seqshm", *args], capture_output=True,
-                          timeout=120, cwd="/")
+    done, rss = peak_rss_mib(args)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
-    assert allocated(bad) < 16 * _MIB, f"{command} copied {allocated(bad) // _MIB} MiB"
+    assert rss < _BIG // _MIB, f"{command} peaked at {rss} MiB: it copied the payload"
 
 
 # -- finding 3 -------------------------------------------------------------------------------
@@ -304,11 +318,9 @@ def test_info_does_not_vouch_for_a_writer_pid_the_header_claims(
 
 # -- finding 6 -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 6: `seqshm watch` and `seqshm record` end in a traceback on a channel "
-    "another user made with a huge sparse payload (watch: numpy's MemoryError from the "
-    "snapshot; record: ValueError 'dimension does not fit into a C int' from row_dtype), "
-    "not a message naming the file"))
+# breaker2 finding 6, held since sparse files are refused at open: `seqshm watch` and
+# `seqshm record` ended in a traceback on a channel another user made with a huge sparse
+# payload (watch: numpy's MemoryError; record: ValueError from row_dtype)
 @pytest.mark.parametrize("command", [["watch", "--count", "1", "--format", "jsonl"],
                                      ["record", "--count", "1", "-o"]], ids=["watch", "record"])
 def test_watch_and_record_refuse_a_huge_hostile_channel_by_name(
@@ -404,7 +416,7 @@ def test_channels_stuck_mid_write_do_not_push_a_scrape_past_prometheus_timeout(
     def stuck_writers() -> None:  # as the other user: live "writers" stopped mid-write
         fds = []
         for path in stuck:
-            hostile_channel(path, "<f8", (1,))
+            hostile_channel(path, "<f8", (1,), allocate=True)  # sparse: refused at once
             fd = os.open(path, os.O_RDWR)
             os.pwrite(fd, struct.pack("=I", 3), _core.SLOTS_OFFSET)  # slot 0's seq odd
             hold_liveness(fd)
@@ -572,12 +584,10 @@ def test_a_file_is_not_shown_as_the_kernels(shm_name: str, hostile_paths: list[s
 
 # -- finding 14 ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 14: a read of a hole in a sparse channel file allocates its page, so a "
-    "reader fills the file system with another user's claimed payload, and on a full tmpfs "
-    "the fault is taken for a truncation: FileTruncated 'the file shrank ...', state "
-    "TRUNCATED, for a file that never shrank (create() reserves every page: a sparse region "
-    "is not what a writer leaves)"))
+# breaker2 finding 14, fixed: a read of a hole in a sparse channel file allocated its page,
+# so a reader filled the file system with another user's claimed payload, and on a full tmpfs
+# the fault was taken for a truncation (FileTruncated, state TRUNCATED, for a file that never
+# shrank). create() reserves every page, so readers now refuse a sparse region at open.
 def test_a_sparse_channel_on_a_full_file_system_is_not_reported_truncated(
         tmp_path: object) -> None:
     import shutil

@@ -23,6 +23,7 @@ import pytest
 from clib import TOOL_SRC, Lib, build, fields_text, parse, spec
 
 import seqshm
+from seqshm import _core
 from seqshm._lifecycle import ChannelState
 
 #: A bound for hangs only, never a speed check.
@@ -681,3 +682,26 @@ def test_writer_stuck_or_dead_mid_write(tool: Tool, shm_path: str) -> None:
     finally:
         if w.p.poll() is None:
             w.kill()
+
+
+def test_c_and_python_readers_refuse_a_sparse_region(tool: Tool, tmp_path: Path,
+                                                     shm_path: str) -> None:
+    """A region with holes is no writer's file (create() and seqshm_wr_create() reserve every
+    page): reading them would fill the file system (on tmpfs, memory), and a full one would
+    fault the reader as if the file had shrunk (breaker2 finding 14). Both readers refuse it
+    at open, by name, with the same reason."""
+    with seqshm.create(shm_path, "f8", (4096,)) as w:
+        w.write(np.ones(4096))
+        data = Path(shm_path).read_bytes()
+    holed = tmp_path / "holed"
+    with open(holed, "wb") as f:
+        f.write(data[:_core.ALIGN * 2])  # the header and the slot lines, then holes
+        f.truncate(len(data))
+    num, msg = tool.error("info", str(holed))
+    assert num == errno.EPROTO and "a sparse file" in msg and str(holed) in msg
+    with pytest.raises(seqshm.FormatError, match="a sparse file") as e:
+        seqshm.open(str(holed))
+    assert str(holed) in str(e.value)
+    holed.write_bytes(data)  # the same bytes, every page allocated: a channel again
+    with seqshm.open(str(holed)) as r:
+        assert r.snapshot().sum() == 4096

@@ -342,6 +342,20 @@ int seqshm_rd_open(struct seqshm_rd **out, const char *path, struct seqshm_err *
 	rc = check_header(&h, size, full, err);
 	if (rc)
 		goto fail_fd;
+	/*
+	 * Every writer reserves the whole region before linking the file (posix_fallocate in
+	 * seqshm_wr_create() and Python's create()): holes are another program's file, and
+	 * reading them would fill the file system page by page (a tmpfs: memory), a full one
+	 * faulting this reader as if the file had shrunk. Python's reader refuses the same.
+	 */
+	if (size && (uint64_t)st.st_blocks * 512 < h.region_size) {
+		rc = seqshm_lib_fail(err, EPROTO, full, "a sparse file: its region of %llu bytes "
+				     "has %llu allocated (no seqshm writer leaves holes; reading them "
+				     "would fill the file system): not a channel a writer made, have "
+				     "its writer create it again", (unsigned long long)h.region_size,
+				     (unsigned long long)st.st_blocks * 512);
+		goto fail_fd;
+	}
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		rc = seqshm_lib_fail(err, ENOMEM, full, "out of memory");
