@@ -68,9 +68,11 @@ class BasicAuth:
 
     bcrypt is slow on purpose (~70 ms at cost 10 and ~260 ms at cost 12 on this project's
     host), so a check is cached: verified (user, password) pairs, and refused ones, are kept
-    under an HMAC of them with a key of this process (the cache holds no password, and its
-    lookup leaks nothing an attacker can use), at most CACHE_SIZE, so a scraper pays bcrypt on
-    its first scrape only. A name that is not a user is checked against a hash of the same
+    under an HMAC of them with a key of this process (the caches hold no password, and their
+    lookup leaks nothing an attacker can use), at most CACHE_SIZE of each, so a scraper pays
+    bcrypt on its first scrape only. The two are apart, so that no number of refusals can push
+    a scraper's verified pair out; a refusal bcrypt made at once (a password over its 72
+    bytes) is not kept at all. A name that is not a user is checked against a hash of the same
     cost, so that the time of an answer does not say which names exist. bcrypt runs one check
     at a time (it releases the GIL): a client sending new wrong passwords costs at most one
     CPU, not all of them, and what it delays is others' first scrapes only."""
@@ -86,7 +88,9 @@ class BasicAuth:
                    default=10)
         self._dummy = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(cost))
         self._key = os.urandom(32)
-        self._cache: OrderedDict[bytes, bool] = OrderedDict()
+        # verified pairs and refused ones, each least recently used first (see the docstring)
+        self._caches: dict[bool, OrderedDict[bytes, None]] = {True: OrderedDict(),
+                                                              False: OrderedDict()}
         self._cache_lock = threading.Lock()
         self._bcrypt_lock = threading.Lock()
 
@@ -111,21 +115,22 @@ class BasicAuth:
         key = hmac.new(self._key, b"%d:%s:%s" % (len(user), user, password),
                        hashlib.sha256).digest()
         with self._cache_lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
+            for verdict, cache in self._caches.items():
+                if key in cache:
+                    cache.move_to_end(key)
+                    return verdict
         hashed = self.users.get(user)
         with self._bcrypt_lock:
             try:
                 ok = self._bcrypt.checkpw(password, hashed or self._dummy)
-            except ValueError:  # a password over bcrypt's 72 bytes, a NUL in it
-                ok = False
+            except ValueError:  # a password over bcrypt's 72 bytes, a NUL in it: no work done,
+                return False    # nothing worth keeping
         ok = ok and hashed is not None
         with self._cache_lock:
-            self._cache[key] = ok
-            if len(self._cache) > self.CACHE_SIZE:
-                self._cache.popitem(last=False)
+            cache = self._caches[ok]
+            cache[key] = None
+            if len(cache) > self.CACHE_SIZE:
+                cache.popitem(last=False)
         return ok
 
 

@@ -139,12 +139,10 @@ def test_info_and_list_do_not_copy_the_payload(shm_name: str, hostile_paths: lis
 
 # -- finding 3 -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 3: a client evicts a scraper's cached credentials without one bcrypt "
-    "check: a password over 72 bytes is refused by bcrypt 5 at once (ValueError) and cached "
-    "as refused, so 1024 of them (~1 s of requests) push the verified pair out of the LRU "
-    "cache; the scraper then waits behind the queued bcrypt checks (docs/security.md: 'a "
-    "scraper whose credentials are cached never waits for it')"))
+# breaker2 finding 3, fixed: a password over bcrypt's 72 bytes is refused by bcrypt 5 at
+# once and was cached as refused, so 1024 of them pushed a scraper's verified pair out of the
+# one LRU cache (the scraper then waited behind queued bcrypt checks). Verified pairs and
+# refusals are now cached apart, and a refusal that cost no bcrypt is not cached.
 def test_cheap_refusals_do_not_evict_a_scrapers_cached_credentials() -> None:
     import bcrypt
     from exporting import basic_auth

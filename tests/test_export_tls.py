@@ -185,7 +185,7 @@ def test_the_credentials_cache_is_bounded() -> None:
     auth.CACHE_SIZE = 8
     for i in range(20):
         assert not auth.check(basic_auth("u", f"guess{i}").encode())
-    assert len(auth._cache) == 8
+    assert len(auth._caches[False]) == 8 and not auth._caches[True]
 
 
 # -- the file ------------------------------------------------------------------------------------
