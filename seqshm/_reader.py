@@ -42,6 +42,26 @@ def _renew_locks_in_child() -> None:
 os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
+def _who_may_read(d: Directory, name: str) -> str:
+    """What to do about a channel this user may not open: a kernel channel's mode is its
+    producer's (module parameters, and the group the seqshm-dkms package's udev rule gives
+    the devices), a file channel's its writer's. The entry itself is looked at (lstat), never
+    what a link there points to."""
+    try:
+        st = os.stat(name, dir_fd=d.fd, follow_symlinks=False)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISCHR(st.st_mode):
+        return (f"this user may not read the kernel channel (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}): its producer sets the mode (0440 lets a "
+                "group read; the module's own channels take cpustat_mode= and "
+                "selftest_mode= at load), and the seqshm-dkms package's udev rule gives the "
+                "devices the group 'seqshm': add this user to it (usermod -aG seqshm USER); "
+                "see module/README.md, 'Giving a group read access'")
+    return ("this user may not read the channel file: run as one its mode lets read, or "
+            "have its writer create it with a wider mode (create(mode=0o644))")
+
+
 def _open_region(d: Directory, name: str, path: str
                  ) -> tuple[int, bool, bool, _core.Header, _core.Mapping]:
     """Open ``name`` in ``d`` (``path`` for messages) read-only, never through a link another
@@ -57,10 +77,7 @@ def _open_region(d: Directory, name: str, path: str
     except PlantedLink:
         raise  # it names the link and says why
     except PermissionError as e:
-        raise PermissionError(
-            e.errno, "this user may not read the channel file: run as one its mode lets "
-            "read, or have its writer create it with a wider mode (create(mode=0o644))",
-            path) from None
+        raise PermissionError(e.errno, _who_may_read(d, name), path) from None
     try:
         st = os.fstat(fd)
         size = 0

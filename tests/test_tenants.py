@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -773,3 +774,29 @@ def test_create_names_the_channel_when_its_directory_is_removed(
     with pytest.raises(FileNotFoundError) as e:
         seqshm.create(path, "f8", 4)
     assert e.value.filename == path and "removed" in str(e.value)
+
+
+def _open_message(path: str) -> str:
+    try:
+        seqshm.open(path)
+    except PermissionError as e:
+        return str(e)
+    return "opened"
+
+
+def test_a_kernel_channel_this_user_may_not_read_gets_the_kernels_advice(
+        other_user: Any, private_dir: str) -> None:
+    """A user who may not open a kernel channel was told to have its writer call
+    create(mode=0o644), a userspace writer's remedy: the device's mode is its producer's and
+    its group the udev rule's, so that is what the message says. A file channel keeps its
+    own advice, and the entry is looked at, never what a link there points to."""
+    d = Path(private_dir)
+    dev = d / "cpustat"
+    os.mknod(dev, 0o400 | stat.S_IFCHR, os.makedev(1, 3))  # a root-only node, as 0400
+    msg = other_user.run(_open_message, str(dev))
+    assert str(dev) in msg and "kernel channel (mode 0400)" in msg and "udev" in msg, msg
+    assert "create(mode=" not in msg, msg
+    with seqshm.create(str(d / "file"), "f8", mode=0o600) as w:
+        w.write(1.0)
+        msg = other_user.run(_open_message, w.path)
+        assert "create(mode=0o644)" in msg and "kernel" not in msg, msg
