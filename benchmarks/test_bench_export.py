@@ -53,7 +53,7 @@ from exporting import (  # noqa: E402
 
 import seqshm  # noqa: E402
 from seqshm import export, telemetry  # noqa: E402
-from seqshm.telemetry import CPUSTAT_DTYPE  # noqa: E402
+from seqshm._cpustat import CPUSTAT_DTYPE, CPUSTAT_FIELDS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GROUP = "export: one scrape of per-CPU times"
@@ -328,7 +328,7 @@ def test_scrape_seqshm_export_every_value_changed(benchmark: Any, scene: Setup,
     pid, url = ours
     writer = scene.writer
     rec = seqshm.snapshot(scene.path)
-    u64 = rec.view(np.uint64).reshape(len(rec), -1)[:, :len(telemetry.CPUSTAT_FIELDS)]
+    u64 = rec.view(np.uint64).reshape(len(rec), -1)[:, :len(CPUSTAT_FIELDS)]
 
     for get_url in scraper(url, connection):
 

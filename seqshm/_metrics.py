@@ -21,10 +21,10 @@ import numpy as np
 
 from seqshm import _core
 from seqshm._api import SEARCH_DIRS, resolve
+from seqshm._cpustat import CPUSTAT_FIELDS, NS_PER_TICK, USER_HZ, is_cpustat
 from seqshm._errors import FileTruncated, ReadTimeout, SeqshmError
 from seqshm._lifecycle import ChannelState
 from seqshm._reader import Reader
-from seqshm.telemetry import CPUSTAT_FIELDS
 
 __all__ = [
     "COUNTER",
@@ -34,18 +34,12 @@ __all__ = [
     "ChannelMetrics",
     "meta_families",
     "metric_name",
-    "USER_HZ",
 ]
 
 log = logging.getLogger("seqshm.export")
 
 COUNTER, GAUGE = "counter", "gauge"
 
-#: /proc/stat's unit, USER_HZ (ticks per second; 100 on every Linux architecture). The kernel
-#: prints nsec_to_clock_t(ns), i.e. ns truncated to whole ticks, and node_exporter (through
-#: prometheus/procfs) divides those ticks by 100.
-USER_HZ = os.sysconf("SC_CLK_TCK")
-_NS_PER_TICK = 1_000_000_000 // USER_HZ
 #: node_exporter's jumpBackSeconds (collector/cpu_linux.go): a CPU whose idle time goes back by
 #: this much or more was unplugged and plugged again, and its counters start over.
 JUMP_BACK_SECONDS = 3.0
@@ -153,17 +147,6 @@ def reader_budget() -> int:
 #: errno values of an open or a map that failed for lack of a resource of this process or
 #: the system, not because of the channel: such a channel is reported unread, not down.
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
-
-
-def is_cpustat(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:
-    """Whether a channel carries the kernel module's cpustat record (one per CPU): the same
-    field names, all unsigned 64-bit, in the same order, and a 1-D shape."""
-    names = dtype.names
-    if (len(shape) != 1 or names is None or "online" not in names
-            or tuple(names[:len(CPUSTAT_FIELDS)]) != CPUSTAT_FIELDS
-            or dtype.itemsize != 8 * len(names)):  # no padding: it reads as a u64 matrix
-        return False
-    return all(dtype.fields[n][0] == np.dtype(np.uint64) for n in names)  # type: ignore[index]
 
 
 def numeric_fields(dtype: np.dtype[Any]) -> list[str | None]:
@@ -687,14 +670,15 @@ class ChannelMetrics:
     def _cpustat_families(self, ch: _Channel, data: np.ndarray) -> list[Family]:
         """node_exporter's cpu collector from a cpustat snapshot: seconds per CPU and mode as
         /proc/stat shows them (ns truncated to USER_HZ ticks, then ticks / USER_HZ, as
-        node_exporter converts them), never below what an earlier collection exported
+        node_exporter, through prometheus/procfs, converts them), never below what an earlier
+        collection exported
         (node_exporter's updateCPUStats: a counter that goes back keeps its old value, and a
         CPU whose idle time went back 3 s or more was re-plugged and starts over). Only online
         CPUs get series, as /proc/stat lists only those; a sum over cpu adds every CPU, as
         /proc/stat's "cpu" line does."""
         # cpustat is all u64: one (cpus, fields) matrix, the 8 modes then guest, guest_nice
         raw = data.view(np.uint64).reshape(len(data), -1)
-        seconds = (raw[:, :len(CPUSTAT_FIELDS)] // np.uint64(_NS_PER_TICK)) / USER_HZ
+        seconds = (raw[:, :len(CPUSTAT_FIELDS)] // np.uint64(NS_PER_TICK)) / USER_HZ
         seen = ch.cpu_seen
         if seen is not None and seen.shape == seconds.shape:
             idle = CPU_MODES.index("idle")

@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 import seqshm
-from seqshm import _cli_record, _core, telemetry
+from seqshm import _cli_record, _core, _cpustat, telemetry
 from seqshm._api import SEARCH_DIRS
 from seqshm._cli_format import (
     age_s,
@@ -787,11 +787,11 @@ def _demo_writer(path: str, rate_hz: float,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_signalled)
-    sample = np.zeros(telemetry.possible_cpus(), telemetry.CPUSTAT_DTYPE)
+    sample = np.zeros(telemetry.possible_cpus(), _cpustat.CPUSTAT_DTYPE)
     period = 1.0 / rate_hz
     try:
-        with seqshm.create(path, telemetry.CPUSTAT_DTYPE, sample.shape,
-                           nr_slots=telemetry.CPUSTAT_SLOTS, name="cpustat",
+        with seqshm.create(path, _cpustat.CPUSTAT_DTYPE, sample.shape,
+                           nr_slots=_cpustat.CPUSTAT_SLOTS, name="cpustat",
                            overwrite=True) as writer:
             try:
                 next_at = checked = time.monotonic()
@@ -867,7 +867,7 @@ def _left_by_a_demo(path: str) -> os.stat_result | None:
     replace), else None."""
     try:
         with seqshm.open(path, timeout=0.1) as r:
-            return _fstat(r) if r.dtype == telemetry.CPUSTAT_DTYPE else None
+            return _fstat(r) if r.dtype == _cpustat.CPUSTAT_DTYPE else None
     except (OSError, seqshm.SeqshmError):
         return None
 

@@ -12,24 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from seqshm import _writer
-
-#: One CPU's record, the same as the kernel module's ``cpustat`` channel: cumulative times in
-#: ns since boot (/proc/stat shows them in USER_HZ ticks), and whether the CPU was online.
-CPUSTAT_FIELDS = (
-    "user_ns",
-    "nice_ns",
-    "system_ns",
-    "idle_ns",
-    "iowait_ns",
-    "irq_ns",
-    "softirq_ns",
-    "steal_ns",
-    "guest_ns",
-    "guest_nice_ns",
-)
-CPUSTAT_DTYPE = np.dtype([(name, np.uint64) for name in CPUSTAT_FIELDS] + [("online", np.uint64)])
-#: Slots of the demo channel: a ring, so a slow reader is never starved by the writer.
-CPUSTAT_SLOTS = 4
+from seqshm._cpustat import CPUSTAT_DTYPE, CPUSTAT_FIELDS, CPUSTAT_SLOTS, NS_PER_TICK
 
 #: The longest single sleep: time.sleep() and Connection.poll() raise OverflowError past about
 #: 292 years, which a rate of 1e-300 Hz or an interval of 1e300 s would ask for.
@@ -52,9 +35,6 @@ class _SharedFlag(Protocol):
     """A multiprocessing Value or RawValue: nonzero means stop."""
 
     value: int
-
-
-_NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
 def possible_cpus() -> int:
@@ -83,7 +63,7 @@ def parse_proc_stat(text: str, out: np.ndarray) -> np.ndarray:
             continue
         rec = out[cpu]
         for field, value in zip(CPUSTAT_FIELDS, values, strict=False):
-            rec[field] = int(value) * _NS_PER_TICK
+            rec[field] = int(value) * NS_PER_TICK
         rec["online"] = 1
     return out
 

@@ -27,7 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import seqshm
 from seqshm import telemetry
-from seqshm._metrics import CPU_MODES, USER_HZ
+from seqshm._cpustat import USER_HZ
+from seqshm._metrics import CPU_MODES
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 #: The Debian packages of the programs the tests start, by program name.

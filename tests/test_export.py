@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import seqshm
 from seqshm import export
-from seqshm._metrics import CPU_MODES, USER_HZ
-from seqshm.telemetry import CPUSTAT_DTYPE, CPUSTAT_FIELDS
+from seqshm._cpustat import CPUSTAT_DTYPE, CPUSTAT_FIELDS, USER_HZ
+from seqshm._metrics import CPU_MODES
 from seqshm.testing import StalledWriter
 
 
