@@ -4,13 +4,10 @@ collection, and the rules that turn a record into counters and gauges (seqshm.ex
 from __future__ import annotations
 
 import errno
-import fnmatch
-import glob
 import logging
 import math
 import os
 import resource
-import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -19,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from seqshm import _core
-from seqshm._api import SEARCH_DIRS, resolve
+from seqshm._api import SEARCH_DIRS, channel_paths, resolve
 from seqshm._cpustat import CPUSTAT_FIELDS, NS_PER_TICK, USER_HZ, is_cpustat
 from seqshm._errors import FileTruncated, ReadTimeout, SeqshmError
 from seqshm._lifecycle import ChannelState
@@ -251,60 +247,6 @@ class _Channel:
             self.reader = None
 
 
-#: _looks_like_channel's verdicts by (path, st_dev, st_ino, st_size, st_mode): a scrape of a
-#: /dev/shm with thousands of files costs a stat per file, not an open, a read and a close.
-_verdicts: dict[tuple[str, int, int, int, int], bool] = {}
-_MAX_VERDICTS = 1 << 16
-
-
-def _looks_like_channel(path: str) -> bool:
-    """Whether ``path`` may be a channel: a character device (the module's), or a regular file
-    that starts with seqshm's magic. Sidecars, temp files and other programs' /dev/shm files
-    are not."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    if stat.S_ISCHR(st.st_mode):
-        return True
-    if not stat.S_ISREG(st.st_mode):
-        return False
-    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mode)
-    verdict = _verdicts.get(key)
-    if verdict is not None:
-        return verdict
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return True  # unreadable: opening it reports why (and no verdict is kept)
-    try:
-        verdict = os.pread(fd, 8, 0) == _core.MAGIC.to_bytes(8, "little")
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    if len(_verdicts) >= _MAX_VERDICTS:
-        _verdicts.clear()
-    _verdicts[key] = verdict
-    return verdict
-
-
-def _matching(pattern: str) -> list[str]:
-    """The paths ``pattern`` (a glob) matches, sorted. Unlike glob.glob, which takes a
-    directory it cannot list for an empty one, raises OSError when it cannot list one (a
-    process out of descriptors must not see an empty /dev/shm)."""
-    directory, base = os.path.split(pattern)
-    if _GLOB_CHARS.intersection(directory):
-        return sorted(glob.glob(pattern))  # globs in directories: glob's walk
-    try:
-        names = os.listdir(directory or ".")
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    if not base.startswith("."):
-        names = [n for n in names if not n.startswith(".")]  # as glob does
-    return sorted(os.path.join(directory, n) for n in fnmatch.filter(names, base))
-
-
 class ChannelMetrics:
     """The metric families of the channels that ``patterns`` name, each collection from one
     snapshot per channel (every series of a channel comes from the same write).
@@ -358,7 +300,7 @@ class ChannelMetrics:
         for pattern in self.patterns:
             if _GLOB_CHARS.intersection(pattern):
                 try:
-                    found = self._matched[pattern] = self._glob(pattern)
+                    found = self._matched[pattern] = channel_paths(pattern)
                 except OSError as e:
                     raise ExportError(f"{pattern!r}: cannot list its directory: "
                                       f"{e.strerror}") from e
@@ -397,16 +339,6 @@ class ChannelMetrics:
 
     # -- selection ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _glob(pattern: str) -> list[str]:
-        """The channels ``pattern`` matches now. Raises OSError if a directory cannot be
-        listed."""
-        if "/" in pattern:
-            candidates = _matching(pattern)
-        else:
-            candidates = [p for d in SEARCH_DIRS for p in _matching(os.path.join(d, pattern))]
-        return [p for p in candidates if _looks_like_channel(p)]
-
     def paths(self) -> list[str]:
         """The channels selected now, in the order of the patterns, each once. A glob whose
         directory cannot be listed now (out of descriptors) keeps its last matches."""
@@ -414,7 +346,7 @@ class ChannelMetrics:
         for pattern in self.patterns:
             if _GLOB_CHARS.intersection(pattern):
                 try:
-                    found = self._glob(pattern)
+                    found = channel_paths(pattern)
                 except OSError as e:
                     found = self._matched.get(pattern, [])
                     if pattern not in self._glob_failed:

@@ -34,7 +34,7 @@ from rich.text import Text
 
 import seqshm
 from seqshm import _cli_record, _core, _cpustat, telemetry
-from seqshm._api import SEARCH_DIRS
+from seqshm._api import SEARCH_DIRS, channel_paths
 from seqshm._cli_format import (
     age_s,
     clock_name,
@@ -51,7 +51,7 @@ from seqshm._cli_format import (
     shown,
     to_json,
 )
-from seqshm._files import PlantedLink, open_dir, open_in
+from seqshm._files import open_dir
 from seqshm._lifecycle import lock_is_free, process_start_time, same_file, writer_holds
 
 DEMO_PATH = "/dev/shm/seqshm-demo-cpustat"
@@ -235,67 +235,9 @@ def info_text(reader: seqshm.Reader) -> str:
 # -- list ----------------------------------------------------------------------------------------
 
 
-def _is_temp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-def _leads_to_a_channel(path: str) -> bool:
-    """Whether ``path``, through whatever links, is a character device or a regular file that
-    starts with seqshm's magic, found without opening a device (O_PATH opens nothing; a regular
-    file is then opened through that very descriptor, so no link swapped in meanwhile counts)."""
-    try:
-        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        mode = os.fstat(pfd).st_mode
-        if stat.S_ISCHR(mode):
-            return True
-        if not stat.S_ISREG(mode):
-            return False
-        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            return os.pread(fd, 8, 0) == _core.MAGIC.to_bytes(8, sys.byteorder)
-        finally:
-            os.close(fd)
-    except OSError:
-        return False
-    finally:
-        os.close(pfd)
-
-
 def _probe(path: str) -> seqshm.Reader | str | None:
-    """A reader of the channel at ``path``, the reason it cannot be read, or None if it is not
-    a seqshm channel at all (nor a file that could be one). The file is opened once, as a
-    reader opens it (never through a link another user planted: that could name a device
-    whose open(2) does something), and what it is is asked of that descriptor: another user
-    may swap files under the name meanwhile."""
-    try:
-        d, name = open_dir(path)
-    except OSError:
-        return None
-    try:
-        fd, _ = open_in(d, name, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
-    except PlantedLink as e:
-        # shown (as a channel that cannot be read) only when it leads to one
-        return e.strerror if _leads_to_a_channel(path) else None
-    except FileNotFoundError:
-        return None  # gone meanwhile
-    except OSError as e:
-        return e.strerror or str(e)
-    finally:
-        d.close()
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISREG(mode):
-            if os.pread(fd, 8, 0) != _core.MAGIC.to_bytes(8, sys.byteorder):
-                return None
-        elif not stat.S_ISCHR(mode):
-            return None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    """A reader of the channel at ``path`` (one of channel_paths()), the reason it cannot be
+    read, or None if it is gone meanwhile."""
     try:
         return seqshm.open(path, timeout=0.1)
     except seqshm.SeqshmError as e:
@@ -304,16 +246,6 @@ def _probe(path: str) -> seqshm.Reader | str | None:
         return None  # gone meanwhile
     except OSError as e:
         return e.strerror or str(e)
-
-
-def _channel_files() -> Iterator[str]:
-    """The paths in the search directories that may be channels (temporaries left out)."""
-    for d in SEARCH_DIRS:
-        try:
-            names = sorted(os.listdir(d))
-        except OSError:
-            continue
-        yield from (os.path.join(d, name) for name in names if not _is_temp(name))
 
 
 def _fstat(reader: seqshm.Reader) -> os.stat_result:
@@ -329,7 +261,7 @@ def _fstat(reader: seqshm.Reader) -> os.stat_result:
 def _heads() -> dict[str, tuple[int, int, int]]:
     """Each readable channel's (st_dev, st_ino, head) now, each reader closed at once."""
     heads = {}
-    for path in _channel_files():
+    for path in channel_paths():
         probe = _probe(path)
         if isinstance(probe, seqshm.Reader):
             with probe as r:
@@ -352,7 +284,7 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
         if heads:
             time.sleep(LIST_RATE_WINDOW_S)
     rows = []
-    for path in _channel_files():
+    for path in channel_paths():
         probe = _probe(path)
         if probe is None:
             continue

@@ -23,7 +23,7 @@ import pytest
 from test_cli import run, writing
 
 import seqshm
-from seqshm import ChannelState, _core, cli
+from seqshm import ChannelState, _api, _core, cli
 from seqshm._writer import _WAITERS, waiters_path
 
 #: Bound on every wait in these tests: a failure, not a hang.
@@ -520,7 +520,7 @@ def test_list_survives_another_users_racing_files(other_user: Any, shared_dir: s
     device swapped in, had list open the device: once in ~700,000 probes here, too rare for
     a test; the fix opens the file once, never through another user's link.)"""
     good = os.path.join(shared_dir, "good")
-    monkeypatch.setattr(cli, "SEARCH_DIRS", (shared_dir,))
+    monkeypatch.setattr(_api, "SEARCH_DIRS", (shared_dir,))
     with seqshm.create(good, "f8", 4):
         churner = other_user.start(_churn, shared_dir, 60.0)
         try:
