@@ -148,11 +148,11 @@ def test_list_on_an_80_column_terminal_fits_and_keeps_rate_and_age(shm_name: str
 def test_permission_denied_says_whose_the_channel_is_and_what_to_do(
     make_path: Callable[[], str],
 ) -> None:
-    from seqshm import cli
+    from seqshm.cli import _base
 
     with seqshm.create(make_path(), np.int64, 2) as w:
         os.chmod(w.path, 0o600)
-        text = cli._error_text(PermissionError(13, "Permission denied", w.path))
+        text = _base.error_text(PermissionError(13, "Permission denied", w.path))
     assert text.startswith(f"{w.path}: Permission denied (mode 0600, owner ")
     assert "run as a user who may read it" in text
 

@@ -24,9 +24,9 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from seqshm._cli_format import printable, shown
 from seqshm._files import Directory, PlantedLink
 from seqshm._types import Sample
+from seqshm.cli._format import printable, shown
 
 #: Extensions ``seqshm record -o`` writes, and whether they need pyarrow.
 FORMATS = {".npy": False, ".npz": False, ".parquet": True, ".arrow": True}
