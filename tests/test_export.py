@@ -39,7 +39,7 @@ def scrape(collector: export.SeqshmCollector) -> bytes:
 
 @pytest.fixture
 def cpustat_channel(shm_path: str) -> Iterator[str]:
-    """The demo's userspace cpustat channel, published at 100 Hz by seqshm.telemetry's
+    """The demo's userspace cpustat channel, published at 100 Hz by seqshm.cli._procstat's
     publisher while the test runs."""
     with cpustat_publisher(shm_path) as path:
         yield path

@@ -19,22 +19,21 @@ from rich.live import Live
 from rich.table import Table
 
 import seqshm
-from seqshm import _cpustat, telemetry
+from seqshm import _cpustat
 from seqshm._files import open_dir
 from seqshm._lifecycle import lock_is_free, same_file, writer_holds
 from seqshm.cli._base import (
     EXIT_OK,
     EXIT_USAGE,
-    MAX_SLEEP_S,
     Failure,
     fstat,
     make_console,
     nonnegative,
     positive,
-    raise_signalled,
     sleep_until,
 )
 from seqshm.cli._format import rate, rate_text, shown
+from seqshm.cli._procstat import cpu_busy_fraction, publish_cpustat
 from seqshm.cli.watch import line
 
 DEMO_PATH = "/dev/shm/seqshm-demo-cpustat"
@@ -93,39 +92,9 @@ def _demo_writer(path: str, rate_hz: float,
     """The demo's writer process: publishes this host's per-CPU times at ``rate_hz`` until
     ``parent`` (the read end of a pipe whose only write end the parent holds) becomes
     readable: the parent closed it, or died, even by SIGKILL, since the kernel closes a dead
-    process's files. Removes its channel on the way out."""
+    process's files. Removes its channel on the way out (also on SIGTERM and SIGHUP)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, raise_signalled)
-    sample = np.zeros(telemetry.possible_cpus(), _cpustat.CPUSTAT_DTYPE)
-    period = 1.0 / rate_hz
-    try:
-        with seqshm.create(path, _cpustat.CPUSTAT_DTYPE, sample.shape,
-                           nr_slots=_cpustat.CPUSTAT_SLOTS, name="cpustat",
-                           overwrite=True) as writer:
-            try:
-                next_at = checked = time.monotonic()
-                while True:
-                    telemetry.read_cpustat(sample)
-                    writer.write(sample)
-                    next_at += period
-                    now = time.monotonic()
-                    if next_at > now:
-                        # wakes at once when the parent goes; a period past what poll()
-                        # takes (--rate 1e-300) is waited in pieces
-                        while (left := next_at - time.monotonic()) > 0:
-                            if parent.poll(min(left, MAX_SLEEP_S)):
-                                return
-                    else:
-                        next_at = now  # fell behind: do not burst to catch up
-                        if now - checked > 0.01:
-                            checked = now
-                            if parent.poll(0):
-                                break
-            finally:
-                writer.close(unlink=True)
-    except KeyboardInterrupt:
-        pass
+    publish_cpustat(path, rate_hz, stop=parent)
 
 
 def _open_written_by(path: str, writer: multiprocessing.process.BaseProcess
@@ -225,7 +194,7 @@ def demo(path: str, rate_hz: float, duration: float, interval: float) -> int:
                     now = time.monotonic()
                     hz = rate(prev, now, reader.seq)
                     prev = (now, reader.seq)
-                    busy = telemetry.cpu_busy_fraction(prev_sample, out)
+                    busy = cpu_busy_fraction(prev_sample, out)
                     prev_sample = out.copy()
                     table = _demo_table(reader, busy, out, hz, now - start, read_ns,
                                         console.width)
