@@ -25,7 +25,7 @@ from test_cli import writing as cli_writing
 
 import seqshm
 from seqshm._types import Sample
-from seqshm.cli import _spool
+from seqshm.cli import _destination, _spool
 
 REC = np.dtype([("a", np.uint32), ("b", np.float64, (2,))])
 MIB = 1 << 20
@@ -231,7 +231,7 @@ def _spooled(tmp_path: Path, ext: str, n: int, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(_spool, "BATCH_BYTES", 3 * row)
     monkeypatch.setattr(_spool, "CHUNK_BYTES", 5 * row)
     out_file = str(tmp_path / f"rec{ext}")
-    with _spool.Destination(out_file) as dest:
+    with _destination.Destination(out_file) as dest:
         spool = _spool.Spool.create(dest, REC, (2,))
         for s in _samples(n):
             spool.append(s)
@@ -392,7 +392,7 @@ def test_a_spool_is_a_valid_npy_after_every_batch(
     row = _spool.row_dtype(REC, (2,)).itemsize
     monkeypatch.setattr(_spool, "BATCH_BYTES", 3 * row)
     samples = _samples(10)
-    with _spool.Destination(str(tmp_path / "r.npz")) as dest:
+    with _destination.Destination(str(tmp_path / "r.npz")) as dest:
         spool = _spool.Spool.create(dest, REC, (2,))
         try:
             assert len(np.load(tmp_path / ".r.npz.recording")) == 0
@@ -435,7 +435,7 @@ def test_a_batch_is_on_disk_before_the_header_claims_it(
 
     monkeypatch.setattr(os, "pwrite", pwrite)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    with _spool.Destination(str(tmp_path / "r.npy")) as dest:
+    with _destination.Destination(str(tmp_path / "r.npy")) as dest:
         spool = _spool.Spool.create(dest, REC, (2,))
         for s in _samples(10):
             spool.append(s)
@@ -458,7 +458,7 @@ def test_a_batch_is_on_disk_before_the_header_claims_it(
 _KILLED_MID_CONVERSION = """
 import os, signal, sys
 import numpy as np
-from seqshm.cli import _spool
+from seqshm.cli import _destination, _spool
 from seqshm._types import Sample
 
 chunks = _spool.Spool._chunks
@@ -471,7 +471,7 @@ def dying(self):
 
 _spool.Spool._chunks = dying
 _spool.CHUNK_BYTES = 1000 * _spool.row_dtype(np.dtype(np.int64), (2,)).itemsize
-with _spool.Destination(sys.argv[1]) as dest:
+with _destination.Destination(sys.argv[1]) as dest:
     spool = _spool.Spool.create(dest, np.dtype(np.int64), (2,))
     for k in range(1, 5001):
         spool.append(Sample(np.array([k, k]), k, 1000 + k, 0))

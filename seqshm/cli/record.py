@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import seqshm
-from seqshm.cli import _spool
+from seqshm.cli import _destination, _spool
 from seqshm.cli._base import (
     CHANNEL_HELP,
     EXIT_OK,
@@ -102,7 +102,7 @@ def _usage(call: Callable[[], Any]) -> Any:
     """``call()``, its refusals of the file asked for turned into usage errors (exit 2)."""
     try:
         return call()
-    except (_spool.FormatUnavailable, _spool.DestinationUnwritable) as e:
+    except (_spool.FormatUnavailable, _destination.DestinationUnwritable) as e:
         raise Failure(str(e), EXIT_USAGE) from None
 
 
@@ -116,7 +116,7 @@ def record(path: str, output: str, count: int | None, duration: float | None,
     the spool holds and exits 1 saying so."""
     ext = _usage(lambda: _spool.output_format(output))
     err = Console(stderr=True, highlight=False, emoji=False)
-    with _usage(lambda: _spool.Destination(output)) as dest:
+    with _usage(lambda: _destination.Destination(output)) as dest:
         _usage(dest.check)
         with open_channel(path, timeout=timeout) as reader:
             _usage(lambda: _spool.check_dtype(ext, reader.dtype))
@@ -202,9 +202,9 @@ def _save(spool: _spool.Spool, ext: str) -> None:
 def recover(output: str) -> int:
     """Save what a recording to ``output`` (or the spool ``output`` names) that did not end
     left in its spool, as ``output``'s format; the spool is removed once that is written."""
-    target = _spool.recovery_target(output)
+    target = _destination.recovery_target(output)
     ext = _usage(lambda: _spool.output_format(target))
-    with _usage(lambda: _spool.Destination(target)) as dest:
+    with _usage(lambda: _destination.Destination(target)) as dest:
         spool = _usage(lambda: _spool.Spool.recover(dest))
         try:
             _usage(lambda: _spool.check_dtype(ext, spool.data_dtype.base))
