@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import seqshm
-from seqshm._lifecycle import process_start_time
+from seqshm._lifecycle import describe_writer, process_start_time
 from seqshm.cli._format import shown
 
 if TYPE_CHECKING:
@@ -98,14 +98,15 @@ def writer_alive(state: seqshm.ChannelState) -> bool:
 
 
 def writer_text(reader: seqshm.Reader) -> str:
-    """Who writes the channel and whether that process still lives (pid and start time, so a
-    reused pid is not taken for the writer)."""
+    """Who writes the channel (the library's words: describe_writer) and whether that process
+    still lives (pid and start time, so a reused pid is not taken for the writer)."""
     h = reader.header
     if not h["writer_pid"]:
         return "kernel"
     start = process_start_time(h["writer_pid"])
     alive = start is not None and (not h["writer_start"] or start == h["writer_start"])
-    return f"pid {h['writer_pid']} ({'running' if alive else 'exited'})"
+    return (f"{describe_writer(h['writer_pid'], h['writer_pidns'])} "
+            f"({'running' if alive else 'exited'})")
 
 
 # -- errors --------------------------------------------------------------------------------------

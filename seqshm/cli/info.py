@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
-import os
-import stat
 from typing import Any
 
 import numpy as np
 
 import seqshm
-from seqshm import _core
 from seqshm.cli._base import (
     CHANNEL_HELP,
     EXIT_OK,
@@ -50,28 +46,6 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _slot_words(reader: seqshm.Reader) -> np.ndarray:
-    """Each slot's (sequence count, write number, timestamp_ns) as the header area holds them
-    now, read without the seqlock (for display: an odd count is a slot mid-write)."""
-    h = reader.header
-    end = _core.SLOTS_OFFSET + 64 * h["nr_slots"]
-    fd = reader._dup()  # the file the reader checked, not what has its name now
-    try:
-        if stat.S_ISCHR(os.fstat(fd).st_mode):
-            length = -(-end // mmap.PAGESIZE) * mmap.PAGESIZE
-            with mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ) as m:
-                raw = m[:end]
-        else:
-            raw = os.pread(fd, end, 0)  # not a mapping: a file that shrinks gives no SIGBUS
-    finally:
-        os.close(fd)
-    if len(raw) < end:
-        raise seqshm.FileTruncated("the file shrank while it was read", reader.path)
-    words = np.frombuffer(raw, np.uint64, offset=_core.SLOTS_OFFSET).reshape(-1, 8)
-    out: np.ndarray = words[:, :3].copy()
-    return out
-
-
 def info_json(reader: seqshm.Reader) -> dict[str, Any]:
     """What ``seqshm info --json`` prints: the layout as validated, and the channel's state."""
     h = reader.header
@@ -82,8 +56,8 @@ def info_json(reader: seqshm.Reader) -> dict[str, Any]:
     except seqshm.ReadTimeout as e:
         writes, timestamp, error = reader.head, 0, e.reason
     state = reader.state
-    words = _slot_words(reader)
-    mid = [int(i) for i in np.flatnonzero(words[:, 0] & 1)]
+    # each slot's count as the engine reads it, without the seqlock: odd is mid-write
+    mid = [i for i, seq in enumerate(reader.slot_seqs()) if seq & 1]
     age = age_s(h["clock_id"], timestamp)
     return {
         "path": reader.path,

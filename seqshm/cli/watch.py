@@ -18,6 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 import seqshm
+from seqshm._lifecycle import end_reason
+from seqshm._lifecycle import writer_text as library_writer_text
 from seqshm.cli._base import (
     CHANNEL_HELP,
     EXIT_OK,
@@ -146,12 +148,12 @@ class _LineWriter:
 
 
 def _ended_reason(reader: seqshm.Reader, state: seqshm.ChannelState) -> str:
-    return {
-        seqshm.ChannelState.CLOSED: "the writer closed the channel",
-        seqshm.ChannelState.WRITER_DIED: "the writer process ended without closing it",
-        seqshm.ChannelState.REPLACED: "a channel of another dtype or shape replaced it",
-        seqshm.ChannelState.REMOVED: "the channel's file was removed",
-    }.get(state, state.value)
+    """Why no more writes will come, in the words of the Reader's ChannelEnded (end_reason);
+    watch reopens, so a replacement it does not move to says why it cannot."""
+    h = reader.header
+    no_follow = reader._no_follow if state is seqshm.ChannelState.REPLACED else None
+    return end_reason(state, library_writer_text(h["writer_pid"], h["writer_pidns"]),
+                      no_follow)
 
 
 _ENDED = (seqshm.ChannelState.CLOSED, seqshm.ChannelState.WRITER_DIED)
