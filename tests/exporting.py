@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import seqshm
 from seqshm._cpustat import USER_HZ
-from seqshm._metrics import CPU_MODES
+from seqshm._families import CPU_MODES
 from seqshm.cli import _procstat
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import seqshm
 from seqshm import export
 from seqshm._cpustat import CPUSTAT_DTYPE, CPUSTAT_FIELDS, USER_HZ
-from seqshm._metrics import CPU_MODES
+from seqshm._families import CPU_MODES
 from seqshm.testing import StalledWriter
 
 

@@ -26,7 +26,7 @@ from exporting import (
 import seqshm
 from seqshm import export
 from seqshm._cpustat import USER_HZ
-from seqshm._metrics import CPU_MODES
+from seqshm._families import CPU_MODES
 
 RATE_HZ = 100.0
 
