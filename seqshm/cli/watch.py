@@ -73,6 +73,7 @@ def _plain_summary(data: np.ndarray) -> str:
 
 
 def line(text: str, style: str = "") -> Text:
+    """One line of a live screen: cut with '…' at the width, never wrapped."""
     return Text(text, style=style, no_wrap=True, overflow="ellipsis")
 
 
