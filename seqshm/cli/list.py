@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import seqshm
-from seqshm._api import SEARCH_DIRS, channel_paths
+from seqshm import _api
 from seqshm.cli._base import EXIT_OK, fstat, make_console, writer_alive
 from seqshm.cli._format import age_s, dtype_text, printable, rate, rate_text, seconds_text, shown
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         con = make_console()
         print(list_text(rows, con.width if con.is_terminal else None))
     else:
-        print(f"seqshm: no channels in {' or '.join(SEARCH_DIRS)}", file=sys.stderr)
+        print(f"seqshm: no channels in {' or '.join(_api.SEARCH_DIRS)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -55,7 +55,7 @@ def _probe(path: str) -> seqshm.Reader | str | None:
 def _heads() -> dict[str, tuple[int, int, int]]:
     """Each readable channel's (st_dev, st_ino, head) now, each reader closed at once."""
     heads = {}
-    for path in channel_paths():
+    for path in _api.channel_paths():
         probe = _probe(path)
         if isinstance(probe, seqshm.Reader):
             with probe as r:
@@ -78,7 +78,7 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
         if heads:
             time.sleep(LIST_RATE_WINDOW_S)
     rows = []
-    for path in channel_paths():
+    for path in _api.channel_paths():
         probe = _probe(path)
         if probe is None:
             continue
