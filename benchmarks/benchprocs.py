@@ -199,11 +199,11 @@ def _socket_writer(sock_path, nbytes, rate_hz, ready, stop, result):
 
 
 def _cpustat_writer(path, rate_hz, ready, stop, result):
-    """The demo's userspace cpustat publisher (seqshm.telemetry.publish_cpustat)."""
+    """The demo's userspace cpustat publisher (seqshm._procstat.publish_cpustat)."""
     import threading
 
     import seqshm
-    from seqshm import telemetry
+    from seqshm.cli import _procstat
 
     def signal_ready():
         while not stop.is_set():
@@ -216,7 +216,7 @@ def _cpustat_writer(path, rate_hz, ready, stop, result):
                 return
 
     threading.Thread(target=signal_ready, daemon=True).start()
-    result.value = telemetry.publish_cpustat(path, rate_hz, stop=stop)
+    result.value = _procstat.publish_cpustat(path, rate_hz, stop=stop)
 
 
 # --- parent side ---------------------------------------------------------------------------

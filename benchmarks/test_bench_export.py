@@ -52,8 +52,9 @@ from exporting import (  # noqa: E402
 )
 
 import seqshm  # noqa: E402
-from seqshm import export, telemetry  # noqa: E402
-from seqshm.telemetry import CPUSTAT_DTYPE  # noqa: E402
+from seqshm import export  # noqa: E402
+from seqshm._cpustat import CPUSTAT_DTYPE, CPUSTAT_FIELDS  # noqa: E402
+from seqshm.cli import _procstat  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GROUP = "export: one scrape of per-CPU times"
@@ -108,14 +109,14 @@ class Setup:
 @pytest.fixture(scope="module", params=[None, 16, 64], ids=["host", "16cpus", "64cpus"])
 def scene(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Setup]:
-    """The host's own CPUs (a cpustat channel written at PUBLISH_HZ by seqshm.telemetry in
+    """The host's own CPUs (a cpustat channel written at PUBLISH_HZ by seqshm.cli._procstat in
     its own process; /proc), or N simulated CPUs (a cpustat channel of N records, the host's
     first CPU's times in each; a procfs with N CPU lines)."""
     cpus: int | None = request.param
     path = shm_path("cpustat")
     if cpus is not None:
         rec = np.zeros(cpus, CPUSTAT_DTYPE)
-        rec[:] = telemetry.read_cpustat()[0]
+        rec[:] = _procstat.read_cpustat()[0]
         rec["online"] = 1
         with seqshm.create(path, CPUSTAT_DTYPE, cpus, name="cpustat") as w:
             w.write(rec)
@@ -126,8 +127,8 @@ def scene(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     if os.path.exists(KERNEL_CPUSTAT):
         yield Setup(f"{os.cpu_count()} CPUs, kernel cpustat", KERNEL_CPUSTAT, "/proc", None)
         return
-    code = ("import sys; from seqshm import telemetry; "
-            "telemetry.publish_cpustat(sys.argv[1], float(sys.argv[2]))")
+    code = ("import sys; from seqshm.cli import _procstat; "
+            "_procstat.publish_cpustat(sys.argv[1], float(sys.argv[2]))")
     proc = subprocess.Popen([sys.executable, "-c", code, path, str(PUBLISH_HZ)], cwd="/")
     try:
         deadline = time.monotonic() + 30
@@ -328,7 +329,7 @@ def test_scrape_seqshm_export_every_value_changed(benchmark: Any, scene: Setup,
     pid, url = ours
     writer = scene.writer
     rec = seqshm.snapshot(scene.path)
-    u64 = rec.view(np.uint64).reshape(len(rec), -1)[:, :len(telemetry.CPUSTAT_FIELDS)]
+    u64 = rec.view(np.uint64).reshape(len(rec), -1)[:, :len(CPUSTAT_FIELDS)]
 
     for get_url in scraper(url, connection):
 

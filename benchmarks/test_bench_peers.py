@@ -12,8 +12,8 @@ seqshm's ``snapshot(out)``. Peers:
 - ``os.preadv`` of a /dev/shm file with no lock at all (a syscall per read; may tear).
 
 And per-CPU telemetry: ``psutil.cpu_times(percpu=True)`` and the demo's own /proc/stat parse
-(``telemetry.read_cpustat``) beside snapshots of the demo's userspace cpustat channel
-(``telemetry.publish_cpustat``).
+(``_procstat.read_cpustat``) beside snapshots of the demo's userspace cpustat channel
+(``_procstat.publish_cpustat``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from benchutil import (
 )
 
 import seqshm
-from seqshm import telemetry
+from seqshm.cli import _procstat
 
 try:
     import psutil
@@ -251,7 +251,7 @@ def test_telemetry(benchmark, cpustat_channel, case):
         "seqshm_snapshot_out": (r.snapshot, (np.empty(r.shape, r.dtype),)),
         "seqshm_oneshot": (seqshm.snapshot, (path,)),
         "psutil_cpu_times_percpu": (psutil and psutil.cpu_times, (True,)),
-        "proc_stat_parse": (telemetry.read_cpustat, (np.zeros(r.shape, r.dtype),)),
+        "proc_stat_parse": (_procstat.read_cpustat, (np.zeros(r.shape, r.dtype),)),
     }[case]
     try:
         benchmark(looped(fn, *args, n=10))

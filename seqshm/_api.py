@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import stat
+import sys
 
 import numpy as np
 
@@ -100,3 +103,103 @@ def snapshot(path: str | os.PathLike[str], *, timeout: float | None = 1.0) -> np
     ``Reader.snapshot()`` raise.
     """
     return _oneshot.snapshot(path, timeout=timeout)
+
+
+# -- channel discovery: which files are channels (seqshm list, the exporter's globs) -------------
+
+#: A channel file's first 8 bytes: SEQSHM_MAGIC in native byte order, as every field of the
+#: region (seqshm.h); a foreign-endian region is no channel here.
+_MAGIC = _core.MAGIC.to_bytes(8, sys.byteorder)
+_GLOB_CHARS = frozenset("*?[")
+#: looks_like_channel's verdicts on regular files by (path, st_dev, st_ino, st_size, st_mode):
+#: an exporter's scrape of a /dev/shm with thousands of files costs a stat per file, not an
+#: open, a read and a close.
+_verdicts: dict[tuple[str, int, int, int, int], bool] = {}
+_MAX_VERDICTS = 1 << 16
+
+
+def looks_like_channel(path: str) -> bool:
+    """Whether ``path``, through whatever links, may be a channel: a character device (the
+    kernel module's) or a regular file that starts with seqshm's magic; one this process may
+    not read counts (opening it says why). Sidecars, temporaries and other programs' files are
+    not. Never opens a device (O_PATH opens nothing; a regular file is then read through that
+    very descriptor, so a file swapped in at the name meanwhile is not the one read), and
+    never raises."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if stat.S_ISCHR(st.st_mode):
+        return True
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    verdict = _verdicts.get((path, st.st_dev, st.st_ino, st.st_size, st.st_mode))
+    if verdict is not None:
+        return verdict
+    try:
+        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return False  # gone meanwhile
+    try:
+        st = os.fstat(pfd)
+        if not stat.S_ISREG(st.st_mode):  # swapped meanwhile: judged as it is now
+            return stat.S_ISCHR(st.st_mode)
+        try:
+            fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return True  # unreadable: opening it reports why (and no verdict is kept)
+        try:
+            verdict = os.pread(fd, 8, 0) == _MAGIC
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(pfd)
+    if len(_verdicts) >= _MAX_VERDICTS:
+        _verdicts.clear()
+    _verdicts[(path, st.st_dev, st.st_ino, st.st_size, st.st_mode)] = verdict
+    return verdict
+
+
+def _matching(pattern: str) -> list[str]:
+    """The paths ``pattern`` (a glob) matches, sorted. Unlike glob.glob, which takes a
+    directory it cannot list for an empty one, raises OSError when it cannot list one (a
+    process out of descriptors must not see an empty /dev/shm)."""
+    directory, base = os.path.split(pattern)
+    if _GLOB_CHARS.intersection(directory):
+        import glob  # only for a glob in a directory's name: not on every import of seqshm
+
+        return sorted(glob.glob(pattern))  # globs in directories: glob's walk
+    try:
+        names = os.listdir(directory or ".")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if not base.startswith("."):
+        names = [n for n in names if not n.startswith(".")]  # as glob does
+    return sorted(os.path.join(directory, n) for n in fnmatch.filter(names, base))
+
+
+def channel_paths(pattern: str | None = None) -> list[str]:
+    """The channels (looks_like_channel) that ``pattern``, a glob, names now: with a '/' it
+    matches paths, without one the names in SEARCH_DIRS (/dev/seqshm's first); as in a shell,
+    a name that starts with '.' only if the pattern's does. Raises OSError when a directory it
+    must list cannot be listed. ``None``: every channel in SEARCH_DIRS, those whose names
+    start with '.' too but not the temporaries ``.NAME.tmp``, a directory that cannot be
+    listed left out (what ``seqshm list`` shows). Sorted within each directory."""
+    if pattern is None:
+        found = []
+        for d in SEARCH_DIRS:
+            try:
+                names = sorted(os.listdir(d))
+            except OSError:
+                continue
+            found += [os.path.join(d, n) for n in names
+                      if not (n.startswith(".") and n.endswith(".tmp"))]
+    elif "/" in pattern:
+        found = _matching(pattern)
+    else:
+        found = [p for d in SEARCH_DIRS for p in _matching(os.path.join(d, pattern))]
+    return [p for p in found if looks_like_channel(p)]

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _float_to_go_string
 
-from seqshm._metrics import COUNTER, Family
+from seqshm._families import COUNTER, Family
 
 __all__ = ["Encoder", "ExpositionCache", "format_values", "to_prometheus"]
 

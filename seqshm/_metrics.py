@@ -1,59 +1,44 @@
 """Channels as metric families: which channels a selection names, one snapshot per channel per
-collection, and the rules that turn a record into counters and gauges (seqshm.export, .otel)."""
+collection, and each channel's values made into the families of seqshm._families (no
+prometheus_client: seqshm.export and seqshm.otel share it)."""
 
 from __future__ import annotations
 
 import errno
-import fnmatch
-import glob
 import logging
 import math
 import os
 import resource
-import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from seqshm import _core
-from seqshm._api import SEARCH_DIRS, resolve
+from seqshm._api import SEARCH_DIRS, channel_paths, resolve
+from seqshm._cpustat import CPUSTAT_FIELDS, NS_PER_TICK, USER_HZ, is_cpustat
 from seqshm._errors import FileTruncated, ReadTimeout, SeqshmError
+from seqshm._families import (
+    COUNTER,
+    CPU_MODES,
+    JUMP_BACK_SECONDS,
+    Family,
+    family_key,
+    field_rule,
+    index_labels,
+    label_value,
+    meta_families,
+    numeric_fields,
+)
 from seqshm._lifecycle import ChannelState
 from seqshm._reader import Reader
-from seqshm.telemetry import CPUSTAT_FIELDS
 
-__all__ = [
-    "COUNTER",
-    "GAUGE",
-    "ExportError",
-    "Family",
-    "ChannelMetrics",
-    "meta_families",
-    "metric_name",
-    "USER_HZ",
-]
+__all__ = ["ChannelMetrics", "ExportError"]
 
 log = logging.getLogger("seqshm.export")
 
-COUNTER, GAUGE = "counter", "gauge"
-
-#: /proc/stat's unit, USER_HZ (ticks per second; 100 on every Linux architecture). The kernel
-#: prints nsec_to_clock_t(ns), i.e. ns truncated to whole ticks, and node_exporter (through
-#: prometheus/procfs) divides those ticks by 100.
-USER_HZ = os.sysconf("SC_CLK_TCK")
-_NS_PER_TICK = 1_000_000_000 // USER_HZ
-#: node_exporter's jumpBackSeconds (collector/cpu_linux.go): a CPU whose idle time goes back by
-#: this much or more was unplugged and plugged again, and its counters start over.
-JUMP_BACK_SECONDS = 3.0
-#: node_exporter's cpu modes, in /proc/stat's column order; cpustat's first eight fields.
-CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-#: Suffixes of field names that give their unit (the convention below), and the factor to
-#: Prometheus's base unit, seconds.
-_TIME_SUFFIXES = {"_ns": 1e-9, "_us": 1e-6, "_ms": 1e-3}
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -61,73 +46,6 @@ class ExportError(SeqshmError):
     """A selection that cannot be exported as asked: a glob that matches no channel, a channel
     with no numeric field, a --sum-over dimension that no selected channel has, an address
     that cannot be listened on. The message says which and what to do."""
-
-
-@dataclass
-class Family:
-    """One metric family: Prometheus ``name`` (counters end in ``_total``) and ``kind``
-    (COUNTER or GAUGE), the OpenTelemetry instrument name ``otel_name`` with its UCUM ``unit``
-    ("s", "1", "{write}", ""), the label names (``otel_labels`` their OpenTelemetry attribute
-    names; those in ``int_labels`` are array indices, integer attributes there), and the
-    samples, every one from the same snapshot of its channel, in ``parts``: blocks of label
-    values (a tuple of label-value tuples, kept by ChannelMetrics from scrape to scrape for a
-    channel of the same geometry, so that seqshm export's exposition knows them again) with
-    their values (a sequence of floats, or a float64 array of as many)."""
-
-    name: str
-    kind: str
-    help: str
-    otel_name: str
-    unit: str
-    labels: tuple[str, ...]
-    otel_labels: tuple[str, ...]
-    int_labels: frozenset[str] = frozenset()
-    parts: list[tuple[Sequence[tuple[str, ...]], Sequence[float] | np.ndarray]] = field(
-        default_factory=list)
-
-    def add(self, rows: Sequence[tuple[str, ...]],
-            values: Sequence[float] | np.ndarray) -> None:
-        """Samples: the label values ``rows`` with ``values``, one each."""
-        self.parts.append((rows, values))
-
-    @property
-    def size(self) -> int:
-        """The number of samples."""
-        return sum(len(rows) for rows, _ in self.parts)
-
-    @property
-    def samples(self) -> list[tuple[tuple[str, ...], float]]:
-        """(label values, value) pairs, value a Python float."""
-        out: list[tuple[tuple[str, ...], float]] = []
-        for rows, values in self.parts:
-            as_floats = values.tolist() if isinstance(values, np.ndarray) else values
-            out.extend(zip(rows, as_floats, strict=True))
-        return out
-
-    @property
-    def prometheus_unit(self) -> str:
-        """The unit prometheus_client writes in OpenMetrics (only a name's own suffix)."""
-        base = self.name.removesuffix("_total")
-        return "seconds" if base.endswith("_seconds") else ""
-
-
-def metric_name(text: str) -> str:
-    """``text`` as a Prometheus metric name part: every character outside [a-zA-Z0-9_] becomes
-    '_' (the data model's rule), and a leading digit gets a '_' before it."""
-    out = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in text)
-    return "_" + out if out[:1].isdigit() else out
-
-
-def label_value(path: str) -> str:
-    """``path`` as a label value: Prometheus's are UTF-8, and a file name is bytes that any
-    local user may choose in /dev/shm. Bytes that are not UTF-8 (os.fsdecode made them lone
-    surrogates) are written as ``\\xNN``: the same name gives the same label at every scrape,
-    and valid UTF-8 is left as it is."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 #: Data series one channel may make (a 1024-CPU cpustat makes 10240): a channel of more, e.g.
@@ -153,58 +71,6 @@ def reader_budget() -> int:
 #: errno values of an open or a map that failed for lack of a resource of this process or
 #: the system, not because of the channel: such a channel is reported unread, not down.
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
-
-
-def is_cpustat(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bool:
-    """Whether a channel carries the kernel module's cpustat record (one per CPU): the same
-    field names, all unsigned 64-bit, in the same order, and a 1-D shape."""
-    names = dtype.names
-    if (len(shape) != 1 or names is None or "online" not in names
-            or tuple(names[:len(CPUSTAT_FIELDS)]) != CPUSTAT_FIELDS
-            or dtype.itemsize != 8 * len(names)):  # no padding: it reads as a u64 matrix
-        return False
-    return all(dtype.fields[n][0] == np.dtype(np.uint64) for n in names)  # type: ignore[index]
-
-
-def numeric_fields(dtype: np.dtype[Any]) -> list[str | None]:
-    """The fields exported of a record (None: the whole element of a plain dtype): booleans,
-    integers and floats, alone or in subarrays. Complex numbers (the one other kind a channel
-    holds) have no Prometheus value and are left out."""
-    if dtype.names is None:
-        return [None] if dtype.base.kind in "biuf" else []
-    return [n for n in dtype.names
-            if dtype.fields[n][0].base.kind in "biuf"]  # type: ignore[index]
-
-
-def _field_rule(channel_name: str, fname: str | None) -> tuple[str, str, str, float]:
-    """The naming convention of a generic channel's field: (family name, kind, OpenTelemetry
-    name, scale). The family is ``seqshm_<channel>_<field>``. A field named ``..._total`` is a
-    counter, every other one a gauge: the record's field names are the only meaning a channel
-    carries, and this is Prometheus's own naming rule (counters end in _total), so a producer
-    says what a field is where it defines it and no mapping file can drift from the record. A
-    time unit suffix before it (``_ns``, ``_us``, ``_ms``) is converted to seconds, the base
-    unit, and named ``_seconds``: ``busy_ns_total`` becomes ``..._busy_seconds_total``."""
-    base = metric_name(channel_name) or "channel"
-    if fname is None:
-        return f"seqshm_{base}", GAUGE, f"seqshm.{base}", 1.0
-    name = metric_name(fname)
-    kind = COUNTER if name.endswith("_total") else GAUGE
-    stem = name.removesuffix("_total")
-    scale = 1.0
-    for suffix, factor in _TIME_SUFFIXES.items():
-        if stem.endswith(suffix):
-            stem, scale = stem.removesuffix(suffix) + "_seconds", factor
-            break
-    full = f"seqshm_{base}_{stem}" + ("_total" if kind == COUNTER else "")
-    return full, kind, f"seqshm.{base}.{stem.removesuffix('_seconds')}", scale
-
-
-def _index_labels(shape: tuple[int, ...]) -> list[tuple[str, ...]]:
-    """Every index of an array of ``shape`` as label values, in C order."""
-    if not shape:
-        return [()]
-    grids = np.indices(shape).reshape(len(shape), -1).T
-    return [tuple(map(str, row)) for row in grids.tolist()]
 
 
 @dataclass
@@ -268,60 +134,6 @@ class _Channel:
             self.reader = None
 
 
-#: _looks_like_channel's verdicts by (path, st_dev, st_ino, st_size, st_mode): a scrape of a
-#: /dev/shm with thousands of files costs a stat per file, not an open, a read and a close.
-_verdicts: dict[tuple[str, int, int, int, int], bool] = {}
-_MAX_VERDICTS = 1 << 16
-
-
-def _looks_like_channel(path: str) -> bool:
-    """Whether ``path`` may be a channel: a character device (the module's), or a regular file
-    that starts with seqshm's magic. Sidecars, temp files and other programs' /dev/shm files
-    are not."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    if stat.S_ISCHR(st.st_mode):
-        return True
-    if not stat.S_ISREG(st.st_mode):
-        return False
-    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mode)
-    verdict = _verdicts.get(key)
-    if verdict is not None:
-        return verdict
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return True  # unreadable: opening it reports why (and no verdict is kept)
-    try:
-        verdict = os.pread(fd, 8, 0) == _core.MAGIC.to_bytes(8, "little")
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    if len(_verdicts) >= _MAX_VERDICTS:
-        _verdicts.clear()
-    _verdicts[key] = verdict
-    return verdict
-
-
-def _matching(pattern: str) -> list[str]:
-    """The paths ``pattern`` (a glob) matches, sorted. Unlike glob.glob, which takes a
-    directory it cannot list for an empty one, raises OSError when it cannot list one (a
-    process out of descriptors must not see an empty /dev/shm)."""
-    directory, base = os.path.split(pattern)
-    if _GLOB_CHARS.intersection(directory):
-        return sorted(glob.glob(pattern))  # globs in directories: glob's walk
-    try:
-        names = os.listdir(directory or ".")
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    if not base.startswith("."):
-        names = [n for n in names if not n.startswith(".")]  # as glob does
-    return sorted(os.path.join(directory, n) for n in fnmatch.filter(names, base))
-
-
 class ChannelMetrics:
     """The metric families of the channels that ``patterns`` name, each collection from one
     snapshot per channel (every series of a channel comes from the same write).
@@ -375,7 +187,7 @@ class ChannelMetrics:
         for pattern in self.patterns:
             if _GLOB_CHARS.intersection(pattern):
                 try:
-                    found = self._matched[pattern] = self._glob(pattern)
+                    found = self._matched[pattern] = channel_paths(pattern)
                 except OSError as e:
                     raise ExportError(f"{pattern!r}: cannot list its directory: "
                                       f"{e.strerror}") from e
@@ -414,16 +226,6 @@ class ChannelMetrics:
 
     # -- selection ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _glob(pattern: str) -> list[str]:
-        """The channels ``pattern`` matches now. Raises OSError if a directory cannot be
-        listed."""
-        if "/" in pattern:
-            candidates = _matching(pattern)
-        else:
-            candidates = [p for d in SEARCH_DIRS for p in _matching(os.path.join(d, pattern))]
-        return [p for p in candidates if _looks_like_channel(p)]
-
     def paths(self) -> list[str]:
         """The channels selected now, in the order of the patterns, each once. A glob whose
         directory cannot be listed now (out of descriptors) keeps its last matches."""
@@ -431,7 +233,7 @@ class ChannelMetrics:
         for pattern in self.patterns:
             if _GLOB_CHARS.intersection(pattern):
                 try:
-                    found = self._glob(pattern)
+                    found = channel_paths(pattern)
                 except OSError as e:
                     found = self._matched.get(pattern, [])
                     if pattern not in self._glob_failed:
@@ -645,7 +447,7 @@ class ChannelMetrics:
         key = (fixed, shape)
         cached = self._label_cache.get(key)
         if cached is None:
-            cached = tuple(fixed + idx for idx in _index_labels(shape))
+            cached = tuple(fixed + idx for idx in index_labels(shape))
             if len(self._label_cache) > 4096:
                 self._label_cache.clear()
             self._label_cache[key] = cached
@@ -664,7 +466,7 @@ class ChannelMetrics:
         fams = []
         dims = layout.dims[:len(reader.shape)]
         for fname in layout.fields:
-            name, kind, otel_name, scale = _field_rule(reader.name or
+            name, kind, otel_name, scale = field_rule(reader.name or
                                                        os.path.basename(reader.path), fname)
             raw = data if fname is None else data[fname]
             sub = raw.shape[len(reader.shape):]
@@ -687,14 +489,15 @@ class ChannelMetrics:
     def _cpustat_families(self, ch: _Channel, data: np.ndarray) -> list[Family]:
         """node_exporter's cpu collector from a cpustat snapshot: seconds per CPU and mode as
         /proc/stat shows them (ns truncated to USER_HZ ticks, then ticks / USER_HZ, as
-        node_exporter converts them), never below what an earlier collection exported
+        node_exporter, through prometheus/procfs, converts them), never below what an earlier
+        collection exported
         (node_exporter's updateCPUStats: a counter that goes back keeps its old value, and a
         CPU whose idle time went back 3 s or more was re-plugged and starts over). Only online
         CPUs get series, as /proc/stat lists only those; a sum over cpu adds every CPU, as
         /proc/stat's "cpu" line does."""
         # cpustat is all u64: one (cpus, fields) matrix, the 8 modes then guest, guest_nice
         raw = data.view(np.uint64).reshape(len(data), -1)
-        seconds = (raw[:, :len(CPUSTAT_FIELDS)] // np.uint64(_NS_PER_TICK)) / USER_HZ
+        seconds = (raw[:, :len(CPUSTAT_FIELDS)] // np.uint64(NS_PER_TICK)) / USER_HZ
         seen = ch.cpu_seen
         if seen is not None and seen.shape == seconds.shape:
             idle = CPU_MODES.index("idle")
@@ -729,42 +532,6 @@ class ChannelMetrics:
                        "system.cpu.guest_time", "s", labels, otel, frozenset({"cpu"}),
                        [(names[1], block[:, len(CPU_MODES):].ravel())])
         return [cpu, guest]
-
-
-def family_key(fam: Family) -> str:
-    """The name a family has in an OpenMetrics exposition: a counter's without ``_total``
-    (prometheus_client strips it, and adds it back to the samples only)."""
-    return fam.name.removesuffix("_total") if fam.kind == COUNTER else fam.name
-
-
-def meta_families() -> list[Family]:
-    """The families every channel has: up, state, writes, the time and age of its write."""
-    ch, och = ("channel",), ("seqshm.channel",)
-    return [
-        Family("seqshm_channel_up", GAUGE,
-               "1 if the channel's writer is alive and a consistent snapshot was taken, else 0 "
-               "(closed, writer died, replaced, truncated, gone, or stuck mid-write).",
-               "seqshm.channel.up", "1", ch, och),
-        Family("seqshm_channel_state", GAUGE,
-               "The channel's state (ChannelState): 1 for the current one, 0 for the others.",
-               "seqshm.channel.state", "1", ("channel", "state"), (*och, "seqshm.state")),
-        Family("seqshm_channel_writes_total", COUNTER,
-               "Writes published to the channel: the write number (seq) of the snapshot the "
-               "other series of this channel come from.",
-               "seqshm.channel.writes", "{write}", ch, och),
-        Family("seqshm_channel_last_write_timestamp_seconds", GAUGE,
-               "Unix time of the snapshot's write (the writer's timestamp on the channel's "
-               "clock, moved to the realtime clock at collection).",
-               "seqshm.channel.last_write.timestamp", "s", ch, och),
-        Family("seqshm_channel_last_write_age_seconds", GAUGE,
-               "Seconds between the snapshot's write and the collection, on the channel's "
-               "clock.", "seqshm.channel.last_write.age", "s", ch, och),
-        Family("seqshm_export_channels_unread", GAUGE,
-               "Channels selected but not read at this scrape for lack of a resource of the "
-               "exporter (reason: EMFILE, ENFILE, ENOMEM): left out of the other series, not "
-               "reported down.", "seqshm.export.channels_unread", "{channel}", ("reason",),
-               ("error.type",)),
-    ]
 
 
 class _Unread(Exception):

@@ -25,7 +25,8 @@ except ImportError as e:  # the core needs no extra; this module does
     raise ImportError(f"seqshm.otel needs opentelemetry-sdk: pip install 'seqshm[export]' "
                       f"({e})") from e
 
-from seqshm._metrics import COUNTER, ChannelMetrics, Family
+from seqshm._families import COUNTER, Family
+from seqshm._metrics import ChannelMetrics
 
 __all__ = ["SeqshmInstruments"]
 

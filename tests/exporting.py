@@ -26,8 +26,9 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 import seqshm
-from seqshm import telemetry
-from seqshm._metrics import CPU_MODES, USER_HZ
+from seqshm._cpustat import USER_HZ
+from seqshm._families import CPU_MODES
+from seqshm.cli import _procstat
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 #: The Debian packages of the programs the tests start, by program name.
@@ -79,10 +80,10 @@ def proc_stat_seconds() -> dict[tuple[str, str], float]:
 
 @contextmanager
 def cpustat_publisher(path: str, rate_hz: float = 100.0) -> Iterator[str]:
-    """The demo's userspace cpustat channel at ``path``, published by seqshm.telemetry in a
+    """The demo's userspace cpustat channel at ``path``, published by seqshm.cli._procstat in a
     thread at ``rate_hz`` until the block ends (then the channel is removed)."""
     stop = threading.Event()
-    t = threading.Thread(target=telemetry.publish_cpustat, args=(path, rate_hz),
+    t = threading.Thread(target=_procstat.publish_cpustat, args=(path, rate_hz),
                          kwargs={"stop": stop}, daemon=True)
     t.start()
     try:

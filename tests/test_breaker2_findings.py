@@ -253,10 +253,9 @@ def _info_writer_line(path: str) -> str:
     return next(line for line in done.stdout.splitlines() if line.startswith("writer"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 5: `seqshm info` says 'writer pid 1 (exited)' (state open) of a live "
-    "writer in another pid namespace: cli._writer_text judges the header's pid against this "
-    "namespace's /proc instead of the liveness lock and describe_writer"))
+# breaker2 finding 5, fixed by the CLI's re-cut (issue 19: the CLI names the writer with the
+# library's describe_writer()): `seqshm info` said 'writer pid 1 (exited)' (state open) of a
+# live writer in another pid namespace.
 def test_info_describes_a_writer_of_another_pid_namespace_truthfully(shm_path: str) -> None:
     import shutil
 
@@ -451,7 +450,7 @@ def test_another_users_cpustat_shaped_channel_does_not_become_the_hosts_node_cpu
 
     from exporting import cpustat_publisher
 
-    from seqshm import telemetry
+    from seqshm.cli import _procstat as telemetry
 
     forged = os.path.join(SHM_DIR, f"{shm_name}-0cpustat")  # sorted before the real one
     hostile_paths.extend([forged, os.path.join(SHM_DIR, f".{shm_name}-0cpustat.waiters")])

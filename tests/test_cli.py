@@ -29,8 +29,8 @@ import pytest
 
 import seqshm
 from seqshm import _core
+from seqshm._cpustat import CPUSTAT_DTYPE
 from seqshm._lifecycle import process_start_time
-from seqshm.telemetry import CPUSTAT_DTYPE
 
 REC = np.dtype([("a", np.uint32), ("b", np.float64, (2,))])
 ENV = {**os.environ, "COLUMNS": "120"}
@@ -565,7 +565,7 @@ def test_demo_replaces_a_channel_left_by_a_killed_demo(make_path: Callable[[], s
     child = subprocess.run(
         [sys.executable, "-c",
          "import os, signal, numpy as np, seqshm\n"
-         "from seqshm.telemetry import CPUSTAT_DTYPE\n"
+         "from seqshm._cpustat import CPUSTAT_DTYPE\n"
          f"w = seqshm.create({path!r}, CPUSTAT_DTYPE, 2)\n"
          "w.write(np.zeros(2, CPUSTAT_DTYPE))\n"
          "os.kill(os.getpid(), signal.SIGKILL)\n"],

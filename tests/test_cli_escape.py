@@ -19,7 +19,7 @@ import pytest
 from test_cli import ENV, terminal_output, writing
 
 import seqshm
-from seqshm._cli_format import printable, shown
+from seqshm.cli._format import printable, shown
 
 #: File names any local user may give a channel: the issue's terminal-title and line-erasing
 #: name, and the other members of its kind. Each is (file name as bytes, what must not reach

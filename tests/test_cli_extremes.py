@@ -38,6 +38,39 @@ def test_demo_with_a_period_too_long_to_sleep_still_runs_and_stops(
     assert not os.path.exists(path)
 
 
+_PUBLISH_SLOWLY = ("import sys; from seqshm.cli._procstat import publish_cpustat; "
+                   "print(publish_cpustat(sys.argv[1], 1e-300), flush=True)")
+
+
+def test_the_cpustat_publisher_at_a_rate_too_low_to_sleep_stops_at_once(
+    make_path: Callable[[], str],
+) -> None:
+    """The one publish loop (the demo's writer, the exporter's tests) ends a pause when told,
+    whatever its period: an Event set, SIGTERM, SIGHUP. Before, publish_cpustat checked both
+    only between writes, after a sleep of up to a day (MAX_SLEEP_S) at --rate 1e-300."""
+    import threading
+
+    from seqshm.cli._procstat import publish_cpustat
+
+    path = make_path()
+    stop = threading.Event()
+    done: list[int] = []
+    t = threading.Thread(target=lambda: done.append(publish_cpustat(path, 1e-300, stop=stop)))
+    t.start()
+    wait_until(lambda: os.path.exists(path))
+    stop.set()
+    t.join(10)
+    assert not t.is_alive() and done == [1] and not os.path.exists(path)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        p = subprocess.Popen([sys.executable, "-c", _PUBLISH_SLOWLY, path], env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: os.path.exists(path))
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=10)
+        assert p.returncode == 0 and out.strip() == "1", err
+        assert not os.path.exists(path)
+
+
 def test_watch_with_an_interval_too_long_to_sleep_waits_for_ctrl_c(
     make_path: Callable[[], str],
 ) -> None:
@@ -148,11 +181,11 @@ def test_list_on_an_80_column_terminal_fits_and_keeps_rate_and_age(shm_name: str
 def test_permission_denied_says_whose_the_channel_is_and_what_to_do(
     make_path: Callable[[], str],
 ) -> None:
-    from seqshm import cli
+    from seqshm.cli import _base
 
     with seqshm.create(make_path(), np.int64, 2) as w:
         os.chmod(w.path, 0o600)
-        text = cli._error_text(PermissionError(13, "Permission denied", w.path))
+        text = _base.error_text(PermissionError(13, "Permission denied", w.path))
     assert text.startswith(f"{w.path}: Permission denied (mode 0600, owner ")
     assert "run as a user who may read it" in text
 

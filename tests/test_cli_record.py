@@ -24,8 +24,8 @@ from test_cli import _run_in_terminal, has_mapped, run, start, wait_until
 from test_cli import writing as cli_writing
 
 import seqshm
-from seqshm import _cli_record
 from seqshm._types import Sample
+from seqshm.cli import _destination, _spool
 
 REC = np.dtype([("a", np.uint32), ("b", np.float64, (2,))])
 MIB = 1 << 20
@@ -227,12 +227,12 @@ def _samples(n: int) -> list[Sample]:
 def _spooled(tmp_path: Path, ext: str, n: int, monkeypatch: pytest.MonkeyPatch) -> str:
     """``n`` writes saved through a Spool whose batches are 3 rows and chunks 5 (so every
     boundary is crossed)."""
-    row = _cli_record.row_dtype(REC, (2,)).itemsize
-    monkeypatch.setattr(_cli_record, "BATCH_BYTES", 3 * row)
-    monkeypatch.setattr(_cli_record, "CHUNK_BYTES", 5 * row)
+    row = _spool.row_dtype(REC, (2,)).itemsize
+    monkeypatch.setattr(_spool, "BATCH_BYTES", 3 * row)
+    monkeypatch.setattr(_spool, "CHUNK_BYTES", 5 * row)
     out_file = str(tmp_path / f"rec{ext}")
-    with _cli_record.Destination(out_file) as dest:
-        spool = _cli_record.Spool.create(dest, REC, (2,))
+    with _destination.Destination(out_file) as dest:
+        spool = _spool.Spool.create(dest, REC, (2,))
         for s in _samples(n):
             spool.append(s)
         spool.save(ext)
@@ -255,7 +255,7 @@ def test_a_spooled_npy_is_what_np_save_writes(
 ) -> None:
     out_file = _spooled(tmp_path, ".npy", n, monkeypatch)
     seq, timestamp_ns, lost, data = _columns(n)
-    expected = np.empty(n, _cli_record.row_dtype(REC, (2,)))
+    expected = np.empty(n, _spool.row_dtype(REC, (2,)))
     expected["seq"], expected["timestamp_ns"], expected["lost"], expected["data"] = (
         seq,
         timestamp_ns,
@@ -292,7 +292,7 @@ def test_a_spooled_arrow_file_holds_the_table_of_the_recording(
         table = pytest.importorskip("pyarrow.parquet").read_table(out_file)
     else:
         table = pa.ipc.open_file(out_file).read_all()
-    expected = _cli_record.arrow_table(*_columns(n))
+    expected = _spool.arrow_table(*_columns(n))
     assert table.schema == expected.schema and table.equals(expected)
     assert os.listdir(tmp_path) == [f"rec{ext}"]
 
@@ -334,17 +334,17 @@ def _as_npy(out_file: str, ext: str) -> np.ndarray:
         return np.load(out_file)
     if ext == ".npz":
         with np.load(out_file) as z:
-            cols = [z[c] for c in _cli_record.COLUMNS]
+            cols = [z[c] for c in _spool.COLUMNS]
     else:
         pa = pytest.importorskip("pyarrow")
         if ext == ".parquet":
             table = pytest.importorskip("pyarrow.parquet").read_table(out_file)
         else:
             table = pa.ipc.open_file(out_file).read_all()
-        cols = [table.column(c).to_numpy() for c in _cli_record.COLUMNS[:3]]
+        cols = [table.column(c).to_numpy() for c in _spool.COLUMNS[:3]]
         cols.append(np.array(table.column("data").to_pylist()))
-    out = np.empty(len(cols[0]), _cli_record.row_dtype(cols[3].dtype, cols[3].shape[1:]))
-    for name, col in zip(_cli_record.COLUMNS, cols, strict=True):
+    out = np.empty(len(cols[0]), _spool.row_dtype(cols[3].dtype, cols[3].shape[1:]))
+    for name, col in zip(_spool.COLUMNS, cols, strict=True):
         out[name] = col
     return out
 
@@ -389,11 +389,11 @@ def test_a_spool_is_a_valid_npy_after_every_batch(
 ) -> None:
     """While recording, np.load() of the spool gives every row of the batches handed to the
     disk: each batch is on disk and claimed by the header before the next is taken."""
-    row = _cli_record.row_dtype(REC, (2,)).itemsize
-    monkeypatch.setattr(_cli_record, "BATCH_BYTES", 3 * row)
+    row = _spool.row_dtype(REC, (2,)).itemsize
+    monkeypatch.setattr(_spool, "BATCH_BYTES", 3 * row)
     samples = _samples(10)
-    with _cli_record.Destination(str(tmp_path / "r.npz")) as dest:
-        spool = _cli_record.Spool.create(dest, REC, (2,))
+    with _destination.Destination(str(tmp_path / "r.npz")) as dest:
+        spool = _spool.Spool.create(dest, REC, (2,))
         try:
             assert len(np.load(tmp_path / ".r.npz.recording")) == 0
             for k, s in enumerate(samples, 1):
@@ -413,11 +413,11 @@ def test_a_batch_is_on_disk_before_the_header_claims_it(
     """What a power cut needs: every pwrite of the header's count comes after an
     fdatasync() of the rows it claims, and is itself followed by one; so the disk never holds
     a header that claims rows it does not hold."""
-    row = _cli_record.row_dtype(REC, (2,)).itemsize
-    monkeypatch.setattr(_cli_record, "BATCH_BYTES", 3 * row)
+    row = _spool.row_dtype(REC, (2,)).itemsize
+    monkeypatch.setattr(_spool, "BATCH_BYTES", 3 * row)
     calls: list[tuple[str, int, int]] = []  # (what, offset, end or rows claimed)
     real_pwrite, real_sync = os.pwrite, os.fdatasync
-    header_len = len(_cli_record.npy_header(_cli_record.row_dtype(REC, (2,)), (0,)))
+    header_len = len(_spool.npy_header(_spool.row_dtype(REC, (2,)), (0,)))
 
     def pwrite(fd: int, data: bytes, offset: int) -> int:
         n = real_pwrite(fd, data, offset)
@@ -435,8 +435,8 @@ def test_a_batch_is_on_disk_before_the_header_claims_it(
 
     monkeypatch.setattr(os, "pwrite", pwrite)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    with _cli_record.Destination(str(tmp_path / "r.npy")) as dest:
-        spool = _cli_record.Spool.create(dest, REC, (2,))
+    with _destination.Destination(str(tmp_path / "r.npy")) as dest:
+        spool = _spool.Spool.create(dest, REC, (2,))
         for s in _samples(10):
             spool.append(s)
         spool.save(".npy")
@@ -458,10 +458,10 @@ def test_a_batch_is_on_disk_before_the_header_claims_it(
 _KILLED_MID_CONVERSION = """
 import os, signal, sys
 import numpy as np
-from seqshm import _cli_record
+from seqshm.cli import _destination, _spool
 from seqshm._types import Sample
 
-chunks = _cli_record.Spool._chunks
+chunks = _spool.Spool._chunks
 
 def dying(self):
     for k, chunk in enumerate(chunks(self)):
@@ -469,10 +469,10 @@ def dying(self):
             os.kill(os.getpid(), signal.SIGKILL)
         yield chunk
 
-_cli_record.Spool._chunks = dying
-_cli_record.CHUNK_BYTES = 1000 * _cli_record.row_dtype(np.dtype(np.int64), (2,)).itemsize
-with _cli_record.Destination(sys.argv[1]) as dest:
-    spool = _cli_record.Spool.create(dest, np.dtype(np.int64), (2,))
+_spool.Spool._chunks = dying
+_spool.CHUNK_BYTES = 1000 * _spool.row_dtype(np.dtype(np.int64), (2,)).itemsize
+with _destination.Destination(sys.argv[1]) as dest:
+    spool = _spool.Spool.create(dest, np.dtype(np.int64), (2,))
     for k in range(1, 5001):
         spool.append(Sample(np.array([k, k]), k, 1000 + k, 0))
     spool.save(os.path.splitext(sys.argv[1])[1])

@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import seqshm
 from seqshm import export
-from seqshm._metrics import CPU_MODES, USER_HZ
-from seqshm.telemetry import CPUSTAT_DTYPE, CPUSTAT_FIELDS
+from seqshm._cpustat import CPUSTAT_DTYPE, CPUSTAT_FIELDS, USER_HZ
+from seqshm._families import CPU_MODES
 from seqshm.testing import StalledWriter
 
 
@@ -39,7 +39,7 @@ def scrape(collector: export.SeqshmCollector) -> bytes:
 
 @pytest.fixture
 def cpustat_channel(shm_path: str) -> Iterator[str]:
-    """The demo's userspace cpustat channel, published at 100 Hz by seqshm.telemetry's
+    """The demo's userspace cpustat channel, published at 100 Hz by seqshm.cli._procstat's
     publisher while the test runs."""
     with cpustat_publisher(shm_path) as path:
         yield path

@@ -24,9 +24,9 @@ from prometheus_client.utils import floatToGoString
 
 import seqshm
 from seqshm import export
+from seqshm._cpustat import CPUSTAT_DTYPE
 from seqshm._exposition import Encoder, ExpositionCache, _Metrics, format_values, to_prometheus
-from seqshm._metrics import COUNTER, Family
-from seqshm.telemetry import CPUSTAT_DTYPE
+from seqshm._families import COUNTER, Family
 
 #: Accept headers of scrapers: none (curl), Prometheus's own (it prefers OpenMetrics), and
 #: each format and escaping prometheus_client's choose_encoder tells apart.

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 import seqshm
 from seqshm import export
-from seqshm.telemetry import CPUSTAT_DTYPE
+from seqshm._cpustat import CPUSTAT_DTYPE
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from exporting import seqshm_exporter
 
 import seqshm
 from seqshm import export
-from seqshm.telemetry import CPUSTAT_DTYPE
+from seqshm._cpustat import CPUSTAT_DTYPE
 
 #: How long the load runs, and the bound on each well-behaved scrape.
 DURATION_S = 8.0

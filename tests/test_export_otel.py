@@ -16,8 +16,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 
 import seqshm
+from seqshm._cpustat import CPUSTAT_DTYPE
 from seqshm.otel import SeqshmInstruments
-from seqshm.telemetry import CPUSTAT_DTYPE
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from exporting import (
 
 import seqshm
 from seqshm import export
-from seqshm._metrics import CPU_MODES, USER_HZ
+from seqshm._cpustat import USER_HZ
+from seqshm._families import CPU_MODES
 
 RATE_HZ = 100.0
 

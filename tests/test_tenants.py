@@ -24,7 +24,9 @@ import pytest
 from test_cli import run, writing
 
 import seqshm
-from seqshm import ChannelState, _core, _sidecar, cli
+from seqshm import ChannelState, _api, _core, _sidecar
+from seqshm.cli import info as cli_info
+from seqshm.cli import list as cli_list
 
 #: Bound on every wait in these tests: a failure, not a hang.
 HANG_GUARD_S = 10.0
@@ -520,7 +522,7 @@ def test_list_survives_another_users_racing_files(other_user: Any, shared_dir: s
     device swapped in, had list open the device: once in ~700,000 probes here, too rare for
     a test; the fix opens the file once, never through another user's link.)"""
     good = os.path.join(shared_dir, "good")
-    monkeypatch.setattr(cli, "SEARCH_DIRS", (shared_dir,))
+    monkeypatch.setattr(_api, "SEARCH_DIRS", (shared_dir,))
     with seqshm.create(good, "f8", 4):
         churner = other_user.start(_churn, shared_dir, 60.0)
         try:
@@ -529,7 +531,7 @@ def test_list_survives_another_users_racing_files(other_user: Any, shared_dir: s
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             for _ in range(400):
-                rows = cli.list_channels(with_rate=False)
+                rows = cli_list.list_channels(with_rate=False)
                 assert good in [r["path"] for r in rows]
         finally:
             churner.kill()
@@ -572,7 +574,7 @@ def test_info_reads_the_file_it_opened(other_user: Any, shared_dir: str, private
             other_user.run(_swap_in_fifo, path)
         else:
             other_user.run(_swap_in_link, secret, path)
-        j = cli.info_json(r)
+        j = cli_info.info_json(r)
     assert j["mid_write_slots"] == [] and j["writes"] == 1
 
 

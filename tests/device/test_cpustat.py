@@ -1,4 +1,5 @@
-"""The cpustat channel holds the numbers /proc/stat shows, in ns, and moves the same way."""
+"""The cpustat channel holds the numbers /proc/stat shows, in ns, and moves the same way; its
+record is the one userspace states (seqshm._cpustat), which the exporter recognises."""
 
 import os
 import time
@@ -10,8 +11,10 @@ if not os.path.isdir("/dev/seqshm"):
     pytest.skip("no /dev/seqshm: the seqshm module is not loaded here (runs in the VM)",
                 allow_module_level=True)
 
-FIELDS = ["user_ns", "nice_ns", "system_ns", "idle_ns", "iowait_ns", "irq_ns", "softirq_ns",
-          "steal_ns", "guest_ns", "guest_nice_ns"]
+import seqshm  # noqa: E402  (after the skip: the package is needed from here on)
+from seqshm._cpustat import CPUSTAT_DTYPE, CPUSTAT_FIELDS, is_cpustat  # noqa: E402
+
+FIELDS = list(CPUSTAT_FIELDS)
 # /proc/stat prints USER_HZ ticks; USER_HZ is 100 on every architecture Linux runs on.
 NS_PER_TICK = 10**9 // os.sysconf("SC_CLK_TCK")
 
@@ -39,6 +42,17 @@ def cpustat(dev):
     with dev.mapped(dev.CPUSTAT) as (fd, _m, h):
         yield fd, h
     dev.write_param("cpustat_hz", old)
+
+
+def test_the_kernels_record_is_the_one_userspace_states(dev) -> None:
+    """struct seqshm_cpustat (module/seqshm_cpustat.c) and seqshm._cpustat are the same
+    record: a field added, renamed or moved there fails here, instead of turning the
+    exporter's node_cpu_seconds_total into generic gauges without a word."""
+    with dev.mapped(dev.CPUSTAT) as (_fd, _m, h):
+        assert dev.element_dtype(h) == CPUSTAT_DTYPE  # the header as the tests decode it
+    with seqshm.open(dev.CPUSTAT) as r:  # and as a reader (the exporter's) builds it
+        assert r.dtype == CPUSTAT_DTYPE
+        assert is_cpustat(r.dtype, r.shape), (r.dtype, r.shape)
 
 
 def test_online_cpus_are_marked(dev, cpustat):

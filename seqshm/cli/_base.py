@@ -1,0 +1,199 @@
+"""What every command shares: exit statuses, the errors they report and how, opening a channel
+argument, argparse's number types, and sleeping until a deadline however far."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import grp
+import math
+import os
+import pwd
+import stat
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import seqshm
+from seqshm._lifecycle import describe_writer, process_start_time
+from seqshm.cli._format import shown
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EPILOG = """\
+A channel is a path (a /dev/seqshm device or a file) or a bare NAME, looked up in /dev/seqshm,
+then /dev/shm (never in the current directory: write ./NAME for a file here).
+
+exit status:
+  0    success (watch and record: also when the channel ended)
+  1    runtime error: a read timed out (a writer stuck mid-write), another writer holds
+       the channel, an I/O error
+  2    usage error, no such channel, permission denied, not a seqshm channel
+  130  interrupted by Ctrl-C (record still writes what it recorded); 128+N on signal N
+       (SIGTERM 143, SIGHUP 129, 141 when the output pipe closed)
+"""
+
+#: What a CHANNEL argument is, as each command's --help says it.
+CHANNEL_HELP = "channel: a path, or a NAME in /dev/seqshm or /dev/shm"
+
+
+class Failure(Exception):
+    """An error the command line reports as one line on stderr, with its exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stop as on Ctrl-C (every cleanup runs), exit 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_signalled(signum: int, frame: object) -> None:
+    raise Signalled(signum)
+
+
+def make_console() -> Console:
+    from rich.console import Console  # the command's, when it prints: not at import
+
+    # no emoji: a channel named ":fire:" is shown as written (markup: channel text is given
+    # to rich as Text, or with markup=False)
+    return Console(highlight=False, emoji=False)
+
+
+# -- channels ------------------------------------------------------------------------------------
+
+
+def resolve(name: str) -> str:
+    """The file a channel argument names (seqshm.resolve: never the current directory)."""
+    try:
+        return seqshm.resolve(name)
+    except FileNotFoundError as e:
+        raise Failure(e.strerror or str(e), EXIT_USAGE) from None
+
+
+def open_channel(name: str, **kwargs: Any) -> seqshm.Reader:
+    return seqshm.open(resolve(name), **kwargs)
+
+
+def fstat(reader: seqshm.Reader) -> os.stat_result:
+    """The stat of the file ``reader`` has open (not of its path: another user's file may be
+    gone, or another one, by now)."""
+    fd = reader._dup()
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def writer_alive(state: seqshm.ChannelState) -> bool:
+    return state in (seqshm.ChannelState.OPEN, seqshm.ChannelState.REMOVED)
+
+
+def writer_text(reader: seqshm.Reader) -> str:
+    """Who writes the channel (the library's words: describe_writer) and whether that process
+    still lives (pid and start time, so a reused pid is not taken for the writer)."""
+    h = reader.header
+    if not h["writer_pid"]:
+        return "kernel"
+    start = process_start_time(h["writer_pid"])
+    alive = start is not None and (not h["writer_start"] or start == h["writer_start"])
+    return (f"{describe_writer(h['writer_pid'], h['writer_pidns'])} "
+            f"({'running' if alive else 'exited'})")
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def _who_may_read(path: str) -> str:
+    """What to do about a channel this user may not read: whose it is and its mode."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "(run as a user who may read it)"
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return (f"(mode {stat.S_IMODE(st.st_mode):04o}, owner {owner}, group {group}): run as a "
+            "user who may read it, or have its writer make it readable (chmod, or a umask)")
+
+
+#: Errors of a write that names no file: the standard output's (print() says no name).
+_OUTPUT_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO))
+
+
+def error_text(e: BaseException) -> str:
+    """The one line that says what went wrong, the file it names escaped (shown()); main()
+    passes it through printable() too, for a name a library put into its message."""
+    if isinstance(e, seqshm.SeqshmError) and e.path:
+        return f"{shown(e.path)}: {e.reason}"
+    if isinstance(e, OSError) and not isinstance(e, seqshm.SeqshmError):
+        if isinstance(e, PermissionError) and e.filename:
+            name = os.fsdecode(e.filename)
+            return f"{shown(name)}: {e.strerror} {_who_may_read(name)}"
+        if e.filename:
+            return f"{shown(os.fsdecode(e.filename))}: {e.strerror}"
+        if e.errno in _OUTPUT_ERRNOS:  # no file named: our stdout (> /dev/full, a full disk)
+            return f"cannot write the output: {e.strerror}"
+        if e.strerror:
+            return e.strerror
+    return str(e)
+
+
+# -- arguments -----------------------------------------------------------------------------------
+
+
+def _number(minimum: float, strict: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number > (or >=) ``minimum``; argparse names the option."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"{text} is not {'>' if strict else '>='} {minimum:g}")
+        return value
+    return parse
+
+
+positive = _number(0, strict=True)
+nonnegative = _number(0, strict=False)
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 1")
+    return value
+
+
+# -- time ----------------------------------------------------------------------------------------
+
+#: The longest single sleep: time.sleep() and Connection.poll() raise OverflowError past about
+#: 292 years, which a rate of 1e-300 Hz or an interval of 1e300 s would ask for.
+MAX_SLEEP_S = 86400.0
+
+
+def sleep_until(deadline: float) -> None:
+    """Sleep until time.monotonic() reaches ``deadline``, however far away."""
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, MAX_SLEEP_S))
