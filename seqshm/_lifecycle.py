@@ -126,10 +126,11 @@ def describe_writer(pid: int, pidns: int) -> str:
     return f"pid {pid}"
 
 
-def writer_text(pid: int, pidns: int) -> str:
-    """Who writes a channel, as a Reader's messages name it: "the kernel" for a device (a
-    header whose writer_pid is 0), else "writer " and describe_writer()'s words."""
-    if not pid:
+def writer_text(pid: int, pidns: int, device: bool) -> str:
+    """Who writes a channel, as a Reader's messages name it: "the kernel" for a device, else
+    "writer " and describe_writer()'s words. Only a device is the kernel's: a file's header
+    saying writer_pid 0 is a file someone made by hand, not the kernel's."""
+    if device:
         return "the kernel"
     return "writer " + describe_writer(pid, pidns)
 

@@ -270,7 +270,7 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
 
     def _writer_text(self) -> str:
         h = self.header
-        return writer_text(0 if self._device else h.writer_pid, h.writer_pidns)
+        return writer_text(h.writer_pid, h.writer_pidns, self._device)
 
     def _ended_error(self, state: ChannelState) -> ChannelEnded:
         no_follow = self._no_follow if self._follow_path else None

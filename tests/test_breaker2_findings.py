@@ -279,10 +279,9 @@ def test_info_describes_a_writer_of_another_pid_namespace_truthfully(shm_path: s
     assert "namespace" in line, f"pid 1 of another namespace shown as this one's: {line!r}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 5: a channel another user made by hand, claiming writer pid 1 and its "
-    "start time, is shown by root's `seqshm info` as 'writer pid 1 (running)': the header's "
-    "pid is taken as fact (an operator restarting the channel kills the pid shown)"))
+# breaker2 finding 5, fixed: a channel another user made by hand, claiming writer pid 1 and
+# its start time, was shown by root's `seqshm info` as 'writer pid 1 (running)': the pid is now
+# given as the file's claim with the file's owner, and liveness is the lock's to say.
 def test_info_does_not_vouch_for_a_writer_pid_the_header_claims(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
     import time
@@ -295,7 +294,7 @@ def test_info_does_not_vouch_for_a_writer_pid_the_header_claims(
     init_start = process_start_time(1) or 0
 
     def liar() -> None:  # as the other user: a live "writer" that says it is pid 1
-        hostile_channel(path, "<f8", (4,))
+        hostile_channel(path, "<f8", (4,), allocate=True)
         fd = os.open(path, os.O_RDWR)
         os.pwrite(fd, struct.pack("=I", 1), layout["writer_pid"])
         os.pwrite(fd, struct.pack("=Q", init_start), layout["writer_start"])
@@ -480,12 +479,9 @@ def test_another_users_cpustat_shaped_channel_does_not_become_the_hosts_node_cpu
 
 # -- finding 11 ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 11: a PlantedLink is a PermissionError, so cli._error_text appends "
-    "_who_may_read(), which os.stat()s the path through the very link that was refused: "
-    "root's `seqshm info` on another user's link to a root file of mode 0640 says '(mode "
-    "0640, owner root, ...): ... have its writer make it readable (chmod ...)', describing the "
-    "target another user chose as the channel, and advising a chmod that follows the link"))
+# breaker2 finding 11, fixed: a PlantedLink is a PermissionError, so the CLI appended its
+# "who may read it" hint, which os.stat()ed the path through the very link it had refused,
+# describing the target another user chose and advising a chmod that follows the link.
 def test_the_message_about_a_planted_link_does_not_describe_its_target(
         shm_name: str, hostile_paths: list[str], tmp_path: object, other_user: object) -> None:
     target = os.path.join(str(tmp_path), "secret")
@@ -567,14 +563,12 @@ def test_a_squatters_family_does_not_push_the_real_channels_data_out(
     assert sorted(values.values()) == [20.0, 21.0, 22.0, 23.0], done.stderr.decode()[-500:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 5: a regular file in /dev/shm whose header says writer_pid 0 is shown "
-    "as written by 'kernel' (info, list, and the reader's ChannelEnded messages): only a "
-    "device is the kernel's, whatever a file's header says"))
+# breaker2 finding 5, fixed: a regular file whose header says writer_pid 0 was shown as
+# written by 'kernel' (info, list, the reader's ChannelEnded): only a device is the kernel's.
 def test_a_file_is_not_shown_as_the_kernels(shm_name: str, hostile_paths: list[str]) -> None:
     bad = os.path.join(SHM_DIR, f"{shm_name}-fake-kernel")
     hostile_paths.append(bad)
-    hostile_channel(bad, "<f8", (4,))  # writer_pid 0, as the kernel's devices have
+    hostile_channel(bad, "<f8", (4,), allocate=True)  # writer_pid 0, as the kernel's devices
     line = _info_writer_line(bad)
     assert "kernel" not in line, f"a file in {SHM_DIR} shown as the kernel's: {line!r}"
 

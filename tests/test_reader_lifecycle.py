@@ -350,8 +350,9 @@ def test_the_readers_end_messages_are_lifecycles_words(shm_path: str) -> None:
     the same words: _lifecycle.writer_text() and end_reason(), one home for both."""
     from seqshm._lifecycle import end_reason, writer_text
 
-    assert writer_text(0, 0) == "the kernel"
-    assert writer_text(42, 0) == "writer pid 42"
+    assert writer_text(0, 0, device=True) == "the kernel"
+    assert writer_text(0, 0, device=False) == "writer pid 0"  # a file: never the kernel
+    assert writer_text(42, 0, device=False) == "writer pid 42"
     assert end_reason(ChannelState.CLOSED, "writer pid 42") == (
         "the channel was closed by writer pid 42")
     assert end_reason(ChannelState.WRITER_DIED, "writer pid 42") == (

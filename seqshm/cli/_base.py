@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import seqshm
-from seqshm._lifecycle import describe_writer, process_start_time
+from seqshm._files import PlantedLink
+from seqshm._lifecycle import describe_writer
 from seqshm.cli._format import shown
 
 if TYPE_CHECKING:
@@ -98,26 +99,35 @@ def writer_alive(state: seqshm.ChannelState) -> bool:
 
 
 def writer_text(reader: seqshm.Reader) -> str:
-    """Who writes the channel (the library's words: describe_writer) and whether that process
-    still lives (pid and start time, so a reused pid is not taken for the writer)."""
-    h = reader.header
-    if not h["writer_pid"]:
+    """Who writes the channel: the kernel for a device; for a file, the writer's pid in the
+    library's words (describe_writer) as the file's header claims it, whether a writer lives
+    as its liveness lock says (the channel's state, never a lookup of that pid: any process
+    that may write the file may write any pid there), and the file's owner, who made it."""
+    st = fstat(reader)
+    if stat.S_ISCHR(st.st_mode):
         return "kernel"
-    start = process_start_time(h["writer_pid"])
-    alive = start is not None and (not h["writer_start"] or start == h["writer_start"])
-    return (f"{describe_writer(h['writer_pid'], h['writer_pidns'])} "
-            f"({'running' if alive else 'exited'})")
+    h = reader.header
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    return (f"{describe_writer(h['writer_pid'], h['writer_pidns'])} as the file says (owner "
+            f"{owner}) ({'running' if writer_alive(reader.state) else 'exited'})")
 
 
 # -- errors --------------------------------------------------------------------------------------
 
 
 def _who_may_read(path: str) -> str:
-    """What to do about a channel this user may not read: whose it is and its mode."""
+    """What to do about a channel this user may not read: whose it is and its mode. The entry
+    at ``path`` is described (lstat), never what a link there points to: a link another user
+    planted is refused, not followed, and its target is none of this user's business."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError:
         return "(run as a user who may read it)"
+    if stat.S_ISLNK(st.st_mode):
+        return "(a symbolic link: give the real path of the channel)"
     try:
         owner = pwd.getpwuid(st.st_uid).pw_name
     except KeyError:
@@ -140,6 +150,8 @@ def error_text(e: BaseException) -> str:
     if isinstance(e, seqshm.SeqshmError) and e.path:
         return f"{shown(e.path)}: {e.reason}"
     if isinstance(e, OSError) and not isinstance(e, seqshm.SeqshmError):
+        if isinstance(e, PlantedLink) and e.filename:  # its message says why and what to do
+            return f"{shown(os.fsdecode(e.filename))}: {e.strerror}"
         if isinstance(e, PermissionError) and e.filename:
             name = os.fsdecode(e.filename)
             return f"{shown(name)}: {e.strerror} {_who_may_read(name)}"

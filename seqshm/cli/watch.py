@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import stat
 import sys
 import time
 from typing import Any, TextIO
@@ -24,6 +25,7 @@ from seqshm.cli._base import (
     CHANNEL_HELP,
     EXIT_OK,
     at_least_one,
+    fstat,
     make_console,
     nonnegative,
     open_channel,
@@ -153,7 +155,8 @@ def _ended_reason(reader: seqshm.Reader, state: seqshm.ChannelState) -> str:
     watch reopens, so a replacement it does not move to says why it cannot."""
     h = reader.header
     no_follow = reader._no_follow if state is seqshm.ChannelState.REPLACED else None
-    return end_reason(state, library_writer_text(h["writer_pid"], h["writer_pidns"]),
+    device = stat.S_ISCHR(fstat(reader).st_mode)
+    return end_reason(state, library_writer_text(h["writer_pid"], h["writer_pidns"], device),
                       no_follow)
 
 
