@@ -94,6 +94,19 @@ def fstat(reader: seqshm.Reader) -> os.stat_result:
         os.close(fd)
 
 
+def newest_write(reader: seqshm.Reader) -> tuple[int, int]:
+    """The newest write's number and CLOCK_MONOTONIC timestamp (ns), read under the seqlock
+    through begin()/validate() without copying the payload (a channel may hold gigabytes,
+    and a command that shows a write number must not cost a copy of them). Raises ReadTimeout
+    as read() does when the newest slot stays mid-write; a writer that overwrote the slot
+    at every one of 1000 looks gives (head, 0): no timestamp to show."""
+    for _ in range(1000):
+        token = reader.begin()
+        if reader.validate(token):
+            return reader.seq, reader.timestamp_ns
+    return reader.head, 0
+
+
 def writer_alive(state: seqshm.ChannelState) -> bool:
     return state in (seqshm.ChannelState.OPEN, seqshm.ChannelState.REMOVED)
 

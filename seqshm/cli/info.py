@@ -13,6 +13,7 @@ from seqshm.cli._base import (
     CHANNEL_HELP,
     EXIT_OK,
     make_console,
+    newest_write,
     nonnegative,
     open_channel,
     writer_alive,
@@ -51,8 +52,7 @@ def info_json(reader: seqshm.Reader) -> dict[str, Any]:
     h = reader.header
     error = None
     try:
-        snap = reader.read()
-        writes, timestamp = snap.seq, snap.timestamp_ns
+        writes, timestamp = newest_write(reader)
     except seqshm.ReadTimeout as e:
         writes, timestamp, error = reader.head, 0, e.reason
     state = reader.state

@@ -12,7 +12,7 @@ from typing import Any
 
 import seqshm
 from seqshm import _api
-from seqshm.cli._base import EXIT_OK, fstat, make_console, writer_alive
+from seqshm.cli._base import EXIT_OK, fstat, make_console, newest_write, writer_alive
 from seqshm.cli._format import age_s, dtype_text, printable, rate, rate_text, seconds_text, shown
 
 #: How long ``list`` watches the heads to tell each channel's write rate.
@@ -98,7 +98,7 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
                 row["rate_hz"] = rate((t0, before[2]), time.monotonic(), head)
             try:
                 try:
-                    timestamp, row["stuck"] = r.read().timestamp_ns, False
+                    timestamp, row["stuck"] = newest_write(r)[1], False
                 except seqshm.ReadTimeout:
                     timestamp, row["stuck"] = 0, True
                 state = r.state
