@@ -486,6 +486,39 @@ rd_snapshot_slow(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sampl
 }
 
 /*
+ * The racing copy of the payloads of a few KiB on x86-64 (rd_snapshot_pick() says which):
+ * rep movsb inline, where glibc's memcpy for these sizes (above its rep_movsb_threshold)
+ * also ends in rep movsb, after a call and its own checks. Measured at 4 KiB (EPYC Zen 5):
+ * the seqlock around a call of memcpy cost 3-5 ns more than the bare memcpy, around rep movsb
+ * nothing; rep movsb alone is as fast as memcpy from 4 KiB to 256 KiB and slower below
+ * (9.9 vs 2.7 ns at 256 B, 23.6 vs 18.7 ns at 2 KiB: its start-up cost). Like the memcpy of
+ * seqshm_copy_from_slot(), it is one opaque copy between the acquire load of seq and the
+ * read barrier: the asm's memory clobber keeps the compiler from moving any access across it.
+ */
+#if defined(__x86_64__)
+#include <cpuid.h>
+#define RD_REP_MIN	4096u
+#define RD_REP_MAX	(256u * 1024)
+
+static inline __attribute__((always_inline)) void rd_copy_rep_movsb(void *dst, const void *src,
+								     size_t n)
+{
+	__asm__ __volatile__("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
+/* Whether the CPU has enhanced rep movsb (ERMS: CPUID leaf 7, EBX bit 9), which glibc also
+ * requires before it copies with rep movsb. */
+static int rd_cpu_has_erms(void)
+{
+	unsigned int a, b, c, d;
+
+	return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 9));
+}
+#else
+#define rd_copy_rep_movsb(dst, src, n)	seqshm_copy_from_slot((dst), (src), (n))
+#endif
+
+/*
  * One attempt of the snapshot's fast path, seqshm_read_once() taken apart into the shared
  * steps so that the racing copy's size @n can be a constant (for the small payloads most
  * channels have, the copy inlines into a few moves instead of a call into libc) and a
@@ -500,7 +533,7 @@ rd_snapshot_slow(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sampl
  */
 static inline __attribute__((always_inline)) int
 rd_snapshot_fast(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
-		 uint64_t timeout_ns, struct seqshm_err *err, __u64 n, int one_slot)
+		 uint64_t timeout_ns, struct seqshm_err *err, __u64 n, int one_slot, int rep)
 {
 	struct seqshm_geometry g = r->r.g;
 	struct seqshm_meta meta;
@@ -516,7 +549,10 @@ rd_snapshot_fast(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sampl
 	}
 	seq = seqshm_read_begin(&g, slot);
 	if (seqshm_likely(!(seq & 1))) {
-		seqshm_copy_from_slot(buf, seqshm_slot_payload(&g, slot), n);
+		if (rep)
+			rd_copy_rep_movsb(buf, seqshm_slot_payload(&g, slot), n);
+		else
+			seqshm_copy_from_slot(buf, seqshm_slot_payload(&g, slot), n);
 		seqshm_read_meta(&g, slot, &meta);
 		if (seqshm_likely(!seqshm_read_retry(&g, slot, seq))) {
 			/* the reader's own newest, private to it: loaded only now, so that it
@@ -546,25 +582,30 @@ typedef int rd_snapshot_fn(struct seqshm_rd *r, void *buf, size_t len,
 
 /* One fast path per constant payload size (8 to 128 bytes), for one slot and for a ring; the
  * one for any other size copies with memcpy. */
-#define RD_SNAPSHOT_FN(name, n, one_slot)						\
+#define RD_SNAPSHOT_FN(name, n, one_slot, rep)						\
 	static __attribute__((noinline)) int						\
 	name(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,	\
 	     uint64_t timeout_ns, struct seqshm_err *err)				\
 	{										\
-		return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, (n), (one_slot)); \
+		return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, (n), (one_slot), \
+					(rep));						\
 	}
-RD_SNAPSHOT_FN(rd_snapshot_1_8, 8, 1)
-RD_SNAPSHOT_FN(rd_snapshot_1_16, 16, 1)
-RD_SNAPSHOT_FN(rd_snapshot_1_32, 32, 1)
-RD_SNAPSHOT_FN(rd_snapshot_1_64, 64, 1)
-RD_SNAPSHOT_FN(rd_snapshot_1_128, 128, 1)
-RD_SNAPSHOT_FN(rd_snapshot_1_any, r->r.g.payload_size, 1)
-RD_SNAPSHOT_FN(rd_snapshot_n_8, 8, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_16, 16, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_32, 32, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_64, 64, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_128, 128, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_any, r->r.g.payload_size, 0)
+RD_SNAPSHOT_FN(rd_snapshot_1_8, 8, 1, 0)
+RD_SNAPSHOT_FN(rd_snapshot_1_16, 16, 1, 0)
+RD_SNAPSHOT_FN(rd_snapshot_1_32, 32, 1, 0)
+RD_SNAPSHOT_FN(rd_snapshot_1_64, 64, 1, 0)
+RD_SNAPSHOT_FN(rd_snapshot_1_128, 128, 1, 0)
+RD_SNAPSHOT_FN(rd_snapshot_1_any, r->r.g.payload_size, 1, 0)
+RD_SNAPSHOT_FN(rd_snapshot_n_8, 8, 0, 0)
+RD_SNAPSHOT_FN(rd_snapshot_n_16, 16, 0, 0)
+RD_SNAPSHOT_FN(rd_snapshot_n_32, 32, 0, 0)
+RD_SNAPSHOT_FN(rd_snapshot_n_64, 64, 0, 0)
+RD_SNAPSHOT_FN(rd_snapshot_n_128, 128, 0, 0)
+RD_SNAPSHOT_FN(rd_snapshot_n_any, r->r.g.payload_size, 0, 0)
+#if defined(__x86_64__)
+RD_SNAPSHOT_FN(rd_snapshot_1_rep, r->r.g.payload_size, 1, 1)
+RD_SNAPSHOT_FN(rd_snapshot_n_rep, r->r.g.payload_size, 0, 1)
+#endif
 
 /* The fast path of a reader's channel, chosen once at open (its payload size and ring). */
 static rd_snapshot_fn *rd_snapshot_pick(const struct seqshm_geometry *g)
@@ -577,6 +618,10 @@ static rd_snapshot_fn *rd_snapshot_pick(const struct seqshm_geometry *g)
 						rd_snapshot_n_128, rd_snapshot_n_any };
 	rd_snapshot_fn *const *fns = g->slot_mask ? ring : one;
 
+#if defined(__x86_64__)
+	if (g->payload_size >= RD_REP_MIN && g->payload_size <= RD_REP_MAX && rd_cpu_has_erms())
+		return g->slot_mask ? rd_snapshot_n_rep : rd_snapshot_1_rep;
+#endif
 	switch (g->payload_size) {
 	case 8: return fns[0];
 	case 16: return fns[1];
