@@ -60,6 +60,16 @@ long loop_mapping(struct seqshm_rd *r, void *buf, size_t len, long n)
 	return loop_memcpy(v.data, buf, len, n);
 }
 
+/* Where the newest slot's payload is in @r's mapping (0 on failure): the benchmark gives its
+ * private memcpy source the same alignment, so that the baseline and the snapshot copy
+ * between the same offsets within a page and a cache line. */
+const void *payload_address(struct seqshm_rd *r)
+{
+	struct seqshm_view v;
+
+	return seqshm_rd_begin(r, &v, SEQSHM_FOREVER, NULL) ? NULL : v.data;
+}
+
 /* The empty loop: what every case above also pays per operation. */
 long loop_empty(void *buf, long n)
 {

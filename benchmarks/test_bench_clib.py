@@ -4,7 +4,8 @@ The C library is built by meson from the checkout and installed into a private p
 (tests/clib.py); ``bench_clib.c`` (compiled against it with pkg-config) holds C loops of N
 operations, called through ctypes, so the ctypes call (~1 us) is spread over N. Per payload size
 (64 B, 4 KiB), one group: ``memcpy`` (a plain copy of the same number of bytes out of a private
-buffer, in the same kind of loop: the baseline), ``memcpy_mapping`` (the same copy out of the
+buffer at the same offset within a page as the channel's payload, into the same buffer, in the
+same kind of loop: the baseline), ``memcpy_mapping`` (the same copy out of the
 channel's own mapping, no seqlock), ``snapshot`` (seqshm_rd_snapshot() into a buffer) and
 ``view`` (seqshm_rd_begin(), a copy out of the view, seqshm_rd_end()), and the empty loop. Targets
 (issue 20): snapshot within 1.5x of memcpy at 64 B and 1.1x at 4 KiB. No writer runs here: the
@@ -51,6 +52,8 @@ def clib(tmp_path_factory: pytest.TempPathFactory):
     bench.loop_memcpy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                                   ctypes.c_long]
     bench.loop_empty.argtypes = [ctypes.c_void_p, ctypes.c_long]
+    bench.payload_address.argtypes = [ctypes.c_void_p]
+    bench.payload_address.restype = ctypes.c_void_p
     for f in (bench.loop_snapshot, bench.loop_view, bench.loop_mapping, bench.loop_memcpy,
               bench.loop_empty):
         f.restype = ctypes.c_long
@@ -100,7 +103,16 @@ def test_clib_snapshot(benchmark, channels, case, nbytes):
     bench, get = channels
     r = get(nbytes)
     out = np.zeros(nbytes // 8, np.uint64)
-    src = np.ones(nbytes // 8, np.uint64)
+    # The private source at the payload's offset within a page (alignment decides how fast a
+    # copy runs: split cache lines, 4K aliasing between the loads and the stores), so that the
+    # baseline differs from the snapshot only by the seqlock.
+    page = 4096
+    payload = bench.payload_address(r)
+    assert payload
+    spare = np.ones((nbytes + 2 * page) // 8, np.uint64)
+    start = (payload - spare.ctypes.data) % page
+    src = spare[start // 8:start // 8 + nbytes // 8]
+    assert src.ctypes.data % page == payload % page
     dst, private = out.ctypes.data, src.ctypes.data
     setup(benchmark, group=f"clib snapshot {size_id(nbytes)}", case=case, nbytes=nbytes,
           baseline=(case == "memcpy"), ops_per_call=N, section="clib")
