@@ -364,11 +364,9 @@ def _exchange(shm_path: str, raw: bytes) -> bytes:
     return data
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 7: a request with both Transfer-Encoding and Content-Length is answered "
-    "and its connection kept, so the request behind it is answered too; RFC 9112 section 6.1: "
-    "the server MUST close the connection after responding to such a request (the framing "
-    "two parties may disagree on: request smuggling behind a proxy that reuses connections)"))
+# breaker2 finding 7 (fixed): a request with both Transfer-Encoding and Content-Length was
+# answered and its connection kept, so the request behind it was answered too (RFC 9112
+# section 6.1: request smuggling behind a proxy); now answered 400 and closed (_server.py).
 def test_a_request_with_both_transfer_encoding_and_content_length_closes_its_connection(
         shm_path: str) -> None:
     from exporting import responses
@@ -379,10 +377,9 @@ def test_a_request_with_both_transfer_encoding_and_content_length_closes_its_con
     assert len(responses(data, ("GET", "GET"))) <= 1, "the request behind it was answered"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 8: a request head over 16 KiB that arrives in one recv is answered 200, "
-    "not 431 (h11's max_incomplete_event_size bounds only a head still incomplete in its "
-    "buffer); docs/security.md: '431 for a head over 16 KiB'"))
+# breaker2 finding 8 (fixed): a head over 16 KiB that arrived in one recv was answered 200
+# (h11 bounds only a head still incomplete in its buffer); now h11 is given at most
+# MAX_HEAD_BYTES + 1 bytes while a head is awaited, so such a head is a 431 (_server.py).
 def test_a_head_over_16_kib_sent_at_once_gets_431(shm_path: str) -> None:
     data = _exchange(shm_path, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000
                      + b"\r\nConnection: close\r\n\r\n")
