@@ -392,11 +392,11 @@ def test_a_head_over_16_kib_sent_at_once_gets_431(shm_path: str) -> None:
 _SCRAPE_TIMEOUT_S = 10.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 9: each channel stuck mid-write costs every scrape its --timeout "
-    "(0.1 s), one after another and at every scrape: 100 files another user made (800 KiB "
-    "of tmpfs, writer alive or not) make each scrape take 10 s, Prometheus's default "
-    "scrape_timeout, so every channel's series are lost"))
+# breaker2 finding 9 (fixed): each channel stuck mid-write cost every scrape its --timeout
+# (0.1 s), one after another, so 100 files another user made pushed each scrape past
+# Prometheus's 10 s scrape_timeout. Now a collection waits SCRAPE_WAIT_S in all for channels
+# mid-write, and a channel found stuck is read with no wait until it moves (_metrics.py);
+# such a channel is reported down, never up with stale data.
 def test_channels_stuck_mid_write_do_not_push_a_scrape_past_prometheus_timeout(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
     import time
@@ -430,7 +430,12 @@ def test_channels_stuck_mid_write_do_not_push_a_scrape_past_prometheus_timeout(
         done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
                                f"{shm_name}-*"], capture_output=True, timeout=120, cwd="/")
         took = time.monotonic() - start
-    assert pick(parse(done.stdout), "seqshm_channel_up", channel=good)
+    series = parse(done.stdout)
+    assert list(pick(series, "seqshm_channel_up", channel=good).values()) == [1.0]
+    # the stuck ones told truthfully: down, none up with data it could not read whole
+    stuck_up = [v for path in stuck for v in pick(series, "seqshm_channel_up",
+                                                   channel=path).values()]
+    assert stuck_up == [0.0] * n, stuck_up
     assert took < _SCRAPE_TIMEOUT_S, (
         f"a scrape took {took:.1f} s with {n} channels another user left stuck mid-write")
 
@@ -605,3 +610,36 @@ def test_a_sparse_channel_on_a_full_file_system_is_not_reported_truncated(
             assert r.state is not seqshm.ChannelState.TRUNCATED
     finally:
         subprocess.run(["umount", "-l", mnt], check=False)
+
+
+def test_a_channel_found_stuck_costs_later_scrapes_no_wait_and_is_read_again_once_it_moves(
+        shm_path: str) -> None:
+    """Finding 9's kind over a kept collector (the server's): a channel stuck mid-write is
+    down at each scrape without being waited on again, and up with its data once its writer
+    finishes the write."""
+    import time
+
+    from seqshm import export
+
+    with seqshm.create(shm_path, "<f8", 2) as w:
+        w.write(np.array([1.0, 2.0]))
+        fd = os.open(shm_path, os.O_RDWR)
+        try:
+            (seq,) = struct.unpack("=I", os.pread(fd, 4, _core.SLOTS_OFFSET))
+            os.pwrite(fd, struct.pack("=I", seq | 1), _core.SLOTS_OFFSET)  # mid-write
+            collector = export.SeqshmCollector([shm_path], timeout=10.0)
+            try:
+                start = time.monotonic()
+                for _ in range(3):
+                    series = parse(export.exposition(export.registry_of(collector)))
+                    assert list(pick(series, "seqshm_channel_up").values()) == [0.0]
+                # the first scrape waits its timeout (10 s), the later ones not at all:
+                # waiting at each scrape would take 30 s
+                assert time.monotonic() - start < 25.0
+                os.pwrite(fd, struct.pack("=I", seq), _core.SLOTS_OFFSET)  # the write ends
+                series = parse(export.exposition(export.registry_of(collector)))
+                assert list(pick(series, "seqshm_channel_up").values()) == [1.0]
+            finally:
+                collector.close()
+        finally:
+            os.close(fd)
