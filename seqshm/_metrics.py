@@ -68,6 +68,13 @@ def reader_budget() -> int:
     return max(0, soft - FD_RESERVE)
 
 
+#: Seconds a collection waits in all for channels mid-write (each at most its own timeout):
+#: past it, a channel is read with no wait, so a scrape does not grow with the number of
+#: channels stuck mid-write (any local user can make such files) past Prometheus's 10 s
+#: scrape_timeout, which would lose every channel's series.
+SCRAPE_WAIT_S = 1.0
+
+
 #: errno values of an open or a map that failed for lack of a resource of this process or
 #: the system, not because of the channel: such a channel is reported unread, not down.
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
@@ -96,6 +103,9 @@ class _Channel:
         self.rows = ((self.label,),)
         self.state_rows = tuple((self.label, s.value) for s in ChannelState)
         self.warned: set[str] = set()  # what was logged about it (once, not per collection)
+        # its last read found a slot stuck mid-write: read with no wait until it moves, so a
+        # writer stopped mid-write costs later scrapes nothing
+        self.stuck = False
 
     def warn(self, key: str, msg: str, *args: Any) -> None:
         """Log ``msg`` once for ``key`` (keys "read:..." again after the channel was read)."""
@@ -299,10 +309,15 @@ class ChannelMetrics:
                 self._channels.pop(path).close()
         budget = reader_budget()
         unread: dict[str, list[str]] = {}
+        wait_until = time.monotonic() + max(self.timeout, SCRAPE_WAIT_S)
         for i, path in enumerate(paths):
             ch = self._channel(path)
+            # the wait this channel may have: none once it was found stuck or the scrape's
+            # wait is spent (then a slot mid-write right now is reported down, not waited on)
+            wait = 0.0 if ch.stuck else min(self.timeout,
+                                             max(0.0, wait_until - time.monotonic()))
             try:
-                fams = self._collect_channel(ch, meta)
+                fams = self._collect_channel(ch, meta, wait)
             except _Unread as e:
                 unread.setdefault(e.reason, []).append(path)
                 fams = []
@@ -348,9 +363,10 @@ class ChannelMetrics:
         self._unread_logged = now_unread
         return out
 
-    def _collect_channel(self, ch: _Channel, meta: list[Family]) -> list[Family]:
+    def _collect_channel(self, ch: _Channel, meta: list[Family], wait: float) -> list[Family]:
         """One channel's series: its own ones added to ``meta``'s families, its data families
-        returned. Raises _Unread when this process lacks what reading it needs."""
+        returned; a read waits at most ``wait`` seconds for a slot mid-write. Raises _Unread
+        when this process lacks what reading it needs."""
         up, state_f, writes, stamp, age, _ = meta
         path, lbl = ch.path, ch.rows
         try:
@@ -371,6 +387,7 @@ class ChannelMetrics:
                        else _DOWN)
                 state_f.add(ch.state_rows, _STATE_VALUES[state])
                 return []
+            reader.timeout = wait
             snap = reader.read()
         except FileNotFoundError:
             ch.close()
@@ -378,6 +395,7 @@ class ChannelMetrics:
             return []
         except ReadTimeout as e:
             ch.warn("read:timeout", "%s", e)
+            ch.stuck = bool(e.stuck)
             up.add(lbl, _DOWN)
             state_f.add(ch.state_rows, _STATE_VALUES[reader.state])
             return []
@@ -400,6 +418,7 @@ class ChannelMetrics:
             up.add(lbl, _DOWN)
             return []
         ch.read_ok()
+        ch.stuck = False
         alive = state in (ChannelState.OPEN, ChannelState.REMOVED)
         up.add(lbl, _UP if alive else _DOWN)
         state_f.add(ch.state_rows, _STATE_VALUES[state])

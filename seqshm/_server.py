@@ -302,6 +302,12 @@ class MetricsServer(socketserver.TCPServer):
                 raise _Closed from None  # not TLS, or no certificate we trust
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         waiting_idle = False  # between requests: the idle timeout, until a byte comes
+        # Received, not yet given to h11. While a request's head is awaited, h11 is given no
+        # more than keeps its buffer within MAX_HEAD_BYTES + 1: h11 bounds only a head still
+        # incomplete in its buffer, so a head over the bound that came in one recv would
+        # otherwise be taken whole; this way it is incomplete at MAX_HEAD_BYTES + 1, a 431.
+        pending = b""
+        eof = False
         while True:
             request = None
             body = 0
@@ -309,14 +315,27 @@ class MetricsServer(socketserver.TCPServer):
                 while True:
                     event = http.next_event()
                     if event is h11.NEED_DATA:
-                        data = self._recv(conn)
-                        if waiting_idle and data:
-                            waiting_idle = False
-                            conn.since = now = time.monotonic()
-                            conn.deadline = now + self.request_timeout
+                        if not pending and not eof:
+                            pending = self._recv(conn)
+                            eof = not pending
+                            if waiting_idle and pending:
+                                waiting_idle = False
+                                conn.since = now = time.monotonic()
+                                conn.deadline = now + self.request_timeout
+                        if http.their_state is h11.IDLE:  # a head awaited
+                            room = MAX_HEAD_BYTES + 1 - len(http.trailing_data[0])
+                            data, pending = pending[:room], pending[room:]
+                        else:
+                            data, pending = pending, b""
                         http.receive_data(data)
                     elif isinstance(event, h11.Request):
                         request = event
+                        if _ambiguous_framing(event):
+                            # RFC 9112 section 6.1: the two may be read differently by a
+                            # proxy in front (request smuggling): refused, and closed
+                            self._refuse(conn, http, 400, "a request with both "
+                                         "Transfer-Encoding and Content-Length\n")
+                            return
                         if http.they_are_waiting_for_100_continue:
                             self._send(conn, http.send(h11.InformationalResponse(
                                 status_code=100, headers=[])))
@@ -342,7 +361,7 @@ class MetricsServer(socketserver.TCPServer):
                 return  # Connection: close, HTTP/1.0, or an answer that closes
             http.start_next_cycle()
             conn.since = now = time.monotonic()
-            if http.trailing_data[0]:  # a pipelined request has begun: its deadline runs
+            if http.trailing_data[0] or pending:  # a pipelined request has begun: its deadline runs
                 conn.deadline = now + self.request_timeout
             else:
                 waiting_idle = True
@@ -431,6 +450,13 @@ class MetricsServer(socketserver.TCPServer):
             output = gzip.compress(output)
             out_headers.append(("Content-Encoding", "gzip"))
         self._respond(conn, http, 200, out_headers, output, head_only)
+
+
+def _ambiguous_framing(request: h11.Request) -> bool:
+    """Whether ``request`` says both Transfer-Encoding and Content-Length (h11 goes by the
+    former and keeps the connection; RFC 9112 section 6.1 has it closed)."""
+    names = {name for name, _ in request.headers}  # h11's names are lowercase
+    return b"transfer-encoding" in names and b"content-length" in names
 
 
 def _open_spare() -> int:

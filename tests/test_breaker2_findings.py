@@ -362,11 +362,9 @@ def _exchange(shm_path: str, raw: bytes) -> bytes:
     return data
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 7: a request with both Transfer-Encoding and Content-Length is answered "
-    "and its connection kept, so the request behind it is answered too; RFC 9112 section 6.1: "
-    "the server MUST close the connection after responding to such a request (the framing "
-    "two parties may disagree on: request smuggling behind a proxy that reuses connections)"))
+# breaker2 finding 7 (fixed): a request with both Transfer-Encoding and Content-Length was
+# answered and its connection kept, so the request behind it was answered too (RFC 9112
+# section 6.1: request smuggling behind a proxy); now answered 400 and closed (_server.py).
 def test_a_request_with_both_transfer_encoding_and_content_length_closes_its_connection(
         shm_path: str) -> None:
     from exporting import responses
@@ -377,10 +375,9 @@ def test_a_request_with_both_transfer_encoding_and_content_length_closes_its_con
     assert len(responses(data, ("GET", "GET"))) <= 1, "the request behind it was answered"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 8: a request head over 16 KiB that arrives in one recv is answered 200, "
-    "not 431 (h11's max_incomplete_event_size bounds only a head still incomplete in its "
-    "buffer); docs/security.md: '431 for a head over 16 KiB'"))
+# breaker2 finding 8 (fixed): a head over 16 KiB that arrived in one recv was answered 200
+# (h11 bounds only a head still incomplete in its buffer); now h11 is given at most
+# MAX_HEAD_BYTES + 1 bytes while a head is awaited, so such a head is a 431 (_server.py).
 def test_a_head_over_16_kib_sent_at_once_gets_431(shm_path: str) -> None:
     data = _exchange(shm_path, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000
                      + b"\r\nConnection: close\r\n\r\n")
@@ -393,11 +390,11 @@ def test_a_head_over_16_kib_sent_at_once_gets_431(shm_path: str) -> None:
 _SCRAPE_TIMEOUT_S = 10.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 9: each channel stuck mid-write costs every scrape its --timeout "
-    "(0.1 s), one after another and at every scrape: 100 files another user made (800 KiB "
-    "of tmpfs, writer alive or not) make each scrape take 10 s, Prometheus's default "
-    "scrape_timeout, so every channel's series are lost"))
+# breaker2 finding 9 (fixed): each channel stuck mid-write cost every scrape its --timeout
+# (0.1 s), one after another, so 100 files another user made pushed each scrape past
+# Prometheus's 10 s scrape_timeout. Now a collection waits SCRAPE_WAIT_S in all for channels
+# mid-write, and a channel found stuck is read with no wait until it moves (_metrics.py);
+# such a channel is reported down, never up with stale data.
 def test_channels_stuck_mid_write_do_not_push_a_scrape_past_prometheus_timeout(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
     import time
@@ -431,7 +428,12 @@ def test_channels_stuck_mid_write_do_not_push_a_scrape_past_prometheus_timeout(
         done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
                                f"{shm_name}-*"], capture_output=True, timeout=120, cwd="/")
         took = time.monotonic() - start
-    assert pick(parse(done.stdout), "seqshm_channel_up", channel=good)
+    series = parse(done.stdout)
+    assert list(pick(series, "seqshm_channel_up", channel=good).values()) == [1.0]
+    # the stuck ones told truthfully: down, none up with data it could not read whole
+    stuck_up = [v for path in stuck for v in pick(series, "seqshm_channel_up",
+                                                   channel=path).values()]
+    assert stuck_up == [0.0] * n, stuck_up
     assert took < _SCRAPE_TIMEOUT_S, (
         f"a scrape took {took:.1f} s with {n} channels another user left stuck mid-write")
 
@@ -601,3 +603,36 @@ def test_a_sparse_channel_on_a_full_file_system_is_not_reported_truncated(
             assert r.state is not seqshm.ChannelState.TRUNCATED
     finally:
         subprocess.run(["umount", "-l", mnt], check=False)
+
+
+def test_a_channel_found_stuck_costs_later_scrapes_no_wait_and_is_read_again_once_it_moves(
+        shm_path: str) -> None:
+    """Finding 9's kind over a kept collector (the server's): a channel stuck mid-write is
+    down at each scrape without being waited on again, and up with its data once its writer
+    finishes the write."""
+    import time
+
+    from seqshm import export
+
+    with seqshm.create(shm_path, "<f8", 2) as w:
+        w.write(np.array([1.0, 2.0]))
+        fd = os.open(shm_path, os.O_RDWR)
+        try:
+            (seq,) = struct.unpack("=I", os.pread(fd, 4, _core.SLOTS_OFFSET))
+            os.pwrite(fd, struct.pack("=I", seq | 1), _core.SLOTS_OFFSET)  # mid-write
+            collector = export.SeqshmCollector([shm_path], timeout=10.0)
+            try:
+                start = time.monotonic()
+                for _ in range(3):
+                    series = parse(export.exposition(export.registry_of(collector)))
+                    assert list(pick(series, "seqshm_channel_up").values()) == [0.0]
+                # the first scrape waits its timeout (10 s), the later ones not at all:
+                # waiting at each scrape would take 30 s
+                assert time.monotonic() - start < 25.0
+                os.pwrite(fd, struct.pack("=I", seq), _core.SLOTS_OFFSET)  # the write ends
+                series = parse(export.exposition(export.registry_of(collector)))
+                assert list(pick(series, "seqshm_channel_up").values()) == [1.0]
+            finally:
+                collector.close()
+        finally:
+            os.close(fd)
