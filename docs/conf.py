@@ -39,7 +39,8 @@ nitpicky = True
 # seqshm's own names.
 nitpick_ignore_regex = [
     (r"py:.*", r"(numpy|np|npt|numpy\.typing|prometheus_client|opentelemetry|h11|rich)(\..*)?"),
-    (r"py:.*", r"(ssl|socket|socketserver|http|concurrent\.futures|multiprocessing|argparse)(\..*)?"),
+    (r"py:.*", r"(ssl|socket|socketserver|http|concurrent\.futures|multiprocessing)(\..*)?"),
+    (r"py:.*", r"argparse(\..*)?"),
     (r"py:.*", r"(collections\.abc|typing|types|os|pathlib|asyncio|enum|threading)\..*"),
     (r"py:class", r"(ndarray|NDArray|DTypeLike|ArrayLike|dtype|Path|PathLike|StrPath|Meter)"),
     # C: the kernel's and libc's own types and functions, which the C API pages name but do not
