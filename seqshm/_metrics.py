@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import resource
+import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -52,6 +53,21 @@ class ExportError(SeqshmError):
 #: one a local user made with millions of elements, would cost the exporter its memory and
 #: every scrape its time; its data is left out with a warning, its state still exported.
 MAX_SERIES_PER_CHANNEL = 100_000
+
+#: Data series one scrape may have, over all channels (Prometheus's sample_limit at the source):
+#: MAX_SERIES_PER_CHANNEL bounds a channel, and this bounds how many such channels any local
+#: user can add to every scrape. A scrape's exposition costs ~1 KB of memory per series while
+#: its template is built (prometheus_client's samples) and ~5 us per series on the host, so
+#: 200,000 series (20 cpustat channels of 1024 CPUs) is ~200 MB and ~1 s at worst. Channels
+#: are taken trusted first (ChannelMetrics), so another user's channels cannot use it up.
+MAX_SERIES_PER_SCRAPE = 200_000
+
+#: Bytes of a channel's element copied as a whole per exported value at most: a channel whose
+#: payload is larger than this many times the values it exports (a record padded to megabytes,
+#: a field of complex numbers, which make no series) has only its exported fields copied out
+#: of the slot, under the seqlock (Reader.apply), so that a scrape copies what its series need,
+#: not what a local user's channel claims.
+COPY_WHOLE_UP_TO = 4
 
 #: File descriptors kept for everything but the channels' readers: the server's listening
 #: socket and its connections (at most 64), the spare descriptor, stdio, Python's own.
@@ -163,20 +179,31 @@ class ChannelMetrics:
     Families: cpustat channels (the kernel module's and ``seqshm demo``'s) become
     node_exporter's ``node_cpu_seconds_total{cpu,mode}`` and
     ``node_cpu_guest_seconds_total{cpu,mode}`` (with node_exporter's labels only, so the
-    first cpustat channel of the selection gives them: /dev/seqshm's before /dev/shm's; any
-    other one has its state series only); other channels ``seqshm_<name>_<field>``
+    first trusted cpustat channel of the selection gives them: /dev/seqshm's before
+    /dev/shm's; any other one has its state series only); other channels ``seqshm_<name>_<field>``
     (see the naming convention in ``_field_rule``); every channel also gets
     ``seqshm_channel_up``, ``seqshm_channel_state``, ``seqshm_channel_writes_total`` and the
     time of its write. A channel whose writer is gone (closed, died, replaced, truncated) has
     ``seqshm_channel_up 0`` and no data series, so its last values go stale in Prometheus
     instead of staying frozen.
+
+    Trust (docs/security.md, "the exporter"): any local user can create channels in /dev/shm
+    that a glob matches. A channel is *trusted* when it is a kernel channel (a character
+    device), a file owned by root or by this process's user, or named alone (not through a
+    glob) by the operator. Channels are taken trusted first, then in the patterns' order, so
+    that another user's channels cannot take a family name (they are left out on a clash),
+    nor the scrape's series (``max_series``, MAX_SERIES_PER_SCRAPE, beyond which channels
+    have their state series only, warned once); node_cpu_* come only from a trusted cpustat
+    channel (another user's has its state series only: it could say anything of the host).
     """
 
     def __init__(self, patterns: Sequence[str] | None = None, *,
-                 sum_over: Iterable[str] = (), timeout: float = 0.1) -> None:
+                 sum_over: Iterable[str] = (), timeout: float = 0.1,
+                 max_series: int = MAX_SERIES_PER_SCRAPE) -> None:
         self.patterns = list(patterns or ["*"])
         self.sum_over = frozenset(sum_over)
         self.timeout = timeout
+        self.max_series = max_series
         self._lock = threading.Lock()  # collections from concurrent scrapes take turns
         self._channels: dict[str, _Channel] = {}
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
@@ -310,14 +337,21 @@ class ChannelMetrics:
         budget = reader_budget()
         unread: dict[str, list[str]] = {}
         wait_until = time.monotonic() + max(self.timeout, SCRAPE_WAIT_S)
-        for i, path in enumerate(paths):
-            ch = self._channel(path)
+        room = self.max_series  # data series this scrape may still have
+        named = frozenset(self._fixed)
+        # trusted channels first (a stable sort: then the patterns' order), so that the
+        # channels of another user come after the operator's in every contest: family
+        # names, the scrape's series, node_cpu_*
+        channels = sorted((self._channel(p) for p in paths),
+                          key=lambda ch: not (ch.path in named or _trusted_entry(ch.path)))
+        for i, ch in enumerate(channels):
+            path = ch.path
             # the wait this channel may have: none once it was found stuck or the scrape's
             # wait is spent (then a slot mid-write right now is reported down, not waited on)
             wait = 0.0 if ch.stuck else min(self.timeout,
                                              max(0.0, wait_until - time.monotonic()))
             try:
-                fams = self._collect_channel(ch, meta, wait)
+                fams = self._collect_channel(ch, meta, wait, room, path in named)
             except _Unread as e:
                 unread.setdefault(e.reason, []).append(path)
                 fams = []
@@ -343,9 +377,11 @@ class ChannelMetrics:
                 elif known is None:
                     by_name[key] = fam
                     out.append(fam)
+                    room -= fam.size
                 elif known.name == fam.name and known.labels == fam.labels \
                         and known.kind == fam.kind:
                     known.parts.extend(fam.parts)  # the same field of another channel
+                    room -= fam.size
                 else:
                     ch.warn(f"name:{key}", "%s: family %s (%s, labels %s) clashes with %s (%s, "
                             "labels %s) of another channel; left out", path, fam.name,
@@ -363,10 +399,12 @@ class ChannelMetrics:
         self._unread_logged = now_unread
         return out
 
-    def _collect_channel(self, ch: _Channel, meta: list[Family], wait: float) -> list[Family]:
+    def _collect_channel(self, ch: _Channel, meta: list[Family], wait: float, room: int,
+                         named: bool) -> list[Family]:
         """One channel's series: its own ones added to ``meta``'s families, its data families
-        returned; a read waits at most ``wait`` seconds for a slot mid-write. Raises _Unread
-        when this process lacks what reading it needs."""
+        returned (at most ``room`` series, else none); a read waits at most ``wait`` seconds
+        for a slot mid-write; ``named``: the operator named it alone. Raises _Unread when this
+        process lacks what reading it needs."""
         up, state_f, writes, stamp, age, _ = meta
         path, lbl = ch.path, ch.rows
         try:
@@ -378,17 +416,27 @@ class ChannelMetrics:
                 state = reader.state
             layout = self._layout_of(reader)
             series = self._series_count(reader, layout)
+            wanted = bool(layout.fields)
             if series > MAX_SERIES_PER_CHANNEL:  # not copied, nor made series: its state only
                 ch.warn("size", "%s: %d series (%s %s), more than the %d a channel may have: "
                         "its data is left out (sum dimensions away with --sum-over, or "
                         "select other channels)", path, series, reader.dtype, reader.shape,
                         MAX_SERIES_PER_CHANNEL)
-                up.add(lbl, _UP if state in (ChannelState.OPEN, ChannelState.REMOVED)
-                       else _DOWN)
-                state_f.add(ch.state_rows, _STATE_VALUES[state])
-                return []
+                wanted = False
+            elif series > room:
+                ch.warn("room", "%s: its %d series would take the scrape past its %d "
+                        "(--max-series): its data is left out, its state exported (raise "
+                        "--max-series, sum dimensions away with --sum-over, or select fewer "
+                        "channels)", path, series, self.max_series)
+                wanted = False
+            elif layout.cpustat and self._node_cpu_from is not None:
+                ch.warn("cpustat", "%s: node_cpu_* already come from %s; exporting its "
+                        "state only", path, self._node_cpu_from)
+                wanted = False
+            elif layout.cpustat:
+                wanted = self._may_speak_for_host(ch, reader, named)
             reader.timeout = wait
-            snap = reader.read()
+            seq, stamp_ns, data = self._read(reader, layout, wanted)
         except FileNotFoundError:
             ch.close()
             up.add(lbl, _DOWN)
@@ -422,31 +470,74 @@ class ChannelMetrics:
         alive = state in (ChannelState.OPEN, ChannelState.REMOVED)
         up.add(lbl, _UP if alive else _DOWN)
         state_f.add(ch.state_rows, _STATE_VALUES[state])
-        writes.add(lbl, (float(snap.seq),))
-        if snap.seq:
+        writes.add(lbl, (float(seq),))
+        if seq:
             clock = int(reader.header["clock_id"])
             try:
-                ago = time.clock_gettime_ns(clock) - snap.timestamp_ns
+                ago = time.clock_gettime_ns(clock) - stamp_ns
             except OSError:
                 ago = None
             if ago is not None:
                 stamp.add(lbl, ((time.time_ns() - ago) / 1e9,))
                 age.add(lbl, (ago / 1e9,))
-        if not alive or not snap.seq:
+        if not alive or not seq or data is None:
             return []  # no frozen values of a dead writer, nor the zeros before a write
         try:
             if layout.cpustat:
-                if self._node_cpu_from is not None:
-                    ch.warn("cpustat", "%s: node_cpu_* already come from %s; exporting its "
-                            "state only", path, self._node_cpu_from)
-                    return []
                 self._node_cpu_from = path
-                return self._cpustat_families(ch, snap.data)
-            return self._generic_families(ch, reader, layout, snap.data)
+                return self._cpustat_families(ch, data[None])
+            return self._generic_families(ch, reader, layout, data)
         except Exception as e:  # values that cannot be made series: its state is still told
             ch.warn(f"data:{type(e).__name__}", "%s: its data left out of the export: %r",
                     path, e)
             return []
+
+    def _may_speak_for_host(self, ch: _Channel, reader: Reader, named: bool) -> bool:
+        """Whether a cpustat channel may give node_cpu_*, which carry no channel label and so
+        speak for the host: one the operator named, a kernel channel, or a file of root or of
+        this process's user, as the file open says (not its path, which may be another file
+        by now). Another user's has its state only, warned once: it could say anything."""
+        if named:
+            return True
+        fd = reader._dup()
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if _trusted_owner(st):
+            return True
+        ch.warn("cpustat:owner", "%s: a cpustat channel of uid %d, another user: node_cpu_* "
+                "come only from a kernel channel, a file of root or of this exporter's user, "
+                "or one named on the command line; exporting its state only", ch.path,
+                st.st_uid)
+        return False
+
+    def _read(self, reader: Reader, layout: _Layout, wanted: bool
+              ) -> tuple[int, int, dict[str | None, np.ndarray] | None]:
+        """(write number, timestamp in ns, the exported fields' values by field name, or None
+        without ``wanted``) of one consistent read of the newest slot. Only what the series
+        need is copied: nothing but the write's number and time without ``wanted``; the
+        exported fields alone, out of the mapping under the seqlock, when the element holds
+        more than COPY_WHOLE_UP_TO times their bytes (a local user's channel may claim a
+        payload of gigabytes and export one value, or none); else the whole payload, in one
+        copy."""
+        if not wanted:
+            reader.apply(_nothing)
+            return reader.seq, reader.timestamp_ns, None
+        if layout.cpustat:  # all of it is exported (the series bound bounds its size)
+            snap = reader.read()
+            return snap.seq, snap.timestamp_ns, {None: snap.data}
+        count = math.prod(reader.shape)
+        whole = reader.dtype.itemsize * count
+        fields: Any = reader.dtype.fields or {}
+        needed = count * sum(int(reader.dtype.itemsize if f is None else fields[f][0].itemsize)
+                             for f in layout.fields)
+        if whole > max(COPY_WHOLE_UP_TO * needed, _SMALL_PAYLOAD):
+            copied = reader.apply(_copy_fields, layout.fields)
+            return reader.seq, reader.timestamp_ns, copied
+        snap = reader.read()
+        return snap.seq, snap.timestamp_ns, {f: snap.data if f is None else snap.data[f]
+                                             for f in layout.fields}
 
     def _series_count(self, reader: Reader, layout: _Layout) -> int:
         """How many data series a channel of ``reader``'s geometry makes (after --sum-over)."""
@@ -481,13 +572,13 @@ class ChannelMetrics:
         return values.sum(axis=axes), tuple(n for n in names if n not in self.sum_over)
 
     def _generic_families(self, ch: _Channel, reader: Reader, layout: _Layout,
-                          data: np.ndarray) -> list[Family]:
+                          data: dict[str | None, np.ndarray]) -> list[Family]:
         fams = []
         dims = layout.dims[:len(reader.shape)]
         for fname in layout.fields:
             name, kind, otel_name, scale = field_rule(reader.name or
                                                        os.path.basename(reader.path), fname)
-            raw = data if fname is None else data[fname]
+            raw = data[fname]
             sub = raw.shape[len(reader.shape):]
             names = dims + tuple(f"elem{i}" for i in range(len(sub)))
             # NaN and infinities are values to export as they are (+Inf - +Inf summed is NaN),
@@ -551,6 +642,35 @@ class ChannelMetrics:
                        "system.cpu.guest_time", "s", labels, otel, frozenset({"cpu"}),
                        [(names[1], block[:, len(CPU_MODES):].ravel())])
         return [cpu, guest]
+
+
+#: A payload this small is copied whole whatever it exports: one copy beats a copy per field.
+_SMALL_PAYLOAD = 64 * 1024
+
+
+def _nothing(view: np.ndarray) -> None:
+    """Reader.apply's function when only the write's number and time are wanted."""
+
+
+def _copy_fields(view: np.ndarray, fields: list[str | None]) -> dict[str | None, np.ndarray]:
+    """Copies of ``fields`` of ``view`` (None: the whole element), each a new array."""
+    return {f: np.array(view if f is None else view[f]) for f in fields}
+
+
+def _trusted_owner(st: os.stat_result) -> bool:
+    """A kernel channel (a character device: only root makes device nodes), or a file of
+    root or of this process's user (docs/security.md: another user's channel is not trusted
+    to speak for the host, nor to come before the operator's)."""
+    return stat.S_ISCHR(st.st_mode) or st.st_uid in (0, os.geteuid())
+
+
+def _trusted_entry(path: str) -> bool:
+    """_trusted_owner of the entry at ``path`` (lstat: a link is its maker's), for the order
+    of a collection only; what a channel may say is decided on the file it has open."""
+    try:
+        return _trusted_owner(os.lstat(path))
+    except OSError:
+        return False
 
 
 class _Unread(Exception):
