@@ -9,11 +9,9 @@ import logging
 import math
 import os
 import resource
-import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +19,7 @@ import numpy as np
 from seqshm._api import SEARCH_DIRS, channel_paths, resolve
 from seqshm._cpustat import CPUSTAT_FIELDS, NS_PER_TICK, USER_HZ, is_cpustat
 from seqshm._errors import FileTruncated, ReadTimeout, SeqshmError
+from seqshm._exported import Channel, Layout, read_needed, trusted_entry
 from seqshm._families import (
     COUNTER,
     CPU_MODES,
@@ -62,13 +61,6 @@ MAX_SERIES_PER_CHANNEL = 100_000
 #: are taken trusted first (ChannelMetrics), so another user's channels cannot use it up.
 MAX_SERIES_PER_SCRAPE = 200_000
 
-#: Bytes of a channel's element copied as a whole per exported value at most: a channel whose
-#: payload is larger than this many times the values it exports (a record padded to megabytes,
-#: a field of complex numbers, which make no series) has only its exported fields copied out
-#: of the slot, under the seqlock (Reader.apply), so that a scrape copies what its series need,
-#: not what a local user's channel claims.
-COPY_WHOLE_UP_TO = 4
-
 #: File descriptors kept for everything but the channels' readers: the server's listening
 #: socket and its connections (at most 64), the spare descriptor, stdio, Python's own.
 FD_RESERVE = 128
@@ -94,70 +86,6 @@ SCRAPE_WAIT_S = 1.0
 #: errno values of an open or a map that failed for lack of a resource of this process or
 #: the system, not because of the channel: such a channel is reported unread, not down.
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
-
-
-@dataclass
-class _Layout:
-    """What a channel's families look like, worked out once per (dtype, shape)."""
-
-    cpustat: bool
-    fields: list[str | None]
-    dims: tuple[str, ...]
-
-
-class _Channel:
-    """One selected channel: its reader (kept open between collections, so a collection costs
-    a snapshot, not an open) and, for cpustat, node_exporter's per-CPU high-water marks."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.reader: Reader | None = None
-        self.cpu_seen: np.ndarray | None = None  # seconds, (cpus, modes + guest modes)
-        # the label values of its own series, the same objects at every collection
-        self.label = label_value(path)
-        self.rows = ((self.label,),)
-        self.state_rows = tuple((self.label, s.value) for s in ChannelState)
-        self.warned: set[str] = set()  # what was logged about it (once, not per collection)
-        # its last read found a slot stuck mid-write: read with no wait until it moves, so a
-        # writer stopped mid-write costs later scrapes nothing
-        self.stuck = False
-
-    def warn(self, key: str, msg: str, *args: Any) -> None:
-        """Log ``msg`` once for ``key`` (keys "read:..." again after the channel was read)."""
-        if key not in self.warned:
-            self.warned.add(key)
-            log.warning(msg, *args)
-
-    def read_ok(self) -> None:
-        """Read fine: a read error after this is logged again."""
-        if self.warned:
-            self.warned = {k for k in self.warned if not k.startswith("read:")}
-
-    def open(self) -> Reader:
-        if self.reader is None:
-            self.reader = Reader(self.path, timeout=self.timeout, reopen=True)
-            self.cpu_seen = None
-        return self.reader
-
-    def reopen_if_replaced(self) -> None:
-        """A channel that ended and whose path now holds another live channel (a writer that
-        closed and a new one that created the file again, which ``reopen=True`` does not
-        follow: only create(overwrite=True) marks the old one REPLACED) is opened anew."""
-        try:
-            fresh = Reader(self.path, timeout=self.timeout, reopen=True)
-        except (OSError, SeqshmError):
-            return
-        if fresh.state is ChannelState.OPEN:
-            self.close()
-            self.reader = fresh
-        else:
-            fresh.close()
-
-    def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
 
 
 class ChannelMetrics:
@@ -205,8 +133,8 @@ class ChannelMetrics:
         self.timeout = timeout
         self.max_series = max_series
         self._lock = threading.Lock()  # collections from concurrent scrapes take turns
-        self._channels: dict[str, _Channel] = {}
-        self._layouts: dict[tuple[Any, ...], _Layout] = {}
+        self._channels: dict[str, Channel] = {}
+        self._layouts: dict[tuple[Any, ...], Layout] = {}
         # blocks of label values, the same objects for the same geometry (see Family.parts)
         self._label_cache: dict[tuple[Any, ...], tuple[tuple[str, ...], ...]] = {}
         self._cpu_labels: dict[bytes | None, tuple[tuple[tuple[str, ...], ...],
@@ -289,13 +217,13 @@ class ChannelMetrics:
         out.update(dict.fromkeys(p for p in self._fixed if p not in out))
         return list(out)
 
-    def _channel(self, path: str) -> _Channel:
+    def _channel(self, path: str) -> Channel:
         ch = self._channels.get(path)
         if ch is None:
-            ch = self._channels[path] = _Channel(path, self.timeout)
+            ch = self._channels[path] = Channel(path, self.timeout)
         return ch
 
-    def _layout_of(self, reader: Reader) -> _Layout:
+    def _layout_of(self, reader: Reader) -> Layout:
         key = (reader.dtype, reader.shape)
         layout = self._layouts.get(key)
         if layout is None:
@@ -305,7 +233,7 @@ class ChannelMetrics:
             sub = max((len(reader.dtype.fields[f][0].shape)  # type: ignore[index]
                        for f in fields if f is not None), default=0)
             dims += tuple(f"elem{i}" for i in range(sub))
-            layout = self._layouts[key] = _Layout(cpustat, fields, ("cpu",) if cpustat else dims)
+            layout = self._layouts[key] = Layout(cpustat, fields, ("cpu",) if cpustat else dims)
         return layout
 
     # -- collection --------------------------------------------------------------------------
@@ -343,7 +271,7 @@ class ChannelMetrics:
         # channels of another user come after the operator's in every contest: family
         # names, the scrape's series, node_cpu_*
         channels = sorted((self._channel(p) for p in paths),
-                          key=lambda ch: not (ch.path in named or _trusted_entry(ch.path)))
+                          key=lambda ch: not (ch.path in named or trusted_entry(ch.path)))
         for i, ch in enumerate(channels):
             path = ch.path
             # the wait this channel may have: none once it was found stuck or the scrape's
@@ -399,7 +327,7 @@ class ChannelMetrics:
         self._unread_logged = now_unread
         return out
 
-    def _collect_channel(self, ch: _Channel, meta: list[Family], wait: float, room: int,
+    def _collect_channel(self, ch: Channel, meta: list[Family], wait: float, room: int,
                          named: bool) -> list[Family]:
         """One channel's series: its own ones added to ``meta``'s families, its data families
         returned (at most ``room`` series, else none); a read waits at most ``wait`` seconds
@@ -434,9 +362,9 @@ class ChannelMetrics:
                         "state only", path, self._node_cpu_from)
                 wanted = False
             elif layout.cpustat:
-                wanted = self._may_speak_for_host(ch, reader, named)
+                wanted = ch.may_speak_for_host(named)
             reader.timeout = wait
-            seq, stamp_ns, data = self._read(reader, layout, wanted)
+            seq, stamp_ns, data = read_needed(reader, layout, wanted)
         except FileNotFoundError:
             ch.close()
             up.add(lbl, _DOWN)
@@ -492,54 +420,7 @@ class ChannelMetrics:
                     path, e)
             return []
 
-    def _may_speak_for_host(self, ch: _Channel, reader: Reader, named: bool) -> bool:
-        """Whether a cpustat channel may give node_cpu_*, which carry no channel label and so
-        speak for the host: one the operator named, a kernel channel, or a file of root or of
-        this process's user, as the file open says (not its path, which may be another file
-        by now). Another user's has its state only, warned once: it could say anything."""
-        if named:
-            return True
-        fd = reader._dup()
-        try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if _trusted_owner(st):
-            return True
-        ch.warn("cpustat:owner", "%s: a cpustat channel of uid %d, another user: node_cpu_* "
-                "come only from a kernel channel, a file of root or of this exporter's user, "
-                "or one named on the command line; exporting its state only", ch.path,
-                st.st_uid)
-        return False
-
-    def _read(self, reader: Reader, layout: _Layout, wanted: bool
-              ) -> tuple[int, int, dict[str | None, np.ndarray] | None]:
-        """(write number, timestamp in ns, the exported fields' values by field name, or None
-        without ``wanted``) of one consistent read of the newest slot. Only what the series
-        need is copied: nothing but the write's number and time without ``wanted``; the
-        exported fields alone, out of the mapping under the seqlock, when the element holds
-        more than COPY_WHOLE_UP_TO times their bytes (a local user's channel may claim a
-        payload of gigabytes and export one value, or none); else the whole payload, in one
-        copy."""
-        if not wanted:
-            reader.apply(_nothing)
-            return reader.seq, reader.timestamp_ns, None
-        if layout.cpustat:  # all of it is exported (the series bound bounds its size)
-            snap = reader.read()
-            return snap.seq, snap.timestamp_ns, {None: snap.data}
-        count = math.prod(reader.shape)
-        whole = reader.dtype.itemsize * count
-        fields: Any = reader.dtype.fields or {}
-        needed = count * sum(int(reader.dtype.itemsize if f is None else fields[f][0].itemsize)
-                             for f in layout.fields)
-        if whole > max(COPY_WHOLE_UP_TO * needed, _SMALL_PAYLOAD):
-            copied = reader.apply(_copy_fields, layout.fields)
-            return reader.seq, reader.timestamp_ns, copied
-        snap = reader.read()
-        return snap.seq, snap.timestamp_ns, {f: snap.data if f is None else snap.data[f]
-                                             for f in layout.fields}
-
-    def _series_count(self, reader: Reader, layout: _Layout) -> int:
+    def _series_count(self, reader: Reader, layout: Layout) -> int:
         """How many data series a channel of ``reader``'s geometry makes (after --sum-over)."""
         shape = tuple(reader.shape)
         if layout.cpustat:
@@ -571,7 +452,7 @@ class ChannelMetrics:
             return values, names
         return values.sum(axis=axes), tuple(n for n in names if n not in self.sum_over)
 
-    def _generic_families(self, ch: _Channel, reader: Reader, layout: _Layout,
+    def _generic_families(self, ch: Channel, reader: Reader, layout: Layout,
                           data: dict[str | None, np.ndarray]) -> list[Family]:
         fams = []
         dims = layout.dims[:len(reader.shape)]
@@ -596,7 +477,7 @@ class ChannelMetrics:
                 frozenset(kept), [(rows, values.ravel())]))
         return fams
 
-    def _cpustat_families(self, ch: _Channel, data: np.ndarray) -> list[Family]:
+    def _cpustat_families(self, ch: Channel, data: np.ndarray) -> list[Family]:
         """node_exporter's cpu collector from a cpustat snapshot: seconds per CPU and mode as
         /proc/stat shows them (ns truncated to USER_HZ ticks, then ticks / USER_HZ, as
         node_exporter, through prometheus/procfs, converts them), never below what an earlier
@@ -644,35 +525,6 @@ class ChannelMetrics:
         return [cpu, guest]
 
 
-#: A payload this small is copied whole whatever it exports: one copy beats a copy per field.
-_SMALL_PAYLOAD = 64 * 1024
-
-
-def _nothing(view: np.ndarray) -> None:
-    """Reader.apply's function when only the write's number and time are wanted."""
-
-
-def _copy_fields(view: np.ndarray, fields: list[str | None]) -> dict[str | None, np.ndarray]:
-    """Copies of ``fields`` of ``view`` (None: the whole element), each a new array."""
-    return {f: np.array(view if f is None else view[f]) for f in fields}
-
-
-def _trusted_owner(st: os.stat_result) -> bool:
-    """A kernel channel (a character device: only root makes device nodes), or a file of
-    root or of this process's user (docs/security.md: another user's channel is not trusted
-    to speak for the host, nor to come before the operator's)."""
-    return stat.S_ISCHR(st.st_mode) or st.st_uid in (0, os.geteuid())
-
-
-def _trusted_entry(path: str) -> bool:
-    """_trusted_owner of the entry at ``path`` (lstat: a link is its maker's), for the order
-    of a collection only; what a channel may say is decided on the file it has open."""
-    try:
-        return _trusted_owner(os.lstat(path))
-    except OSError:
-        return False
-
-
 class _Unread(Exception):
     """A channel this process could not read for lack of a resource (``reason``, an errno
     name), not because of the channel."""
@@ -690,6 +542,6 @@ _RESOURCE_HINTS = {
 }
 
 _UP, _DOWN = (1.0,), (0.0,)
-#: seqshm_channel_state's values for each state, in ChannelState's order (_Channel.state_rows)
+#: seqshm_channel_state's values for each state, in ChannelState's order (Channel.state_rows)
 _STATE_VALUES = {state: tuple(1.0 if s is state else 0.0 for s in ChannelState)
                  for state in ChannelState}
