@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from seqshm._exposition import Encoder, ExpositionCache, _Metrics, to_prometheus
 from seqshm._families import Family, meta_families
-from seqshm._metrics import ChannelMetrics
+from seqshm._metrics import MAX_SERIES_PER_SCRAPE, ChannelMetrics
 
 log = logging.getLogger("seqshm.export")
 
@@ -27,14 +27,18 @@ class SeqshmCollector(Collector):
 
     ``channels``: names, paths and globs (None: every channel in /dev/seqshm and /dev/shm);
     ``sum_over``: labels to sum away at the source (``cpu``); ``timeout``: seconds a snapshot
-    waits for a consistent copy. Raises ExportError (a glob that matches nothing, a channel
+    waits for a consistent copy; ``max_series``: data series a scrape may have over all
+    channels (MAX_SERIES_PER_SCRAPE, 200,000), trusted channels first (ChannelMetrics).
+    Raises ExportError (a glob that matches nothing, a channel
     without a numeric field, an unknown --sum-over label) or FileNotFoundError at once, never
     at a scrape: a channel that fails later is reported by ``seqshm_channel_up 0``.
     """
 
     def __init__(self, channels: Sequence[str] | None = None, *, sum_over: Iterable[str] = (),
-                 timeout: float = 0.1) -> None:
-        self.metrics = ChannelMetrics(channels, sum_over=sum_over, timeout=timeout)
+                 timeout: float = 0.1,
+                 max_series: int = MAX_SERIES_PER_SCRAPE) -> None:
+        self.metrics = ChannelMetrics(channels, sum_over=sum_over, timeout=timeout,
+                                      max_series=max_series)
         self._templates = ExpositionCache()
         self._render_lock = threading.Lock()
         self._render_warned: set[tuple[str, str]] = set()

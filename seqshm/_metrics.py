@@ -12,7 +12,6 @@ import resource
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from seqshm._api import SEARCH_DIRS, channel_paths, resolve
 from seqshm._cpustat import CPUSTAT_FIELDS, NS_PER_TICK, USER_HZ, is_cpustat
 from seqshm._errors import FileTruncated, ReadTimeout, SeqshmError
+from seqshm._exported import Channel, Layout, read_needed, trusted_entry
 from seqshm._families import (
     COUNTER,
     CPU_MODES,
@@ -53,6 +53,14 @@ class ExportError(SeqshmError):
 #: every scrape its time; its data is left out with a warning, its state still exported.
 MAX_SERIES_PER_CHANNEL = 100_000
 
+#: Data series one scrape may have, over all channels (Prometheus's sample_limit at the source):
+#: MAX_SERIES_PER_CHANNEL bounds a channel, and this bounds how many such channels any local
+#: user can add to every scrape. A scrape's exposition costs ~1 KB of memory per series while
+#: its template is built (prometheus_client's samples) and ~5 us per series on the host, so
+#: 200,000 series (20 cpustat channels of 1024 CPUs) is ~200 MB and ~1 s at worst. Channels
+#: are taken trusted first (ChannelMetrics), so another user's channels cannot use it up.
+MAX_SERIES_PER_SCRAPE = 200_000
+
 #: File descriptors kept for everything but the channels' readers: the server's listening
 #: socket and its connections (at most 64), the spare descriptor, stdio, Python's own.
 FD_RESERVE = 128
@@ -80,70 +88,6 @@ SCRAPE_WAIT_S = 1.0
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
-@dataclass
-class _Layout:
-    """What a channel's families look like, worked out once per (dtype, shape)."""
-
-    cpustat: bool
-    fields: list[str | None]
-    dims: tuple[str, ...]
-
-
-class _Channel:
-    """One selected channel: its reader (kept open between collections, so a collection costs
-    a snapshot, not an open) and, for cpustat, node_exporter's per-CPU high-water marks."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.reader: Reader | None = None
-        self.cpu_seen: np.ndarray | None = None  # seconds, (cpus, modes + guest modes)
-        # the label values of its own series, the same objects at every collection
-        self.label = label_value(path)
-        self.rows = ((self.label,),)
-        self.state_rows = tuple((self.label, s.value) for s in ChannelState)
-        self.warned: set[str] = set()  # what was logged about it (once, not per collection)
-        # its last read found a slot stuck mid-write: read with no wait until it moves, so a
-        # writer stopped mid-write costs later scrapes nothing
-        self.stuck = False
-
-    def warn(self, key: str, msg: str, *args: Any) -> None:
-        """Log ``msg`` once for ``key`` (keys "read:..." again after the channel was read)."""
-        if key not in self.warned:
-            self.warned.add(key)
-            log.warning(msg, *args)
-
-    def read_ok(self) -> None:
-        """Read fine: a read error after this is logged again."""
-        if self.warned:
-            self.warned = {k for k in self.warned if not k.startswith("read:")}
-
-    def open(self) -> Reader:
-        if self.reader is None:
-            self.reader = Reader(self.path, timeout=self.timeout, reopen=True)
-            self.cpu_seen = None
-        return self.reader
-
-    def reopen_if_replaced(self) -> None:
-        """A channel that ended and whose path now holds another live channel (a writer that
-        closed and a new one that created the file again, which ``reopen=True`` does not
-        follow: only create(overwrite=True) marks the old one REPLACED) is opened anew."""
-        try:
-            fresh = Reader(self.path, timeout=self.timeout, reopen=True)
-        except (OSError, SeqshmError):
-            return
-        if fresh.state is ChannelState.OPEN:
-            self.close()
-            self.reader = fresh
-        else:
-            fresh.close()
-
-    def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
-
-
 class ChannelMetrics:
     """The metric families of the channels that ``patterns`` name, each collection from one
     snapshot per channel (every series of a channel comes from the same write).
@@ -163,23 +107,34 @@ class ChannelMetrics:
     Families: cpustat channels (the kernel module's and ``seqshm demo``'s) become
     node_exporter's ``node_cpu_seconds_total{cpu,mode}`` and
     ``node_cpu_guest_seconds_total{cpu,mode}`` (with node_exporter's labels only, so the
-    first cpustat channel of the selection gives them: /dev/seqshm's before /dev/shm's; any
-    other one has its state series only); other channels ``seqshm_<name>_<field>``
+    first trusted cpustat channel of the selection gives them: /dev/seqshm's before
+    /dev/shm's; any other one has its state series only); other channels ``seqshm_<name>_<field>``
     (see the naming convention in ``_field_rule``); every channel also gets
     ``seqshm_channel_up``, ``seqshm_channel_state``, ``seqshm_channel_writes_total`` and the
     time of its write. A channel whose writer is gone (closed, died, replaced, truncated) has
     ``seqshm_channel_up 0`` and no data series, so its last values go stale in Prometheus
     instead of staying frozen.
+
+    Trust (docs/security.md, "the exporter"): any local user can create channels in /dev/shm
+    that a glob matches. A channel is *trusted* when it is a kernel channel (a character
+    device), a file owned by root or by this process's user, or named alone (not through a
+    glob) by the operator. Channels are taken trusted first, then in the patterns' order, so
+    that another user's channels cannot take a family name (they are left out on a clash),
+    nor the scrape's series (``max_series``, MAX_SERIES_PER_SCRAPE, beyond which channels
+    have their state series only, warned once); node_cpu_* come only from a trusted cpustat
+    channel (another user's has its state series only: it could say anything of the host).
     """
 
     def __init__(self, patterns: Sequence[str] | None = None, *,
-                 sum_over: Iterable[str] = (), timeout: float = 0.1) -> None:
+                 sum_over: Iterable[str] = (), timeout: float = 0.1,
+                 max_series: int = MAX_SERIES_PER_SCRAPE) -> None:
         self.patterns = list(patterns or ["*"])
         self.sum_over = frozenset(sum_over)
         self.timeout = timeout
+        self.max_series = max_series
         self._lock = threading.Lock()  # collections from concurrent scrapes take turns
-        self._channels: dict[str, _Channel] = {}
-        self._layouts: dict[tuple[Any, ...], _Layout] = {}
+        self._channels: dict[str, Channel] = {}
+        self._layouts: dict[tuple[Any, ...], Layout] = {}
         # blocks of label values, the same objects for the same geometry (see Family.parts)
         self._label_cache: dict[tuple[Any, ...], tuple[tuple[str, ...], ...]] = {}
         self._cpu_labels: dict[bytes | None, tuple[tuple[tuple[str, ...], ...],
@@ -262,13 +217,13 @@ class ChannelMetrics:
         out.update(dict.fromkeys(p for p in self._fixed if p not in out))
         return list(out)
 
-    def _channel(self, path: str) -> _Channel:
+    def _channel(self, path: str) -> Channel:
         ch = self._channels.get(path)
         if ch is None:
-            ch = self._channels[path] = _Channel(path, self.timeout)
+            ch = self._channels[path] = Channel(path, self.timeout)
         return ch
 
-    def _layout_of(self, reader: Reader) -> _Layout:
+    def _layout_of(self, reader: Reader) -> Layout:
         key = (reader.dtype, reader.shape)
         layout = self._layouts.get(key)
         if layout is None:
@@ -278,7 +233,7 @@ class ChannelMetrics:
             sub = max((len(reader.dtype.fields[f][0].shape)  # type: ignore[index]
                        for f in fields if f is not None), default=0)
             dims += tuple(f"elem{i}" for i in range(sub))
-            layout = self._layouts[key] = _Layout(cpustat, fields, ("cpu",) if cpustat else dims)
+            layout = self._layouts[key] = Layout(cpustat, fields, ("cpu",) if cpustat else dims)
         return layout
 
     # -- collection --------------------------------------------------------------------------
@@ -310,14 +265,21 @@ class ChannelMetrics:
         budget = reader_budget()
         unread: dict[str, list[str]] = {}
         wait_until = time.monotonic() + max(self.timeout, SCRAPE_WAIT_S)
-        for i, path in enumerate(paths):
-            ch = self._channel(path)
+        room = self.max_series  # data series this scrape may still have
+        named = frozenset(self._fixed)
+        # trusted channels first (a stable sort: then the patterns' order), so that the
+        # channels of another user come after the operator's in every contest: family
+        # names, the scrape's series, node_cpu_*
+        channels = sorted((self._channel(p) for p in paths),
+                          key=lambda ch: not (ch.path in named or trusted_entry(ch.path)))
+        for i, ch in enumerate(channels):
+            path = ch.path
             # the wait this channel may have: none once it was found stuck or the scrape's
             # wait is spent (then a slot mid-write right now is reported down, not waited on)
             wait = 0.0 if ch.stuck else min(self.timeout,
                                              max(0.0, wait_until - time.monotonic()))
             try:
-                fams = self._collect_channel(ch, meta, wait)
+                fams = self._collect_channel(ch, meta, wait, room, path in named)
             except _Unread as e:
                 unread.setdefault(e.reason, []).append(path)
                 fams = []
@@ -343,9 +305,11 @@ class ChannelMetrics:
                 elif known is None:
                     by_name[key] = fam
                     out.append(fam)
+                    room -= fam.size
                 elif known.name == fam.name and known.labels == fam.labels \
                         and known.kind == fam.kind:
                     known.parts.extend(fam.parts)  # the same field of another channel
+                    room -= fam.size
                 else:
                     ch.warn(f"name:{key}", "%s: family %s (%s, labels %s) clashes with %s (%s, "
                             "labels %s) of another channel; left out", path, fam.name,
@@ -363,10 +327,12 @@ class ChannelMetrics:
         self._unread_logged = now_unread
         return out
 
-    def _collect_channel(self, ch: _Channel, meta: list[Family], wait: float) -> list[Family]:
+    def _collect_channel(self, ch: Channel, meta: list[Family], wait: float, room: int,
+                         named: bool) -> list[Family]:
         """One channel's series: its own ones added to ``meta``'s families, its data families
-        returned; a read waits at most ``wait`` seconds for a slot mid-write. Raises _Unread
-        when this process lacks what reading it needs."""
+        returned (at most ``room`` series, else none); a read waits at most ``wait`` seconds
+        for a slot mid-write; ``named``: the operator named it alone. Raises _Unread when this
+        process lacks what reading it needs."""
         up, state_f, writes, stamp, age, _ = meta
         path, lbl = ch.path, ch.rows
         try:
@@ -378,17 +344,27 @@ class ChannelMetrics:
                 state = reader.state
             layout = self._layout_of(reader)
             series = self._series_count(reader, layout)
+            wanted = bool(layout.fields)
             if series > MAX_SERIES_PER_CHANNEL:  # not copied, nor made series: its state only
                 ch.warn("size", "%s: %d series (%s %s), more than the %d a channel may have: "
                         "its data is left out (sum dimensions away with --sum-over, or "
                         "select other channels)", path, series, reader.dtype, reader.shape,
                         MAX_SERIES_PER_CHANNEL)
-                up.add(lbl, _UP if state in (ChannelState.OPEN, ChannelState.REMOVED)
-                       else _DOWN)
-                state_f.add(ch.state_rows, _STATE_VALUES[state])
-                return []
+                wanted = False
+            elif series > room:
+                ch.warn("room", "%s: its %d series would take the scrape past its %d "
+                        "(--max-series): its data is left out, its state exported (raise "
+                        "--max-series, sum dimensions away with --sum-over, or select fewer "
+                        "channels)", path, series, self.max_series)
+                wanted = False
+            elif layout.cpustat and self._node_cpu_from is not None:
+                ch.warn("cpustat", "%s: node_cpu_* already come from %s; exporting its "
+                        "state only", path, self._node_cpu_from)
+                wanted = False
+            elif layout.cpustat:
+                wanted = ch.may_speak_for_host(named)
             reader.timeout = wait
-            snap = reader.read()
+            seq, stamp_ns, data = read_needed(reader, layout, wanted)
         except FileNotFoundError:
             ch.close()
             up.add(lbl, _DOWN)
@@ -422,33 +398,29 @@ class ChannelMetrics:
         alive = state in (ChannelState.OPEN, ChannelState.REMOVED)
         up.add(lbl, _UP if alive else _DOWN)
         state_f.add(ch.state_rows, _STATE_VALUES[state])
-        writes.add(lbl, (float(snap.seq),))
-        if snap.seq:
+        writes.add(lbl, (float(seq),))
+        if seq:
             clock = int(reader.header["clock_id"])
             try:
-                ago = time.clock_gettime_ns(clock) - snap.timestamp_ns
+                ago = time.clock_gettime_ns(clock) - stamp_ns
             except OSError:
                 ago = None
             if ago is not None:
                 stamp.add(lbl, ((time.time_ns() - ago) / 1e9,))
                 age.add(lbl, (ago / 1e9,))
-        if not alive or not snap.seq:
+        if not alive or not seq or data is None:
             return []  # no frozen values of a dead writer, nor the zeros before a write
         try:
             if layout.cpustat:
-                if self._node_cpu_from is not None:
-                    ch.warn("cpustat", "%s: node_cpu_* already come from %s; exporting its "
-                            "state only", path, self._node_cpu_from)
-                    return []
                 self._node_cpu_from = path
-                return self._cpustat_families(ch, snap.data)
-            return self._generic_families(ch, reader, layout, snap.data)
+                return self._cpustat_families(ch, data[None])
+            return self._generic_families(ch, reader, layout, data)
         except Exception as e:  # values that cannot be made series: its state is still told
             ch.warn(f"data:{type(e).__name__}", "%s: its data left out of the export: %r",
                     path, e)
             return []
 
-    def _series_count(self, reader: Reader, layout: _Layout) -> int:
+    def _series_count(self, reader: Reader, layout: Layout) -> int:
         """How many data series a channel of ``reader``'s geometry makes (after --sum-over)."""
         shape = tuple(reader.shape)
         if layout.cpustat:
@@ -480,14 +452,14 @@ class ChannelMetrics:
             return values, names
         return values.sum(axis=axes), tuple(n for n in names if n not in self.sum_over)
 
-    def _generic_families(self, ch: _Channel, reader: Reader, layout: _Layout,
-                          data: np.ndarray) -> list[Family]:
+    def _generic_families(self, ch: Channel, reader: Reader, layout: Layout,
+                          data: dict[str | None, np.ndarray]) -> list[Family]:
         fams = []
         dims = layout.dims[:len(reader.shape)]
         for fname in layout.fields:
             name, kind, otel_name, scale = field_rule(reader.name or
                                                        os.path.basename(reader.path), fname)
-            raw = data if fname is None else data[fname]
+            raw = data[fname]
             sub = raw.shape[len(reader.shape):]
             names = dims + tuple(f"elem{i}" for i in range(len(sub)))
             # NaN and infinities are values to export as they are (+Inf - +Inf summed is NaN),
@@ -505,7 +477,7 @@ class ChannelMetrics:
                 frozenset(kept), [(rows, values.ravel())]))
         return fams
 
-    def _cpustat_families(self, ch: _Channel, data: np.ndarray) -> list[Family]:
+    def _cpustat_families(self, ch: Channel, data: np.ndarray) -> list[Family]:
         """node_exporter's cpu collector from a cpustat snapshot: seconds per CPU and mode as
         /proc/stat shows them (ns truncated to USER_HZ ticks, then ticks / USER_HZ, as
         node_exporter, through prometheus/procfs, converts them), never below what an earlier
@@ -570,6 +542,6 @@ _RESOURCE_HINTS = {
 }
 
 _UP, _DOWN = (1.0,), (0.0,)
-#: seqshm_channel_state's values for each state, in ChannelState's order (_Channel.state_rows)
+#: seqshm_channel_state's values for each state, in ChannelState's order (Channel.state_rows)
 _STATE_VALUES = {state: tuple(1.0 if s is state else 0.0 for s in ChannelState)
                  for state in ChannelState}

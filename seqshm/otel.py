@@ -26,15 +26,15 @@ except ImportError as e:  # the core needs no extra; this module does
                       f"({e})") from e
 
 from seqshm._families import COUNTER, Family
-from seqshm._metrics import ChannelMetrics
+from seqshm._metrics import MAX_SERIES_PER_SCRAPE, ChannelMetrics
 
 __all__ = ["SeqshmInstruments"]
 
 
 class SeqshmInstruments:
     """Observable instruments on ``meter`` for the channels ``channels`` names (names, paths,
-    globs; None: every channel), as ``seqshm export`` selects them (``sum_over``, ``timeout``
-    the same too; errors the same: ExportError, FileNotFoundError).
+    globs; None: every channel), as ``seqshm export`` selects them (``sum_over``, ``timeout``,
+    ``max_series`` the same too; errors the same: ExportError, FileNotFoundError).
 
     One collection takes one snapshot per channel, shared by all its instruments: the SDK
     calls each instrument's callback once per collection, so the snapshot is taken anew when
@@ -44,9 +44,11 @@ class SeqshmInstruments:
     """
 
     def __init__(self, meter: Meter, channels: Sequence[str] | None = None, *,
-                 sum_over: Iterable[str] = (), timeout: float = 0.1) -> None:
+                 sum_over: Iterable[str] = (), timeout: float = 0.1,
+                 max_series: int = MAX_SERIES_PER_SCRAPE) -> None:
         self.meter = meter
-        self.metrics = ChannelMetrics(channels, sum_over=sum_over, timeout=timeout)
+        self.metrics = ChannelMetrics(channels, sum_over=sum_over, timeout=timeout,
+                                      max_series=max_series)
         self._lock = threading.Lock()
         self._current: dict[str, Family] = {}
         self._served: set[str] = set()

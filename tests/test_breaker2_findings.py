@@ -64,6 +64,28 @@ def allocated(path: str) -> int:
     return os.stat(path).st_blocks * 512
 
 
+def other_users_channel(other_user: object, hostile_paths: list[str], path: str,
+                        dtype: object, shape: object, name: str, value: object) -> None:
+    """A live channel at ``path`` of another local user (the ``other_user`` fixture), one
+    write of ``value`` made, its writer alive for the test's length; removed afterwards."""
+    import time
+
+    hostile_paths.extend([path, os.path.join(os.path.dirname(path),
+                                             f".{os.path.basename(path)}.waiters")])
+
+    def writer() -> None:
+        with seqshm.create(path, dtype, shape, name=name) as w:
+            w.write(value)
+            time.sleep(60)
+
+    other_user.start(writer)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"the other user's channel {path} did not appear"
+        time.sleep(0.01)
+    time.sleep(0.2)  # its first write
+
+
 @pytest.fixture
 def hostile_paths(shm_name: str) -> Iterator[list[str]]:
     """Paths for hostile files next to this test's channel, removed afterwards."""
@@ -83,11 +105,10 @@ _MIB = 1 << 20
 _BIG = 256 * _MIB
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 1: export copies a channel's whole payload whatever series it makes: "
-    "MAX_SERIES_PER_CHANNEL counts series, not bytes, so a sparse channel of complex numbers "
-    "(0 series) or of one padded record (1 series) costs every scrape its whole payload "
-    "(a 2 GiB file OOM-kills `export --once` in a 1 GiB cgroup; on a host, the OOM killer)"))
+# breaker2 finding 1, fixed: export copied a channel's whole payload whatever series it made
+# (MAX_SERIES_PER_CHANNEL counts series, not bytes): a channel of complex numbers (0 series)
+# or of one padded record (1 series) cost every scrape its whole payload. Now a scrape copies
+# what its series need (ChannelMetrics._read: the exported fields alone, or nothing).
 @pytest.mark.parametrize("dtype, shape", [
     ("<c16", (_BIG // 16,)),                                                  # 0 series
     (np.dtype({"names": ["x"], "formats": ["<f8"], "itemsize": _BIG}), (1,)),  # 1 series
@@ -440,36 +461,23 @@ def test_channels_stuck_mid_write_do_not_push_a_scrape_past_prometheus_timeout(
 
 # -- finding 10 ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 10: another user's channel shaped like cpustat, matched first, is "
-    "exported as the host's node_cpu_seconds_total (no channel label tells it apart) and the "
-    "real cpustat channel's data is left out ('node_cpu_* already come from ...')"))
+# breaker2 finding 10, fixed: another user's channel shaped like cpustat, matched first, was
+# exported as the host's node_cpu_seconds_total and the real one left out. node_cpu_* now come
+# only from a trusted channel (a device, root's or the exporter's user's file, one named).
 def test_another_users_cpustat_shaped_channel_does_not_become_the_hosts_node_cpu(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
-    import time
 
     from exporting import cpustat_publisher
 
     from seqshm.cli import _procstat as telemetry
 
     forged = os.path.join(SHM_DIR, f"{shm_name}-0cpustat")  # sorted before the real one
-    hostile_paths.extend([forged, os.path.join(SHM_DIR, f".{shm_name}-0cpustat.waiters")])
     cpus = len(telemetry.read_cpustat())
-
-    def forge() -> None:  # as the other user: every CPU spent 700 s in user mode, says it
-        rec = np.zeros(cpus, telemetry.CPUSTAT_DTYPE)
-        rec["online"] = 1
-        rec["user_ns"] = 700 * 10**9
-        with seqshm.create(forged, telemetry.CPUSTAT_DTYPE, cpus, name="cpustat") as w:
-            w.write(rec)
-            time.sleep(60)
-
-    other_user.start(forge)  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
-    while not os.path.exists(forged):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(0.2)  # its first write
+    rec = np.zeros(cpus, telemetry.CPUSTAT_DTYPE)  # every CPU spent 700 s in user mode, it says
+    rec["online"] = 1
+    rec["user_ns"] = 700 * 10**9
+    other_users_channel(other_user, hostile_paths, forged, telemetry.CPUSTAT_DTYPE, cpus,
+                        "cpustat", rec)
     with cpustat_publisher(os.path.join(SHM_DIR, f"{shm_name}-cpustat")):
         done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
                                f"{shm_name}-*"], capture_output=True, timeout=60, cwd="/")
@@ -502,11 +510,9 @@ def test_the_message_about_a_planted_link_does_not_describe_its_target(
 
 # -- finding 12 ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 12: MAX_SERIES_PER_CHANNEL bounds one channel, nothing bounds them all: "
-    "each channel of 99,999 float64 (800 KiB of tmpfs, any local user) costs every scrape ~1 s "
-    "of CPU and ~100 MB of the exporter's memory (1: 144 MB max RSS, 5: 539 MB, 10: ~1 GB; "
-    "50 would OOM a 4 GB host)"))
+# breaker2 finding 12, fixed: MAX_SERIES_PER_CHANNEL bounded one channel, nothing bounded them
+# all (10 channels of 99,999 series: ~1 GB). A scrape now has at most --max-series
+# (MAX_SERIES_PER_SCRAPE) data series, trusted channels first.
 def test_many_channels_of_many_series_do_not_grow_the_exporter_without_bound(
         shm_name: str) -> None:
     import contextlib
@@ -531,29 +537,14 @@ def test_many_channels_of_many_series_do_not_grow_the_exporter_without_bound(
 
 # -- finding 13 ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker2 finding 13: another user's channel with the same header name and another shape, "
-    "at a path sorted first ('0...'), takes the family seqshm_<name>, and the real channel's "
-    "data is the one left out ('clashes with ... of another channel; left out'): a local user "
-    "chooses which channel's data the exporter drops"))
+# breaker2 finding 13, fixed: another user's channel with the same header name and another
+# shape, sorted first, took the family and the real channel's data was left out. Trusted
+# channels are now taken first, so a squatter's family is the one left out.
 def test_a_squatters_family_does_not_push_the_real_channels_data_out(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
-    import time
 
-    squat = os.path.join(SHM_DIR, f"{shm_name}-0squat")
-    hostile_paths.extend([squat, os.path.join(SHM_DIR, f".{shm_name}-0squat.waiters")])
-
-    def squatter() -> None:  # as the other user: a scalar channel under the same name
-        with seqshm.create(squat, "<f8", (), name="clash") as w:
-            w.write(1.0)
-            time.sleep(60)
-
-    other_user.start(squatter)  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
-    while not os.path.exists(squat):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(0.2)
+    squat = os.path.join(SHM_DIR, f"{shm_name}-0squat")  # a scalar under the same name
+    other_users_channel(other_user, hostile_paths, squat, "<f8", (), "clash", 1.0)
     real = os.path.join(SHM_DIR, f"{shm_name}-real")
     with seqshm.create(real, "<f8", 4, name="clash") as w:
         w.write([20.0, 21.0, 22.0, 23.0])
@@ -562,6 +553,35 @@ def test_a_squatters_family_does_not_push_the_real_channels_data_out(
         w.close(unlink=True)
     values = pick(parse(done.stdout), "seqshm_clash", channel=real)
     assert sorted(values.values()) == [20.0, 21.0, 22.0, 23.0], done.stderr.decode()[-500:]
+
+
+
+# Another member of the kind of findings 12 and 13: another user's channels, sorted first,
+# that would fill the scrape's series (--max-series) come after the operator's channel, which
+# keeps its data; theirs has its state series only, and a warning says why.
+def test_another_users_channels_cannot_use_up_the_scrapes_series(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+
+    big = os.path.join(SHM_DIR, f"{shm_name}-0big")  # 1000 series: all of --max-series below
+    other_users_channel(other_user, hostile_paths, big, "<f8", 1000, "big", np.ones(1000))
+    real = os.path.join(SHM_DIR, f"{shm_name}-real")
+    with seqshm.create(real, "<f8", 4, name="real") as w:
+        w.write([20.0, 21.0, 22.0, 23.0])
+        done = subprocess.run([sys.executable, "-m", "seqshm", "export", "--once",
+                               "--max-series", "1000", f"{shm_name}-*"], capture_output=True,
+                              timeout=60, cwd="/")
+        w.close(unlink=True)
+    got = parse(done.stdout)
+    assert sorted(pick(got, "seqshm_real", channel=real).values()) == [20.0, 21.0, 22.0, 23.0]
+    assert not pick(got, "seqshm_big", channel=big)
+    assert list(pick(got, "seqshm_channel_up", channel=big).values()) == [1.0]
+    assert b"--max-series" in done.stderr, done.stderr.decode()[-500:]
+
+
+def test_the_cli_default_max_series_is_the_librarys() -> None:
+    from seqshm import _metrics
+    from seqshm.cli import export as export_cli
+    assert export_cli.EXPORT_MAX_SERIES == _metrics.MAX_SERIES_PER_SCRAPE
 
 
 # breaker2 finding 5, fixed: a regular file whose header says writer_pid 0 was shown as

@@ -34,7 +34,7 @@ from exporting import (
 )
 
 import seqshm
-from seqshm import _metrics, cli, export
+from seqshm import _exported, _metrics, cli, export
 from seqshm._metrics import ChannelMetrics
 from seqshm._reader import Reader
 from seqshm.testing import StalledWriter
@@ -340,7 +340,7 @@ def test_series_that_cannot_be_rendered_are_left_out_and_the_rest_served(
     """The net under label_value: were a name that is not UTF-8 to reach the exposition
     unescaped, its channel's series are left out (warned once) and the others served."""
     good, bad, pattern = bad_name_channels
-    monkeypatch.setattr(_metrics, "label_value", lambda path: path)
+    monkeypatch.setattr(_exported, "label_value", lambda path: path)
     collector = export.SeqshmCollector([pattern])
     for _ in range(3):
         series = parse(export.exposition(export.registry_of(collector)))
@@ -518,14 +518,14 @@ def test_export_once_prints_what_it_read_and_exits_1_naming_the_channels_it_coul
     """Out of descriptors for one channel: the others are printed, that one is neither shown
     down nor silently dropped: exit status 1 and a report."""
     a, b, pattern = two_channels
-    real = _metrics._Channel.open
+    real = _exported.Channel.open
 
     def open_(self: Any) -> Reader:
         if self.path == b:
             raise OSError(errno.EMFILE, "Too many open files", self.path)
         return real(self)
 
-    monkeypatch.setattr(_metrics._Channel, "open", open_)
+    monkeypatch.setattr(_exported.Channel, "open", open_)
     assert cli.main(["export", "--once", pattern]) == 1
     out, err = capsysbinary.readouterr()
     series = parse(out)

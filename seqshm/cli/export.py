@@ -7,7 +7,7 @@ import argparse
 import sys
 import threading
 
-from seqshm.cli._base import EXIT_OK, EXIT_USAGE, Failure, nonnegative
+from seqshm.cli._base import EXIT_OK, EXIT_USAGE, Failure, at_least_one, nonnegative
 
 DESCRIPTION = (
     "Serve channels over HTTP as Prometheus/OpenMetrics metrics, one snapshot per\n"
@@ -19,6 +19,8 @@ DESCRIPTION = (
 
 #: seqshm.export.DEFAULT_LISTEN, written here too so that the parser needs no prometheus_client.
 EXPORT_LISTEN = "127.0.0.1:9464"
+#: seqshm._metrics.MAX_SERIES_PER_SCRAPE, likewise (tests/test_export_cli.py checks they agree).
+EXPORT_MAX_SERIES = 200_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "dim0... for other channels' dimensions); repeatable")
     p.add_argument("--timeout", type=nonnegative, default=0.1, metavar="S",
                    help="how long a snapshot waits for a consistent copy (default 0.1)")
+    p.add_argument("--max-series", type=at_least_one, default=EXPORT_MAX_SERIES, metavar="N",
+                   help=f"data series a scrape may have over all channels (default "
+                        f"{EXPORT_MAX_SERIES:,}); channels past it, another user's first, "
+                        "have their state series only")
     p.add_argument("--once", action="store_true",
                    help="print one scrape to stdout and exit instead of serving")
     p.add_argument("--openmetrics", action="store_true",
@@ -46,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return export(args.patterns, args.listen, args.sum_over, args.timeout, args.once,
-                  args.openmetrics, args.web_config)
+                  args.openmetrics, args.web_config, args.max_series)
 
 
 def _listen(text: str) -> str:
@@ -58,10 +64,12 @@ def _listen(text: str) -> str:
 
 
 def export(patterns: list[str], listen: str, sum_over: list[str], timeout: float,
-           once: bool, openmetrics: bool, web_config: str | None = None) -> int:
+           once: bool, openmetrics: bool, web_config: str | None = None,
+           max_series: int = EXPORT_MAX_SERIES) -> int:
     """Serve the channels ``patterns`` name as Prometheus metrics at ``listen`` until Ctrl-C or
     SIGTERM (``once``: print one scrape to stdout and exit; ``web_config``: TLS and basic auth
-    from an exporter-toolkit web configuration file)."""
+    from an exporter-toolkit web configuration file; ``max_series``: data series a scrape may
+    have over all channels)."""
     if openmetrics and not once:
         raise Failure("--openmetrics goes with --once (the server answers OpenMetrics to a "
                       "scraper that asks for it)", EXIT_USAGE)
@@ -72,7 +80,8 @@ def export(patterns: list[str], listen: str, sum_over: list[str], timeout: float
     exp.raise_fd_limit()
     try:
         config = exp.load_web_config(web_config) if web_config and not once else None
-        collector = exp.SeqshmCollector(patterns, sum_over=sum_over, timeout=timeout)
+        collector = exp.SeqshmCollector(patterns, sum_over=sum_over, timeout=timeout,
+                                        max_series=max_series)
     except exp.ExportError as e:
         raise Failure(str(e), EXIT_USAGE) from None
     try:

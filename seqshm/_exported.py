@@ -1,0 +1,173 @@
+"""One channel as seqshm export reads it: its kept reader, what was warned about it, whether it
+may be trusted (docs/security.md, the exporter's part), and a read that copies only what its
+series need (seqshm._metrics makes the series)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from seqshm._errors import SeqshmError
+from seqshm._families import label_value
+from seqshm._lifecycle import ChannelState
+from seqshm._reader import Reader
+
+__all__ = ["COPY_WHOLE_UP_TO", "Channel", "Layout", "read_needed", "trusted_entry",
+           "trusted_owner"]
+
+log = logging.getLogger("seqshm.export")
+
+#: Bytes of a channel's element copied as a whole per exported value at most: a channel whose
+#: payload is larger than this many times the values it exports (a record padded to megabytes,
+#: a field of complex numbers, which make no series) has only its exported fields copied out
+#: of the slot, under the seqlock (Reader.apply), so that a scrape copies what its series need,
+#: not what a local user's channel claims.
+COPY_WHOLE_UP_TO = 4
+
+#: A payload this small is copied whole whatever it exports: one copy beats a copy per field.
+_SMALL_PAYLOAD = 64 * 1024
+
+
+def _nothing(view: np.ndarray) -> None:
+    """Reader.apply's function when only the write's number and time are wanted."""
+
+
+def _copy_fields(view: np.ndarray, fields: list[str | None]) -> dict[str | None, np.ndarray]:
+    """Copies of ``fields`` of ``view`` (None: the whole element), each a new array."""
+    return {f: np.array(view if f is None else view[f]) for f in fields}
+
+
+def trusted_owner(st: os.stat_result) -> bool:
+    """A kernel channel (a character device: only root makes device nodes), or a file of
+    root or of this process's user (docs/security.md: another user's channel is not trusted
+    to speak for the host, nor to come before the operator's)."""
+    return stat.S_ISCHR(st.st_mode) or st.st_uid in (0, os.geteuid())
+
+
+def trusted_entry(path: str) -> bool:
+    """trusted_owner of the entry at ``path`` (lstat: a link is its maker's), for the order
+    of a collection only; what a channel may say is decided on the file it has open."""
+    try:
+        return trusted_owner(os.lstat(path))
+    except OSError:
+        return False
+
+
+@dataclass
+class Layout:
+    """What a channel's families look like, worked out once per (dtype, shape)."""
+
+    cpustat: bool
+    fields: list[str | None]
+    dims: tuple[str, ...]
+
+
+class Channel:
+    """One selected channel: its reader (kept open between collections, so a collection costs
+    a snapshot, not an open) and, for cpustat, node_exporter's per-CPU high-water marks."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.reader: Reader | None = None
+        self.cpu_seen: np.ndarray | None = None  # seconds, (cpus, modes + guest modes)
+        # the label values of its own series, the same objects at every collection
+        self.label = label_value(path)
+        self.rows = ((self.label,),)
+        self.state_rows = tuple((self.label, s.value) for s in ChannelState)
+        self.warned: set[str] = set()  # what was logged about it (once, not per collection)
+        # its last read found a slot stuck mid-write: read with no wait until it moves, so a
+        # writer stopped mid-write costs later scrapes nothing
+        self.stuck = False
+
+    def warn(self, key: str, msg: str, *args: Any) -> None:
+        """Log ``msg`` once for ``key`` (keys "read:..." again after the channel was read)."""
+        if key not in self.warned:
+            self.warned.add(key)
+            log.warning(msg, *args)
+
+    def read_ok(self) -> None:
+        """Read fine: a read error after this is logged again."""
+        if self.warned:
+            self.warned = {k for k in self.warned if not k.startswith("read:")}
+
+    def open(self) -> Reader:
+        if self.reader is None:
+            self.reader = Reader(self.path, timeout=self.timeout, reopen=True)
+            self.cpu_seen = None
+        return self.reader
+
+    def reopen_if_replaced(self) -> None:
+        """A channel that ended and whose path now holds another live channel (a writer that
+        closed and a new one that created the file again, which ``reopen=True`` does not
+        follow: only create(overwrite=True) marks the old one REPLACED) is opened anew."""
+        try:
+            fresh = Reader(self.path, timeout=self.timeout, reopen=True)
+        except (OSError, SeqshmError):
+            return
+        if fresh.state is ChannelState.OPEN:
+            self.close()
+            self.reader = fresh
+        else:
+            fresh.close()
+
+    def may_speak_for_host(self, named: bool) -> bool:
+        """Whether a cpustat channel may give node_cpu_*, which carry no channel label and so
+        speak for the host: one the operator named, a kernel channel, or a file of root or of
+        this process's user, as the file open says (not its path, which may be another file
+        by now). Another user's has its state only, warned once: it could say anything."""
+        if named:
+            return True
+        assert self.reader is not None
+        fd = self.reader._dup()
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if trusted_owner(st):
+            return True
+        self.warn("cpustat:owner", "%s: a cpustat channel of uid %d, another user: node_cpu_* "
+                "come only from a kernel channel, a file of root or of this exporter's user, "
+                "or one named on the command line; exporting its state only", self.path,
+                st.st_uid)
+        return False
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+
+def read_needed(reader: Reader, layout: Layout, wanted: bool
+          ) -> tuple[int, int, dict[str | None, np.ndarray] | None]:
+    """(write number, timestamp in ns, the exported fields' values by field name, or None
+    without ``wanted``) of one consistent read of the newest slot. Only what the series
+    need is copied: nothing but the write's number and time without ``wanted``; the
+    exported fields alone, out of the mapping under the seqlock, when the element holds
+    more than COPY_WHOLE_UP_TO times their bytes (a local user's channel may claim a
+    payload of gigabytes and export one value, or none); else the whole payload, in one
+    copy."""
+    if not wanted:
+        reader.apply(_nothing)
+        return reader.seq, reader.timestamp_ns, None
+    if layout.cpustat:  # all of it is exported (the series bound bounds its size)
+        snap = reader.read()
+        return snap.seq, snap.timestamp_ns, {None: snap.data}
+    count = math.prod(reader.shape)
+    whole = reader.dtype.itemsize * count
+    fields: Any = reader.dtype.fields or {}
+    needed = count * sum(int(reader.dtype.itemsize if f is None else fields[f][0].itemsize)
+                         for f in layout.fields)
+    if whole > max(COPY_WHOLE_UP_TO * needed, _SMALL_PAYLOAD):
+        copied = reader.apply(_copy_fields, layout.fields)
+        return reader.seq, reader.timestamp_ns, copied
+    snap = reader.read()
+    return snap.seq, snap.timestamp_ns, {f: snap.data if f is None else snap.data[f]
+                                         for f in layout.fields}
