@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import stat
 
-__all__ = ["NAME_MAX", "Directory", "NewFile", "PlantedLink", "new_file", "open_dir", "open_in",
-           "reserve", "split"]
+__all__ = ["NAME_MAX", "Directory", "NewFile", "PlantedLink", "describe_owner", "new_file",
+           "open_dir", "open_in", "reserve", "split"]
 
 _O_PATH = getattr(os, "O_PATH", 0)
 #: How many times open_in looks again at a name whose link was swapped for another file
@@ -33,6 +35,20 @@ def split(path: str | os.PathLike[str] | bytes) -> tuple[str, str]:
         raise IsADirectoryError(errno.EISDIR, "a directory, not a channel: name a file in it",
                                 p)
     return directory or "/", name
+
+
+def describe_owner(st: os.stat_result) -> str:
+    """"mode 0640, owner alice, group telemetry" of a file's stat, for messages that say who may
+    read it (a user or group name the system no longer knows is its number)."""
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"mode {stat.S_IMODE(st.st_mode):04o}, owner {owner}, group {group}"
 
 
 def _fd_path(fd: int) -> str | None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from seqshm import _core, _wait
 from seqshm._errors import ChannelEnded, ClosedError, FileTruncated, FormatError, ReadTimeout
-from seqshm._files import Directory, PlantedLink, open_dir, open_in
+from seqshm._files import Directory, PlantedLink, describe_owner, open_dir, open_in
 from seqshm._lifecycle import ChannelState, end_reason, lock_is_free, same_file, writer_text
 from seqshm._types import History, ReaderStats, Sample
 
@@ -58,8 +58,9 @@ def _who_may_read(d: Directory, name: str) -> str:
                 "selftest_mode= at load), and the seqshm-dkms package's udev rule gives the "
                 "devices the group 'seqshm': add this user to it (usermod -aG seqshm USER); "
                 "see module/README.md, 'Giving a group read access'")
-    return ("this user may not read the channel file: run as one its mode lets read, or "
-            "have its writer create it with a wider mode (create(mode=0o644))")
+    shown = f" ({describe_owner(st)})" if st is not None and stat.S_ISREG(st.st_mode) else ""
+    return (f"this user may not read the channel file{shown}: run as one its mode lets read, "
+            "or have its writer create it with a wider mode (create(mode=0o644))")
 
 
 def _refuse_holes(allocated: int | None, h: _core.Header, path: str) -> None:

@@ -187,7 +187,21 @@ def test_permission_denied_says_whose_the_channel_is_and_what_to_do(
         os.chmod(w.path, 0o600)
         text = _base.error_text(PermissionError(13, "Permission denied", w.path))
     assert text.startswith(f"{w.path}: Permission denied (mode 0600, owner ")
-    assert "run as a user who may read it" in text
+    assert "run as a user who may open it" in text
+
+
+def test_the_librarys_advice_on_a_channel_is_not_given_twice(
+    make_path: Callable[[], str],
+) -> None:
+    """A PermissionError the library made already says whose channel it is and what to do:
+    the CLI adds nothing (it appended its own hint after the library's, two remedies)."""
+    from seqshm.cli import _base
+
+    with seqshm.create(make_path(), np.int64, 2) as w:
+        advice = ("this user may not read the channel file (mode 0600, owner x, group x): "
+                  "run as one its mode lets read")
+        text = _base.error_text(PermissionError(13, advice, w.path))
+    assert text == f"{w.path}: {advice}"
 
 
 @pytest.mark.parametrize("command", ["list", "info", "watch", "record", "export", "demo"])

@@ -802,3 +802,4 @@ def test_a_kernel_channel_this_user_may_not_read_gets_the_kernels_advice(
         w.write(1.0)
         msg = other_user.run(_open_message, w.path)
         assert "create(mode=0o644)" in msg and "kernel" not in msg, msg
+        assert "(mode 0600, owner root, group root)" in msg, msg  # whose file it is

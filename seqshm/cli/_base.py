@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import grp
 import math
 import os
 import pwd
@@ -15,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import seqshm
-from seqshm._files import PlantedLink
+from seqshm._files import PlantedLink, describe_owner
 from seqshm._lifecycle import describe_writer
 from seqshm.cli._format import shown
 
@@ -132,25 +131,18 @@ def writer_text(reader: seqshm.Reader) -> str:
 
 
 def _who_may_read(path: str) -> str:
-    """What to do about a channel this user may not read: whose it is and its mode. The entry
+    """What to do about a file this user may not open, for an OSError that says no more than
+    "Permission denied" (the library's own say whose channel it is and what to do). The entry
     at ``path`` is described (lstat), never what a link there points to: a link another user
     planted is refused, not followed, and its target is none of this user's business."""
     try:
         st = os.lstat(path)
     except OSError:
-        return "(run as a user who may read it)"
+        return "(run as a user who may open it)"
     if stat.S_ISLNK(st.st_mode):
-        return "(a symbolic link: give the real path of the channel)"
-    try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        owner = str(st.st_uid)
-    try:
-        group = grp.getgrgid(st.st_gid).gr_name
-    except KeyError:
-        group = str(st.st_gid)
-    return (f"(mode {stat.S_IMODE(st.st_mode):04o}, owner {owner}, group {group}): run as a "
-            "user who may read it, or have its writer make it readable (chmod, or a umask)")
+        return "(a symbolic link: give the real path)"
+    return (f"({describe_owner(st)}): run as a user who may open it, or have its owner "
+            "change its mode")
 
 
 #: Errors of a write that names no file: the standard output's (print() says no name).
@@ -165,7 +157,8 @@ def error_text(e: BaseException) -> str:
     if isinstance(e, OSError) and not isinstance(e, seqshm.SeqshmError):
         if isinstance(e, PlantedLink) and e.filename:  # its message says why and what to do
             return f"{shown(os.fsdecode(e.filename))}: {e.strerror}"
-        if isinstance(e, PermissionError) and e.filename:
+        if isinstance(e, PermissionError) and e.filename and e.strerror == os.strerror(
+                e.errno or errno.EACCES):  # the system's words alone: say whose file it is
             name = os.fsdecode(e.filename)
             return f"{shown(name)}: {e.strerror} {_who_may_read(name)}"
         if e.filename:
