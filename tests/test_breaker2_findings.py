@@ -356,6 +356,34 @@ def test_watch_and_record_refuse_a_huge_hostile_channel_by_name(
         assert bad in err, err
 
 
+
+# Another member of finding 6's kind, not held by the sparse-file refusal: a channel a writer
+# made (every byte allocated, 2 GiB) that is too large for the command: `record` ended in
+# NumPy's ValueError traceback (row_dtype: a dimension of 2^31), `watch --format jsonl` was
+# killed by the OOM killer building one line of 2^31 values, and the table copied the payload
+# to float64 (16 GiB). Each now refuses it at once (exit 2), naming the file and what to use.
+@pytest.mark.parametrize("command", [["watch", "--count", "1", "--format", "jsonl"],
+                                     ["watch", "--count", "1", "--format", "csv"],
+                                     ["watch", "--count", "1", "--format", "table"],
+                                     ["record", "--count", "1", "-o"]],
+                         ids=["watch-jsonl", "watch-csv", "watch-table", "record"])
+def test_watch_and_record_refuse_a_channel_too_large_for_them(
+        shm_name: str, hostile_paths: list[str], tmp_path: object, command: list[str]) -> None:
+    big = os.path.join(SHM_DIR, f"{shm_name}-big")
+    hostile_paths.append(big)
+    hostile_channel(big, "<u1", (1 << 31,), allocate=True)  # 2 GiB, all allocated
+    out = os.path.join(str(tmp_path), "out.npy")
+    args = [*command, out, big] if command[0] == "record" else [*command, big]
+    done, rss = peak_rss_mib(args)
+    hostile_paths.remove(big)
+    os.unlink(big)
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 2 and "Traceback" not in err, (done.returncode, err)
+    assert big in err and "seqshm.open" in err, err
+    assert rss < 512, f"{command[0]} took {rss} MiB to refuse a 2 GiB channel"
+    assert not os.path.exists(out)
+
+
 # -- findings 7 and 8 ------------------------------------------------------------------------
 
 def _exchange(shm_path: str, raw: bytes) -> bytes:

@@ -64,6 +64,17 @@ def check_dtype(ext: str, dtype: np.dtype[Any]) -> None:
         raise FormatUnavailable(f"{ext} cannot hold complex numbers: record to .npy or .npz")
 
 
+def check_shape(dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
+    """FormatUnavailable if a write of ``shape`` cannot be a row of a recording (row_dtype):
+    NumPy takes a record field's dimensions as C ints, so one of 2^31 or more is refused."""
+    try:
+        row_dtype(dtype, shape)
+    except ValueError as e:
+        raise FormatUnavailable(
+            f"a write of shape {shape} cannot be a row of a recording (NumPy: {e}): read it "
+            "from Python (seqshm.open) and save the part you need") from None
+
+
 def _arrow_column(values: np.ndarray) -> Any:
     """A column of one value per write: a scalar, or nested fixed-size lists for an array."""
     pa = importlib.import_module("pyarrow")

@@ -98,12 +98,13 @@ def _progress(console: Console, what: str, count: int | None, duration: float | 
     return progress, task
 
 
-def _usage(call: Callable[[], Any]) -> Any:
-    """``call()``, its refusals of the file asked for turned into usage errors (exit 2)."""
+def _usage(call: Callable[[], Any], about: str | None = None) -> Any:
+    """``call()``, its refusals of the file asked for turned into usage errors (exit 2), their
+    message after the channel's path ``about`` when they are about the channel."""
     try:
         return call()
     except (_spool.FormatUnavailable, _destination.DestinationUnwritable) as e:
-        raise Failure(str(e), EXIT_USAGE) from None
+        raise Failure(f"{shown(about)}: {e}" if about else str(e), EXIT_USAGE) from None
 
 
 def record(path: str, output: str, count: int | None, duration: float | None,
@@ -119,7 +120,8 @@ def record(path: str, output: str, count: int | None, duration: float | None,
     with _usage(lambda: _destination.Destination(output)) as dest:
         _usage(dest.check)
         with open_channel(path, timeout=timeout) as reader:
-            _usage(lambda: _spool.check_dtype(ext, reader.dtype))
+            _usage(lambda: _spool.check_dtype(ext, reader.dtype), reader.path)
+            _usage(lambda: _spool.check_shape(reader.dtype, reader.shape), reader.path)
             try:
                 spool = _usage(lambda: _spool.Spool.create(dest, reader.dtype,
                                                                 reader.shape))

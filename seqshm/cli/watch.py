@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import stat
 import sys
 import time
@@ -24,6 +25,8 @@ from seqshm._lifecycle import writer_text as library_writer_text
 from seqshm.cli._base import (
     CHANNEL_HELP,
     EXIT_OK,
+    EXIT_USAGE,
+    Failure,
     at_least_one,
     fstat,
     make_console,
@@ -45,6 +48,48 @@ from seqshm.cli._format import (
     shown,
     to_json,
 )
+from seqshm.cli._spool import FormatUnavailable, check_shape
+
+#: Values (scalars) a JSON or CSV line may hold: each write is one line, built in memory
+#: (~100 bytes of Python objects per value), so a channel of 2^31 bytes would need hundreds of
+#: gigabytes for one line. Past it, watch refuses the channel and says what else to use.
+MAX_LINE_VALUES = 1_000_000
+#: Payload bytes the table shows a summary of: each frame copies the payload (a snapshot).
+MAX_TABLE_BYTES = 256 << 20
+
+
+def check_size(reader: seqshm.Reader, fmt: str) -> None:
+    """Refuse (Failure, exit 2) a channel too large to watch in ``fmt``, naming it and what to
+    use instead; checked at the start and again when watch follows a restarted producer."""
+    count = math.prod(reader.shape)
+    if fmt == "table":
+        size = count * reader.dtype.itemsize
+        if size <= MAX_TABLE_BYTES:
+            return
+        what = f"{size:,} bytes a write: watch's table copies at most {MAX_TABLE_BYTES:,}"
+    else:
+        values = count * _values_per_element(reader.dtype)
+        if values <= MAX_LINE_VALUES:
+            return
+        what = f"{values:,} values a write: watch writes at most {MAX_LINE_VALUES:,} a line"
+    try:
+        check_shape(reader.dtype, reader.shape)
+        instead = f"record it (seqshm record {shown(reader.path)} -o FILE.npy), or read it "
+    except FormatUnavailable:  # too large for a recording's rows too
+        instead = "read it "
+    raise Failure(f"{shown(reader.path)}: {what}; {instead}from Python (seqshm.open)",
+                  EXIT_USAGE)
+
+
+def _values_per_element(dt: np.dtype[Any]) -> int:
+    """Scalars in one element of ``dt``, as flat_values() lists them (subarrays unrolled)."""
+    if dt.names is None:
+        return math.prod(dt.shape)
+    total = 0
+    for name in dt.names:
+        sub: np.dtype[Any] = dt.fields[name][0]  # type: ignore[index]
+        total += math.prod(sub.shape) * _values_per_element(sub.base)
+    return total
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,10 +113,11 @@ def _plain_summary(data: np.ndarray) -> str:
     flat = data.reshape(-1)
     if not flat.size:
         return "no elements"
-    numeric = np.abs(flat) if flat.dtype.kind == "c" else flat.astype(np.float64)
+    # no float64 copy of the payload (8 bytes a value of a 1-byte dtype): reductions in place
+    numeric = np.abs(flat) if flat.dtype.kind == "c" else flat
     with np.errstate(all="ignore"):
-        return (f"{flat.size} elements  min {numeric.min():g}  max {numeric.max():g}  "
-                f"mean {numeric.mean():g}")
+        return (f"{flat.size} elements  min {float(numeric.min()):g}  "
+                f"max {float(numeric.max()):g}  mean {float(numeric.mean(dtype=np.float64)):g}")
 
 
 def line(text: str, style: str = "") -> Text:
@@ -171,6 +217,7 @@ def watch(path: str, interval: float, count: int | None, timeout: float,
     fmt = fmt or ("table" if console.is_terminal else "jsonl")
     # reopen: a producer that restarts (create(..., overwrite=True)) is followed, as tail -F
     with open_channel(path, timeout=timeout, reopen=True) as reader:
+        check_size(reader, fmt)
         lines = _LineWriter(fmt, reader, sys.stdout) if fmt != "table" else None
         # a live table redraws in place on a terminal; asked for into a pipe, each frame is
         # printed after the last (a Live there showed only the final frame, unterminated)
@@ -193,6 +240,7 @@ def watch(path: str, interval: float, count: int | None, timeout: float,
                     snap, error = None, e.reason
                 if (reader.path, reader.header) != before:
                     prev = None  # followed a restarted producer: its seq starts again
+                    check_size(reader, fmt)
                 now = time.monotonic()
                 seq = snap.seq if snap else reader.head
                 hz = rate(prev, now, seq)
