@@ -1,0 +1,207 @@
+"""breaker3's findings against docs/security.md: each test fails on main ff10f44 (xfail strict)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from channel_dir import SHM_DIR
+from exporting import cpustat_publisher, parse, pick
+
+import seqshm
+from seqshm._lifecycle import hold_liveness
+
+
+@pytest.fixture
+def hostile_paths(shm_name: str) -> Iterator[list[str]]:
+    """Paths for hostile files next to this test's channel, removed afterwards."""
+    made: list[str] = []
+    yield made
+    for p in made:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def export_once(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "seqshm", "export", "--once", *args],
+                          capture_output=True, timeout=60, cwd="/")
+
+
+def forged_cpustat_bytes(scratch: str) -> bytes:
+    """The bytes of a live cpustat channel (state word open) that says every CPU spent 700 s
+    in user mode, made by whoever calls it at ``scratch`` (removed again)."""
+    from seqshm.cli import _procstat as telemetry
+
+    cpus = len(telemetry.read_cpustat())
+    rec = np.zeros(cpus, telemetry.CPUSTAT_DTYPE)
+    rec["online"] = 1
+    rec["user_ns"] = 700 * 10**9
+    w = seqshm.create(scratch, telemetry.CPUSTAT_DTYPE, cpus, name="cpustat")
+    try:
+        w.write(rec)
+        with open(scratch, "rb") as f:
+            return f.read()
+    finally:
+        w.close(unlink=True)
+
+
+def fill_and_hold(target: str, data: bytes, link: str | None, ready: str) -> None:
+    """As another user: (hard-link ``target`` at ``link``, then) write ``data`` over the file,
+    every byte allocated, and hold the liveness lock on it as a writer would; ``ready`` is
+    made once done. Runs until killed."""
+    if link is not None:
+        os.link(target, link)  # fs.protected_hardlinks lets anyone who may read and write it
+    fd = os.open(link or target, os.O_RDWR)
+    os.ftruncate(fd, len(data))
+    os.posix_fallocate(fd, 0, len(data))
+    os.pwrite(fd, data, 0)
+    hold_liveness(fd)
+    os.close(os.open(ready, os.O_CREAT | os.O_WRONLY, 0o644))
+    time.sleep(60)
+
+
+def wait_for(path: str, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+# -- finding 1 -------------------------------------------------------------------------------
+
+# A root writer's sidecar (.NAME.waiters) is root's file, mode 0666 for a 0644 channel (its
+# readers count themselves in it). Any local user may write it, grow it, lock it and, as
+# fs.protected_hardlinks lets whoever may read and write a file, hard-link it under any name:
+# a root-owned file with any content at any name the exporter's glob matches. The exporter
+# trusts a file by its owner, so another user's forged cpustat speaks for the host.
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker3 finding 1: another user fills root's world-writable sidecar with a cpustat "
+    "channel and hard-links it under a name the glob matches; root owns the file, so the "
+    "exporter trusts it and serves its values as the host's node_cpu_seconds_total"))
+def test_another_user_cannot_speak_for_the_host_through_roots_sidecar(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    real = os.path.join(SHM_DIR, f"{shm_name}-cpustat")
+    sidecar = os.path.join(SHM_DIR, f".{shm_name}-cpustat.waiters")
+    link = os.path.join(SHM_DIR, f"{shm_name}-0cpustat")  # sorted before the real one
+    ready = os.path.join(SHM_DIR, f"{shm_name}-ready")
+    scratch = os.path.join(SHM_DIR, f"{shm_name}-scratch")
+    hostile_paths.extend([link, ready, scratch, sidecar])
+    with cpustat_publisher(real):
+        assert os.stat(sidecar).st_uid == 0 and os.stat(sidecar).st_mode & 0o002
+        data = other_user.run(forged_cpustat_bytes, scratch)  # type: ignore[attr-defined]
+        other_user.start(fill_and_hold, sidecar, data, link, ready)  # type: ignore[attr-defined]
+        wait_for(ready, "the other user did not forge the sidecar")
+        done = export_once(f"{shm_name}-*")
+    user = pick(parse(done.stdout), "node_cpu_seconds_total", mode="user")
+    assert user, done.stderr.decode()[-800:]
+    assert 700.0 not in user.values(), (
+        f"the host's node_cpu_seconds_total comes from {link}, another user's hard link to "
+        "root's sidecar")
+
+
+def forged_bytes(scratch: str, dtype: object, shape: object, name: str, value: object) -> bytes:
+    """The bytes of a live channel (state word open) of one write of ``value``, made by whoever
+    calls it at ``scratch`` (removed again)."""
+    w = seqshm.create(scratch, dtype, shape, name=name)
+    try:
+        w.write(value)
+        with open(scratch, "rb") as f:
+            return f.read()
+    finally:
+        w.close(unlink=True)
+
+
+# -- finding 2 -------------------------------------------------------------------------------
+
+# Finding 1's root-owned file, used for the scrape's series instead: another user's channel
+# in root's sidecar, hard-linked under a name sorted first, counts as trusted and takes all of
+# --max-series, so the operator's own channel has its state only.
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker3 finding 2: another user's channel written into root's world-writable sidecar "
+    "and hard-linked under a name the glob matches is root's file, so it is trusted and uses "
+    "up --max-series before the operator's channel, whose data is left out"))
+def test_another_user_cannot_use_up_the_scrapes_series_through_roots_sidecar(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    real = os.path.join(SHM_DIR, f"{shm_name}-real")
+    sidecar = os.path.join(SHM_DIR, f".{shm_name}-real.waiters")
+    link = os.path.join(SHM_DIR, f"{shm_name}-0big")
+    ready = os.path.join(SHM_DIR, f"{shm_name}-ready")
+    scratch = os.path.join(SHM_DIR, f"{shm_name}-scratch")
+    hostile_paths.extend([link, ready, scratch, sidecar])
+    with seqshm.create(real, "<f8", 4, name="real") as w:
+        w.write([20.0, 21.0, 22.0, 23.0])
+        data = other_user.run(forged_bytes, scratch, "<f8", 1000, "big",  # type: ignore[attr-defined]
+                              np.ones(1000))
+        other_user.start(fill_and_hold, sidecar, data, link, ready)  # type: ignore[attr-defined]
+        wait_for(ready, "the other user did not forge the sidecar")
+        done = export_once("--max-series", "1000", f"{shm_name}-*")
+        w.close(unlink=True)
+    got = parse(done.stdout)
+    assert pick(got, "seqshm_channel_up", channel=link), done.stderr.decode()[-800:]
+    assert sorted(pick(got, "seqshm_real", channel=real).values()) == [20.0, 21.0, 22.0, 23.0], (
+        f"the operator's channel lost its data to {link}, another user's hard link to root's "
+        f"sidecar: {done.stderr.decode()[-500:]}")
+
+
+# -- finding 3 -------------------------------------------------------------------------------
+
+# A channel named alone on the command line is trusted by its path, not by the file the
+# exporter has open (Channel.may_speak_for_host(named=True) looks at nothing): once its writer
+# has gone and removed it, any local user may create a file at that name in /dev/shm (first
+# come, first served), and the kept exporter reopens it (reopen_if_replaced) and serves its
+# values as the host's node_cpu_*, though nobody named that user's file.
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker3 finding 3: a named channel's trust follows its path: after the operator's "
+    "cpustat writer at a named /dev/shm path ends, another user's channel created at the same "
+    "name is reopened by the running exporter and becomes the host's node_cpu_seconds_total"))
+def test_a_named_channels_trust_does_not_pass_to_another_users_file_at_its_name(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    from seqshm._metrics import ChannelMetrics
+    from seqshm.cli import _procstat as telemetry
+
+    path = os.path.join(SHM_DIR, f"{shm_name}-cpustat")
+    hostile_paths.extend([path, os.path.join(SHM_DIR, f".{shm_name}-cpustat.waiters")])
+    with cpustat_publisher(path):
+        metrics = ChannelMetrics([path])  # the operator names the demo's channel
+        first = [f for f in metrics.collect() if f.name == "node_cpu_seconds_total"]
+        assert first  # served, from root's channel
+    assert not os.path.exists(path)  # its writer removed it at the end
+
+    cpus = len(telemetry.read_cpustat())
+    rec = np.zeros(cpus, telemetry.CPUSTAT_DTYPE)
+    rec["online"] = 1
+    rec["user_ns"] = 700 * 10**9
+
+    def squat() -> None:
+        with seqshm.create(path, telemetry.CPUSTAT_DTYPE, cpus, name="cpustat") as w:
+            w.write(rec)
+            time.sleep(60)
+
+    other_user.start(squat)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if os.stat(path).st_uid != 0:
+                with seqshm.open(path) as r:
+                    if r.head > 0:
+                        break
+        except (FileNotFoundError, seqshm.FormatError):
+            pass
+        assert time.monotonic() < deadline, "the other user's channel did not appear"
+        time.sleep(0.01)
+    try:
+        fams = {f.name: f for f in metrics.collect()}
+    finally:
+        metrics.close()
+    cpu = fams.get("node_cpu_seconds_total")
+    values = [] if cpu is None else [float(v) for _, block in cpu.parts for v in block]
+    assert 700.0 not in values, (
+        f"the host's node_cpu_seconds_total now comes from {path}, another user's file at "
+        "the name the operator gave")
