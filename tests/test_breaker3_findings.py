@@ -205,3 +205,56 @@ def test_a_named_channels_trust_does_not_pass_to_another_users_file_at_its_name(
     assert 700.0 not in values, (
         f"the host's node_cpu_seconds_total now comes from {path}, another user's file at "
         "the name the operator gave")
+
+
+# -- finding 4 -------------------------------------------------------------------------------
+
+def _rss_mib() -> int:
+    import gc
+
+    gc.collect()
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+
+
+# ChannelMetrics keeps the label values of every (channel label, shape) it has seen, up to
+# 4096 of them (_label_cache), whatever their size: a block of a 99,999-series channel is
+# ~13 MB. Another user who renames one such channel of theirs between scrapes (a rename costs
+# nothing, and its writer goes on) adds a new block at every scrape: ~53 GB before the cache
+# is cleared. MAX_SERIES_PER_SCRAPE bounds one scrape's series, not what scrapes leave behind.
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker3 finding 4: another user who renames a 99,999-series channel between scrapes "
+    "grows the exporter by ~13 MB per scrape (the label cache keeps up to 4096 blocks of any "
+    "size): memory grows without bound in practice"))
+def test_another_user_renaming_a_big_channel_does_not_grow_the_exporter(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    from seqshm._metrics import ChannelMetrics
+
+    n, renames = 99_999, 30
+    names = [os.path.join(SHM_DIR, f"{shm_name}-big{i}") for i in range(renames + 1)]
+    hostile_paths.extend(names)
+    hostile_paths.extend(os.path.join(SHM_DIR, f".{shm_name}-big{i}.waiters")
+                         for i in range(renames + 1))
+
+    def writer() -> None:
+        with seqshm.create(names[0], "<f8", n, name="big") as w:
+            w.write(np.arange(float(n)))
+            time.sleep(60)
+
+    other_user.start(writer)  # type: ignore[attr-defined]
+    wait_for(names[0], "the other user's channel did not appear")
+    time.sleep(0.3)  # its write
+    metrics = ChannelMetrics([f"{shm_name}-big*"])
+    try:
+        metrics.collect()
+        before = _rss_mib()
+        for old, new in zip(names, names[1:]):
+            other_user.run(os.rename, old, new)  # type: ignore[attr-defined]
+            fams = {f.name: f for f in metrics.collect()}
+            assert fams["seqshm_big"].size == n  # its data served at every scrape
+        grown = _rss_mib() - before
+    finally:
+        metrics.close()
+    assert grown < 100, (
+        f"{renames} renames of another user's {n}-series channel grew the exporter by "
+        f"{grown} MiB")
