@@ -258,3 +258,41 @@ def test_another_user_renaming_a_big_channel_does_not_grow_the_exporter(
     assert grown < 100, (
         f"{renames} renames of another user's {n}-series channel grew the exporter by "
         f"{grown} MiB")
+
+
+# -- finding 5 -------------------------------------------------------------------------------
+
+# The series bound counts series after --sum-over, and read_needed then copies every element
+# that is summed, and _generic_families converts the copy to float64 before summing: a
+# channel of 64 MiB of uint8 makes one series under --sum-over dim0 (as an operator sums their
+# robots' arrays, 'robot-*' --sum-over dim0) and costs each scrape 64 MiB + 512 MiB. Any user
+# whose channel the glob matches sets the scrape's memory at 9x a payload of their choosing.
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker3 finding 5: under --sum-over dim0, another user's 64 MiB uint8 channel makes "
+    "one series and the scrape copies it whole and converts it to float64: ~680 MiB peak, "
+    "9x the payload, without bound in its size"))
+def test_a_huge_channel_summed_to_one_series_does_not_cost_the_exporter_its_size(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    from exporting import live_channels
+    from test_breaker2_findings import peak_rss_mib
+
+    n = 64 << 20
+    big = os.path.join(SHM_DIR, f"{shm_name}-big")
+    hostile_paths.extend([big, os.path.join(SHM_DIR, f".{shm_name}-big.waiters")])
+
+    def writer() -> None:
+        with seqshm.create(big, "u1", n, name="big") as w:
+            w.write(np.ones(n, "u1"))
+            os.close(os.open(big + "-ready", os.O_CREAT | os.O_WRONLY, 0o644))
+            time.sleep(60)
+
+    hostile_paths.append(big + "-ready")
+    other_user.start(writer)  # type: ignore[attr-defined]
+    wait_for(big + "-ready", "the other user's channel did not appear")
+    good = os.path.join(SHM_DIR, f"{shm_name}-good")
+    with live_channels((good, "good", [7.0, 8.0])):
+        done, rss = peak_rss_mib(["export", "--once", "--sum-over", "dim0", f"{shm_name}-*"])
+    assert pick(parse(done.stdout), "seqshm_good", channel=good), done.stderr.decode()[-500:]
+    assert rss < 256, (
+        f"export --once --sum-over dim0 peaked at {rss} MiB over another user's "
+        f"{n >> 20} MiB channel that makes one series")
