@@ -296,3 +296,28 @@ def test_a_huge_channel_summed_to_one_series_does_not_cost_the_exporter_its_size
     assert rss < 256, (
         f"export --once --sum-over dim0 peaked at {rss} MiB over another user's "
         f"{n >> 20} MiB channel that makes one series")
+
+
+# -- finding 6 -------------------------------------------------------------------------------
+
+# breaker2 finding 5 made `seqshm info` and the reader's messages say "kernel" of a device only;
+# `seqshm list` still writes "kernel" in the WRITER column of any file whose header claims
+# writer_pid 0, so any local user's file in /dev/shm is listed as the kernel's channel.
+@pytest.mark.xfail(strict=True, reason=(
+    "breaker3 finding 6: seqshm list shows a regular file in /dev/shm whose header says "
+    "writer_pid 0 as written by 'kernel' (only a device is the kernel's)"))
+def test_list_does_not_show_a_file_as_the_kernels(
+        shm_name: str, hostile_paths: list[str], other_user: object) -> None:
+    from test_breaker2_findings import hostile_channel
+
+    bad = os.path.join(SHM_DIR, f"{shm_name}-fake-kernel")
+    hostile_paths.append(bad)
+    def forge() -> None:
+        hostile_channel(bad, "<f8", (4,), allocate=True)  # writer_pid 0, as a device's
+
+    other_user.run(forge)  # type: ignore[attr-defined]
+    done = subprocess.run([sys.executable, "-m", "seqshm", "list", "--no-rate"],
+                          capture_output=True, text=True, timeout=60, cwd="/",
+                          env={**os.environ, "COLUMNS": "400"})
+    row = next(line for line in done.stdout.splitlines() if line.startswith(bad))
+    assert "kernel" not in row, f"a file of another user listed as the kernel's: {row!r}"
