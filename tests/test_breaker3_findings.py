@@ -248,7 +248,7 @@ def test_another_user_renaming_a_big_channel_does_not_grow_the_exporter(
     try:
         metrics.collect()
         before = _rss_mib()
-        for old, new in zip(names, names[1:]):
+        for old, new in zip(names[:-1], names[1:], strict=True):
             other_user.run(os.rename, old, new)  # type: ignore[attr-defined]
             fams = {f.name: f for f in metrics.collect()}
             assert fams["seqshm_big"].size == n  # its data served at every scrape
