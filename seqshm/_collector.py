@@ -39,7 +39,7 @@ class SeqshmCollector(Collector):
                  max_series: int = MAX_SERIES_PER_SCRAPE) -> None:
         self.metrics = ChannelMetrics(channels, sum_over=sum_over, timeout=timeout,
                                       max_series=max_series)
-        self._templates = ExpositionCache()
+        self._templates = ExpositionCache(max_samples=2 * max_series)
         self._render_lock = threading.Lock()
         self._render_warned: set[tuple[str, str]] = set()
 

@@ -43,18 +43,25 @@ def _copy_fields(view: np.ndarray, fields: list[str | None]) -> dict[str | None,
     return {f: np.array(view if f is None else view[f]) for f in fields}
 
 
-def trusted_owner(st: os.stat_result) -> bool:
-    """A kernel channel (a character device: only root makes device nodes), or a file of
-    root or of this process's user (docs/security.md: another user's channel is not trusted
-    to speak for the host, nor to come before the operator's)."""
-    return stat.S_ISCHR(st.st_mode) or st.st_uid in (0, os.geteuid())
+def trusted_owner(st: os.stat_result, vouched: int | None = None) -> bool:
+    """Whether a channel's file may speak for the host and come before other users' channels
+    (docs/security.md, the exporter): a kernel channel (a character device: only root makes
+    device nodes that open), or a file that no one but its owner may write (no group or other
+    write bit: a world-writable file of root's, such as a sidecar, is anyone's to fill) whose
+    owner is root, this process's user, or ``vouched``: the owner, as it was at start, of a
+    channel the operator named by its path."""
+    if stat.S_ISCHR(st.st_mode):
+        return True
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    return st.st_uid in (0, os.geteuid()) or st.st_uid == vouched
 
 
-def trusted_entry(path: str) -> bool:
+def trusted_entry(path: str, vouched: int | None = None) -> bool:
     """trusted_owner of the entry at ``path`` (lstat: a link is its maker's), for the order
     of a collection only; what a channel may say is decided on the file it has open."""
     try:
-        return trusted_owner(os.lstat(path))
+        return trusted_owner(os.lstat(path), vouched)
     except OSError:
         return False
 
@@ -85,6 +92,9 @@ class Channel:
         # its last read found a slot stuck mid-write: read with no wait until it moves, so a
         # writer stopped mid-write costs later scrapes nothing
         self.stuck = False
+        # the uid the operator vouched for by naming this channel's path (its file's owner
+        # at start): trusted_owner() trusts that owner's file at this path, not another's
+        self.vouched: int | None = None
 
     def warn(self, key: str, msg: str, *args: Any) -> None:
         """Log ``msg`` once for ``key`` (keys "read:..." again after the channel was read)."""
@@ -117,25 +127,28 @@ class Channel:
         else:
             fresh.close()
 
-    def may_speak_for_host(self, named: bool) -> bool:
-        """Whether a cpustat channel may give node_cpu_*, which carry no channel label and so
-        speak for the host: one the operator named, a kernel channel, or a file of root or of
-        this process's user, as the file open says (not its path, which may be another file
-        by now). Another user's has its state only, warned once: it could say anything."""
-        if named:
-            return True
+    def owner(self) -> os.stat_result:
+        """The stat of the file its reader has open (not of its path, which may be another
+        file by now)."""
         assert self.reader is not None
         fd = self.reader._dup()
         try:
-            st = os.fstat(fd)
+            return os.fstat(fd)
         finally:
             os.close(fd)
-        if trusted_owner(st):
+
+    def may_speak_for_host(self) -> bool:
+        """Whether this cpustat channel may give node_cpu_*, which carry no channel label and
+        so speak for the host: trusted_owner() of the file open. Another's has its state only,
+        warned once: it could say anything."""
+        st = self.owner()
+        if trusted_owner(st, self.vouched):
             return True
-        self.warn("cpustat:owner", "%s: a cpustat channel of uid %d, another user: node_cpu_* "
-                "come only from a kernel channel, a file of root or of this exporter's user, "
-                "or one named on the command line; exporting its state only", self.path,
-                st.st_uid)
+        self.warn("cpustat:owner", "%s: a cpustat channel of uid %d, mode %04o: node_cpu_* "
+                  "come only from a kernel channel, or a file of root, of this exporter's "
+                  "user or of the owner of a channel named by its path, that no one else may "
+                  "write; exporting its state only", self.path, st.st_uid,
+                  stat.S_IMODE(st.st_mode))
         return False
 
     def close(self) -> None:

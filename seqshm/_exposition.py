@@ -167,10 +167,15 @@ class ExpositionCache:
     #: Shapes kept: a few formats times a few states of the channels (up, down, CPUs plugged)
     MAX_TEMPLATES = 32
 
-    def __init__(self) -> None:
+    def __init__(self, max_samples: int = 400_000) -> None:
+        """``max_samples``: samples the kept templates may have in all (a template and its
+        label blocks cost ~150 bytes a sample): past it they are dropped, so that shapes that
+        come and go (another user's channel renamed at every scrape) cost no more."""
         # key -> (template or None: the library renders that shape; the label blocks, kept
         # alive so that their ids in the key are not reused)
         self._templates: dict[Hashable, tuple[_Template | None, list[Any]]] = {}
+        self.max_samples = max_samples
+        self._samples = 0  # in the templates kept
 
     def render(self, families: Sequence[Family], encoder: Encoder) -> bytes:
         """``encoder``'s exposition of ``families`` (those without samples left out), the
@@ -187,9 +192,13 @@ class ExpositionCache:
         entry = self._templates.get(key)
         if entry is None:
             entry = (self._build(families, encoder), blocks)
-            if len(self._templates) >= self.MAX_TEMPLATES:
+            samples = sum(len(rows) for rows in blocks)
+            if len(self._templates) >= self.MAX_TEMPLATES or \
+                    self._samples + samples > self.max_samples:
                 self._templates.clear()
+                self._samples = 0
             self._templates[key] = entry
+            self._samples += samples
         template = entry[0]
         if template is None:
             return encoder(_Metrics([to_prometheus(f) for f in families]))

@@ -12,6 +12,7 @@ import resource
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,14 @@ class ExportError(SeqshmError):
 #: one a local user made with millions of elements, would cost the exporter its memory and
 #: every scrape its time; its data is left out with a warning, its state still exported.
 MAX_SERIES_PER_CHANNEL = 100_000
+
+#: Values one channel may have read at a scrape, before --sum-over sums them (a channel summed
+#: to one series still costs a copy of every value it sums: 1,000,000 is 8 MB as float64).
+MAX_VALUES_PER_CHANNEL = 1_000_000
+#: Values a scrape may read over all channels, per series it may have (--max-series): what
+#: --sum-over channels may read in all, so that many channels summed to a series each cannot
+#: cost a scrape more than 10 values a series.
+VALUES_PER_SERIES = 10
 
 #: Data series one scrape may have, over all channels (Prometheus's sample_limit at the source):
 #: MAX_SERIES_PER_CHANNEL bounds a channel, and this bounds how many such channels any local
@@ -117,12 +126,14 @@ class ChannelMetrics:
 
     Trust (docs/security.md, "the exporter"): any local user can create channels in /dev/shm
     that a glob matches. A channel is *trusted* when it is a kernel channel (a character
-    device), a file owned by root or by this process's user, or named alone (not through a
-    glob) by the operator. Channels are taken trusted first, then in the patterns' order, so
-    that another user's channels cannot take a family name (they are left out on a clash),
-    nor the scrape's series (``max_series``, MAX_SERIES_PER_SCRAPE, beyond which channels
-    have their state series only, warned once); node_cpu_* come only from a trusted cpustat
-    channel (another user's has its state series only: it could say anything of the host).
+    device), or a file no one but its owner may write whose owner is root, this process's
+    user, or (for a channel the operator named by its path, not a glob or a bare name) the
+    owner it had at start (_exported.trusted_owner). Channels are taken trusted first, then
+    in the patterns' order, so that another user's channels cannot take a family name (they
+    are left out on a clash), nor the scrape's series (``max_series``, MAX_SERIES_PER_SCRAPE,
+    and VALUES_PER_SERIES values read a series, beyond which channels have their state series
+    only, warned once); node_cpu_* come only from a trusted cpustat channel (another user's
+    has its state series only: it could say anything of the host).
     """
 
     def __init__(self, patterns: Sequence[str] | None = None, *,
@@ -137,6 +148,7 @@ class ChannelMetrics:
         self._layouts: dict[tuple[Any, ...], Layout] = {}
         # blocks of label values, the same objects for the same geometry (see Family.parts)
         self._label_cache: dict[tuple[Any, ...], tuple[tuple[str, ...], ...]] = {}
+        self._label_rows = 0  # rows in _label_cache
         self._cpu_labels: dict[bytes | None, tuple[tuple[tuple[str, ...], ...],
                                             tuple[tuple[str, ...], ...]]] = {}
         self._fixed: list[str] = []  # names the user gave: exported even when they vanish
@@ -168,6 +180,8 @@ class ChannelMetrics:
                 ch = self._channel(path)
                 try:
                     reader = ch.open()
+                    if "/" in pattern and not _GLOB_CHARS.intersection(pattern):
+                        ch.vouched = ch.owner().st_uid  # named by its path: its owner's
                 except (OSError, SeqshmError) as e:
                     if not _GLOB_CHARS.intersection(pattern):
                         raise  # a channel named alone must be readable
@@ -265,13 +279,12 @@ class ChannelMetrics:
         budget = reader_budget()
         unread: dict[str, list[str]] = {}
         wait_until = time.monotonic() + max(self.timeout, SCRAPE_WAIT_S)
-        room = self.max_series  # data series this scrape may still have
-        named = frozenset(self._fixed)
+        room = _Room(self.max_series, self.max_series * VALUES_PER_SERIES)
         # trusted channels first (a stable sort: then the patterns' order), so that the
         # channels of another user come after the operator's in every contest: family
         # names, the scrape's series, node_cpu_*
         channels = sorted((self._channel(p) for p in paths),
-                          key=lambda ch: not (ch.path in named or trusted_entry(ch.path)))
+                          key=lambda ch: not trusted_entry(ch.path, ch.vouched))
         for i, ch in enumerate(channels):
             path = ch.path
             # the wait this channel may have: none once it was found stuck or the scrape's
@@ -279,7 +292,7 @@ class ChannelMetrics:
             wait = 0.0 if ch.stuck else min(self.timeout,
                                              max(0.0, wait_until - time.monotonic()))
             try:
-                fams = self._collect_channel(ch, meta, wait, room, path in named)
+                fams = self._collect_channel(ch, meta, wait, room)
             except _Unread as e:
                 unread.setdefault(e.reason, []).append(path)
                 fams = []
@@ -305,11 +318,11 @@ class ChannelMetrics:
                 elif known is None:
                     by_name[key] = fam
                     out.append(fam)
-                    room -= fam.size
+                    room.series -= fam.size
                 elif known.name == fam.name and known.labels == fam.labels \
                         and known.kind == fam.kind:
                     known.parts.extend(fam.parts)  # the same field of another channel
-                    room -= fam.size
+                    room.series -= fam.size
                 else:
                     ch.warn(f"name:{key}", "%s: family %s (%s, labels %s) clashes with %s (%s, "
                             "labels %s) of another channel; left out", path, fam.name,
@@ -327,12 +340,12 @@ class ChannelMetrics:
         self._unread_logged = now_unread
         return out
 
-    def _collect_channel(self, ch: Channel, meta: list[Family], wait: float, room: int,
-                         named: bool) -> list[Family]:
+    def _collect_channel(self, ch: Channel, meta: list[Family], wait: float, room: _Room
+                         ) -> list[Family]:
         """One channel's series: its own ones added to ``meta``'s families, its data families
-        returned (at most ``room`` series, else none); a read waits at most ``wait`` seconds
-        for a slot mid-write; ``named``: the operator named it alone. Raises _Unread when this
-        process lacks what reading it needs."""
+        returned (within ``room``, else none; the values it read taken from it); a read waits
+        at most ``wait`` seconds for a slot mid-write. Raises _Unread when this process lacks
+        what reading it needs."""
         up, state_f, writes, stamp, age, _ = meta
         path, lbl = ch.path, ch.rows
         try:
@@ -344,27 +357,37 @@ class ChannelMetrics:
                 state = reader.state
             layout = self._layout_of(reader)
             series = self._series_count(reader, layout)
+            values = self._series_count(reader, layout, summed=False)  # what it costs to read
             wanted = bool(layout.fields)
-            if series > MAX_SERIES_PER_CHANNEL:  # not copied, nor made series: its state only
+            if values > MAX_VALUES_PER_CHANNEL and series <= MAX_SERIES_PER_CHANNEL:
+                ch.warn("values", "%s: %d values (%s %s) to read for its %d series, more than "
+                        "the %d a channel may have read: its data is left out (select other "
+                        "channels)", path, values, reader.dtype, reader.shape, series,
+                        MAX_VALUES_PER_CHANNEL)
+                wanted = False
+            elif series > MAX_SERIES_PER_CHANNEL:  # not copied, nor made series: state only
                 ch.warn("size", "%s: %d series (%s %s), more than the %d a channel may have: "
                         "its data is left out (sum dimensions away with --sum-over, or "
                         "select other channels)", path, series, reader.dtype, reader.shape,
                         MAX_SERIES_PER_CHANNEL)
                 wanted = False
-            elif series > room:
-                ch.warn("room", "%s: its %d series would take the scrape past its %d "
-                        "(--max-series): its data is left out, its state exported (raise "
-                        "--max-series, sum dimensions away with --sum-over, or select fewer "
-                        "channels)", path, series, self.max_series)
+            elif series > room.series or values > room.values:
+                ch.warn("room", "%s: its %d series (%d values read) would take the scrape "
+                        "past its %d series (%d values; --max-series): its data is left out, "
+                        "its state exported (raise --max-series, or select fewer channels)",
+                        path, series, values, self.max_series,
+                        self.max_series * VALUES_PER_SERIES)
                 wanted = False
             elif layout.cpustat and self._node_cpu_from is not None:
                 ch.warn("cpustat", "%s: node_cpu_* already come from %s; exporting its "
                         "state only", path, self._node_cpu_from)
                 wanted = False
             elif layout.cpustat:
-                wanted = ch.may_speak_for_host(named)
+                wanted = ch.may_speak_for_host()
             reader.timeout = wait
             seq, stamp_ns, data = read_needed(reader, layout, wanted)
+            if data is not None:
+                room.values -= values
         except FileNotFoundError:
             ch.close()
             up.add(lbl, _DOWN)
@@ -420,17 +443,19 @@ class ChannelMetrics:
                     path, e)
             return []
 
-    def _series_count(self, reader: Reader, layout: Layout) -> int:
-        """How many data series a channel of ``reader``'s geometry makes (after --sum-over)."""
+    def _series_count(self, reader: Reader, layout: Layout, summed: bool = True) -> int:
+        """How many data series a channel of ``reader``'s geometry makes (after --sum-over;
+        without ``summed``, before it: the values a scrape reads of it)."""
         shape = tuple(reader.shape)
+        gone = self.sum_over if summed else frozenset()
         if layout.cpustat:
-            return (len(CPU_MODES) + 2) * (1 if "cpu" in self.sum_over else shape[0])
+            return (len(CPU_MODES) + 2) * (1 if "cpu" in gone else shape[0])
         count = 0
         for fname in layout.fields:
             sub = () if fname is None else reader.dtype.fields[fname][0].shape  # type: ignore[index]
             names = layout.dims[:len(shape)] + tuple(f"elem{i}" for i in range(len(sub)))
             count += math.prod(n for name, n in zip(names, shape + sub, strict=True)
-                               if name not in self.sum_over)
+                               if name not in gone)
         return count
 
     def _labels(self, fixed: tuple[str, ...], shape: tuple[int, ...]
@@ -439,8 +464,12 @@ class ChannelMetrics:
         cached = self._label_cache.get(key)
         if cached is None:
             cached = tuple(fixed + idx for idx in index_labels(shape))
-            if len(self._label_cache) > 4096:
+            # bounded by the rows kept, not the blocks: a block may have 100,000 rows, and a
+            # channel renamed again and again (its label is its path) makes a new one each time
+            self._label_rows += len(cached)
+            if self._label_rows > 2 * self.max_series or len(self._label_cache) > 4096:
                 self._label_cache.clear()
+                self._label_rows = len(cached)
             self._label_cache[key] = cached
         return cached
 
@@ -449,8 +478,10 @@ class ChannelMetrics:
         """``values`` (one axis per label in ``names``) with the --sum-over axes summed away."""
         axes = tuple(i for i, n in enumerate(names) if n in self.sum_over)
         if not axes:
-            return values, names
-        return values.sum(axis=axes), tuple(n for n in names if n not in self.sum_over)
+            return values.astype(np.float64), names
+        # summed in float64 without a float64 copy of the values first
+        return (values.sum(axis=axes, dtype=np.float64),
+                tuple(n for n in names if n not in self.sum_over))
 
     def _generic_families(self, ch: Channel, reader: Reader, layout: Layout,
                           data: dict[str | None, np.ndarray]) -> list[Family]:
@@ -465,7 +496,7 @@ class ChannelMetrics:
             # NaN and infinities are values to export as they are (+Inf - +Inf summed is NaN),
             # not reasons for NumPy's RuntimeWarnings on the server's stderr
             with np.errstate(invalid="ignore", over="ignore"):
-                values, kept = self._reduce(raw.astype(np.float64), names)
+                values, kept = self._reduce(raw, names)
                 if scale != 1.0:
                     values = values * scale
             rows = self._labels((ch.label,), values.shape)
@@ -523,6 +554,14 @@ class ChannelMetrics:
                        "system.cpu.guest_time", "s", labels, otel, frozenset({"cpu"}),
                        [(names[1], block[:, len(CPU_MODES):].ravel())])
         return [cpu, guest]
+
+
+@dataclass
+class _Room:
+    """What a collection may still take: data series, and values read (before --sum-over)."""
+
+    series: int
+    values: int
 
 
 class _Unread(Exception):

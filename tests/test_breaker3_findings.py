@@ -1,4 +1,4 @@
-"""breaker3's findings against docs/security.md: each test fails on main ff10f44 (xfail strict)."""
+"""breaker3's findings against docs/security.md: each test failed on main ff10f44."""
 
 from __future__ import annotations
 
@@ -81,10 +81,8 @@ def wait_for(path: str, what: str) -> None:
 # fs.protected_hardlinks lets whoever may read and write a file, hard-link it under any name:
 # a root-owned file with any content at any name the exporter's glob matches. The exporter
 # trusts a file by its owner, so another user's forged cpustat speaks for the host.
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker3 finding 1: another user fills root's world-writable sidecar with a cpustat "
-    "channel and hard-links it under a name the glob matches; root owns the file, so the "
-    "exporter trusts it and serves its values as the host's node_cpu_seconds_total"))
+# breaker3 finding 1, fixed: trusted_owner() trusts a file no one but its owner may write
+# (no group or other write bit), so root's 0666 sidecar, or a hard link to it, is untrusted.
 def test_another_user_cannot_speak_for_the_host_through_roots_sidecar(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
     real = os.path.join(SHM_DIR, f"{shm_name}-cpustat")
@@ -123,10 +121,8 @@ def forged_bytes(scratch: str, dtype: object, shape: object, name: str, value: o
 # Finding 1's root-owned file, used for the scrape's series instead: another user's channel
 # in root's sidecar, hard-linked under a name sorted first, counts as trusted and takes all of
 # --max-series, so the operator's own channel has its state only.
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker3 finding 2: another user's channel written into root's world-writable sidecar "
-    "and hard-linked under a name the glob matches is root's file, so it is trusted and uses "
-    "up --max-series before the operator's channel, whose data is left out"))
+# breaker3 finding 2, fixed by the same rule: the hard-linked sidecar comes after the
+# operator's channel, which keeps its data.
 def test_another_user_cannot_use_up_the_scrapes_series_through_roots_sidecar(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
     real = os.path.join(SHM_DIR, f"{shm_name}-real")
@@ -157,10 +153,9 @@ def test_another_user_cannot_use_up_the_scrapes_series_through_roots_sidecar(
 # has gone and removed it, any local user may create a file at that name in /dev/shm (first
 # come, first served), and the kept exporter reopens it (reopen_if_replaced) and serves its
 # values as the host's node_cpu_*, though nobody named that user's file.
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker3 finding 3: a named channel's trust follows its path: after the operator's "
-    "cpustat writer at a named /dev/shm path ends, another user's channel created at the same "
-    "name is reopened by the running exporter and becomes the host's node_cpu_seconds_total"))
+# breaker3 finding 3, fixed: naming a channel by its path vouches for its file's owner at
+# start (Channel.vouched), not for whatever file comes to that path; a bare name vouches for
+# nothing (it resolves in directories anyone may write).
 def test_a_named_channels_trust_does_not_pass_to_another_users_file_at_its_name(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
     from seqshm._metrics import ChannelMetrics
@@ -222,10 +217,8 @@ def _rss_mib() -> int:
 # ~13 MB. Another user who renames one such channel of theirs between scrapes (a rename costs
 # nothing, and its writer goes on) adds a new block at every scrape: ~53 GB before the cache
 # is cleared. MAX_SERIES_PER_SCRAPE bounds one scrape's series, not what scrapes leave behind.
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker3 finding 4: another user who renames a 99,999-series channel between scrapes "
-    "grows the exporter by ~13 MB per scrape (the label cache keeps up to 4096 blocks of any "
-    "size): memory grows without bound in practice"))
+# breaker3 finding 4, fixed: the label cache is bounded by the rows it keeps (2x
+# --max-series), the exposition templates by their samples, not by their number.
 def test_another_user_renaming_a_big_channel_does_not_grow_the_exporter(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
     from seqshm._metrics import ChannelMetrics
@@ -267,10 +260,9 @@ def test_another_user_renaming_a_big_channel_does_not_grow_the_exporter(
 # channel of 64 MiB of uint8 makes one series under --sum-over dim0 (as an operator sums their
 # robots' arrays, 'robot-*' --sum-over dim0) and costs each scrape 64 MiB + 512 MiB. Any user
 # whose channel the glob matches sets the scrape's memory at 9x a payload of their choosing.
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker3 finding 5: under --sum-over dim0, another user's 64 MiB uint8 channel makes "
-    "one series and the scrape copies it whole and converts it to float64: ~680 MiB peak, "
-    "9x the payload, without bound in its size"))
+# breaker3 finding 5, fixed: a channel may have at most MAX_VALUES_PER_CHANNEL (1,000,000)
+# values read, a scrape VALUES_PER_SERIES (10) per --max-series, counted before --sum-over;
+# sums are taken in float64 without a float64 copy of the values.
 def test_a_huge_channel_summed_to_one_series_does_not_cost_the_exporter_its_size(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
     from exporting import live_channels
@@ -303,9 +295,8 @@ def test_a_huge_channel_summed_to_one_series_does_not_cost_the_exporter_its_size
 # breaker2 finding 5 made `seqshm info` and the reader's messages say "kernel" of a device only;
 # `seqshm list` still writes "kernel" in the WRITER column of any file whose header claims
 # writer_pid 0, so any local user's file in /dev/shm is listed as the kernel's channel.
-@pytest.mark.xfail(strict=True, reason=(
-    "breaker3 finding 6: seqshm list shows a regular file in /dev/shm whose header says "
-    "writer_pid 0 as written by 'kernel' (only a device is the kernel's)"))
+# breaker3 finding 6, fixed: `seqshm list` says kernel of a device only (its JSON has
+# "kernel": true/false), a file's writer as pid N.
 def test_list_does_not_show_a_file_as_the_kernels(
         shm_name: str, hostile_paths: list[str], other_user: object) -> None:
     from test_breaker2_findings import hostile_channel
@@ -320,4 +311,4 @@ def test_list_does_not_show_a_file_as_the_kernels(
                           capture_output=True, text=True, timeout=60, cwd="/",
                           env={**os.environ, "COLUMNS": "400"})
     row = next(line for line in done.stdout.splitlines() if line.startswith(bad))
-    assert "kernel" not in row, f"a file of another user listed as the kernel's: {row!r}"
+    assert "kernel" not in row[len(bad):], f"a file of another user listed as the kernel's: {row!r}"

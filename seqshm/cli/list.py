@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import time
 from typing import Any
@@ -83,7 +84,7 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
         if probe is None:
             continue
         row: dict[str, Any] = dict.fromkeys(
-            ("path", "name", "channel", "dtype", "shape", "nr_slots", "writer_pid",
+            ("path", "name", "channel", "kernel", "dtype", "shape", "nr_slots", "writer_pid",
              "writer_alive", "state", "writes", "rate_hz", "age_s", "stuck", "error"))
         row["path"], row["name"] = path, os.path.basename(path)
         if isinstance(probe, str):
@@ -102,7 +103,10 @@ def list_channels(with_rate: bool = True) -> list[dict[str, Any]]:
                 except seqshm.ReadTimeout:
                     timestamp, row["stuck"] = 0, True
                 state = r.state
-                row.update(channel=r.name, dtype=dtype_text(r.dtype, str), shape=list(r.shape),
+                # only a device is the kernel's: a file's header saying writer_pid 0 is a
+                # file someone made by hand (_lifecycle.writer_text)
+                row.update(channel=r.name, kernel=stat.S_ISCHR(st.st_mode),
+                           dtype=dtype_text(r.dtype, str), shape=list(r.shape),
                            nr_slots=r.nr_slots, writer_pid=r.header["writer_pid"] or None,
                            writer_alive=writer_alive(state), state=state.value, writes=head,
                            age_s=age_s(r.header["clock_id"], timestamp))
@@ -125,7 +129,7 @@ def list_text(rows: list[dict[str, Any]], width: int | None = None) -> str:
         table.append([
             shown(r["path"]), "(" + ",".join(map(str, r["shape"])) + ("," if len(r["shape"]) == 1
                                                                else "") + ")",
-            str(r["nr_slots"]), f"pid {r['writer_pid']}" if r["writer_pid"] else "kernel",
+            str(r["nr_slots"]), "kernel" if r["kernel"] else f"pid {r['writer_pid'] or 0}",
             "yes" if r["writer_alive"] else "no", r["state"] + (", stuck" if r["stuck"] else ""),
             rate_text(r["rate_hz"]), seconds_text(r["age_s"]), printable(r["dtype"])])
     widths = [max(len(row[c]) for row in table) for c in range(len(header) - 1)]
