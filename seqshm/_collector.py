@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
@@ -15,7 +15,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
-from seqshm._exposition import Encoder, ExpositionCache, _Metrics, to_prometheus
+from seqshm._exposition import Encoder, ExpositionCache, _Metrics, encoder_key, to_prometheus
 from seqshm._families import Family, meta_families
 from seqshm._metrics import MAX_SERIES_PER_SCRAPE, ChannelMetrics
 
@@ -40,8 +40,14 @@ class SeqshmCollector(Collector):
         self.metrics = ChannelMetrics(channels, sum_over=sum_over, timeout=timeout,
                                       max_series=max_series)
         self._templates = ExpositionCache(max_samples=2 * max_series)
-        self._render_lock = threading.Lock()
         self._render_warned: set[tuple[str, str]] = set()
+        # scrapes take turns; one that arrives while another renders takes the answer of the
+        # next render to start after it arrived (_Shared), so N concurrent scrapes cost two
+        # renders, not N (a client sending requests and closing at once cannot queue renders)
+        self._turn = threading.Condition()
+        self._rendering = False
+        self._started = 0  # renders started so far
+        self._last: tuple[int, Hashable, bytes] | None = None  # (render number, encoder, text)
 
     def describe(self) -> Iterable[Metric]:
         """The families every scrape has, without samples, so that a registry refuses another
@@ -57,12 +63,35 @@ class SeqshmCollector(Collector):
         generate_latest, or a partial of either as choose_encoder gives them) renders it for
         this collector alone: the same bytes, from a template kept per shape of the channels
         (seqshm._exposition), so that a scrape formats only the values."""
-        with self._render_lock:
-            families = self.metrics.collect()
-            try:
-                return self._templates.render(families, encoder)
-            except Exception as e:  # one channel's series cannot be written: leave it out
-                return self._templates.render(self._renderable(families, encoder, e), encoder)
+        key = encoder_key(encoder)
+        with self._turn:
+            arrived = self._started
+            while self._rendering:
+                self._turn.wait()
+                last = self._last
+                # a render that started after this scrape arrived is as fresh as its own
+                if last is not None and last[0] > arrived and last[1] == key:
+                    return last[2]
+            self._rendering = True
+            self._started += 1
+            number = self._started
+        text = b""
+        try:
+            text = self._render(encoder)
+        finally:
+            with self._turn:
+                self._rendering = False
+                self._last = (number, key, text) if text else None
+                self._turn.notify_all()
+        return text
+
+    def _render(self, encoder: Encoder) -> bytes:
+        """One collection rendered by ``encoder`` (exposition() takes the turns)."""
+        families = self.metrics.collect()
+        try:
+            return self._templates.render(families, encoder)
+        except Exception as e:  # one channel's series cannot be written: leave it out
+            return self._templates.render(self._renderable(families, encoder, e), encoder)
 
     def _renderable(self, families: list[Family], encoder: Encoder, error: Exception
                     ) -> list[Family]:

@@ -25,7 +25,7 @@ from prometheus_client.utils import floatToGoString as _float_to_go_string
 
 from seqshm._families import COUNTER, Family
 
-__all__ = ["Encoder", "ExpositionCache", "format_values", "to_prometheus"]
+__all__ = ["Encoder", "ExpositionCache", "encoder_key", "format_values", "to_prometheus"]
 
 #: An exposition function of prometheus_client (generate_latest, or a partial of it or of the
 #: OpenMetrics one, as choose_encoder returns them): a collector's metrics as bytes.
@@ -144,7 +144,7 @@ class _Template:
         return self.join(formatted).encode("utf-8")
 
 
-def _encoder_key(encoder: Encoder) -> Hashable:
+def encoder_key(encoder: Encoder) -> Hashable:
     """What an encoder renders with: a function, or a partial's function and arguments (as
     choose_encoder makes a new partial for each request)."""
     func = getattr(encoder, "func", None)
@@ -183,7 +183,7 @@ class ExpositionCache:
         families = [f for f in families if f.size]
         blocks = [rows for f in families for rows, _ in f.parts]
         key = (
-            _encoder_key(encoder),
+            encoder_key(encoder),
             tuple(
                 (f.name, f.kind, f.help, f.labels, tuple(id(rows) for rows, _ in f.parts))
                 for f in families
