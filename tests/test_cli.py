@@ -447,7 +447,11 @@ def test_record_writes_what_it_has_on_ctrl_c(make_path: Callable[[], str],
         p = start("record", w.path, "-o", out_file)
         wait_until(lambda: has_mapped(p.pid, w.path))
         wait_until(lambda: w.seq > 5)
-        time.sleep(0.2)
+        # Ctrl-C once a batch is in the spool (.FILE.recording beside FILE): on a loaded
+        # machine a fixed sleep could send it before record had made the spool, and then
+        # there is nothing to save (the intermittent failure this test had)
+        spool = os.path.join(tmp_path, ".rec.npy.recording")
+        wait_until(lambda: os.path.exists(spool) and os.path.getsize(spool) > 128 + 2 * 40)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=10)
     assert p.returncode == 130 and "Traceback" not in err, err
