@@ -256,8 +256,8 @@ class MetricsServer(socketserver.TCPServer):
         nothing for longest (idle, or not done sending its request) gives way; else the one
         that has held its place longest, though it is being answered: answering a client that
         reads slowly, or pipelines requests, or sends the next as soon as it has read the last,
-        does not keep its place for ever. Against its own client (or one holding about as many
-        places), a connection answered within request_timeout of its accept keeps its place:
+        does not keep its place for ever. Against its own client (or one holding one place
+        fewer), a connection answered within request_timeout of its accept keeps its place:
         a scraper's new connection is answered in milliseconds, and cannot be pushed out by
         the connections its own arrival pushes out coming back. Against a client holding at
         least two places fewer, none does: a client that opens connections as fast as it can
@@ -268,7 +268,7 @@ class MetricsServer(socketserver.TCPServer):
         waiting = [c for c in theirs if not c.busy]
         if waiting:
             return min(waiting, key=lambda c: c.since)
-        if held.get(newcomer.client, 0) + 1 >= most:  # about even: the settled ones only
+        if held.get(newcomer.client, 0) + 1 >= most:  # even, near enough: settled ones only
             theirs = [c for c in theirs if c.accepted <= now - self.request_timeout]
         return min(theirs, key=lambda c: c.accepted, default=None)
 
