@@ -1,11 +1,12 @@
 """seqshm export's HTTP/1.1 server (h11): keep-alive, a kept thread per connection, deadlines
-per request, connections that idle clients cannot exhaust, TLS and basic auth. Imported
+per request, connection places no client can keep from another, TLS and basic auth. Imported
 through seqshm.export, which says what to install."""
 
 from __future__ import annotations
 
 import errno
 import gzip
+import ipaddress
 import logging
 import os
 import queue
@@ -14,6 +15,7 @@ import socketserver
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from http import HTTPStatus
@@ -73,9 +75,19 @@ IDLE_TIMEOUT_S = 300.0
 #: answer has as long again.
 REQUEST_TIMEOUT_S = 5.0
 #: Connections served at once. A scraper holds one (Prometheus keeps one per target). When
-#: all are taken, a new connection takes the place of the one that did nothing for longest
-#: (idle, or not yet done sending its request); only connections being answered keep theirs.
+#: all are taken, a new connection takes the place of another (MetricsServer._victim): of the
+#: client holding the most places, the connection that did nothing for longest (idle, or not
+#: yet done sending its request), else the one that has held its place longest even while it
+#: is being answered; only a connection answered within REQUEST_TIMEOUT_S of its accept keeps
+#: its place against its own client.
 MAX_CONNECTIONS = 64
+#: Requests answered in a row on a connection whose client had sent the next before each
+#: was answered (pipelined, RFC 9112 section 9.3.2): the last of them is answered with
+#: "Connection: close" and the connection closed; the client sends the rest again on a new
+#: connection (RFC 9112 section 9.3.1). Prometheus does not pipeline; a client that
+#: pipelines a thousand requests and reads the answers slowly, or never, costs this many
+#: renders, not a thousand.
+MAX_PIPELINED = 16
 #: The request line and headers of a request, at most (h11's default): more is answered 431.
 MAX_HEAD_BYTES = 16 * 1024
 #: A request body (a scrape has none) is read and thrown away up to this size; a larger one is
@@ -96,13 +108,16 @@ class _Connection:
     """One accepted connection: its socket (the TLS one once wrapped) and what the server
     needs to choose which connection gives way (MetricsServer.process_request)."""
 
-    __slots__ = ("sock", "address", "busy", "since", "deadline", "evicted")
+    __slots__ = ("sock", "address", "client", "busy", "accepted", "since", "deadline",
+                 "evicted")
 
-    def __init__(self, sock: socket.socket, address: Any, deadline: float) -> None:
+    def __init__(self, sock: socket.socket, address: Any, now: float, deadline: float) -> None:
         self.sock = sock
         self.address = address
-        self.busy = False  # answering a request: keeps its place
-        self.since = time.monotonic()  # when it last began to wait for its client
+        self.client = _client_of(address)  # whom places are shared between
+        self.busy = False  # answering a request (what gives way: MetricsServer._victim)
+        self.accepted = now
+        self.since = now  # when it last began to wait for its client
         self.deadline = deadline
         self.evicted = False
 
@@ -132,10 +147,12 @@ class MetricsServer(socketserver.TCPServer):
     The threads are kept and reused from one connection to the next: starting one cost ~0.35
     ms of a ~0.7 ms scrape on a 2-CPU host. What a client may hold is bounded: a request
     (its first from the accept, TLS handshake included; a later one from its first byte) must
-    arrive whole within ``request_timeout``, an idle kept connection is closed after
-    ``idle_timeout``, and of ``max_connections`` places, a new connection takes the place of
-    the connection that did nothing for longest when they are all taken, so connections that
-    idle or drip cannot lock scrapers out. The listening socket is kept with a spare file
+    arrive whole within ``request_timeout``, and each answer be sent within as long; an idle
+    kept connection is closed after ``idle_timeout``; at most MAX_PIPELINED pipelined
+    requests are answered in a row before the connection is closed. Of ``max_connections``
+    places, when they are all taken, a new connection takes the place of another (_victim),
+    being answered or not, so that connections that idle, drip, or read their answers slowly
+    cannot lock scrapers out. The listening socket is kept with a spare file
     descriptor, so that a process out of descriptors still accepts (and closes) connections
     rather than spinning on them. ``server_close()`` also closes the kept connections and
     ends the threads."""
@@ -202,13 +219,13 @@ class MetricsServer(socketserver.TCPServer):
         return True
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        conn = _Connection(request, client_address, time.monotonic() + self.request_timeout)
+        now = time.monotonic()
+        conn = _Connection(request, client_address, now, now + self.request_timeout)
         victim = None
         with self._lock:
             if len(self._connections) >= self.max_connections:
-                waiting = [c for c in self._connections if not c.busy]
-                if waiting:  # the one that did nothing for longest gives way
-                    victim = min(waiting, key=lambda c: c.since)
+                victim = self._victim(conn, now)
+                if victim is not None:
                     victim.evicted = True
                     self._connections.discard(victim)
             full = len(self._connections) >= self.max_connections
@@ -222,13 +239,38 @@ class MetricsServer(socketserver.TCPServer):
                     self._idle -= 1
         if victim is not None:
             victim.abort()
-        if full:  # every place is answering a request
+        if full:  # no place may be taken (_victim): the newcomer is closed
             self._close(request)
             return
         self._queue.put(conn)
         if start:
             threading.Thread(target=self._serve_connections, daemon=True,
                              name=f"seqshm-export-{self.server_port}-conn").start()
+
+    def _victim(self, newcomer: _Connection, now: float) -> _Connection | None:
+        """The connection that gives its place to ``newcomer`` when all are taken, or None
+        (the newcomer is closed). Called under the lock.
+
+        Places are shared between clients (an IPv4 address, or an IPv6 /64): the victim is a
+        connection of the client that holds the most. Of its connections, the one that did
+        nothing for longest (idle, or not done sending its request) gives way; else the one
+        that has held its place longest, though it is being answered: answering a client that
+        reads slowly, or pipelines requests, or sends the next as soon as it has read the last,
+        does not keep its place for ever. Against its own client (or one holding one place
+        fewer), a connection answered within request_timeout of its accept keeps its place:
+        a scraper's new connection is answered in milliseconds, and cannot be pushed out by
+        the connections its own arrival pushes out coming back. Against a client holding at
+        least two places fewer, none does: a client that opens connections as fast as it can
+        cannot keep another client from every place."""
+        held = Counter(c.client for c in self._connections)
+        most = max(held.values())
+        theirs = [c for c in self._connections if held[c.client] == most]
+        waiting = [c for c in theirs if not c.busy]
+        if waiting:
+            return min(waiting, key=lambda c: c.since)
+        if held.get(newcomer.client, 0) + 1 >= most:  # even, near enough: settled ones only
+            theirs = [c for c in theirs if c.accepted <= now - self.request_timeout]
+        return min(theirs, key=lambda c: c.accepted, default=None)
 
     def _serve_connections(self) -> None:
         """A connection thread: serves the connections queued, one at a time, until
@@ -245,6 +287,8 @@ class MetricsServer(socketserver.TCPServer):
                 with self._lock:
                     self._connections.discard(conn)
                     self._idle += 1
+                if not conn.evicted:
+                    _discard_input(conn.sock)
                 self._close(conn.sock)
 
     @staticmethod
@@ -308,6 +352,7 @@ class MetricsServer(socketserver.TCPServer):
         # otherwise be taken whole; this way it is incomplete at MAX_HEAD_BYTES + 1, a 431.
         pending = b""
         eof = False
+        in_a_row = 0  # requests answered in a row that had the next behind them
         while True:
             request = None
             body = 0
@@ -352,9 +397,17 @@ class MetricsServer(socketserver.TCPServer):
                 self._refuse(conn, http, e.error_status_hint, f"{e}\n")
                 return
             assert request is not None
+            # Pipelined: the client sent more (in h11's buffer, ours, or the socket's: requests
+            # too large for a recv are pipelined too) before it could have read this answer.
+            # Asked before the answer is sent: after, a client that is quick to send its next
+            # request would look like one.
+            if http.trailing_data[0] or pending or _input_waiting(conn.sock):
+                in_a_row += 1
+            else:
+                in_a_row = 0
             conn.busy = True
             try:
-                self._answer(conn, http, request)
+                self._answer(conn, http, request, close=in_a_row >= MAX_PIPELINED)
             finally:
                 conn.busy = False
             if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
@@ -412,17 +465,20 @@ class MetricsServer(socketserver.TCPServer):
             self._respond(conn, http, status, [("Content-Type", "text/plain; charset=utf-8")],
                           text.encode("utf-8", "backslashreplace"), close=True)
 
-    def _answer(self, conn: _Connection, http: h11.Connection, request: h11.Request) -> None:
+    def _answer(self, conn: _Connection, http: h11.Connection, request: h11.Request,
+                close: bool = False) -> None:
+        """Answer ``request``; with ``close``, say "Connection: close" (h11 then closes)."""
         headers = dict(request.headers)  # h11's names are lowercase
         head_only = request.method == b"HEAD"
         text = [("Content-Type", "text/plain; charset=utf-8")]
+        respond = partial(self._respond, conn, http, close=close)
         if self.auth is not None and not self.auth.check(headers.get(b"authorization")):
-            self._respond(conn, http, 401, [*text, ("WWW-Authenticate", self.auth.challenge)],
-                          b"Unauthorized\n", head_only)
+            respond(401, [*text, ("WWW-Authenticate", self.auth.challenge)],
+                    b"Unauthorized\n", head_only)
             return
         if request.method not in (b"GET", b"HEAD"):
-            self._respond(conn, http, 405, [*text, ("Allow", "GET, HEAD")],
-                          b"Method Not Allowed: a scrape is a GET\n")
+            respond(405, [*text, ("Allow", "GET, HEAD")],
+                    b"Method Not Allowed: a scrape is a GET\n")
             return
         accept = headers.get(b"accept", b"").decode("latin-1")
         try:
@@ -442,14 +498,14 @@ class MetricsServer(socketserver.TCPServer):
         except Exception as e:  # a bug, or a collector of the user's that fails
             self._log_once(f"render:{type(e).__name__}", logging.ERROR,
                            "a scrape failed: %r", e, exc_info=True)
-            self._respond(conn, http, 500, text, f"scrape failed: {e!r}\n".encode(
+            respond(500, text, f"scrape failed: {e!r}\n".encode(
                 "utf-8", "backslashreplace"), head_only)
             return
         out_headers = [("Content-Type", content_type)]
         if gzip_accepted(headers.get(b"accept-encoding", b"").decode("latin-1")):
             output = gzip.compress(output)
             out_headers.append(("Content-Encoding", "gzip"))
-        self._respond(conn, http, 200, out_headers, output, head_only)
+        respond(200, out_headers, output, head_only)
 
 
 def _ambiguous_framing(request: h11.Request) -> bool:
@@ -457,6 +513,52 @@ def _ambiguous_framing(request: h11.Request) -> bool:
     former and keeps the connection; RFC 9112 section 6.1 has it closed)."""
     names = {name for name, _ in request.headers}  # h11's names are lowercase
     return b"transfer-encoding" in names and b"content-length" in names
+
+
+def _client_of(address: Any) -> str:
+    """Whom a connection is from, for sharing places (MetricsServer._victim): its IPv4
+    address, or the /64 of its IPv6 address (a host is given a /64 at least, so its addresses
+    are one client)."""
+    try:
+        ip = ipaddress.ip_address(str(address[0]).partition("%")[0])
+    except (ValueError, TypeError, IndexError):
+        return repr(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def _input_waiting(sock: socket.socket) -> bool:
+    """Whether the client has sent more than we took (in TLS's buffer or the socket's),
+    without waiting for it."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        sock.settimeout(0)  # a timeout would make CPython poll for it first
+        return bool(socket.socket.recv(sock, 1, socket.MSG_PEEK))
+    except OSError:  # nothing yet (BlockingIOError), or an error the next recv tells
+        return False
+
+
+#: Bytes a closing connection reads and throws away (_discard_input), at most.
+_DISCARD_BYTES = 16 * _RECV_BYTES
+
+
+def _discard_input(sock: socket.socket) -> None:
+    """Throw away what the client sent and was not read, without waiting for more, before
+    the connection is closed: closing a socket with unread input resets the connection, and
+    the reset drops the end of the last answer still queued to send (RFC 9112 section 9.6),
+    e.g. the answer that closes a connection on pipelined requests (MAX_PIPELINED) or bad
+    framing. The raw socket's recv, for TLS too: nothing more is decrypted."""
+    try:
+        sock.settimeout(0)
+        for _ in range(_DISCARD_BYTES // _RECV_BYTES):
+            if not socket.socket.recv(sock, _RECV_BYTES):
+                return
+    except OSError:
+        pass
 
 
 def _open_spare() -> int:
