@@ -1,4 +1,4 @@
-"""breaker2's findings against docs/security.md: each test fails on main 42e89ab (xfail strict)."""
+"""breaker2's findings against docs/security.md: each test failed on main 42e89ab."""
 
 from __future__ import annotations
 
