@@ -26,6 +26,10 @@
  *                                          64-bit word of a write holds its write number):
  *                                          reads=N torn=K; bypass: without the retry (the
  *                                          test's hook), bypass-split: halves 2 ms apart
+ *   seqshm_tool rd PATH                   open, print "ready", then obey stdin: "snap" (ok seq=
+ *                                          data=HEX), "reopen" (ok reopen=R), "state",
+ *                                          "info", "wait MS" (ok wait=R), "follow MS" (ok
+ *                                          seq= lost= data=HEX); a failure: err ERRNO MSG
  *   seqshm_tool wr PATH SPEC SHAPE NSLOTS [overwrite]  create, print "ready", then obey
  *                                          stdin: "w HEX", "wb HEX" (begin/end), "pattern N [GAP_NS]",
  *                                          "hang" (begin, never end), "fork" (a child's
@@ -337,6 +341,60 @@ static int cmd_wr(int argc, char **argv)
 	_exit(0);
 }
 
+/* One reader kept open across commands from stdin, for what happens between them (a reader
+ * that moves to a replacement with seqshm_rd_reopen()). */
+static int cmd_rd(struct seqshm_rd *r)
+{
+	char line[256];
+	struct seqshm_sample s;
+	struct seqshm_err e;
+	int rc;
+
+	printf("ready\n");
+	while (fgets(line, sizeof(line), stdin)) {
+		/* the payload size of the channel read now: a reopen may change the reader's */
+		size_t len = seqshm_rd_info(r)->payload_size;
+		unsigned char *buf = malloc(len);
+		uint64_t ns = (uint64_t)strtol(line + strcspn(line, " "), NULL, 10) * 1000000u;
+
+		line[strcspn(line, "\n")] = 0;
+		memset(&s, 0, sizeof(s));
+		if (!strcmp(line, "snap") || !strncmp(line, "follow ", 7)) {
+			rc = line[0] == 's' ? seqshm_rd_snapshot(r, buf, len, &s, 1000000000u, &e) :
+			     seqshm_rd_follow(r, buf, len, &s, ns, &e);
+			if (rc) {
+				printf("err %d %s\n", -rc, e.msg);
+			} else {
+				printf("ok seq=%" PRIu64 " lost=%" PRIu64 " data=", s.write_seq,
+				       s.lost);
+				hex_out(buf, len);
+				printf("\n");
+			}
+		} else if (!strcmp(line, "reopen")) {
+			rc = seqshm_rd_reopen(r, &e);
+			if (rc < 0)
+				printf("err %d %s\n", -rc, e.msg);
+			else
+				printf("ok reopen=%d\n", rc);
+		} else if (!strncmp(line, "wait ", 5)) {
+			rc = seqshm_rd_wait(r, ns, &e);
+			if (rc < 0)
+				printf("err %d %s\n", -rc, e.msg);
+			else
+				printf("ok wait=%d\n", rc);
+		} else if (!strcmp(line, "state")) {
+			printf("ok state=%s\n", seqshm_strstate(seqshm_rd_state(r, NULL)));
+		} else if (!strcmp(line, "info")) {
+			printf("ok ");
+			print_info(seqshm_rd_info(r));
+		} else {
+			printf("err 22 unknown command\n");
+		}
+		free(buf);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct seqshm_rd *r;
@@ -355,6 +413,8 @@ int main(int argc, char **argv)
 		return fail(&e, rc);
 	if (!strcmp(argv[1], "info")) {
 		print_info(seqshm_rd_info(r));
+	} else if (!strcmp(argv[1], "rd")) {
+		rc = cmd_rd(r);
 	} else if (!strcmp(argv[1], "snap") || !strcmp(argv[1], "zc")) {
 		size_t len = seqshm_rd_info(r)->payload_size;
 		unsigned char *buf = malloc(len);
