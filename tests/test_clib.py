@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -269,6 +270,49 @@ def test_every_public_function_is_documented() -> None:
                 assert f"@{arg}:" in doc.group(1), f"{name}: @{arg} undocumented"
         assert "Return:" in doc.group(1) or re.search(r"\bvoid " + name + r"\(", text), name
         assert "Context:" in doc.group(1), f"{name}: no Context: (threads, fork)"
+
+
+#: The C++ check of seqshm.h: the oldest standard the header promises, warnings as errors.
+CXXFLAGS = ["-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+
+
+def test_header_compiles_and_links_as_cxx11(libs: dict[bool, Lib], tmp_path: Path,
+                                            shm_path: str) -> None:
+    """seqshm.h used from C++11 (g++ -std=c++11 -Wall -Wextra -Werror -pedantic): a program
+    that reads, reopens, writes and reads back through the installed library compiles,
+    links and runs; the same program fails to compile when the header has a C-only construct,
+    so the check can fail."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("g++ is not installed (apt-get install g++; scripts/test installs it)")
+    lib = libs[False]
+    src = Path(__file__).parent / "c" / "seqshm_cxx.cpp"
+
+    def build(include: Path, out: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cxx, *CXXFLAGS, f"-I{include}", str(src), "-o", str(out),
+                               *lib.pkg_config("--libs"), f"-Wl,-rpath,{lib.libdir}"],
+                              capture_output=True, text=True, env=lib.env())
+
+    done = build(lib.prefix / "include", tmp_path / "cxx")
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    with seqshm.create(shm_path, "f8") as w:
+        w.write(1.5)
+        run = subprocess.run([str(tmp_path / "cxx"), shm_path, str(tmp_path / "cxx-chan")],
+                             capture_output=True, text=True, timeout=HANG_S, env=lib.env())
+    assert run.returncode == 0, (run.stdout, run.stderr)
+    assert run.stdout.splitlines() == ["read seq=1 value=1.5 state=open reopen=0",
+                                       "wrote seq=2 value=2.5"]
+    assert not (tmp_path / "cxx-chan").exists()
+    # the check can fail: a C99 compound literal in the header is refused by -pedantic C++
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    text = (lib.prefix / "include" / "seqshm.h").read_text()
+    (bad / "seqshm.h").write_text(text.replace(
+        "#endif /* SEQSHM_H */",
+        "static inline struct seqshm_sample seqshm_zero(void)\n"
+        "{ return (struct seqshm_sample){ 0, 0, 0 }; }\n#endif /* SEQSHM_H */"))
+    done = build(bad, tmp_path / "cxx-bad")
+    assert done.returncode != 0 and "compound-literals" in done.stderr, done.stderr
 
 
 # -- Python writer -> C reader ----------------------------------------------------------------
