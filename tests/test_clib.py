@@ -739,6 +739,9 @@ def test_torn_read_check_fails_when_the_retry_is_bypassed(tool: Tool, shm_path: 
         time.sleep(0.1)
         good = tool.run("torn", shm_path, "1.0")
         assert int(good["torn"]) == 0 and int(good["distinct"]) > 10, good
+        # into a buffer off a cache line: the rep movsb copy's first line and rest apart
+        good = tool.run("torn", shm_path, "1.0", "dst+16")
+        assert int(good["torn"]) == 0 and int(good["distinct"]) > 10, good
         # the snapshot's inlined copies of small payloads (8 to 128 bytes) too
         for words in (1, 2, 4, 8, 16, 3):
             small = tool.writer(f"{shm_path}-{words}", np.dtype("u8"), (words,))
