@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -135,6 +136,42 @@ class CWriter:
         assert "Sanitizer" not in err and "runtime error" not in err, err
 
 
+class CReader:
+    """A C reader process (seqshm_tool rd) kept open across commands, driven line by line:
+    cmd() returns the parsed "ok ..." answer, error() the (errno, message) of an "err ...".
+    """
+
+    def __init__(self, tool: Tool, path: str) -> None:
+        self.p = subprocess.Popen([str(tool.path), "rd", path], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=tool.lib.env())
+        assert self.p.stdout is not None
+        first = self.p.stdout.readline().strip()
+        assert first == "ready", first + self.p.stderr.read()  # type: ignore[union-attr]
+
+    def _ask(self, line: str) -> str:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def cmd(self, line: str) -> dict[str, str]:
+        out = self._ask(line)
+        assert out.startswith("ok "), out
+        return parse(out[3:])
+
+    def error(self, line: str) -> tuple[int, str]:
+        out = self._ask(line)
+        word, num, msg = out.split(" ", 2)
+        assert word == "err", out
+        return int(num), msg
+
+    def close(self) -> None:
+        _, err = self.p.communicate(timeout=HANG_S)  # stdin closed: the reader closes
+        assert self.p.returncode == 0, err
+        assert "Sanitizer" not in err and "runtime error" not in err, err
+
+
 @pytest.fixture
 def tool(lib: Lib, tools: dict[bool, Path]) -> Tool:
     return Tool(lib, tools[lib.sanitize])
@@ -233,6 +270,49 @@ def test_every_public_function_is_documented() -> None:
                 assert f"@{arg}:" in doc.group(1), f"{name}: @{arg} undocumented"
         assert "Return:" in doc.group(1) or re.search(r"\bvoid " + name + r"\(", text), name
         assert "Context:" in doc.group(1), f"{name}: no Context: (threads, fork)"
+
+
+#: The C++ check of seqshm.h: the oldest standard the header promises, warnings as errors.
+CXXFLAGS = ["-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+
+
+def test_header_compiles_and_links_as_cxx11(libs: dict[bool, Lib], tmp_path: Path,
+                                            shm_path: str) -> None:
+    """seqshm.h used from C++11 (g++ -std=c++11 -Wall -Wextra -Werror -pedantic): a program
+    that reads, reopens, writes and reads back through the installed library compiles,
+    links and runs; the same program fails to compile when the header has a C-only construct,
+    so the check can fail."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("g++ is not installed (apt-get install g++; scripts/test installs it)")
+    lib = libs[False]
+    src = Path(__file__).parent / "c" / "seqshm_cxx.cpp"
+
+    def build(include: Path, out: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cxx, *CXXFLAGS, f"-I{include}", str(src), "-o", str(out),
+                               *lib.pkg_config("--libs"), f"-Wl,-rpath,{lib.libdir}"],
+                              capture_output=True, text=True, env=lib.env())
+
+    done = build(lib.prefix / "include", tmp_path / "cxx")
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    with seqshm.create(shm_path, "f8") as w:
+        w.write(1.5)
+        run = subprocess.run([str(tmp_path / "cxx"), shm_path, str(tmp_path / "cxx-chan")],
+                             capture_output=True, text=True, timeout=HANG_S, env=lib.env())
+    assert run.returncode == 0, (run.stdout, run.stderr)
+    assert run.stdout.splitlines() == ["read seq=1 value=1.5 state=open reopen=0",
+                                       "wrote seq=2 value=2.5"]
+    assert not (tmp_path / "cxx-chan").exists()
+    # the check can fail: a C99 compound literal in the header is refused by -pedantic C++
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    text = (lib.prefix / "include" / "seqshm.h").read_text()
+    (bad / "seqshm.h").write_text(text.replace(
+        "#endif /* SEQSHM_H */",
+        "static inline struct seqshm_sample seqshm_zero(void)\n"
+        "{ return (struct seqshm_sample){ 0, 0, 0 }; }\n#endif /* SEQSHM_H */"))
+    done = build(bad, tmp_path / "cxx-bad")
+    assert done.returncode != 0 and "compound-literals" in done.stderr, done.stderr
 
 
 # -- Python writer -> C reader ----------------------------------------------------------------
@@ -374,6 +454,120 @@ def test_c_reader_sees_replaced_mark(tool: Tool, shm_path: str) -> None:
     with seqshm.create(shm_path, "f8", overwrite=True):
         out = holder.communicate(timeout=HANG_S)[0]
     assert parse(out.strip())["state"] == "replaced", out
+
+
+# -- a C reader moving to a replacement (seqshm_rd_reopen(), tail -F) --------------------------
+
+def _f8(value: float) -> str:
+    return np.float64(value).tobytes().hex()
+
+
+@pytest.mark.parametrize("first_writer", ["closed", "killed"])
+def test_c_reader_reopens_a_replaced_channel(tool: Tool, shm_path: str,
+                                             first_writer: str) -> None:
+    """A Python writer that closes (or is killed) and a new create(overwrite=True) at its
+    path: the C reader's seqshm_rd_reopen() answers 0 while the old file is still there, the
+    old channel's wait ends (-EPIPE, naming seqshm_rd_reopen()), then 1, and the reader reads
+    the new writer's data, its writes numbered from 1 again (a follow starts at the new
+    ring's oldest write, not after the old channel's newest)."""
+    if first_writer == "closed":
+        w1 = seqshm.create(shm_path, "f8")
+        w1.write(1.0)
+        p = None
+    else:
+        p = _python_writer_process(shm_path)  # wrote 1.0
+    r = CReader(tool, shm_path)
+    try:
+        assert r.cmd("snap") == {"seq": "1", "lost": "0", "data": _f8(1.0)}
+        assert r.cmd("reopen") == {"reopen": "0"}  # nothing replaced it
+        if p is None:
+            w1.close()
+        else:
+            p.send_signal(signal.SIGKILL)
+            p.communicate(timeout=HANG_S)
+        assert r.cmd("reopen") == {"reopen": "0"}  # ended, but still the file at the path
+        with seqshm.create(shm_path, "f8", nr_slots=4, overwrite=True) as w2:
+            w2.write(7.0)
+            w2.write(8.0)
+            num, msg = r.error("wait 5000")
+            assert num == errno.EPIPE and "seqshm_rd_reopen()" in msg and shm_path in msg, msg
+            assert r.cmd("reopen") == {"reopen": "1"}
+            assert r.cmd("state") == {"state": "open"}
+            assert r.cmd("info")["slots"] == "4"
+            assert r.cmd("follow 1000") == {"seq": "1", "lost": "0", "data": _f8(7.0)}
+            assert r.cmd("follow 1000") == {"seq": "2", "lost": "0", "data": _f8(8.0)}
+            w2.write(9.0)
+            assert r.cmd("snap") == {"seq": "3", "lost": "0", "data": _f8(9.0)}
+            assert r.cmd("reopen") == {"reopen": "0"}
+    finally:
+        r.close()
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.communicate(timeout=HANG_S)
+
+
+_REPLACEMENTS = ["planted-link", "sparse", "bad-magic", "other-element", "missing"]
+
+
+@pytest.mark.parametrize("replacement", _REPLACEMENTS)
+def test_c_reopen_refuses_a_bad_replacement_and_keeps_the_old_channel(
+        tool: Tool, tmp_path: Path, shm_path: str, replacement: str) -> None:
+    """What is at a reader's path after its channel ended is opened as seqshm_rd_open()
+    opens: a link another user planted in the sticky directory (-EACCES), a sparse file or
+    one with the wrong magic (-EPROTO), a channel of another element type (-ENOTSUP), or
+    nothing (-ENOENT) is refused with a message naming the file, and the reader still reads
+    its old channel; once a real channel is there, it moves to it."""
+    if replacement == "planted-link" and os.geteuid() != 0:
+        pytest.skip("needs root to make a link owned by another user")
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    chan = str(sticky / "chan")
+    old = np.arange(4096, dtype="f8")
+    with seqshm.create(chan, "f8", (4096,)) as w:
+        w.write(old)
+    # a good channel elsewhere: its bytes, or a link to it, make the bad replacements
+    with seqshm.create(shm_path, "f8", (4096,)) as good:
+        good.write(np.ones(4096))
+    data = bytearray(Path(shm_path).read_bytes())
+    r = CReader(tool, chan)
+    try:
+        assert r.cmd("snap")["data"] == old.tobytes().hex()
+        os.unlink(chan)
+        fake = sticky / "fake"
+        if replacement == "planted-link":
+            os.symlink(shm_path, chan)
+            os.lchown(chan, 65534, 65534)
+            want, words = errno.EACCES, ["uid 65534", "not followed"]
+        elif replacement == "sparse":
+            with open(fake, "wb") as f:
+                f.write(data[:_core.ALIGN * 2])  # the header and the slot lines, then holes
+                f.truncate(len(data))
+            os.rename(fake, chan)
+            want, words = errno.EPROTO, ["a sparse file"]
+        elif replacement == "bad-magic":
+            data[0] ^= 0xFF
+            fake.write_bytes(bytes(data))
+            os.rename(fake, chan)
+            want, words = errno.EPROTO, ["not a seqshm region"]
+        elif replacement == "other-element":
+            seqshm.create(chan, "i8", (4096,)).close()
+            want, words = errno.ENOTSUP, ["another element type or shape"]
+        else:
+            want, words = errno.ENOENT, ["no channel file there"]
+        num, msg = r.error("reopen")
+        assert num == want and chan in msg and all(w in msg for w in words), (num, msg)
+        # the old channel, still mapped and still this reader's
+        assert r.cmd("snap") == {"seq": "1", "lost": "0", "data": old.tobytes().hex()}
+        assert r.cmd("info")["shape"] == "4096"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(chan)
+        with seqshm.create(chan, "f8", (4096,)) as w:
+            w.write(np.full(4096, 5.0))
+            assert r.cmd("reopen") == {"reopen": "1"}
+            assert r.cmd("snap")["data"] == np.full(4096, 5.0).tobytes().hex()
+    finally:
+        r.close()
 
 
 # -- C writer -> Python reader ----------------------------------------------------------------
@@ -544,6 +738,9 @@ def test_torn_read_check_fails_when_the_retry_is_bypassed(tool: Tool, shm_path: 
         w.p.stdin.flush()
         time.sleep(0.1)
         good = tool.run("torn", shm_path, "1.0")
+        assert int(good["torn"]) == 0 and int(good["distinct"]) > 10, good
+        # into a buffer off a cache line: the rep movsb copy's first line and rest apart
+        good = tool.run("torn", shm_path, "1.0", "dst+16")
         assert int(good["torn"]) == 0 and int(good["distinct"]) > 10, good
         # the snapshot's inlined copies of small payloads (8 to 128 bytes) too
         for words in (1, 2, 4, 8, 16, 3):

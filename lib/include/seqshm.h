@@ -357,6 +357,38 @@ SEQSHM_API uint64_t seqshm_rd_head(const struct seqshm_rd *r);
 SEQSHM_API int seqshm_rd_state(struct seqshm_rd *r, struct seqshm_err *err);
 
 /**
+ * seqshm_rd_reopen() - move the reader to the channel now at its path, if one replaced it.
+ * @r:		the reader.
+ * @err:	filled on failure; may be NULL.
+ *
+ * What tail -F does for a log: a writer that restarts under the same name (a new
+ * seqshm_wr_create(), or the Python package's, with overwrite) puts a new file at the path, and
+ * the old channel ends (REPLACED, or WRITER_DIED until the new one is linked). This opens
+ * the path the reader was opened with (a bare name as it was resolved then) exactly as
+ * seqshm_rd_open() does: read-only, never through a link another user planted, the same
+ * header check, a sparse region refused. If that is another channel (another file, or
+ * another header written into the same file) of the same element type and shape, the
+ * reader lets go of the old one and reads the new one from then on: its description
+ * (seqshm_rd_info(), same address) is the new header's, its write numbers start again
+ * (seqshm_rd_follow() starts from the oldest write the new ring holds), and its descriptor
+ * (seqshm_rd_fd()) is another one. On any failure the reader is unchanged and still reads
+ * the old channel. System calls (an open, a map): call it when a wait or a follow says the
+ * channel ended (-EPIPE) or seqshm_rd_state() says REPLACED, not in a hot loop.
+ *
+ * Context: one thread at a time per reader, with no other call on @r (seqshm_rd_info()
+ * included) running meanwhile; in a forked child, fails with -ECHILD.
+ *
+ * Return: 1 when the reader moved to a new channel, 0 when the file at the path is still the
+ * reader's channel (nothing replaced it: yet), or -ENOENT (no file at the path now: the new
+ * writer has not linked it yet, or the channel was removed), -EACCES (not readable, or a
+ * planted link), -EPROTO (not a seqshm channel, a damaged or sparse one), -EPROTONOSUPPORT
+ * (another ABI version), -ENOTSUP (another element type or shape: open it as a new reader),
+ * -ECHILD, or another errno of open(2), fstat(2) or mmap(2). Every failure leaves @r as it
+ * was.
+ */
+SEQSHM_API int seqshm_rd_reopen(struct seqshm_rd *r, struct seqshm_err *err);
+
+/**
  * seqshm_rd_fd() - the reader's descriptor of the channel file, for poll(2) on a device.
  * @r:		the reader.
  *

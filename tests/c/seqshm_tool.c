@@ -22,10 +22,16 @@
  *   seqshm_tool hold PATH MS              "held", then after MS ms the state of what it opened
  *   seqshm_tool fork PATH                 a forked child's calls on the reader: child=0 if all
  *                                          fail with -ECHILD
- *   seqshm_tool torn PATH SECONDS [bypass|bypass-split]  reads of a pattern channel (every
- *                                          64-bit word of a write holds its write number):
- *                                          reads=N torn=K; bypass: without the retry (the
- *                                          test's hook), bypass-split: halves 2 ms apart
+ *   seqshm_tool torn PATH SECONDS [bypass|bypass-split|dst+16]  reads of a pattern channel
+ *                                          (every 64-bit word of a write holds its write
+ *                                          number) into a 64-byte aligned buffer: reads=N
+ *                                          torn=K; bypass: without the retry (the test's
+ *                                          hook), bypass-split: halves 2 ms apart; dst+16:
+ *                                          snapshots into a buffer 16 bytes past a line
+ *   seqshm_tool rd PATH                   open, print "ready", then obey stdin: "snap" (ok seq=
+ *                                          data=HEX), "reopen" (ok reopen=R), "state",
+ *                                          "info", "wait MS" (ok wait=R), "follow MS" (ok
+ *                                          seq= lost= data=HEX); a failure: err ERRNO MSG
  *   seqshm_tool wr PATH SPEC SHAPE NSLOTS [overwrite]  create, print "ready", then obey
  *                                          stdin: "w HEX", "wb HEX" (begin/end), "pattern N [GAP_NS]",
  *                                          "hang" (begin, never end), "fork" (a child's
@@ -37,6 +43,8 @@
 /* The test's own bypass hook: a copy of the zero-copy view WITHOUT seqshm_rd_end(), which a
  * torn-read check must catch; it exists only in this test program, never in the library. */
 static int bypass_retry;
+/* torn's destination: this many bytes past a 64-byte boundary (its "dst+16" mode) */
+static size_t dst_offset;
 
 static int fail(const struct seqshm_err *e, int rc)
 {
@@ -124,7 +132,11 @@ static int cmd_follow(struct seqshm_rd *r, long n, long ms)
 static int cmd_torn(struct seqshm_rd *r, double seconds)
 {
 	size_t len = seqshm_rd_info(r)->payload_size, words = len / 8, k;
-	uint64_t *buf = malloc(len), end = now_ns() + (uint64_t)(seconds * 1e9), reads = 0, torn = 0;
+	/* a destination on a cache line, or dst_offset bytes past one (the copy of a few KiB
+	 * then copies its first line apart from the rest) */
+	unsigned char *space = aligned_alloc(64, (len + 64 + 63) / 64 * 64);
+	uint64_t *buf = (uint64_t *)(space + dst_offset);
+	uint64_t end = now_ns() + (uint64_t)(seconds * 1e9), reads = 0, torn = 0;
 	uint64_t distinct = 0, last = 0;
 	struct seqshm_sample s;
 	struct seqshm_view v;
@@ -136,7 +148,7 @@ static int cmd_torn(struct seqshm_rd *r, double seconds)
 			if (bypass_retry) {
 				rc = seqshm_rd_begin(r, &v, 1000000000u, &e);
 				if (rc) {
-					free(buf);
+					free(space);
 					return fail(&e, rc);
 				}
 				if (bypass_retry == 2) {
@@ -154,7 +166,7 @@ static int cmd_torn(struct seqshm_rd *r, double seconds)
 			} else {
 				rc = seqshm_rd_snapshot(r, buf, len, &s, 1000000000u, &e);
 				if (rc) {
-					free(buf);
+					free(space);
 					return fail(&e, rc);
 				}
 				if (buf[0] != s.write_seq)
@@ -172,7 +184,7 @@ static int cmd_torn(struct seqshm_rd *r, double seconds)
 		}
 	}
 	printf("reads=%" PRIu64 " torn=%" PRIu64 " distinct=%" PRIu64 "\n", reads, torn, distinct);
-	free(buf);
+	free(space);
 	return 0;
 }
 
@@ -337,6 +349,60 @@ static int cmd_wr(int argc, char **argv)
 	_exit(0);
 }
 
+/* One reader kept open across commands from stdin, for what happens between them (a reader
+ * that moves to a replacement with seqshm_rd_reopen()). */
+static int cmd_rd(struct seqshm_rd *r)
+{
+	char line[256];
+	struct seqshm_sample s;
+	struct seqshm_err e;
+	int rc;
+
+	printf("ready\n");
+	while (fgets(line, sizeof(line), stdin)) {
+		/* the payload size of the channel read now: a reopen may change the reader's */
+		size_t len = seqshm_rd_info(r)->payload_size;
+		unsigned char *buf = malloc(len);
+		uint64_t ns = (uint64_t)strtol(line + strcspn(line, " "), NULL, 10) * 1000000u;
+
+		line[strcspn(line, "\n")] = 0;
+		memset(&s, 0, sizeof(s));
+		if (!strcmp(line, "snap") || !strncmp(line, "follow ", 7)) {
+			rc = line[0] == 's' ? seqshm_rd_snapshot(r, buf, len, &s, 1000000000u, &e) :
+			     seqshm_rd_follow(r, buf, len, &s, ns, &e);
+			if (rc) {
+				printf("err %d %s\n", -rc, e.msg);
+			} else {
+				printf("ok seq=%" PRIu64 " lost=%" PRIu64 " data=", s.write_seq,
+				       s.lost);
+				hex_out(buf, len);
+				printf("\n");
+			}
+		} else if (!strcmp(line, "reopen")) {
+			rc = seqshm_rd_reopen(r, &e);
+			if (rc < 0)
+				printf("err %d %s\n", -rc, e.msg);
+			else
+				printf("ok reopen=%d\n", rc);
+		} else if (!strncmp(line, "wait ", 5)) {
+			rc = seqshm_rd_wait(r, ns, &e);
+			if (rc < 0)
+				printf("err %d %s\n", -rc, e.msg);
+			else
+				printf("ok wait=%d\n", rc);
+		} else if (!strcmp(line, "state")) {
+			printf("ok state=%s\n", seqshm_strstate(seqshm_rd_state(r, NULL)));
+		} else if (!strcmp(line, "info")) {
+			printf("ok ");
+			print_info(seqshm_rd_info(r));
+		} else {
+			printf("err 22 unknown command\n");
+		}
+		free(buf);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct seqshm_rd *r;
@@ -355,6 +421,8 @@ int main(int argc, char **argv)
 		return fail(&e, rc);
 	if (!strcmp(argv[1], "info")) {
 		print_info(seqshm_rd_info(r));
+	} else if (!strcmp(argv[1], "rd")) {
+		rc = cmd_rd(r);
 	} else if (!strcmp(argv[1], "snap") || !strcmp(argv[1], "zc")) {
 		size_t len = seqshm_rd_info(r)->payload_size;
 		unsigned char *buf = malloc(len);
@@ -441,6 +509,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(argv[1], "torn") && argc >= 4) {
 		bypass_retry = argc > 4 && !strcmp(argv[4], "bypass") ? 1 :
 			       argc > 4 && !strcmp(argv[4], "bypass-split") ? 2 : 0;
+		dst_offset = argc > 4 && !strcmp(argv[4], "dst+16") ? 16 : 0;
 		rc = cmd_torn(r, strtod(argv[3], NULL));
 	} else {
 		fprintf(stderr, "unknown command %s\n", argv[1]);
