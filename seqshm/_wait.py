@@ -59,56 +59,65 @@ class _SleeperThreads:
     left queued for the next free thread, whose wait was called off (its slot abandoned)."""
 
     def __init__(self) -> None:
-        # (future, function, whether an idle thread was spoken for by it)
-        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[int], Callable[[], int],
-                                            bool]]
-        self._jobs = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[int],
+                                            Callable[[], int]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = 0      # threads waiting for a job, none of the queued jobs meant for them
+        # Under _lock. A job is counted in _queued from its put() until a thread has taken it,
+        # a thread in _waiting while it is not running a job (starting, or in get()); they
+        # are counted off together when a thread takes a job, so _queued - _waiting, the
+        # jobs no thread is there for yet, stays right whichever thread takes whichever job.
+        # (Counting idle threads "spoken for" per job was wrong: a thread started for one job
+        # counted itself idle, the next job spoke for it, it took the first, and the second
+        # waited behind a sleep of up to its whole slice.)
+        self._queued = 0
+        self._waiting = 0
         self._running = 0   # threads alive
 
     def submit(self, fn: Callable[[], int]) -> concurrent.futures.Future[int]:
         """Run ``fn()`` in a sleeper thread: a future of its result."""
         job: concurrent.futures.Future[int] = concurrent.futures.Future()
         with self._lock:
-            # An idle thread is spoken for by this job (_idle counts the threads waiting for
-            # a job that no queued job is meant for), so the next submit() cannot count it
-            # again; with none, a thread is started for it (the sleeper slots bound them).
-            reserved = self._idle > 0
-            if reserved:
-                self._idle -= 1
-            self._jobs.put((job, fn, reserved))
-            more = not reserved and self._running < _SLEEPERS_MAX
+            self._jobs.put((job, fn))
+            self._queued += 1
+            # a thread for every queued job (the sleeper slots bound them)
+            more = self._queued > self._waiting and self._running < _SLEEPERS_MAX
+            if more:
+                self._running += 1
+                self._waiting += 1
         if more:
-            threading.Thread(target=self._work, name="seqshm-wait", daemon=True).start()
+            try:
+                threading.Thread(target=self._work, name="seqshm-wait", daemon=True).start()
+            except BaseException:
+                with self._lock:  # no thread after all: a later submit() starts one
+                    self._running -= 1
+                    self._waiting -= 1
+                raise
         return job
 
     def _work(self) -> None:
-        with self._lock:
-            self._running += 1
-            self._idle += 1
         while True:
             try:
-                job, fn, reserved = self._jobs.get(timeout=_SLEEPER_IDLE_S)
+                job, fn = self._jobs.get(timeout=_SLEEPER_IDLE_S)
             except queue.Empty:
                 with self._lock:
-                    # a job put as the wait timed out was meant for an idle thread (maybe
-                    # this one, already taken off _idle): this thread stays for it
-                    if self._jobs.empty():
-                        self._idle -= 1
+                    # a job put as the wait timed out: this thread stays for it
+                    if self._queued == 0:
+                        self._waiting -= 1
                         self._running -= 1
                         return
                 continue
-            if not reserved:  # a job meant for a new thread: this one is busy now
-                with self._lock:
-                    self._idle -= 1
+            with self._lock:
+                # (never below 0: a signal handler's exception between a put() and its count
+                # leaves a job uncounted, which costs one wait a free thread, no more)
+                self._queued = max(0, self._queued - 1)
+                self._waiting -= 1
             if job.set_running_or_notify_cancel():  # else cancelled before it ran
                 try:
                     job.set_result(fn())
                 except BaseException as e:
                     job.set_exception(e)
             with self._lock:
-                self._idle += 1
+                self._waiting += 1
 
 
 _sleep_pool: _SleeperThreads | None = None
