@@ -132,3 +132,72 @@ def test_filtered_scrapes_share_collections_too(shm_path: str,
         [(status, body)] = responses(data)
         assert status == 200 and pick(parse(body), "seqshm_channel_up")
     assert calls <= 2, f"{calls} collections for 8 concurrent filtered scrapes"
+
+
+# breaker4 finding 3: an exposition's template is one for the whole scrape, keyed by the
+# identity of every channel's block of labels, so any channel whose labels change (a channel
+# renamed, or a new name appearing, which any local user can do in /dev/shm between two
+# scrapes) makes the next scrape build a new template of every channel: prometheus_client
+# renders all series again (~5 us and ~1 KB each), trusted channels' too. With one channel of
+# 99,999 series, a scrape took 0.03 s warm and 0.92 s cold: another user renaming a
+# 1-element channel of its own before each scrape makes every scrape the cold one, 30 times
+# the CPU ("each costs a snapshot" in docs/security.md: here a 1-series channel costs every
+# other channel's rendering).
+@pytest.mark.xfail(strict=True, reason="breaker4 finding 3: another user's 1-series channel "
+                   "renamed between scrapes makes every scrape render every channel's "
+                   "series through prometheus_client again (a new whole-scrape template): "
+                   "~30x a warm scrape's CPU")
+def test_another_users_renamed_tiny_channel_does_not_make_every_scrape_cold(
+        shm_name: str, other_user: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from channel_dir import SHM_DIR
+
+    from seqshm._exposition import ExpositionCache
+
+    elements = 10_000
+    good = os.path.join(SHM_DIR, f"{shm_name}-good")
+    tiny = [os.path.join(SHM_DIR, f"{shm_name}-tiny{i}") for i in range(6)]
+    made = [good, *tiny, tiny[0] + "-ready",
+            *(os.path.join(SHM_DIR, f".{os.path.basename(p)}.waiters") for p in [good, *tiny])]
+    rendered: list[int] = []  # samples the library rendered, per template built
+    real_build = ExpositionCache._build
+
+    def counting_build(families: Any, encoder: Any) -> Any:
+        rendered.append(sum(len(rows) for f in families for rows, _ in f.parts))
+        return real_build(families, encoder)
+
+    monkeypatch.setattr(ExpositionCache, "_build", staticmethod(counting_build))
+
+    def tiny_writer(path: str) -> None:
+        with seqshm.create(path, "<f8", 1, name="tiny") as w:
+            w.write(np.ones(1))
+            os.close(os.open(path + "-ready", os.O_CREAT | os.O_WRONLY, 0o644))
+            time.sleep(60)
+
+    try:
+        with seqshm.create(good, "<f8", elements, name="good") as w:
+            w.write(np.arange(float(elements)))
+            other_user.start(tiny_writer, tiny[0])
+            deadline = time.monotonic() + 20
+            while not os.path.exists(tiny[0] + "-ready"):
+                assert time.monotonic() < deadline, "the other user's channel did not appear"
+                time.sleep(0.05)
+            collector = export.SeqshmCollector([f"{shm_name}-*"])
+            collector.exposition()  # warm: the first scrape builds its template
+            collector.exposition()
+            rendered.clear()
+            for old, new in zip(tiny, tiny[1:], strict=False):
+                other_user.run(os.rename, old, new)  # between two scrapes
+                text = collector.exposition()
+                assert pick(parse(text), "seqshm_good", channel=good)
+            collector.close()
+    finally:
+        for p in made:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+    assert sum(rendered) < elements, (
+        f"5 scrapes, each after another user renamed its 1-element channel, had the library "
+        f"render {rendered} samples (the trusted channel's {elements} series each time)")
