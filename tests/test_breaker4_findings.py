@@ -201,3 +201,53 @@ def test_another_users_renamed_tiny_channel_does_not_make_every_scrape_cold(
     assert sum(rendered) < elements, (
         f"5 scrapes, each after another user renamed its 1-element channel, had the library "
         f"render {rendered} samples (the trusted channel's {elements} series each time)")
+
+
+# breaker4 finding 4: the exposition templates (ExpositionCache, MAX_TEMPLATES 32) and the
+# shared renders (SeqshmCollector.exposition) are keyed by the encoder prometheus_client's
+# choose_encoder makes of the request's Accept header, and that key holds the client's own
+# bytes: `Accept: application/openmetrics-text; version=1.0.N` gives a partial with
+# version="1.0.N" for any N (the library checks only that it parses as >= 1.0.0). So each
+# request with a version string not seen before is a render of its own (not shared with the
+# scrapes in flight) that builds a template of every series through prometheus_client (the
+# cold render: ~5 us and ~1 KB a series), and 32 of them clear the cache, the scraper's
+# template with it: every client can make every scrape cold, and queue cold renders the
+# scraper waits behind.
+@pytest.mark.xfail(strict=True, reason="breaker4 finding 4: a client-chosen OpenMetrics "
+                   "version string in Accept is part of the template and render-sharing key: "
+                   "each new one is a cold render of every series, and 32 evict the "
+                   "scraper's template")
+def test_accept_header_versions_do_not_make_templates_or_evict_the_scrapers(
+        shm_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqshm._exposition import ExpositionCache
+
+    elements = 5_000
+    rendered: list[int] = []
+    real_build = ExpositionCache._build
+
+    def counting_build(families: Any, encoder: Any) -> Any:
+        rendered.append(sum(len(rows) for f in families for rows, _ in f.parts))
+        return real_build(families, encoder)
+
+    monkeypatch.setattr(ExpositionCache, "_build", staticmethod(counting_build))
+    with seqshm.create(shm_path, "<f8", elements) as w:
+        w.write(np.arange(float(elements)))
+        collector = export.SeqshmCollector([shm_path])
+        with server_of(export.registry_of(collector)) as server:
+            port = server.server_port
+            for accept in (b"", b"application/openmetrics-text; version=1.0.0"):
+                _scrape_closing(port, b"Accept: " + accept + b"\r\n")  # the scrapers' warm
+            rendered.clear()
+            for n in range(1, 41):
+                data = _scrape_closing(
+                    port, b"Accept: application/openmetrics-text; version=1.0.%d\r\n" % n)
+                assert data.startswith(b"HTTP/1.1 200")
+            attacker = list(rendered)
+            rendered.clear()
+            [(status, body)] = responses(_scrape_closing(port))
+            assert status == 200 and pick(parse(body), "seqshm_channel_up")
+        collector.close()
+    assert not rendered, (f"the scraper's next scrape rendered {rendered} samples cold: "
+                          "its template was evicted")
+    assert len(attacker) <= 2, (f"40 requests differing only in Accept's version built "
+                                f"{len(attacker)} templates of {attacker[0]} samples")
