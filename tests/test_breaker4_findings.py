@@ -251,3 +251,56 @@ def test_accept_header_versions_do_not_make_templates_or_evict_the_scrapers(
                           "its template was evicted")
     assert len(attacker) <= 2, (f"40 requests differing only in Accept's version built "
                                 f"{len(attacker)} templates of {attacker[0]} samples")
+
+
+#: Accept headers of the formats prometheus_client's choose_encoder offers, one encoder each
+_FORMATS = [b"", b"application/openmetrics-text",
+            *(b"text/plain; version=1.0.0; escaping=" + e
+              for e in (b"allow-utf-8", b"underscores", b"dots", b"values")),
+            *(b"application/openmetrics-text; version=1.0.0; escaping=" + e
+              for e in (b"allow-utf-8", b"underscores", b"dots", b"values"))]
+
+
+# breaker4 finding 5: without any made-up version, the formats a client may ask for are
+# ten encoders (text 0.0.4; OpenMetrics; text and OpenMetrics 1.0.0 with each of four
+# escapings), a template each, and ExpositionCache keeps templates of at most 2 x
+# --max-series samples in all (400,000 by default: breaker3's bound): a scrape of 99,999
+# series fits four formats. A client that asks for the others in turn clears the cache at
+# every few requests, so every render is cold, the scraper's too (~0.9 s at 99,999 series,
+# 0.03 s warm); and a scrape of one format waits behind renders of the others in no order
+# (the turn is not first come, first served): with 16 clients rotating nine formats, a
+# well-behaved scrape of that channel waited 3 to 17 s (10 scrapes; Prometheus's
+# scrape_timeout is 10 s).
+@pytest.mark.xfail(strict=True, reason="breaker4 finding 5: requests in the formats "
+                   "prometheus_client offers (10 encoders) overflow ExpositionCache's samples "
+                   "bound on a big scrape, so every render is cold (30x the CPU) and the "
+                   "scraper's template is evicted; scrapes waited 3-17 s behind them")
+def test_a_client_rotating_formats_does_not_evict_the_scrapers_template(
+        shm_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seqshm._exposition import ExpositionCache
+
+    elements = 99_999
+    rendered: list[int] = []
+    real_build = ExpositionCache._build
+
+    def counting_build(families: Any, encoder: Any) -> Any:
+        rendered.append(sum(len(rows) for f in families for rows, _ in f.parts))
+        return real_build(families, encoder)
+
+    monkeypatch.setattr(ExpositionCache, "_build", staticmethod(counting_build))
+    with seqshm.create(shm_path, "<f8", elements) as w:
+        w.write(np.arange(float(elements)))
+        collector = export.SeqshmCollector([shm_path])
+        with server_of(export.registry_of(collector)) as server:
+            port = server.server_port
+            _scrape_closing(port)  # the scraper's template
+            _scrape_closing(port)
+            for accept in _FORMATS[1:6]:
+                data = _scrape_closing(port, b"Accept: " + accept + b"\r\n")
+                assert data.startswith(b"HTTP/1.1 200")
+            rendered.clear()
+            [(status, body)] = responses(_scrape_closing(port))
+            assert status == 200 and pick(parse(body), "seqshm_channel_up")
+        collector.close()
+    assert not rendered, (f"after 5 requests in other formats the scraper's scrape rendered "
+                          f"{rendered} samples cold: its template was evicted")
