@@ -424,3 +424,56 @@ def test_another_host_of_the_scrapers_ipv6_lan_does_not_lock_it_out(
             collector.close()
     assert answered, (f"no scrape from {scraper} answered in 6 s while {hostile}, another "
                       f"host of its /64, kept {places} connections answering")
+
+
+# breaker4 finding 7: --max-series (and the ~1 KB a series a scrape's template costs, which
+# docs/security.md budgets with it: "10 channels of 99,999 series: 431 MB peak") counts data
+# series only. Every channel also has its ~9 state series (up, state x 6, writes, ...), and
+# a Reader, a label block and a template's share of its own, however many channels there
+# are: any local user can add channels at no cost by hard-linking one file of its own under
+# many names in /dev/shm (20,000 links in 0.09 s, no memory), each a channel of its own to
+# a glob (or to the default selection, every channel). A closed channel's links give no data
+# series at all, so nothing bounds them: `export --once` over 2,000 such links took 1.3 s and
+# 90 MB, over 20,000 12 s and 529 MB, over 50,000 (see the report) more still; the scrape
+# then passes Prometheus's 10 s scrape_timeout and every channel, trusted ones too, is lost.
+@pytest.mark.xfail(strict=True, reason="breaker4 finding 7: another user's hard links to one "
+                   "closed channel each add a channel's state series, uncounted by "
+                   "--max-series: the scrape's series, memory and time grow without bound "
+                   "(20,000 links: 200,000 series, 529 MB, 12 s)")
+def test_another_users_hard_links_do_not_grow_the_scrape_past_max_series(
+        shm_name: str, other_user: Any) -> None:
+    import os
+
+    from channel_dir import SHM_DIR
+    from test_breaker2_findings import peak_rss_mib
+
+    links = 3_000
+    base = os.path.join(SHM_DIR, f"{shm_name}-base")
+    good = os.path.join(SHM_DIR, f"{shm_name}-good")
+    names = [base, *(f"{base}{i}" for i in range(links))]
+
+    def make_links() -> None:
+        with seqshm.create(base, "<f8", 1, name="base") as w:
+            w.write(np.ones(1))
+        for name in names[1:]:
+            os.link(base, name)
+
+    try:
+        other_user.run(make_links)
+        with seqshm.create(good, "<f8", 1, name="good") as w:
+            w.write(np.full(1, 7.0))
+            done, rss = peak_rss_mib(["export", "--once", "--max-series", "1000",
+                                      f"{shm_name}-*"])
+    finally:
+        for p in [*names, good, *(os.path.join(SHM_DIR, f".{os.path.basename(p)}.waiters")
+                                  for p in (base, good))]:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+    series = parse(done.stdout)
+    assert pick(series, "seqshm_good", channel=good), done.stderr.decode()[-500:]
+    theirs = [k for k in series if dict(k[1]).get("channel", "").startswith(base)]
+    assert len(theirs) <= 1000, (
+        f"--max-series 1000, and another user's {links} hard links to one closed channel "
+        f"gave {len(theirs)} series (peak RSS {rss} MiB)")
