@@ -4,6 +4,7 @@ snapshot per channel per scrape) and the registry whose scrape is rendered from 
 
 from __future__ import annotations
 
+import gzip
 import logging
 import threading
 from collections.abc import Hashable, Iterable, Sequence
@@ -15,7 +16,14 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
-from seqshm._exposition import Encoder, ExpositionCache, _Metrics, encoder_key, to_prometheus
+from seqshm._exposition import (
+    Encoder,
+    ExpositionCache,
+    _Metrics,
+    canonical_encoder,
+    encoder_key,
+    to_prometheus,
+)
 from seqshm._families import Family, meta_families
 from seqshm._metrics import MAX_SERIES_PER_SCRAPE, ChannelMetrics
 
@@ -39,7 +47,9 @@ class SeqshmCollector(Collector):
                  max_series: int = MAX_SERIES_PER_SCRAPE) -> None:
         self.metrics = ChannelMetrics(channels, sum_over=sum_over, timeout=timeout,
                                       max_series=max_series)
-        self._templates = ExpositionCache(max_samples=2 * max_series)
+        # each of the five outputs of seqshm's families (canonical_encoder) a template of a
+        # whole scrape, with room to spare: ~150 bytes a sample, ~180 MB at most
+        self._templates = ExpositionCache(max_samples=6 * max_series)
         self._render_warned: set[tuple[str, str]] = set()
         # scrapes take turns; one that arrives while another renders takes the answer of the
         # next render to start after it arrived (_Shared), so N concurrent scrapes cost two
@@ -47,7 +57,7 @@ class SeqshmCollector(Collector):
         self._turn = threading.Condition()
         self._rendering = False
         self._started = 0  # renders started so far
-        self._last: tuple[int, Hashable, bytes] | None = None  # (render number, encoder, text)
+        self._last: Answer | None = None  # the last render's
 
     def describe(self) -> Iterable[Metric]:
         """The families every scrape has, without samples, so that a registry refuses another
@@ -63,31 +73,44 @@ class SeqshmCollector(Collector):
         generate_latest, or a partial of either as choose_encoder gives them) renders it for
         this collector alone: the same bytes, from a template kept per shape of the channels
         (seqshm._exposition), so that a scrape formats only the values."""
-        key = encoder_key(encoder)
+        return self.answer(encoder).text
+
+    def answer(self, encoder: Encoder = generate_latest,
+               names: Iterable[str] | None = None) -> Answer:
+        """One scrape's Answer as exposition() renders it, only the families named ``names``
+        (prometheus_client's ``?name[]=`` filter: None, all). Scrapes take turns; one that
+        arrives while another renders takes the answer of the next render of the same output
+        (canonical_encoder) and names to start after it arrived, so N concurrent scrapes
+        cost about two renders (and one compression), not N: a client that sends requests
+        and closes at once cannot queue renders."""
+        encoder = canonical_encoder(encoder)
+        key = (encoder_key(encoder), None if names is None else frozenset(names))
         with self._turn:
             arrived = self._started
             while self._rendering:
                 self._turn.wait()
                 last = self._last
                 # a render that started after this scrape arrived is as fresh as its own
-                if last is not None and last[0] > arrived and last[1] == key:
-                    return last[2]
+                if last is not None and last.number > arrived and last.key == key:
+                    return last
             self._rendering = True
             self._started += 1
             number = self._started
-        text = b""
+        done = None
         try:
-            text = self._render(encoder)
+            done = Answer(number, key, self._render(encoder, key[1]))
         finally:
             with self._turn:
                 self._rendering = False
-                self._last = (number, key, text) if text else None
+                self._last = done
                 self._turn.notify_all()
-        return text
+        return done
 
-    def _render(self, encoder: Encoder) -> bytes:
-        """One collection rendered by ``encoder`` (exposition() takes the turns)."""
+    def _render(self, encoder: Encoder, names: frozenset[str] | None) -> bytes:
+        """One collection rendered by ``encoder`` (answer() takes the turns)."""
         families = self.metrics.collect()
+        if names is not None:  # as prometheus_client's restricted registry: by sample name
+            families = [f for f in families if f.name in names]
         try:
             return self._templates.render(families, encoder)
         except Exception as e:  # one channel's series cannot be written: leave it out
@@ -124,6 +147,22 @@ class SeqshmCollector(Collector):
     def close(self) -> None:
         """Close the channels' readers (the next scrape opens them again)."""
         self.metrics.close()
+
+
+class Answer:
+    """One render's exposition (``text``), shared by the scrapes that take it, and its gzip
+    compression, made once for all of them (``gzipped()``, as prometheus_client's level)."""
+
+    def __init__(self, number: int, key: Hashable, text: bytes) -> None:
+        self.number, self.key, self.text = number, key, text
+        self._gzipped: bytes | None = None
+        self._lock = threading.Lock()
+
+    def gzipped(self) -> bytes:
+        with self._lock:
+            if self._gzipped is None:
+                self._gzipped = gzip.compress(self.text)
+            return self._gzipped
 
 
 class _SeqshmRegistry(CollectorRegistry):

@@ -15,6 +15,7 @@ is rendered by the library itself.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, cast
 
@@ -25,7 +26,8 @@ from prometheus_client.utils import floatToGoString as _float_to_go_string
 
 from seqshm._families import COUNTER, Family
 
-__all__ = ["Encoder", "ExpositionCache", "encoder_key", "format_values", "to_prometheus"]
+__all__ = ["Encoder", "ExpositionCache", "canonical_encoder", "encoder_key", "format_values",
+           "to_prometheus"]
 
 #: An exposition function of prometheus_client (generate_latest, or a partial of it or of the
 #: OpenMetrics one, as choose_encoder returns them): a collector's metrics as bytes.
@@ -155,6 +157,47 @@ def encoder_key(encoder: Encoder) -> Hashable:
         getattr(encoder, "args", ()),
         tuple(sorted(getattr(encoder, "keywords", {}).items())),
     )
+
+
+def _probe() -> Collector:
+    """A registry whose exposition tells apart every output an encoder may give seqshm's
+    families: a gauge and a counter with seqshm's kind of names (underscores, _total; never
+    a '.' or a character outside [a-zA-Z0-9_], see metric_name), which the escapings
+    'dots' and 'values' change and the others do not."""
+    gauge = GaugeMetricFamily("seqshm_probe_up", "h", labels=["channel"])
+    gauge.add_metric(["/dev/shm/a.b"], 1.0)
+    counter = CounterMetricFamily("seqshm_probe_busy_seconds", "h", labels=["channel"])
+    counter.add_metric(["/dev/shm/a.b"], 1.0)
+    return _Metrics([gauge, counter])
+
+
+_PROBE = _probe()
+#: encoder_key -> the canonical encoder of its output (bounded: a client chooses the key)
+_canonical: dict[Hashable, Encoder] = {}
+#: the probe's exposition -> the first encoder that gave it (a handful: the outputs differ)
+_by_output: dict[bytes, Encoder] = {}
+_canonical_lock = threading.Lock()
+
+
+def canonical_encoder(encoder: Encoder) -> Encoder:
+    """The encoder whose output ``encoder``'s is for seqshm's families, one per distinct
+    output: choose_encoder makes an encoder of whatever version string a client sends
+    (``version=1.0.7``) and ten of the formats it knows, but they write seqshm's families in
+    five ways, so templates and shared renders are kept per output, not per request (a client
+    rotating version strings or formats made every render cold, breaker4 findings 4 and 5).
+    Costs the probe's exposition (~50 us) for an encoder not seen lately."""
+    key = encoder_key(encoder)
+    with _canonical_lock:
+        known = _canonical.get(key)
+    if known is not None:
+        return known
+    output = encoder(_PROBE)
+    with _canonical_lock:
+        same = _by_output.setdefault(output, encoder)
+        if len(_canonical) >= 64:
+            _canonical.clear()
+        _canonical[key] = same
+    return same
 
 
 class ExpositionCache:

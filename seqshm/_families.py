@@ -163,7 +163,8 @@ def meta_families() -> list[Family]:
                "clock.", "seqshm.channel.last_write.age", "s", ch, och),
         Family("seqshm_export_channels_unread", GAUGE,
                "Channels selected but not read at this scrape for lack of a resource of the "
-               "exporter (reason: EMFILE, ENFILE, ENOMEM): left out of the other series, not "
-               "reported down.", "seqshm.export.channels_unread", "{channel}", ("reason",),
+               "exporter (reason: EMFILE, ENFILE, ENOMEM), or past --max-series (reason: "
+               "max-series): left out of the other series, not reported down.",
+               "seqshm.export.channels_unread", "{channel}", ("reason",),
                ("error.type",)),
     ]

@@ -153,7 +153,8 @@ class ChannelMetrics:
                                             tuple[tuple[str, ...], ...]]] = {}
         self._fixed: list[str] = []  # names the user gave: exported even when they vanish
         #: channels the last collection could not read for lack of a resource of this process,
-        #: by reason (errno name: EMFILE, ENFILE, ENOMEM): left out, not reported down
+        #: by reason (errno name: EMFILE, ENFILE, ENOMEM; max-series past --max-series): left
+        #: out, not reported down
         self.unread: dict[str, list[str]] = {}
         self._unread_logged: set[tuple[str, int]] = set()
         self._node_cpu_from: str | None = None
@@ -291,6 +292,11 @@ class ChannelMetrics:
             # wait is spent (then a slot mid-write right now is reported down, not waited on)
             wait = 0.0 if ch.stuck else min(self.timeout,
                                              max(0.0, wait_until - time.monotonic()))
+            if room.series < _OWN_SERIES:  # not even its own series: not opened, nor read
+                unread.setdefault("max-series", []).append(path)
+                ch.close()
+                continue
+            room.series -= _OWN_SERIES
             try:
                 fams = self._collect_channel(ch, meta, wait, room)
             except _Unread as e:
@@ -574,6 +580,8 @@ class _Unread(Exception):
 
 
 _RESOURCE_HINTS = {
+    "max-series": "their own series would take the scrape past --max-series: raise it, or "
+                  "select fewer channels (another user's come after root's and this user's)",
     "EMFILE": "out of file descriptors: raise the open-file limit (ulimit -n, LimitNOFILE=) or "
               "export fewer channels",
     "ENFILE": "the system is out of file descriptors (fs.file-max)",
@@ -581,6 +589,10 @@ _RESOURCE_HINTS = {
 }
 
 _UP, _DOWN = (1.0,), (0.0,)
+#: Series every channel has of its own (up, one per state, writes, and its write's time and
+#: age): counted in --max-series too, so that channels without data (another user's hard
+#: links to one closed channel: 20,000 cost nothing to make) cannot grow a scrape past it.
+_OWN_SERIES = len(ChannelState) + 4
 #: seqshm_channel_state's values for each state, in ChannelState's order (Channel.state_rows)
 _STATE_VALUES = {state: tuple(1.0 if s is state else 0.0 for s in ChannelState)
                  for state in ChannelState}

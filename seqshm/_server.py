@@ -251,7 +251,7 @@ class MetricsServer(socketserver.TCPServer):
         """The connection that gives its place to ``newcomer`` when all are taken, or None
         (the newcomer is closed). Called under the lock.
 
-        Places are shared between clients (an IPv4 address, or an IPv6 /64): the victim is a
+        Places are shared between clients (an IP address): the victim is a
         connection of the client that holds the most. Of its connections, the one that did
         nothing for longest (idle, or not done sending its request) gives way; else the one
         that has held its place longest, though it is being answered: answering a client that
@@ -487,14 +487,18 @@ class MetricsServer(socketserver.TCPServer):
             encoder, content_type = choose_encoder("")  # the Prometheus text, as for none
         query = request.target.partition(b"?")[2].decode("latin-1")
         names = parse_qs(query).get("name[]") if query else None
+        gzipped = gzip_accepted(headers.get(b"accept-encoding", b"").decode("latin-1"))
         try:
-            if names is None and self.collector is not None:
-                output = self.collector.exposition(encoder)
+            if self.collector is not None:  # shared with the scrapes in flight, gzip too
+                answer = self.collector.answer(encoder, names)
+                output = answer.gzipped() if gzipped else answer.text
             else:
                 registry = self.registry
                 if names is not None and isinstance(registry, CollectorRegistry):
                     registry = registry.restricted_registry(names)
                 output = encoder(registry)
+                if gzipped:
+                    output = gzip.compress(output)
         except Exception as e:  # a bug, or a collector of the user's that fails
             self._log_once(f"render:{type(e).__name__}", logging.ERROR,
                            "a scrape failed: %r", e, exc_info=True)
@@ -502,8 +506,7 @@ class MetricsServer(socketserver.TCPServer):
                 "utf-8", "backslashreplace"), head_only)
             return
         out_headers = [("Content-Type", content_type)]
-        if gzip_accepted(headers.get(b"accept-encoding", b"").decode("latin-1")):
-            output = gzip.compress(output)
+        if gzipped:
             out_headers.append(("Content-Encoding", "gzip"))
         respond(200, out_headers, output, head_only)
 
@@ -516,9 +519,11 @@ def _ambiguous_framing(request: h11.Request) -> bool:
 
 
 def _client_of(address: Any) -> str:
-    """Whom a connection is from, for sharing places (MetricsServer._victim): its IPv4
-    address, or the /64 of its IPv6 address (a host is given a /64 at least, so its addresses
-    are one client)."""
+    """Whom a connection is from, for sharing places (MetricsServer._victim): its IP address
+    (an IPv4-mapped IPv6 one as IPv4). Not an IPv6 /64: on a LAN every host's SLAAC address
+    shares one, and every link-local address fe80::/64, so a /64 made every host of the
+    scraper's LAN one client with it (breaker4 finding 6); a host with many addresses is
+    the limit docs/security.md states."""
     try:
         ip = ipaddress.ip_address(str(address[0]).partition("%")[0])
     except (ValueError, TypeError, IndexError):
@@ -526,7 +531,6 @@ def _client_of(address: Any) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 
 

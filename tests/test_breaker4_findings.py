@@ -86,9 +86,8 @@ def _concurrent_collections(shm_path: str, monkeypatch: pytest.MonkeyPatch, targ
 # N concurrent gzip scrapes (or N clients sending a gzip GET and closing at once, whose
 # answers are compressed all the same) still cost N times that CPU, though they share two
 # renders.
-@pytest.mark.xfail(strict=True, reason="breaker4 finding 1: concurrent gzip scrapes share "
-                   "the render but each compresses the whole exposition again (level 9, "
-                   "~4x the render's CPU): N scrapes cost N compressions, not two")
+# breaker4 finding 1, fixed: a shared render's gzip is made once for every scrape that
+# takes it (Answer.gzipped).
 def test_concurrent_gzip_scrapes_share_the_compression_too(
         shm_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     compressions: list[int] = []
@@ -120,9 +119,8 @@ def test_concurrent_gzip_scrapes_share_the_compression_too(
 # seqshm_channel_up, is enough) thus queues one full collection per request again: with a
 # channel of 99,999 series, a well-behaved scrape that takes 0.03 s took 1.15 s while 8 such
 # requests were in flight (each ~0.2 s of CPU for a 368-byte answer).
-@pytest.mark.xfail(strict=True, reason="breaker4 finding 2: GET /metrics?name[]=... "
-                   "bypasses the shared renders: each such request is a full collection "
-                   "of every channel (N concurrent ones cost N, breaker3's kind again)")
+# breaker4 finding 2, fixed: ?name[]= scrapes go through SeqshmCollector.answer too (the
+# filter part of the shared render's key), templates and turns included.
 def test_filtered_scrapes_share_collections_too(shm_path: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     calls, answers = _concurrent_collections(
@@ -213,10 +211,8 @@ def test_another_users_renamed_tiny_channel_does_not_make_every_scrape_cold(
 # cold render: ~5 us and ~1 KB a series), and 32 of them clear the cache, the scraper's
 # template with it: every client can make every scrape cold, and queue cold renders the
 # scraper waits behind.
-@pytest.mark.xfail(strict=True, reason="breaker4 finding 4: a client-chosen OpenMetrics "
-                   "version string in Accept is part of the template and render-sharing key: "
-                   "each new one is a cold render of every series, and 32 evict the "
-                   "scraper's template")
+# breaker4 finding 4, fixed: templates and shared renders are keyed by the encoder's output
+# for seqshm's families (canonical_encoder: five outputs), not the client's version string.
 def test_accept_header_versions_do_not_make_templates_or_evict_the_scrapers(
         shm_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from seqshm._exposition import ExpositionCache
@@ -271,10 +267,8 @@ _FORMATS = [b"", b"application/openmetrics-text",
 # (the turn is not first come, first served): with 16 clients rotating nine formats, a
 # well-behaved scrape of that channel waited 3 to 17 s (10 scrapes; Prometheus's
 # scrape_timeout is 10 s).
-@pytest.mark.xfail(strict=True, reason="breaker4 finding 5: requests in the formats "
-                   "prometheus_client offers (10 encoders) overflow ExpositionCache's samples "
-                   "bound on a big scrape, so every render is cold (30x the CPU) and the "
-                   "scraper's template is evicted; scrapes waited 3-17 s behind them")
+# breaker4 finding 5, fixed: the same (five outputs, not ten encoders), with room for a
+# template of each (ExpositionCache max_samples 6x --max-series).
 def test_a_client_rotating_formats_does_not_evict_the_scrapers_template(
         shm_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from seqshm._exposition import ExpositionCache
@@ -370,9 +364,7 @@ def _keep_answering_from(source: str, port: int, size: int, rate: float,
 # (test_breaker2_findings.py::test_connections_kept_answering_large_answers_give_way_to_a_
 # scraper[another-client]), and renewing its connections, for ever (docs/security.md limits
 # that to the same host or NAT).
-@pytest.mark.xfail(strict=True, reason="breaker4 finding 6: IPv6 clients are grouped by /64, "
-                   "which is a whole LAN's prefix: another host of the scraper's LAN counts "
-                   "as the scraper's own address and locks it out")
+# breaker4 finding 6, fixed: places are shared per IP address, not per IPv6 /64.
 def test_another_host_of_the_scrapers_ipv6_lan_does_not_lock_it_out(
         shm_path: str, lan_hosts: tuple[str, str]) -> None:
     scraper, hostile = lan_hosts
@@ -436,10 +428,8 @@ def test_another_host_of_the_scrapers_ipv6_lan_does_not_lock_it_out(
 # series at all, so nothing bounds them: `export --once` over 2,000 such links took 1.3 s and
 # 90 MB, over 20,000 12 s and 529 MB, over 50,000 35 s and 847 MB (500,010 lines): the
 # scrape passes Prometheus's 10 s scrape_timeout and every channel, trusted ones too, is lost.
-@pytest.mark.xfail(strict=True, reason="breaker4 finding 7: another user's hard links to one "
-                   "closed channel each add a channel's state series, uncounted by "
-                   "--max-series: the scrape's series, memory and time grow without bound "
-                   "(20,000 links: 200,000 series, 529 MB, 12 s)")
+# breaker4 finding 7, fixed: each channel's own series count in --max-series; channels past
+# it are not opened (seqshm_export_channels_unread{reason="max-series"}).
 def test_another_users_hard_links_do_not_grow_the_scrape_past_max_series(
         shm_name: str, other_user: Any) -> None:
     import os
