@@ -123,6 +123,19 @@ def shm_path(shm_name: str) -> str:
 
 
 @pytest.fixture
+def hostile_paths(shm_name: str) -> Iterator[list[str]]:
+    """Paths for files another user (or a test acting as one) makes next to this test's
+    channel: the test appends them, and they are removed afterwards."""
+    made: list[str] = []
+    yield made
+    for p in made:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+@pytest.fixture
 def make_path(tmp_path: Path) -> Callable[[], str]:
     """make_path(): another fresh channel path (in the test's tmp_path)."""
     counter = itertools.count()

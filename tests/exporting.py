@@ -440,3 +440,31 @@ def live_channels(*channels: tuple[str, str, list[float]]) -> Iterator[list[str]
             stack.callback(writer.close, unlink=True)
             writer.write(values)
         yield [path for path, _, _ in channels]
+
+
+def collections_during(collector: Any, monkeypatch: Any, calls: int,
+                       scrape: Any) -> int:
+    """Run ``scrape()`` in ``calls`` threads at once, the others started while the first
+    one's collection is under way (slowed by 1 s: a thread starts in microseconds), on
+    ``collector`` (a SeqshmCollector): the collections made (shared renders make about 2)."""
+    made: list[int] = []
+    first_in = threading.Event()
+    real = collector.metrics.collect
+
+    def slow_collect() -> Any:
+        made.append(1)
+        if len(made) == 1:
+            first_in.set()
+            time.sleep(1.0)
+        return real()
+
+    monkeypatch.setattr(collector.metrics, "collect", slow_collect)
+    first = threading.Thread(target=scrape)
+    first.start()
+    assert first_in.wait(10), "the first scrape never collected"
+    others = [threading.Thread(target=scrape) for _ in range(calls - 1)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(30)
+    return len(made)

@@ -88,17 +88,6 @@ def other_users_channel(other_user: object, hostile_paths: list[str], path: str,
     time.sleep(0.2)  # its first write
 
 
-@pytest.fixture
-def hostile_paths(shm_name: str) -> Iterator[list[str]]:
-    """Paths for hostile files next to this test's channel, removed afterwards."""
-    made: list[str] = []
-    yield made
-    for p in made:
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
-
 
 # -- finding 1 -------------------------------------------------------------------------------
 
@@ -193,13 +182,15 @@ def test_cheap_refusals_do_not_evict_a_scrapers_cached_credentials() -> None:
 
 # -- finding 4 -------------------------------------------------------------------------------
 
-def _get_closing(port: int, source: str = "127.0.0.1") -> bytes:
-    """One scrape on a new connection (Connection: close) from address ``source``: what the
-    server sent."""
+def _get_closing(port: int, source: str = "127.0.0.1", *, extra: bytes = b"",
+                 host: str = "127.0.0.1", timeout: float = 2.0) -> bytes:
+    """One scrape on a new connection (Connection: close) to ``host`` from address
+    ``source``, with header lines ``extra``: what the server sent."""
     import socket
-    with socket.create_connection(("127.0.0.1", port), timeout=2,
+    with socket.create_connection((host, port), timeout=timeout,
                                   source_address=(source, 0)) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra
+                  + b"\r\n")
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -6,27 +6,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import numpy as np
-import pytest
 from channel_dir import SHM_DIR
 from exporting import cpustat_publisher, parse, pick
 
 import seqshm
 from seqshm._lifecycle import hold_liveness
-
-
-@pytest.fixture
-def hostile_paths(shm_name: str) -> Iterator[list[str]]:
-    """Paths for hostile files next to this test's channel, removed afterwards."""
-    made: list[str] = []
-    yield made
-    for p in made:
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
 
 
 def export_once(*args: str) -> subprocess.CompletedProcess[bytes]:

@@ -12,24 +12,33 @@ from typing import Any
 
 import numpy as np
 import pytest
-from exporting import parse, pick, responses, server_of
+from exporting import collections_during, parse, pick, responses, server_of
+from test_breaker2_findings import _get_closing
 
 import seqshm
 from seqshm import _server, export
 
 
-def _scrape_closing(port: int, extra: bytes = b"", source: str = "127.0.0.1",
-                    timeout: float = 20) -> bytes:
-    """One GET on a new connection (Connection: close) from ``source``: what the server
-    sent."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout,
-                                  source_address=(source, 0)) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra
-                  + b"\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-        return data
+def _scrape_closing(port: int, extra: bytes = b"") -> bytes:
+    """One GET with header lines ``extra`` on a new connection (Connection: close), given 20 s
+    (a cold render of 99,999 series takes about one): what the server sent."""
+    return _get_closing(port, extra=extra, timeout=20)
+
+
+def template_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The samples of each exposition template built from now on (ExpositionCache._build:
+    a cold render through prometheus_client), a list the test reads."""
+    from seqshm._exposition import ExpositionCache
+
+    built: list[int] = []
+    real_build = ExpositionCache._build
+
+    def counting_build(families: Any, encoder: Any) -> Any:
+        built.append(sum(len(rows) for f in families for rows, _ in f.parts))
+        return real_build(families, encoder)
+
+    monkeypatch.setattr(ExpositionCache, "_build", staticmethod(counting_build))
+    return built
 
 
 def _concurrent_collections(shm_path: str, monkeypatch: pytest.MonkeyPatch, target: bytes,
@@ -41,18 +50,6 @@ def _concurrent_collections(shm_path: str, monkeypatch: pytest.MonkeyPatch, targ
     with seqshm.create(shm_path, "<f8", elements) as w:
         w.write(np.arange(float(elements)))
         collector = export.SeqshmCollector([shm_path])
-        calls: list[int] = []
-        first_in = threading.Event()
-        real_collect = collector.metrics.collect
-
-        def slow_collect() -> Any:
-            calls.append(1)
-            if len(calls) == 1:
-                first_in.set()
-                time.sleep(1.0)
-            return real_collect()
-
-        monkeypatch.setattr(collector.metrics, "collect", slow_collect)
         answers: list[bytes] = []
         with server_of(export.registry_of(collector)) as server:
             port = server.server_port
@@ -66,16 +63,9 @@ def _concurrent_collections(shm_path: str, monkeypatch: pytest.MonkeyPatch, targ
                         data += chunk
                     answers.append(data)
 
-            first = threading.Thread(target=scrape)
-            first.start()
-            assert first_in.wait(10)
-            others = [threading.Thread(target=scrape) for _ in range(clients - 1)]
-            for t in others:
-                t.start()
-            for t in [first, *others]:
-                t.join(20)
+            calls = collections_during(collector, monkeypatch, clients, scrape)
         collector.close()
-    return len(calls), answers
+    return calls, answers
 
 
 # breaker4 finding 1: the kind of breaker3's "each request queues a render" (fixed by
@@ -151,21 +141,12 @@ def test_another_users_renamed_tiny_channel_does_not_make_every_scrape_cold(
 
     from channel_dir import SHM_DIR
 
-    from seqshm._exposition import ExpositionCache
-
     elements = 10_000
     good = os.path.join(SHM_DIR, f"{shm_name}-good")
     tiny = [os.path.join(SHM_DIR, f"{shm_name}-tiny{i}") for i in range(6)]
     made = [good, *tiny, tiny[0] + "-ready",
             *(os.path.join(SHM_DIR, f".{os.path.basename(p)}.waiters") for p in [good, *tiny])]
-    rendered: list[int] = []  # samples the library rendered, per template built
-    real_build = ExpositionCache._build
-
-    def counting_build(families: Any, encoder: Any) -> Any:
-        rendered.append(sum(len(rows) for f in families for rows, _ in f.parts))
-        return real_build(families, encoder)
-
-    monkeypatch.setattr(ExpositionCache, "_build", staticmethod(counting_build))
+    rendered = template_builds(monkeypatch)  # samples the library rendered, per template
 
     def tiny_writer(path: str) -> None:
         with seqshm.create(path, "<f8", 1, name="tiny") as w:
@@ -215,17 +196,8 @@ def test_another_users_renamed_tiny_channel_does_not_make_every_scrape_cold(
 # for seqshm's families (canonical_encoder: five outputs), not the client's version string.
 def test_accept_header_versions_do_not_make_templates_or_evict_the_scrapers(
         shm_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from seqshm._exposition import ExpositionCache
-
     elements = 5_000
-    rendered: list[int] = []
-    real_build = ExpositionCache._build
-
-    def counting_build(families: Any, encoder: Any) -> Any:
-        rendered.append(sum(len(rows) for f in families for rows, _ in f.parts))
-        return real_build(families, encoder)
-
-    monkeypatch.setattr(ExpositionCache, "_build", staticmethod(counting_build))
+    rendered = template_builds(monkeypatch)
     with seqshm.create(shm_path, "<f8", elements) as w:
         w.write(np.arange(float(elements)))
         collector = export.SeqshmCollector([shm_path])
@@ -271,17 +243,8 @@ _FORMATS = [b"", b"application/openmetrics-text",
 # template of each (ExpositionCache max_samples 6x --max-series).
 def test_a_client_rotating_formats_does_not_evict_the_scrapers_template(
         shm_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from seqshm._exposition import ExpositionCache
-
     elements = 99_999
-    rendered: list[int] = []
-    real_build = ExpositionCache._build
-
-    def counting_build(families: Any, encoder: Any) -> Any:
-        rendered.append(sum(len(rows) for f in families for rows, _ in f.parts))
-        return real_build(families, encoder)
-
-    monkeypatch.setattr(ExpositionCache, "_build", staticmethod(counting_build))
+    rendered = template_builds(monkeypatch)
     with seqshm.create(shm_path, "<f8", elements) as w:
         w.write(np.arange(float(elements)))
         collector = export.SeqshmCollector([shm_path])
@@ -383,13 +346,7 @@ def test_another_host_of_the_scrapers_ipv6_lan_does_not_lock_it_out(
             port = server.server_port
 
             def scrape(source: str) -> bytes:
-                with socket.create_connection((_LAN_HOSTS[0], port), timeout=2,
-                                              source_address=(source, 0)) as s:
-                    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    data = b""
-                    while chunk := s.recv(65536):
-                        data += chunk
-                    return data
+                return _get_closing(port, source, host=_LAN_HOSTS[0])
 
             size = len(scrape(scraper))
             flood = [threading.Thread(target=_keep_answering_from,

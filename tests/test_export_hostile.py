@@ -23,6 +23,7 @@ from exporting import (
     CLIENT_WAIT_S,
     KeptConnection,
     closed_by_server,
+    collections_during,
     connect,
     live_channels,
     parse,
@@ -339,35 +340,14 @@ def test_concurrent_scrapes_share_renders_instead_of_queueing_one_each(
     """Scrapes that arrive while another renders take the next render's answer: 8 at once
     cost 2 collections, not 8 (breaker3 saw 16 clients that send a GET and close at once
     push a well-behaved scrape of 198k series from 0.1 s to 2.9 s, each queueing a render)."""
-    import threading
-
     a, _, pattern = two_channels
     collector = export.SeqshmCollector([pattern])
-    calls = []
-    first_in = threading.Event()
-    real = collector.metrics.collect
-
-    def slow_collect() -> Any:
-        calls.append(1)
-        if len(calls) == 1:
-            first_in.set()
-            time.sleep(1.0)  # the others arrive meanwhile (a thread starts in microseconds)
-        return real()
-
-    monkeypatch.setattr(collector.metrics, "collect", slow_collect)
     results: list[bytes] = []
-    first = threading.Thread(target=lambda: results.append(collector.exposition()))
-    first.start()
-    assert first_in.wait(10)
-    others = [threading.Thread(target=lambda: results.append(collector.exposition()))
-              for _ in range(7)]
-    for t in others:
-        t.start()
-    for t in [first, *others]:
-        t.join(30)
+    calls = collections_during(collector, monkeypatch, 8,
+                               lambda: results.append(collector.exposition()))
     collector.close()
     assert len(results) == 8 and all(pick(parse(r), "seqshm_chan_a") for r in results)
-    assert len(calls) == 2, f"{len(calls)} collections for 8 concurrent scrapes"
+    assert calls == 2, f"{calls} collections for 8 concurrent scrapes"
 
 
 def test_series_that_cannot_be_rendered_are_left_out_and_the_rest_served(
