@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from seqshm._errors import SeqshmError
-from seqshm._families import label_value
+from seqshm._families import CPU_MODES, label_value
 from seqshm._lifecycle import ChannelState
 from seqshm._reader import Reader
 
-__all__ = ["COPY_WHOLE_UP_TO", "Channel", "Layout", "read_needed", "trusted_entry",
-           "trusted_owner"]
+__all__ = ["COPY_WHOLE_UP_TO", "Channel", "Layout", "copy_fields_alone", "count_series",
+           "read_needed", "trusted_entry", "trusted_owner"]
 
 log = logging.getLogger("seqshm.export")
 
@@ -73,6 +73,9 @@ class Layout:
     cpustat: bool
     fields: list[str | None]
     dims: tuple[str, ...]
+    series: int = 0  # data series it makes (after --sum-over)
+    values: int = 0  # values a scrape reads of it (before --sum-over)
+    copy_fields: bool = False  # copy_fields_alone()
 
 
 class Channel:
@@ -127,21 +130,12 @@ class Channel:
         else:
             fresh.close()
 
-    def owner(self) -> os.stat_result:
-        """The stat of the file its reader has open (not of its path, which may be another
-        file by now)."""
-        assert self.reader is not None
-        fd = self.reader._dup()
-        try:
-            return os.fstat(fd)
-        finally:
-            os.close(fd)
-
     def may_speak_for_host(self) -> bool:
         """Whether this cpustat channel may give node_cpu_*, which carry no channel label and
         so speak for the host: trusted_owner() of the file open. Another's has its state only,
         warned once: it could say anything."""
-        st = self.owner()
+        assert self.reader is not None
+        st = self.reader._fstat()
         if trusted_owner(st, self.vouched):
             return True
         self.warn("cpustat:owner", "%s: a cpustat channel of uid %d, mode %04o: node_cpu_* "
@@ -158,27 +152,48 @@ class Channel:
 
 
 
+def count_series(dtype: np.dtype[Any], shape: tuple[int, ...], layout: Layout,
+                 summed: frozenset[str]) -> int:
+    """How many data series a channel of ``dtype`` and ``shape`` makes with the labels in
+    ``summed`` summed away (--sum-over; none: the values a scrape reads of it)."""
+    if layout.cpustat:
+        return (len(CPU_MODES) + 2) * (1 if "cpu" in summed else shape[0])
+    count = 0
+    for fname in layout.fields:
+        sub = () if fname is None else dtype.fields[fname][0].shape  # type: ignore[index]
+        names = layout.dims[:len(shape)] + tuple(f"elem{i}" for i in range(len(sub)))
+        count += math.prod(n for name, n in zip(names, shape + sub, strict=True)
+                           if name not in summed)
+    return count
+
+
+def copy_fields_alone(dtype: np.dtype[Any], shape: tuple[int, ...],
+                      fields: list[str | None]) -> bool:
+    """Whether a scrape copies ``fields`` alone out of the slot rather than the whole payload:
+    when the payload holds more than COPY_WHOLE_UP_TO times their bytes (and is past
+    _SMALL_PAYLOAD)."""
+    count = math.prod(shape)
+    table: Any = dtype.fields or {}
+    needed = count * sum(int(dtype.itemsize if f is None else table[f][0].itemsize)
+                         for f in fields)
+    return dtype.itemsize * count > max(COPY_WHOLE_UP_TO * needed, _SMALL_PAYLOAD)
+
+
 def read_needed(reader: Reader, layout: Layout, wanted: bool
           ) -> tuple[int, int, dict[str | None, np.ndarray] | None]:
     """(write number, timestamp in ns, the exported fields' values by field name, or None
     without ``wanted``) of one consistent read of the newest slot. Only what the series
     need is copied: nothing but the write's number and time without ``wanted``; the
-    exported fields alone, out of the mapping under the seqlock, when the element holds
-    more than COPY_WHOLE_UP_TO times their bytes (a local user's channel may claim a
-    payload of gigabytes and export one value, or none); else the whole payload, in one
-    copy."""
+    exported fields alone, out of the mapping under the seqlock, when ``layout.copy_fields``
+    (a local user's channel may claim a payload of gigabytes and export one value, or
+    none); else the whole payload, in one copy."""
     if not wanted:
         reader.apply(_nothing)
         return reader.seq, reader.timestamp_ns, None
     if layout.cpustat:  # all of it is exported (the series bound bounds its size)
         snap = reader.read()
         return snap.seq, snap.timestamp_ns, {None: snap.data}
-    count = math.prod(reader.shape)
-    whole = reader.dtype.itemsize * count
-    fields: Any = reader.dtype.fields or {}
-    needed = count * sum(int(reader.dtype.itemsize if f is None else fields[f][0].itemsize)
-                         for f in layout.fields)
-    if whole > max(COPY_WHOLE_UP_TO * needed, _SMALL_PAYLOAD):
+    if layout.copy_fields:
         copied = reader.apply(_copy_fields, layout.fields)
         return reader.seq, reader.timestamp_ns, copied
     snap = reader.read()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import resource
 import threading
@@ -20,7 +19,14 @@ import numpy as np
 from seqshm._api import SEARCH_DIRS, channel_paths, resolve
 from seqshm._cpustat import CPUSTAT_FIELDS, NS_PER_TICK, USER_HZ, is_cpustat
 from seqshm._errors import FileTruncated, ReadTimeout, SeqshmError
-from seqshm._exported import Channel, Layout, read_needed, trusted_entry
+from seqshm._exported import (
+    Channel,
+    Layout,
+    copy_fields_alone,
+    count_series,
+    read_needed,
+    trusted_entry,
+)
 from seqshm._families import (
     COUNTER,
     CPU_MODES,
@@ -182,7 +188,7 @@ class ChannelMetrics:
                 try:
                     reader = ch.open()
                     if "/" in pattern and not _GLOB_CHARS.intersection(pattern):
-                        ch.vouched = ch.owner().st_uid  # named by its path: its owner's
+                        ch.vouched = reader._fstat().st_uid  # named by its path: its owner's
                 except (OSError, SeqshmError) as e:
                     if not _GLOB_CHARS.intersection(pattern):
                         raise  # a channel named alone must be readable
@@ -248,7 +254,13 @@ class ChannelMetrics:
             sub = max((len(reader.dtype.fields[f][0].shape)  # type: ignore[index]
                        for f in fields if f is not None), default=0)
             dims += tuple(f"elem{i}" for i in range(sub))
-            layout = self._layouts[key] = Layout(cpustat, fields, ("cpu",) if cpustat else dims)
+            layout = Layout(cpustat, fields, ("cpu",) if cpustat else dims)
+            layout.series = count_series(reader.dtype, reader.shape, layout, self.sum_over)
+            layout.values = count_series(reader.dtype, reader.shape, layout, frozenset())
+            layout.copy_fields = copy_fields_alone(reader.dtype, reader.shape, fields)
+            if len(self._layouts) >= 4096:  # shapes come and go with other users' channels
+                self._layouts.clear()
+            self._layouts[key] = layout
         return layout
 
     # -- collection --------------------------------------------------------------------------
@@ -362,8 +374,7 @@ class ChannelMetrics:
                 reader = ch.open()
                 state = reader.state
             layout = self._layout_of(reader)
-            series = self._series_count(reader, layout)
-            values = self._series_count(reader, layout, summed=False)  # what it costs to read
+            series, values = layout.series, layout.values  # values: what reading it costs
             wanted = bool(layout.fields)
             if values > MAX_VALUES_PER_CHANNEL and series <= MAX_SERIES_PER_CHANNEL:
                 ch.warn("values", "%s: %d values (%s %s) to read for its %d series, more than "
@@ -448,21 +459,6 @@ class ChannelMetrics:
             ch.warn(f"data:{type(e).__name__}", "%s: its data left out of the export: %r",
                     path, e)
             return []
-
-    def _series_count(self, reader: Reader, layout: Layout, summed: bool = True) -> int:
-        """How many data series a channel of ``reader``'s geometry makes (after --sum-over;
-        without ``summed``, before it: the values a scrape reads of it)."""
-        shape = tuple(reader.shape)
-        gone = self.sum_over if summed else frozenset()
-        if layout.cpustat:
-            return (len(CPU_MODES) + 2) * (1 if "cpu" in gone else shape[0])
-        count = 0
-        for fname in layout.fields:
-            sub = () if fname is None else reader.dtype.fields[fname][0].shape  # type: ignore[index]
-            names = layout.dims[:len(shape)] + tuple(f"elem{i}" for i in range(len(sub)))
-            count += math.prod(n for name, n in zip(names, shape + sub, strict=True)
-                               if name not in gone)
-        return count
 
     def _labels(self, fixed: tuple[str, ...], shape: tuple[int, ...]
                 ) -> tuple[tuple[str, ...], ...]:

@@ -551,6 +551,13 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
             "the file shrank under this process's mapping (truncated by another process?); "
             "its data is gone: close this object and reopen the channel", self.path)
 
+    def _fstat(self) -> os.stat_result:
+        """The stat of the very file this reader has open (not of its path, which may name
+        another file by now); ClosedError after close()."""
+        with self._fd_lock:
+            self._check_not_closed()
+            return os.fstat(self._fd)
+
     def _dup(self) -> int:
         """A descriptor of the very file this reader has open, for the caller to close: never
         the path opened again (another file may have that name now, or a link another user

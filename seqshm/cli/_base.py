@@ -86,11 +86,7 @@ def open_channel(name: str, **kwargs: Any) -> seqshm.Reader:
 def fstat(reader: seqshm.Reader) -> os.stat_result:
     """The stat of the file ``reader`` has open (not of its path: another user's file may be
     gone, or another one, by now)."""
-    fd = reader._dup()
-    try:
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
+    return reader._fstat()
 
 
 def newest_write(reader: seqshm.Reader) -> tuple[int, int]:
