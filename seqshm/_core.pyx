@@ -19,6 +19,7 @@ from libc.errno cimport EACCES, EAGAIN, errno
 from libc.stdint cimport UINT64_MAX, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset, strncpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.stat cimport fstat, struct_stat
 from posix.unistd cimport close as c_close, getpid
 
 cdef extern from "<sys/mman.h>" nogil:
@@ -418,6 +419,23 @@ def check_header(bytes data not None, uint64_t file_size=0, str path=None):
     cdef seqshm_header h
     _load_header(data, file_size, path, &h)
     return _new_header(&h)
+
+
+def refuse_holes(int fd, Header header not None, str path=None):
+    """Refuse the channel file open at ``fd``, whose checked header is ``header``, if it has
+    holes: seqshm_refuse_holes() (src/protocol.c) is the rule and says why, the one copy,
+    which libseqshm's readers call too. Call it before anything reads the payload.
+
+    Raises FormatError naming ``path``, or OSError if the file cannot be looked at.
+    """
+    cdef struct_stat st
+    cdef char why[256]
+    if fstat(fd, &st):
+        e = errno
+        raise OSError(e, f"cannot stat: {os.strerror(e)}", path)
+    rc = seqshm_refuse_holes(&header.h, &st, why, sizeof(why))
+    if rc != SEQSHM_OK:
+        _raise_header(rc, why, path)
 
 
 def build_header(str name not None, uint32_t nr_slots, tuple shape not None, element,

@@ -63,25 +63,12 @@ def _who_may_read(d: Directory, name: str) -> str:
             "or have its writer create it with a wider mode (create(mode=0o644))")
 
 
-def _refuse_holes(allocated: int | None, h: _core.Header, path: str) -> None:
-    """Refuse a file channel whose region has holes (``allocated``: its bytes on disk; None
-    for a device). Every writer reserves the whole region before linking the file (create(),
-    seqshm_wr_create(): posix_fallocate), so holes are another program's file: reading them
-    would fill the file system page by page (a tmpfs: memory), and a full one would fault the
-    reader as if the file had shrunk. Called before anything reads the payload."""
-    if allocated is not None and allocated < h.region_size:
-        raise FormatError(
-            f"a sparse file: its region of {h.region_size} bytes has {allocated} allocated "
-            "(no seqshm writer leaves holes; reading them would fill the file system): not a "
-            "channel a writer made, have its writer create it again", path)
-
-
 def _open_region(d: Directory, name: str, path: str
-                 ) -> tuple[int, bool, bool, _core.Header, _core.Mapping, int | None]:
+                 ) -> tuple[int, bool, bool, _core.Header, _core.Mapping]:
     """Open ``name`` in ``d`` (``path`` for messages) read-only, never through a link another
     user planted (open_in), and map its region: (fd, is_device, followed a link, the header
-    as checked, mapping, the file's allocated bytes for _refuse_holes() or None for a
-    device). The one header check of an open."""
+    as checked, mapping). The one header check of an open; the caller refuses a file with
+    holes (_core.refuse_holes) before anything reads the payload."""
     try:
         # O_NONBLOCK: a FIFO must not block
         fd, followed = open_in(d, name, os.O_RDONLY | os.O_NONBLOCK)
@@ -121,7 +108,7 @@ def _open_region(d: Directory, name: str, path: str
         except OSError as e:
             raise OSError(e.errno, f"cannot map {h.region_size} bytes: {e.strerror}",
                           path) from None
-        return fd, not size, followed, h, m, st.st_blocks * 512 if size else None
+        return fd, not size, followed, h, m
     except BaseException:
         os.close(fd)
         raise
@@ -171,13 +158,12 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
         self._next_switch = 0.0
         self._generation = 0  # channels this reader has moved to (reopen)
         try:
-            fd, self._device, self._followed, header, m, allocated = _open_region(
-                d, self._name, p)
+            fd, self._device, self._followed, header, m = _open_region(d, self._name, p)
         finally:
             d.close()
         self._fd = fd
         self._attach(p, header, m)  # (an element type NumPy cannot represent: refused here)
-        _refuse_holes(allocated, header, p)
+        _core.refuse_holes(fd, header, p)  # nothing has read the payload yet
         self._set_follow(self._follow_path)
         self._next_waiters_try = 0.0  # the sidecar is opened by the first wait, if any
         _readers.add(self)
@@ -296,12 +282,12 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
         try:
             d, _ = open_dir(self.path)
             try:
-                fd, device, followed, h, m, allocated = _open_region(d, self._name, self.path)
+                fd, device, followed, h, m = _open_region(d, self._name, self.path)
             finally:
                 d.close()
             try:
-                _refuse_holes(allocated, h, self.path)
-            except FormatError:
+                _core.refuse_holes(fd, h, self.path)
+            except BaseException:
                 os.close(fd)
                 raise
         except (OSError, FormatError) as e:

@@ -295,13 +295,14 @@ static void rd_region_release(struct rd_region *o)
 
 /*
  * Open the channel file @full (a path resolve() gave) read-only, never through a link another
- * user planted, check its header, refuse a sparse region and map it: the one open step of
- * seqshm_rd_open() and seqshm_rd_reopen(), as the Python reader's _open_region() and
- * _refuse_holes(). Nothing reads the payload before it returns 0.
+ * user planted, check its header, refuse a file with holes and map it: the one open step of
+ * seqshm_rd_open() and seqshm_rd_reopen(), as the Python reader's _open_region() (the checks
+ * are the shared ones: seqshm_header_check() and seqshm_refuse_holes()). Nothing reads the
+ * payload before it returns 0.
  */
 static int rd_open_region(const char *full_in, struct rd_region *o, struct seqshm_err *err)
 {
-	char dir[4096], name[NAME_MAX + 1], where[4096];
+	char dir[4096], name[NAME_MAX + 1], where[4096], why[256];
 	char *full = o->path;
 	struct seqshm_header *h = &o->h;
 	struct stat *st = &o->st;
@@ -370,18 +371,9 @@ static int rd_open_region(const char *full_in, struct rd_region *o, struct seqsh
 	rc = check_header(h, size, full, err);
 	if (rc)
 		goto fail_fd;
-	/*
-	 * Every writer reserves the whole region before linking the file (posix_fallocate in
-	 * seqshm_wr_create() and Python's create()): holes are another program's file, and
-	 * reading them would fill the file system page by page (a tmpfs: memory), a full one
-	 * faulting this reader as if the file had shrunk. Python's reader refuses the same.
-	 */
-	if (size && (uint64_t)st->st_blocks * 512 < h->region_size) {
-		rc = seqshm_lib_fail(err, EPROTO, full, "a sparse file: its region of %llu bytes "
-				     "has %llu allocated (no seqshm writer leaves holes; reading them "
-				     "would fill the file system): not a channel a writer made, have "
-				     "its writer create it again", (unsigned long long)h->region_size,
-				     (unsigned long long)st->st_blocks * 512);
+	/* a file with holes: seqshm_refuse_holes() (src/protocol.c) says why, for both readers */
+	if (seqshm_refuse_holes(h, st, why, sizeof(why)) != SEQSHM_OK) {
+		rc = seqshm_lib_fail(err, EPROTO, full, "%s", why);
 		goto fail_fd;
 	}
 	o->map = map_guarded(fd, h->region_size, 0, h->nr_slots, &o->guard);

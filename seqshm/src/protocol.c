@@ -1,6 +1,9 @@
-/* seqshm userspace protocol: the reader's waits and slow path, the writer with its wake-ups. */
+/* seqshm userspace protocol: the reader's open check, waits and slow path, the writer with its
+ * wake-ups. */
 #include "protocol.h"
 
+#include <stdio.h>
+#include <sys/stat.h>
 #include <time.h>
 
 uint64_t seqshm_monotonic_ns(void)
@@ -108,4 +111,27 @@ void seqshm_write_end(struct seqshm_writer *w, uint64_t timestamp_ns)
 	w->in_write = 0;
 	/* Sleeping readers: one load of the sidecar's count when there are none (wake.h). */
 	seqshm_waker_after_publish(&w->wake);
+}
+
+int seqshm_refuse_holes(const struct seqshm_header *h, const struct stat *st, char *why,
+			size_t whylen)
+{
+	uint64_t allocated = (uint64_t)st->st_blocks * 512, size = (uint64_t)st->st_size;
+	static const char what[] = "(no seqshm writer leaves holes; reading them would fill the "
+				   "file system): not a channel a writer made, have its writer "
+				   "create it again";
+
+	if (!S_ISREG(st->st_mode) || allocated >= size)
+		return SEQSHM_OK;
+	if (why && whylen) {
+		if (size <= h->region_size)
+			snprintf(why, whylen, "a sparse file: its region of %llu bytes has %llu "
+				 "allocated %s", (unsigned long long)h->region_size,
+				 (unsigned long long)allocated, what);
+		else
+			snprintf(why, whylen, "a sparse file: its %llu bytes (its region and more) "
+				 "have %llu allocated %s", (unsigned long long)size,
+				 (unsigned long long)allocated, what);
+	}
+	return SEQSHM_EFORMAT;
 }

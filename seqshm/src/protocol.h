@@ -1,4 +1,4 @@
-/* seqshm userspace protocol: the reader's waits and the writer, over the shared steps. */
+/* seqshm userspace protocol: the reader's open check and waits, the writer, over the shared steps. */
 #ifndef SEQSHM_PROTOCOL_H
 #define SEQSHM_PROTOCOL_H
 
@@ -105,5 +105,27 @@ static inline uint64_t seqshm_deadline(uint64_t now, uint64_t ns)
 }
 
 uint64_t seqshm_monotonic_ns(void);
+
+struct stat;
+
+/*
+ * The reader's open check of a channel file's holes, after seqshm_header_check() and before
+ * anything reads the payload (docs/format.md, reader step 4): the one copy, which the Python
+ * reader (seqshm._core.refuse_holes()) and libseqshm's seqshm_rd_open() and
+ * seqshm_rd_reopen() both call. @st is the open file's fstat, @h its checked header.
+ *
+ * Every writer reserves the whole region before the file has its name (posix_fallocate in
+ * Python's create() and seqshm_wr_create()), and its file is the region, so a regular file
+ * with fewer bytes allocated than it holds (st_blocks * 512 < st_size) is another program's:
+ * its holes read as zeros, and reading one through the shared mapping allocates its page,
+ * filling the file system page by page with a payload any local user can claim for one page
+ * of tmpfs (a tmpfs: memory); on a full one the page cannot be had and the read faults
+ * (SIGBUS) as if the file had shrunk. st_blocks is exact on tmpfs, where channels live. A
+ * file longer than its region is held to every byte, so data past the region cannot stand in
+ * for holes within it. A device has no holes. Returns SEQSHM_OK, or SEQSHM_EFORMAT with the
+ * sentence (what the file is, what to do) in @why.
+ */
+int seqshm_refuse_holes(const struct seqshm_header *h, const struct stat *st, char *why,
+			size_t whylen);
 
 #endif /* SEQSHM_PROTOCOL_H */
