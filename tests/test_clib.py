@@ -902,3 +902,43 @@ def test_c_and_python_readers_refuse_a_sparse_region(tool: Tool, tmp_path: Path,
     holed.write_bytes(data)  # the same bytes, every page allocated: a channel again
     with seqshm.open(str(holed)) as r:
         assert r.snapshot().sum() == 4096
+
+
+def _with_holes(path: str, data: bytes, holes: str) -> None:
+    """The channel file ``data`` written to ``path`` with holes: only in the last page of its
+    payload ("payload-end"), or everywhere past its header and slot lines with as many bytes
+    allocated past the region's end ("made-up-past-the-region": the file's allocated bytes
+    add up to its region, which still has its holes)."""
+    with open(path, "wb") as f:
+        if holes == "payload-end":
+            f.write(data[:-_core.ALIGN])
+            f.truncate(len(data))
+        else:
+            f.write(data[:_core.ALIGN * 2])
+            f.truncate(len(data))
+            os.posix_fallocate(f.fileno(), len(data), len(data) - _core.ALIGN * 2)
+    st = os.stat(path)
+    assert st.st_blocks * 512 < st.st_size, st  # holes, as meant (st_blocks is exact on tmpfs)
+    if holes != "payload-end":
+        assert st.st_blocks * 512 >= len(data), st
+
+
+@pytest.mark.parametrize("holes", ["payload-end", "made-up-past-the-region"])
+def test_c_and_python_readers_refuse_every_hole_in_a_channel_file(
+        tool: Tool, shm_path: str, hostile_paths: list[str], holes: str) -> None:
+    """Other members of the sparse kind, for both readers through their one check
+    (seqshm_refuse_holes()): one page missing at the payload's end, and a region with holes
+    whose file makes up their bytes with data past the region (it passed a count of the
+    allocated bytes against the region alone). Both refuse it at open, naming the file, with
+    the same sentence."""
+    with seqshm.create(shm_path, "f8", (4096,)) as w:
+        w.write(np.ones(4096))
+        data = Path(shm_path).read_bytes()
+    holed = shm_path + ".holed"
+    hostile_paths.append(holed)
+    _with_holes(holed, data, holes)
+    num, msg = tool.error("info", holed)
+    assert num == errno.EPROTO and "a sparse file" in msg and holed in msg, msg
+    with pytest.raises(seqshm.FormatError, match="a sparse file") as e:
+        seqshm.open(holed)
+    assert holed in str(e.value) and e.value.reason in msg, (str(e.value), msg)

@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,6 +208,36 @@ def test_a_follower_does_not_move_to_a_channel_of_another_type(shm_path: str) ->
                 r.wait(HANG_GUARD_S)
             assert r.snapshot().tolist() == [1, 1]
             other.close(unlink=True)
+
+
+
+def test_a_follower_does_not_move_to_a_file_with_holes(
+        shm_path: str, make_path: Callable[[], str], hostile_paths: list[str]) -> None:
+    """A reopening reader opens what replaced its channel as a new reader would: a copy of
+    another channel with a hole (only the last page of its payload missing; no writer's file
+    has one) is not followed, and the reader keeps its channel, before anything reads the
+    hole; the same bytes with every page allocated are followed."""
+    other = make_path()
+    with seqshm.create(other, np.float64, 4096) as w:
+        w.write(np.full(4096, 2.0))
+        data = Path(other).read_bytes()
+    fake = shm_path + ".fake"  # beside it, to be renamed over it
+    hostile_paths.append(fake)
+    with seqshm.create(shm_path, np.float64, 4096) as w, seqshm.open(shm_path, reopen=True) as r:
+        w.write(np.ones(4096))
+        r.snapshot()
+        w.close()
+        with open(fake, "wb") as f:
+            f.write(data[:-4096])
+            f.truncate(len(data))
+        assert os.stat(fake).st_blocks * 512 < len(data)
+        os.rename(fake, shm_path)
+        assert not r.wait(0.5)  # waits on for a channel to follow, as tail -F does
+        assert r.snapshot().sum() == 4096  # the old channel, still this reader's
+        Path(fake).write_bytes(data)  # the same bytes, every page allocated
+        os.rename(fake, shm_path)
+        assert r.wait(HANG_GUARD_S) and r.snapshot().sum() == 2 * 4096
+    os.unlink(shm_path)
 
 
 

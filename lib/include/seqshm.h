@@ -197,7 +197,9 @@ struct seqshm_wr;
  * directory of the path): such a link fails with -EACCES. It must be a regular file or a
  * character device; its header must pass the readers' check (the same C the kernel module
  * and the Python package use): right magic, ABI version, a consistent layout that fits the
- * file. Then the whole region is mapped read-only.
+ * file; and a file with holes (fewer bytes allocated than it holds: no writer's file has
+ * any) is refused with -EPROTO, by the check the Python package uses, before anything reads
+ * its payload. Then the whole region is mapped read-only.
  *
  * Context: thread-safe; the reader belongs to the calling process (see seqshm_rd_close() for a
  * forked child). Installs the SIGBUS guard for a file channel (process-wide, once).
@@ -366,7 +368,7 @@ SEQSHM_API int seqshm_rd_state(struct seqshm_rd *r, struct seqshm_err *err);
  * the old channel ends (REPLACED, or WRITER_DIED until the new one is linked). This opens
  * the path the reader was opened with (a bare name as it was resolved then) exactly as
  * seqshm_rd_open() does: read-only, never through a link another user planted, the same
- * header check, a sparse region refused. If that is another channel (another file, or
+ * header check, a file with holes refused. If that is another channel (another file, or
  * another header written into the same file) of the same element type and shape, the
  * reader lets go of the old one and reads the new one from then on: its description
  * (seqshm_rd_info(), same address) is the new header's, its write numbers start again
