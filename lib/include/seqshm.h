@@ -230,7 +230,8 @@ SEQSHM_API const struct seqshm_info *seqshm_rd_info(const struct seqshm_rd *r);
  * @err:	filled on failure; may be NULL.
  *
  * Copies until a copy is consistent (the slot's sequence count was even and unchanged around
- * it), backing off from CPU pauses to sleeps of up to 1 ms. Successive snapshots of one reader
+ * it), backing off from CPU pauses to sleeps of up to 1 ms. On failure @buf and @sample hold
+ * nothing of use (a copy that failed its check may be left in them). Successive snapshots of one reader
  * never go back in write order. Never blocks the writer.
  *
  * Context: one thread at a time per reader (others may use other readers at once); in a forked
