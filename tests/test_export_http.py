@@ -9,6 +9,7 @@ import http.client
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -207,6 +208,16 @@ def test_server_close_closes_the_kept_connections(cpustat: str) -> None:
         kept.close()
 
 
+def _answered_and_waiting(server: Any, n: int) -> None:
+    """Until ``n`` connections have been answered and wait for their client's next request:
+    the server marks a connection idle (and since when) just after the client has read its
+    answer, so a client's next step could otherwise come first."""
+    deadline = time.monotonic() + CLIENT_WAIT_S
+    while sum(not c.busy and c.since > c.accepted for c in list(server._connections)) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} connections answered and waiting"
+        time.sleep(0.005)
+
+
 def test_when_every_place_is_taken_the_connection_idle_longest_gives_way(
     cpustat: str,
 ) -> None:
@@ -215,7 +226,9 @@ def test_when_every_place_is_taken_the_connection_idle_longest_gives_way(
         second = KeptConnection(url_of(server), timeout=CLIENT_WAIT_S)
         try:
             first.get()
+            _answered_and_waiting(server, 1)
             second.get()  # both idle now, the first for longer
+            _answered_and_waiting(server, 2)
             deadline = time.monotonic() + CLIENT_WAIT_S
             while True:  # refused only while both places are still finishing their answers
                 with connect(server) as third:
