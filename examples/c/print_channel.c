@@ -11,6 +11,8 @@
  *   ./print_channel selftest 5      # the newest write, then the next 5 as they come
  *   ./print_channel /dev/shm/c_demo 0
  */
+/* strnlen() is POSIX, not ISO C: say so, for builds with -std=c99 or -std=c11 */
+#define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -103,6 +105,12 @@ int main(int argc, char **argv)
 	       info->name, info->is_device ? "kernel device" : "userspace channel",
 	       info->nr_slots, info->payload_size);
 	buf = malloc(info->payload_size);
+	if (!buf) {
+		fprintf(stderr, "%s: no memory for %" PRIu64 " bytes\n", info->path,
+			info->payload_size);
+		seqshm_rd_close(r);
+		return 1;
+	}
 	/* The newest write, whole: retried while the writer is in the middle of it. */
 	rc = seqshm_rd_snapshot(r, buf, info->payload_size, &s, 1000000000u, &err);
 	if (!rc)

@@ -21,5 +21,5 @@ with reader:
     for s in reader.follow():  # ends when the C writer closes the channel
         rec = s.data
         print(f"write {s.seq}: t={float(rec['t']):.2f} count={int(rec['count'])} "
-              f"xyz={rec['xyz'].round(3).tolist()} lost={s.lost}")
+              f"xyz={[round(float(v), 3) for v in rec['xyz']]} lost={s.lost}")
 print("the writer closed the channel")

@@ -270,13 +270,14 @@ SEQSHM_API int seqshm_rd_begin(struct seqshm_rd *r, struct seqshm_view *v, uint6
  * @r:		the reader.
  * @v:		the view seqshm_rd_begin() filled.
  * @sample:	receives the write number and timestamp of what was read; may be NULL.
- * @err:	filled on -EPROTO or -EIO; may be NULL.
+ * @err:	filled on -EPROTO, -EIO or -ECHILD; may be NULL.
  *
- * Context: the thread that called seqshm_rd_begin() for @v.
+ * Context: the thread that called seqshm_rd_begin() for @v; in a forked child, fails with
+ * -ECHILD (a view its parent began included).
  *
  * Return: 0 when everything read from @v->data since seqshm_rd_begin() belongs to one write
  * (@sample says which); -EAGAIN when the writer changed the slot meanwhile (discard what
- * was read and begin again); -EIO (truncated) or -EPROTO (a damaged region).
+ * was read and begin again); -EIO (truncated), -EPROTO (a damaged region) or -ECHILD.
  */
 SEQSHM_API int seqshm_rd_end(struct seqshm_rd *r, const struct seqshm_view *v,
 			     struct seqshm_sample *sample, struct seqshm_err *err);
@@ -498,8 +499,10 @@ SEQSHM_API const struct seqshm_info *seqshm_wr_info(const struct seqshm_wr *w);
  * Context: one thread at a time per writer (serialize writes yourself); in a forked child,
  * fails with -ECHILD.
  *
- * Return: the write number (>= 1) of this write, or -EINVAL (@len), -EBADF (closed),
- * -EIO (the file was truncated under the writer), -ECHILD (in a forked child).
+ * Return: the write number (>= 1) of this write, or -EINVAL (@len wrong, or a write begun
+ * by seqshm_wr_begin() and not ended), -EIO (the file was truncated under the writer),
+ * -ECHILD (in a forked child). A writer closed by seqshm_wr_close() is freed: calling this
+ * (or any function) with it afterwards is undefined, not an error it can report.
  */
 SEQSHM_API int64_t seqshm_wr_write(struct seqshm_wr *w, const void *data, size_t len,
 				   uint64_t timestamp_ns, struct seqshm_err *err);
@@ -516,7 +519,8 @@ SEQSHM_API int64_t seqshm_wr_write(struct seqshm_wr *w, const void *data, size_t
  * Context: one thread at a time per writer, and the same thread until seqshm_wr_end(); in a
  * forked child, returns NULL.
  *
- * Return: the payload, or NULL if @w is closed, damaged or in a forked child.
+ * Return: the payload, or NULL when a write is already begun (and not ended), the file was
+ * truncated under the writer, or in a forked child.
  */
 SEQSHM_API void *seqshm_wr_begin(struct seqshm_wr *w);
 

@@ -164,6 +164,18 @@ static int check_header(const struct seqshm_header *h, uint64_t file_size, const
 			       "have its writer create it again)", why);
 }
 
+/* The error of seqshm_lib_split() (-EISDIR, -ENAMETOOLONG, or getcwd()'s errno for a relative
+ * @path), with what to do about a directory (@isdir_hint). */
+static int split_failed(struct seqshm_err *err, int rc, const char *path, const char *isdir_hint)
+{
+	if (rc == -EISDIR)
+		return seqshm_lib_fail(err, EISDIR, path, "a directory, not a channel: %s", isdir_hint);
+	if (rc == -ENAMETOOLONG)
+		return seqshm_lib_fail(err, ENAMETOOLONG, path, "the path is too long");
+	return seqshm_lib_fail(err, -rc, path, "a relative path, and the current directory has no "
+			       "name (%s: removed?): give an absolute path", strerror(-rc));
+}
+
 /* fcntl() with an open-file-description lock of @type on @byte; F_OFD_GETLK's answer in @type. */
 static int ofd_lock(int fd, int cmd, short *type, off_t byte)
 {
@@ -313,8 +325,7 @@ static int rd_open_region(const char *full_in, struct rd_region *o, struct seqsh
 	snprintf(full, sizeof(o->path), "%s", full_in);
 	rc = seqshm_lib_split(full, dir, sizeof(dir), name, sizeof(name));
 	if (rc)
-		return seqshm_lib_fail(err, -rc, full, rc == -EISDIR ? "a directory, not a channel: "
-				       "name a file in it" : "the path is too long");
+		return split_failed(err, rc, full, "name a file in it");
 	dirfd = seqshm_lib_open_dir(dir, full, err);
 	if (dirfd < 0)
 		return dirfd;
@@ -344,12 +355,25 @@ static int rd_open_region(const char *full_in, struct rd_region *o, struct seqsh
 		goto fail_fd;
 	}
 	if (S_ISREG(st->st_mode)) {
+		ssize_t got = 0;
+
 		size = (uint64_t)st->st_size;
 		/* pread, not a mapping: a file that shrinks now gives a short read, not SIGBUS */
-		if (size < sizeof(*h) || pread(fd, h, sizeof(*h), 0) != (ssize_t)sizeof(*h)) {
+		if (size >= sizeof(*h)) {
+			got = pread(fd, h, sizeof(*h), 0);
+			if (got < 0) {
+				rc = seqshm_lib_fail(err, errno, full, "cannot read its header: %s",
+						     strerror(errno));
+				goto fail_fd;
+			}
+		}
+		if (got != (ssize_t)sizeof(*h)) {
+			/* what was there to read: a file that shrank since its stat, or one whose
+			 * size says more than a read gives (sysfs), is reported by its bytes */
 			rc = seqshm_lib_fail(err, EPROTO, full, "truncated: %llu bytes, a seqshm header "
 					     "alone has %zu (not a channel, or one cut short: have its "
-					     "writer create it again)", (unsigned long long)size,
+					     "writer create it again)", size < sizeof(*h) ?
+					     (unsigned long long)size : (unsigned long long)got,
 					     sizeof(*h));
 			goto fail_fd;
 		}
@@ -809,6 +833,10 @@ int seqshm_rd_end(struct seqshm_rd *r, const struct seqshm_view *v, struct seqsh
 {
 	struct seqshm_meta meta;
 
+	/* a forked child may not read through its parent's reader, a view begun by the parent
+	 * included (seqshm.h, "Fork") */
+	if (r->forks != seqshm_lib_fork_count())
+		return rd_fail_state(r, err);
 	seqshm_read_meta(&r->r.g, v->slot, &meta);
 	if (seqshm_read_retry(&r->r.g, v->slot, v->seq)) {
 		r->r.retries++;
@@ -1276,14 +1304,27 @@ static int new_file_replace(struct new_file *nf, const char *name)
 	return 0;
 }
 
-static int wr_fail_sys(struct seqshm_err *err, int e, const char *path, const char *what,
-		       const char *dir)
+/* A new file in @dir could not be made (errno @e): as the Python writer's _files.new_file()
+ * says it, word for word, so that both writers' users read one message. */
+static int wr_fail_new_file(struct seqshm_err *err, int e, const char *path, const char *dir)
 {
 	if (e == ENOSPC)
-		return seqshm_lib_fail(err, e, path, "no room for %s in %s (see `df -h %s` and "
-				       "`df -i %s`): free some, or make the channel smaller (shape, "
-				       "nr_slots)", what, dir, dir, dir);
-	return seqshm_lib_fail(err, e, path, "cannot %s: %s", what, strerror(e));
+		return seqshm_lib_fail(err, e, path, "no room for a new file in %s (see `df -i %s` "
+				       "and `df -h %s`): free some", dir, dir, dir);
+	return seqshm_lib_fail(err, e, path, "cannot create a file in %s: %s", dir, strerror(e));
+}
+
+/* @size bytes of a new file could not be reserved (posix_fallocate()'s @e): as the Python
+ * writer's _files.reserve() says it (docs/faq.md quotes it). */
+static int wr_fail_reserve(struct seqshm_err *err, int e, const char *path, uint64_t size,
+			   const char *dir)
+{
+	if (e == ENOSPC)
+		return seqshm_lib_fail(err, e, path, "no room for its %llu bytes in %s (see `df -h "
+				       "%s`): free some, or make the channel smaller (shape, "
+				       "nr_slots)", (unsigned long long)size, dir, dir);
+	return seqshm_lib_fail(err, e, path, "cannot reserve its %llu bytes: %s",
+			       (unsigned long long)size, strerror(e));
 }
 
 static uint64_t process_start_time(void)
@@ -1489,27 +1530,36 @@ static int make_side(struct new_file *side, int dirfd, const char *base, mode_t 
 		     const struct stat *ch, const char *path, const char *dir,
 		     struct seqshm_err *err)
 {
-	char prefix[NAME_MAX + 16];
+	char prefix[NAME_MAX + 16], sname[4096 + NAME_MAX + 16];
 	mode_t readable = mode & 0444;
 	uint64_t id[3] = { SEQSHM_WAITERS_MAGIC, (uint64_t)ch->st_dev, (uint64_t)ch->st_ino };
-	int rc;
+	int rc, e = 0;
 
 	snprintf(prefix, sizeof(prefix), ".%s.waiters.", base);
 	rc = new_file_open(side, dirfd, prefix, 0600);
 	if (rc)
-		return wr_fail_sys(err, -rc, path, "make a file", dir);
-	if (fchmod(side->fd, readable | (readable >> 1)) ||
-	    (rc = posix_fallocate(side->fd, 0, SEQSHM_ALIGN)) != 0 ||
-	    pwrite(side->fd, id, sizeof(id), offsetof(struct seqshm_waiters, magic)) !=
-	    (ssize_t)sizeof(id)) {
-		int e = rc ? rc : errno;
+		return wr_fail_new_file(err, -rc, path, dir);
+	if (fchmod(side->fd, readable | (readable >> 1))) {
+		e = errno;
+	} else if ((rc = posix_fallocate(side->fd, 0, SEQSHM_ALIGN)) != 0) {
+		e = rc;
+	} else {
+		ssize_t n = pwrite(side->fd, id, sizeof(id), offsetof(struct seqshm_waiters, magic));
 
-		close(side->fd);
-		new_file_discard_name(side);
-		side->fd = -1;
-		return wr_fail_sys(err, e, path, "make its sidecar", dir);
+		if (n != (ssize_t)sizeof(id))
+			e = n < 0 ? errno : EIO;	/* a short write sets no errno */
 	}
-	return 0;
+	if (!e)
+		return 0;
+	close(side->fd);
+	new_file_discard_name(side);
+	side->fd = -1;
+	if (rc) {
+		/* named as the Python writer names it: the sidecar's own path */
+		snprintf(sname, sizeof(sname), "%s/.%s.waiters", strcmp(dir, "/") ? dir : "", base);
+		return wr_fail_reserve(err, e, sname, SEQSHM_ALIGN, dir);
+	}
+	return seqshm_lib_fail(err, e, path, "cannot make its sidecar: %s", strerror(e));
 }
 
 /* A sidecar is swept only this long after it was last written: one younger may belong to a
@@ -1624,8 +1674,7 @@ int seqshm_wr_create(struct seqshm_wr **out, const char *path, const struct seqs
 		return seqshm_lib_fail(err, EINVAL, "", "no path");
 	rc = seqshm_lib_split(path, dir, sizeof(dir), base, sizeof(base));
 	if (rc)
-		return seqshm_lib_fail(err, -rc, path, rc == -EISDIR ? "a directory, not a channel: "
-				       "choose another path" : "the path is too long");
+		return split_failed(err, rc, path, "choose another path");
 	snprintf(full, sizeof(full), "%s/%s", strcmp(dir, "/") ? dir : "", base);
 	if (o->mode > 0777)
 		return seqshm_lib_fail(err, EINVAL, full, "mode %#o is not permission bits from 0 to "
@@ -1684,9 +1733,12 @@ int seqshm_wr_create(struct seqshm_wr **out, const char *path, const struct seqs
 	dirfd = seqshm_lib_open_dir(dir, full, err);
 	if (dirfd < 0)
 		return dirfd;
-	if (seqshm_lib_fd_path(dirfd, where, sizeof(where)) == 0)
+	/* The directory as the kernel resolved it, for messages; a name the kernel cannot give
+	 * (longer than PATH_MAX, past a link) leaves the path as the caller wrote it. */
+	if (seqshm_lib_fd_path(dirfd, where, sizeof(where)) == 0) {
 		snprintf(full, sizeof(full), "%s/%s", strcmp(where, "/") ? where : "", base);
-	strcpy(dir, where[0] ? where : dir);
+		snprintf(dir, sizeof(dir), "%s", where);
+	}
 	if (!fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW)) {
 		if (S_ISDIR(st.st_mode)) {
 			rc = seqshm_lib_fail(err, EISDIR, full, "a directory, not a channel: choose "
@@ -1713,7 +1765,7 @@ int seqshm_wr_create(struct seqshm_wr **out, const char *path, const struct seqs
 		rc = new_file_open(&nf, dirfd, prefix, 0600);
 	}
 	if (rc) {
-		rc = wr_fail_sys(err, -rc, full, "make a file", dir);
+		rc = wr_fail_new_file(err, -rc, full, dir);
 		goto fail;
 	}
 	w->fd = nf.fd;
@@ -1735,16 +1787,17 @@ int seqshm_wr_create(struct seqshm_wr **out, const char *path, const struct seqs
 	/* Reserve the memory now: a full tmpfs fails here with ENOSPC, not later with SIGBUS. */
 	rc = posix_fallocate(w->fd, 0, (off_t)h.region_size);
 	if (rc) {
-		char what[64];
-
-		snprintf(what, sizeof(what), "reserve its %llu bytes",
-			 (unsigned long long)h.region_size);
-		rc = wr_fail_sys(err, rc, full, what, dir);
+		rc = wr_fail_reserve(err, rc, full, h.region_size, dir);
 		goto fail;
 	}
-	if (pwrite(w->fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
-		rc = wr_fail_sys(err, errno, full, "write its header", dir);
-		goto fail;
+	{
+		ssize_t n = pwrite(w->fd, &h, sizeof(h), 0);
+		int e = n < 0 ? errno : EIO;	/* a short write sets no errno */
+
+		if (n != (ssize_t)sizeof(h)) {
+			rc = seqshm_lib_fail(err, e, full, "cannot write its header: %s", strerror(e));
+			goto fail;
+		}
 	}
 	{
 		/* the liveness lock, held until close: unnamed so far, nobody can hold or block it */
