@@ -26,7 +26,13 @@ def split(path: str | os.PathLike[str] | bytes) -> tuple[str, str]:
     ".."."""
     p = os.fsdecode(os.fspath(path))
     if not os.path.isabs(p):
-        p = os.path.join(os.getcwd(), p)
+        try:
+            cwd = os.getcwd()
+        except FileNotFoundError:  # the current directory was removed: it has no name now
+            raise FileNotFoundError(errno.ENOENT, "a relative path, and the current directory "
+                                    "was removed (it has no name): give an absolute path",
+                                    p) from None
+        p = os.path.join(cwd, p)
     # "." and empty components go (that changes nothing the kernel would resolve); ".." stays:
     # after a symlink it means the link target's parent, which only the kernel knows
     p = "/" + "/".join(c for c in p.split("/") if c not in ("", "."))

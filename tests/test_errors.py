@@ -91,6 +91,22 @@ def test_missing_file_error_says_what_to_do(tmp_path: Path) -> None:
     assert e.value.filename == str(tmp_path / "nope")
 
 
+def test_a_relative_path_from_a_removed_directory_says_to_give_an_absolute_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # was the bare "No such file or directory" of os.getcwd(), naming no file
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    calls: list[Callable[[], Any]] = [lambda: seqshm.open("./chan"),
+                                      lambda: seqshm.snapshot("./chan"),
+                                      lambda: seqshm.create("./chan", np.float64, 4)]
+    for call in calls:
+        with pytest.raises(FileNotFoundError, match="give an absolute path") as e:
+            call()
+        assert e.value.filename == "./chan"
+
+
 def test_an_empty_name_is_no_channel_not_the_search_directory() -> None:
     # was FormatError for /dev/shm/ ("neither a regular file ..."): '' joined to the directory
     for call in (seqshm.open, seqshm.snapshot):
