@@ -112,7 +112,7 @@ def _split(text: str, count: int) -> tuple[list[str], list[int]]:
     pieces.append("".join(pending))
     if sorted(order) != list(range(count)):
         raise ValueError("the exposition does not have each sample once")
-    if _join(pieces, [floatToGoString(float(i)) for i in order]) != text:
+    if _join(pieces, format_values(np.array(order, np.float64))) != text:
         raise ValueError("the template does not give the exposition back")
     return pieces, order
 
@@ -159,46 +159,70 @@ class _Template:
 
 
 class _Block:
-    """Samples as an encoder writes them, split: ``head`` (the header lines before the first
-    sample: # HELP, # TYPE, # UNIT of its family), ``pieces`` and ``order`` as _Template's
-    from the first sample line to the newline that ends the last, and ``tail`` (the lines
-    after it: OpenMetrics' # EOF). Made of one family's block of label values alone (one
-    channel's samples in that family), or of a whole scrape when the encoder does not write
-    families as _stitchable expects."""
+    """One family's samples as an encoder writes them, split: ``head`` (its header lines: #
+    HELP, # TYPE, # UNIT), ``pieces`` (the text before each value, as samples follow one
+    another: the newline that ended the line before, then the sample's name and labels), and
+    ``order`` (as _Template's). So a block that follows another of its family is its pieces
+    as they are, and _assemble makes a new text only where a family starts."""
 
-    __slots__ = ("head", "order", "pieces", "tail")
+    __slots__ = ("head", "order", "pieces")
 
-    def __init__(self, text: str, count: int) -> None:
-        """``text``: the exposition of ``count`` (at least one) samples whose value i was
-        float(i). Raises ValueError when it does not split into exactly those values."""
-        if not count:
-            raise ValueError("an exposition without samples")
-        pieces, order = _split(text, count)
-        cut = pieces[0].rfind("\n") + 1  # a sample line has no newline (escaped as \\n)
-        self.head, pieces[0] = pieces[0][:cut], pieces[0][cut:]
-        self.tail, pieces[-1] = pieces[-1][1:], "\n"  # the last piece starts with its "\n"
-        self.pieces = pieces
-        self.order = None if order == list(range(count)) else np.array(order, np.intp)
+    def __init__(self, head: str, pieces: list[str], order: np.ndarray | None) -> None:
+        self.head, self.pieces, self.order = head, pieces, order
 
 
-def _assemble(blocks: Sequence[tuple[_Block, bool]]) -> _Template:
+def _blocks_of(text: str, counts: Sequence[Sequence[int]]) -> tuple[list[_Block], str]:
+    """``text``, an exposition of families whose blocks have ``counts`` samples (each at
+    least one), whose value i was float(i), as a _Block per block in sample order, and the
+    tail of the exposition (the lines after the last sample's: OpenMetrics' # EOF). Raises
+    ValueError when it does not split so: into exactly those values, each family's samples
+    after its header, each block's together."""
+    pieces, order = _split(text, sum(map(sum, counts)))
+    blocks = []
+    start = 0
+    for family in counts:
+        head = ""
+        for i, count in enumerate(family):
+            own = order[start:start + count]
+            if not count or sorted(own) != list(range(start, start + count)):
+                raise ValueError("a block's samples are not written together")
+            lead = pieces[start]
+            cut = lead.rfind("\n") + 1  # a sample line has no newline (escaped as \\n)
+            if i == 0:  # after the newline that ends the line before: the family's header
+                head = lead[1 if start else 0:cut]
+                if not head.startswith("#"):
+                    raise ValueError("a family without its header")
+            elif cut != 1:
+                raise ValueError("a block's samples are not its family's")
+            mine = pieces[start:start + count]
+            mine[0] = "\n" + lead[cut:]
+            moved = own != list(range(start, start + count))
+            blocks.append(_Block(head, mine, np.array(own, np.intp) - start if moved else None))
+            start += count
+    return blocks, pieces[-1][1:]  # the last piece starts with its "\n"
+
+
+def _assemble(blocks: Sequence[tuple[_Block, bool]], tail: str) -> _Template:
     """The template of an exposition made of ``blocks`` (at least one), in sample order, each
-    with whether it starts its family (its head written before it), then the last one's tail:
-    what the encoder writes for a collector of those families (_stitchable)."""
+    with whether it starts its family (its head written before it), then ``tail``: what the
+    encoder writes for a collector of those families (_stitchable). Shares the blocks' texts
+    but for a piece per family."""
     pieces: list[str] = []
-    carry = ""  # the piece that ends the last block, joined to the first of the next
     for block, first in blocks:
-        pieces.append(carry + block.head + block.pieces[0] if first else carry + block.pieces[0])
-        pieces.extend(itertools.islice(block.pieces, 1, len(block.pieces) - 1))
-        carry = block.pieces[-1]
-    pieces.append(carry + blocks[-1][0].tail)
+        if first:  # the newline that ends the line before, the family's header, the sample
+            lead = block.pieces[0]
+            pieces.append((lead[0] + block.head + lead[1:]) if pieces else block.head + lead[1:])
+        else:
+            pieces.append(block.pieces[0])
+        pieces.extend(itertools.islice(block.pieces, 1, None))
+    pieces.append("\n" + tail)
     if all(block.order is None for block, _ in blocks):
         return _Template(pieces, None)
     orders, start = [], 0
     for block, _ in blocks:
-        count = len(block.pieces) - 1
-        orders.append((np.arange(count) if block.order is None else block.order) + start)
-        start += count
+        orders.append((np.arange(len(block.pieces)) if block.order is None else block.order)
+                      + start)
+        start += len(block.pieces)
     return _Template(pieces, np.concatenate(orders))
 
 
@@ -282,25 +306,30 @@ def _placeholders(families: Sequence[Family]) -> list[Metric]:
     return metrics
 
 
-def _stitchable(encoder: Encoder) -> bool:
-    """Whether ``encoder`` writes a collector's families as _assemble puts them together:
-    each family's header, then its samples block after block as each block alone gives
-    them, then the exposition's tail (prometheus_client's text and OpenMetrics encoders
-    do: generate_latest writes family after family), checked on _probe_families. If not,
-    templates are kept per scrape, as a whole."""
-    families = _probe_families()
+def _stitchable(encoder: Encoder) -> str | None:
+    """Whether ``encoder`` writes a collector's families as ExpositionCache puts them
+    together: each family's header and samples after the last family's, whatever the
+    families before, its samples in the order added and each block's as they are whatever
+    the blocks before; then the exposition's tail (prometheus_client's text and OpenMetrics
+    encoders do: generate_latest writes family after family, sample after sample). Checked
+    on _probe_families, each block built in another exposition than the whole's and put
+    together: the tail if so, else None (the library renders every scrape)."""
+    gauge, counter = _probe_families()
     try:
-        whole = encoder(_Metrics(_placeholders(families))).decode("utf-8")
-        blocks = []
-        for f in families:
-            for i, part in enumerate(f.parts):
-                text = encoder(_Metrics(_placeholders([replace(f, parts=[part])])))
-                blocks.append((_Block(text.decode("utf-8"), len(part[0])), i == 0))
+        whole = encoder(_Metrics(_placeholders([gauge, counter]))).decode("utf-8")
+        later = replace(counter, parts=counter.parts[1:])  # first of its family when built
+        text = encoder(_Metrics(_placeholders([later]))).decode("utf-8")
+        [second], tail = _blocks_of(text, [[later.size]])
+        first = replace(counter, parts=counter.parts[:1])
+        text = encoder(_Metrics(_placeholders([gauge, first]))).decode("utf-8")
+        blocks, _ = _blocks_of(text, [[len(r) for r, _ in gauge.parts], [first.size]])
     except Exception:  # any failure: not writing families so, whatever the reason
-        return False
-    template = _assemble(blocks)
+        return None
+    template = _assemble([(blocks[0], True), (blocks[1], False), (blocks[2], True),
+                          (second, False)], tail)
     order = range(len(template.pieces) - 1) if template.order is None else template.order
-    return _join(template.pieces, [floatToGoString(float(i)) for i in order]) == whole
+    same = _join(template.pieces, [floatToGoString(float(i)) for i in order]) == whole
+    return tail if same else None
 
 
 class ExpositionCache:
@@ -327,15 +356,15 @@ class ExpositionCache:
         texts, the last values and their text): past it the least recently used are
         dropped, so that blocks that come and go (another user's channel renamed at every
         scrape) cost no more."""
-        # (encoder key, family name, kind, help, label names, id(rows)) -> (template or None:
-        # the library renders scrapes with this block; rows, kept alive so that their id in
-        # the key is not reused), least recently used first
-        self._blocks: OrderedDict[Hashable, tuple[_Block | None, Any]] = OrderedDict()
+        # (encoder key, family name, kind, help, label names, id(rows)) -> (template; rows,
+        # kept alive so that their id in the key is not reused), least recently used first
+        self._blocks: OrderedDict[Hashable, tuple[_Block, Any]] = OrderedDict()
         self._block_samples = 0  # in the kept blocks, BLOCK_COST each included
         # scrape shape -> (template or None, the label blocks), least recently used first
         self._scrapes: OrderedDict[Hashable, tuple[_Template | None, list[Any]]] = OrderedDict()
         self._scrape_samples = 0
-        self._stitchable: dict[Hashable, bool] = {}  # encoder key -> _stitchable(encoder)
+        self._tails: dict[Hashable, str | None] = {}  # encoder key -> _stitchable(encoder)
+        self._texts: dict[str, str] = {}  # the blocks' heads, each text once
         self.max_samples = max_samples
 
     def render(self, families: Sequence[Family], encoder: Encoder) -> bytes:
@@ -366,56 +395,92 @@ class ExpositionCache:
 
     def _new_scrape(self, key: Hashable, ekey: Hashable, families: Sequence[Family],
                     encoder: Encoder) -> tuple[_Template | None, list[Any]]:
-        """The template of a scrape shape not kept: put together from its blocks'
-        templates (those not kept built), or one of the whole scrape for an encoder that is
-        not _stitchable; kept."""
-        stitchable = self._stitchable.get(ekey)
-        if stitchable is None:
-            if len(self._stitchable) >= 64:  # a few: canonical_encoder's outputs
-                self._stitchable.clear()
-            stitchable = self._stitchable[ekey] = _stitchable(encoder)
-        if stitchable:
-            blocks = [(self._block(ekey, f, rows, values, encoder), i == 0)
-                      for f in families
-                      for i, (rows, values) in enumerate((r, v) for r, v in f.parts if len(r))]
-        else:
-            blocks = [(self._build(families, encoder), True)]
-        known = [(block, first) for block, first in blocks if block is not None]
-        # a block the library writes otherwise than a template: it renders every scrape
-        template = _assemble(known) if len(known) == len(blocks) else None
+        """The template of a scrape shape not kept (kept from now on): put together from its
+        blocks' templates, those not kept built in one exposition by the library; None (the
+        library renders each scrape of this shape) for an encoder that is not _stitchable
+        or blocks that do not split around their values."""
+        if ekey not in self._tails:
+            if len(self._tails) >= 64:  # a few: canonical_encoder's outputs
+                self._tails.clear()
+            self._tails[ekey] = _stitchable(encoder)
+        tail = self._tails[ekey]
+        template = None
+        if tail is not None:
+            blocks = self._blocks_of(ekey, families, encoder, tail)
+            if blocks is not None:
+                template = _assemble(blocks, tail)
         entry = (template, [rows for f in families for rows, _ in f.parts])
-        samples = sum(f.size for f in families)
         self._scrapes[key] = entry
-        self._scrape_samples += samples
+        self._scrape_samples += sum(f.size for f in families)
         while len(self._scrapes) > 1 and (len(self._scrapes) > self.MAX_TEMPLATES or
                                           self._scrape_samples > self.max_samples):
             _, (_, dropped) = self._scrapes.popitem(last=False)
             self._scrape_samples -= sum(len(rows) for rows in dropped)
         return entry
 
-    def _block(self, ekey: Hashable, family: Family, rows: Sequence[tuple[str, ...]],
-               values: Any, encoder: Encoder) -> _Block | None:
-        """The template of ``family``'s block ``rows`` alone, kept or built (and kept)."""
-        key = (ekey, family.name, family.kind, family.help, family.labels, id(rows))
-        entry = self._blocks.get(key)
-        if entry is not None:
-            self._blocks.move_to_end(key)
-            return entry[0]
-        block = self._build([replace(family, parts=[(rows, values)])], encoder)
-        self._blocks[key] = (block, rows)
-        self._block_samples += len(rows) + self.BLOCK_COST
-        while len(self._blocks) > 1 and self._block_samples > self.max_samples:
-            _, (_, dropped) = self._blocks.popitem(last=False)
-            self._block_samples -= len(dropped) + self.BLOCK_COST
-        return block
+    def _blocks_of(self, ekey: Hashable, families: Sequence[Family], encoder: Encoder,
+                   tail: str) -> list[tuple[_Block, bool]] | None:
+        """The template of each block of ``families`` with samples, in sample order, and
+        whether it is the first of its family: those kept, and the others built in one
+        exposition and kept (least recently used dropped past max_samples); None if those do
+        not split around their values, or end otherwise than ``tail``."""
+        kept, move = self._blocks.get, self._blocks.move_to_end
+        blocks: list[tuple[_Block | None, bool]] = []
+        # the blocks to build, by family (their keys, and the family of those alone), and
+        # where each goes (a block twice in a scrape is built once)
+        missing: dict[Hashable, tuple[dict[Hashable, None], Family]] = {}
+        pending: list[tuple[int, Hashable]] = []
+        for f in families:
+            sig = (ekey, f.name, f.kind, f.help, f.labels)
+            first = True
+            for rows, values in f.parts:
+                if not len(rows):
+                    continue
+                key: Hashable = (sig, id(rows))
+                entry = kept(key)
+                if entry is not None:
+                    move(key)
+                    blocks.append((entry[0], first))
+                else:
+                    if sig not in missing:
+                        missing[sig] = ({}, replace(f, parts=[]))
+                    keys, alone = missing[sig]
+                    if key not in keys:
+                        keys[key] = None
+                        alone.parts.append((rows, values))
+                    pending.append((len(blocks), key))
+                    blocks.append((None, first))
+                first = False
+        if missing:
+            built = self._build([alone for _, alone in missing.values()], encoder)
+            if built is None or built[1] != tail:
+                return None
+            built_keys = [key for keys, _ in missing.values() for key in keys]
+            rows_of = [rows for _, alone in missing.values() for rows, _ in alone.parts]
+            new = dict(zip(built_keys, built[0], strict=True))
+            texts = self._texts
+            for key, rows in zip(built_keys, rows_of, strict=True):
+                block = new[key]
+                if len(texts) >= 4096:  # bounded: family names and help come from channels
+                    texts.clear()
+                block.head = texts.setdefault(block.head, block.head)  # one per family
+                self._blocks[key] = (block, rows)
+                self._block_samples += len(rows) + self.BLOCK_COST
+            for i, key in pending:
+                blocks[i] = (new[key], blocks[i][1])
+            while len(self._blocks) > 1 and self._block_samples > self.max_samples:
+                _, (_, dropped) = self._blocks.popitem(last=False)
+                self._block_samples -= len(dropped) + self.BLOCK_COST
+        return cast(list[tuple[_Block, bool]], blocks)
 
     @staticmethod
-    def _build(families: Sequence[Family], encoder: Encoder) -> _Block | None:
-        """The template of ``families`` rendered by ``encoder`` with placeholder values, or
-        None if the text cannot be split around them (the library renders each scrape with
-        them)."""
-        count = sum(f.size for f in families)
+    def _build(families: Sequence[Family], encoder: Encoder
+               ) -> tuple[list[_Block], str] | None:
+        """The templates of the blocks of ``families`` (a _Block each, in sample order) from
+        their exposition by ``encoder`` with placeholder values, and its tail; None if the
+        text cannot be split around them (the library renders each scrape with them)."""
         try:
-            return _Block(encoder(_Metrics(_placeholders(families))).decode("utf-8"), count)
+            text = encoder(_Metrics(_placeholders(families))).decode("utf-8")
+            return _blocks_of(text, [[len(rows) for rows, _ in f.parts] for f in families])
         except ValueError:
             return None
