@@ -346,16 +346,16 @@ class ExpositionCache:
     #: plugged), times the ?name[]= filters scrapers ask for
     MAX_TEMPLATES = 32
     #: What a block's template costs besides its samples' text, in samples (its key, its
-    #: objects: ~600 bytes), so that many blocks of one sample count for what they hold
+    #: objects: ~400 bytes), so that many blocks of one sample count for what they hold
     BLOCK_COST = 4
 
     def __init__(self, max_samples: int = 400_000) -> None:
-        """``max_samples``: samples the kept block templates may have in all (a sample's
-        text and its label values cost ~150 bytes; a block costs BLOCK_COST samples more),
-        and the kept scrape templates too (~80 bytes a sample: references to the blocks'
-        texts, the last values and their text): past it the least recently used are
-        dropped, so that blocks that come and go (another user's channel renamed at every
-        scrape) cost no more."""
+        """``max_samples``: samples the kept block templates may have in all (~110 bytes a
+        sample: its text; a block costs BLOCK_COST samples more), and the kept scrape
+        templates too (~90 bytes a sample: references to the blocks' texts, the last values
+        and their text; and the texts of blocks since dropped): past it the least recently
+        used are dropped, so that blocks that come and go (another user's channel renamed
+        at every scrape) cost no more. A whole-scrape template was ~195 bytes a sample."""
         # (encoder key, family name, kind, help, label names, id(rows)) -> (template; rows,
         # kept alive so that their id in the key is not reused), least recently used first
         self._blocks: OrderedDict[Hashable, tuple[_Block, Any]] = OrderedDict()
