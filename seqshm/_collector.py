@@ -47,8 +47,10 @@ class SeqshmCollector(Collector):
                  max_series: int = MAX_SERIES_PER_SCRAPE) -> None:
         self.metrics = ChannelMetrics(channels, sum_over=sum_over, timeout=timeout,
                                       max_series=max_series)
-        # each of the five outputs of seqshm's families (canonical_encoder) a template of a
-        # whole scrape, with room to spare: ~150 bytes a sample, ~180 MB at most
+        # each of the five outputs of seqshm's families (canonical_encoder) the templates of
+        # a whole scrape's blocks and of the scrape, with room to spare: ~110 and ~90 bytes
+        # a sample, ~240 MB at most (~370 MB if every scrape template kept outlived its
+        # blocks)
         self._templates = ExpositionCache(max_samples=6 * max_series)
         self._render_warned: set[tuple[str, str]] = set()
         # scrapes take turns; one that arrives while another renders takes the answer of the

@@ -6,6 +6,7 @@ prometheus_client's MetricsHandler does (content type, gzip), plus HEAD."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import itertools
 import math
@@ -19,13 +20,20 @@ import pytest
 from exporting import parse
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.utils import floatToGoString
 
 import seqshm
 from seqshm import export
 from seqshm._cpustat import CPUSTAT_DTYPE
-from seqshm._exposition import Encoder, ExpositionCache, _Metrics, format_values, to_prometheus
+from seqshm._exposition import (
+    Encoder,
+    ExpositionCache,
+    _Metrics,
+    canonical_encoder,
+    format_values,
+    to_prometheus,
+)
 from seqshm._families import COUNTER, Family
 
 #: Accept headers of scrapers: none (curl), Prometheus's own (it prefers OpenMetrics), and
@@ -266,6 +274,203 @@ def test_a_replaced_channel_with_more_cpus_gets_a_new_template(new_path: Callabl
             )
     assert collector is not None
     collector.close()
+
+
+# -- templates per block: channels renamed, added, removed, reordered between scrapes ----------
+
+#: every format choose_encoder offers (text 0.0.4 and 1.0.0, OpenMetrics, each escaping), by
+#: the output it gives seqshm's families: the canonical encoders the server renders with
+FORMATS = ["", "application/openmetrics-text",
+           *(f"{kind}; version=1.0.0; escaping={e}"
+             for kind in ("text/plain", "application/openmetrics-text")
+             for e in ("allow-utf-8", "underscores", "dots", "values"))]
+OUTPUTS = list({id(e): e for e in (canonical_encoder(choose_encoder(a)[0])
+                                   for a in FORMATS)}.values())
+
+
+class CountingCache(ExpositionCache):
+    """An ExpositionCache that records the samples of each template built (by the library)."""
+
+    def __init__(self, max_samples: int = 400_000) -> None:
+        super().__init__(max_samples)
+        self.built: list[int] = []
+
+    def _build(self, families: Any, encoder: Encoder) -> Any:  # type: ignore[override]
+        self.built.append(sum(f.size for f in families))
+        return ExpositionCache._build(families, encoder)
+
+
+class FakeChannel:
+    """A channel's label blocks as ChannelMetrics keeps them (the same objects from scrape to
+    scrape), in the meta family and data families some of which other channels share."""
+
+    def __init__(self, label: str, fields: dict[str, int]) -> None:
+        self.label, self.fields = label, fields
+        self.rows = ((label,),)
+        self.blocks = {name: tuple((label, str(i)) for i in range(n))
+                       for name, n in fields.items()}
+
+
+#: data families: (name, kind), shared by the channels that have them
+DATA = [("seqshm_x_value", "gauge"), ("seqshm_x_hits_total", COUNTER),
+        ("seqshm_x_busy_seconds_total", COUNTER), ("seqshm_y", "gauge")]
+LABELS = ["/dev/shm/a", 'q"uote', "back\\slash", "new\nline", "ünï", "{x}", "a b"]
+
+
+def scrape_families(channels: list[FakeChannel], values: Callable[[int], list[float]]
+                    ) -> list[Family]:
+    """A collection of ``channels`` as ChannelMetrics._collect makes it: the up family with
+    each channel's row, then each data family where it first appears, its channels' blocks
+    in their order."""
+    up = Family("seqshm_channel_up", "gauge", "1 if up", "", "", ("channel",), ("channel",))
+    out = [up]
+    by_name: dict[str, Family] = {}
+    for ch in channels:
+        up.add(ch.rows, values(1))
+        for name, block in ch.blocks.items():
+            fam = by_name.get(name)
+            if fam is None:
+                kind = dict(DATA)[name]
+                fam = by_name[name] = Family(name, kind, f"field {name}", "", "",
+                                             ("channel", "dim0"), ("channel", "dim0"))
+                out.append(fam)
+            fam.add(block, values(len(block)))
+    return out
+
+
+def repeat(value: float, n: int) -> list[float]:
+    return [value] * n
+
+
+@st.composite
+def fake_channels(draw: st.DrawFn) -> FakeChannel:
+    label = draw(st.sampled_from(LABELS)) + str(next(_paths))
+    names = draw(st.lists(st.sampled_from([n for n, _ in DATA]), max_size=3, unique=True))
+    return FakeChannel(label, {n: draw(st.integers(1, 4)) for n in names})
+
+
+STEPS = st.sampled_from(["values", "rename", "add", "remove", "reorder", "layout"])
+
+
+@given(first=st.lists(fake_channels(), min_size=1, max_size=5),
+       steps=st.lists(STEPS, min_size=1, max_size=6), data=st.data())
+def test_scrapes_as_channels_come_go_and_are_renamed_are_the_librarys_and_cost_their_blocks(
+    first: list[FakeChannel], steps: list[str], data: st.DataObject
+) -> None:
+    """Scrape after scrape, with a channel renamed (new label blocks), added, removed, moved,
+    or its layout changed between two, each canonical output is the library's byte for byte,
+    and the library renders only the blocks not seen before in that output (a channel's
+    change costs that channel's samples, not the scrape's)."""
+    values = st.floats() | st.sampled_from(SPECIAL)
+    cache = CountingCache()
+    channels = list(first)
+    kept = list(first)  # every block ever made stays alive: their ids are not reused
+    seen: dict[int, set[tuple[str, int]]] = {i: set() for i in range(len(OUTPUTS))}
+    for step in ["values", *steps]:
+        i = data.draw(st.integers(0, len(channels) - 1)) if channels else 0
+        if step == "rename" and channels:
+            old = channels[i]
+            channels[i] = FakeChannel(data.draw(st.sampled_from(LABELS)) + str(next(_paths)),
+                                      old.fields)
+        elif step == "add" or not channels:
+            channels.insert(i, data.draw(fake_channels()))
+        elif step == "remove":
+            channels.pop(i)
+        elif step == "reorder":
+            channels = data.draw(st.permutations(channels))
+        elif step == "layout":
+            channels[i] = FakeChannel(channels[i].label, data.draw(fake_channels()).fields)
+        kept.extend(channels)
+        families = scrape_families(
+            channels, lambda n: [data.draw(values) for _ in range(n)])
+        for out, encoder in enumerate(OUTPUTS):
+            cache.built.clear()
+            assert cache.render(families, encoder) == library(families, encoder)
+            new = {(f.name, id(rows)): len(rows) for f in families for rows, _ in f.parts
+                   if (f.name, id(rows)) not in seen[out]}
+            assert sum(cache.built) == sum(new.values()), (step, cache.built, new)
+            seen[out].update(new)
+
+
+def test_each_format_is_one_of_five_outputs_each_put_together_from_blocks() -> None:
+    from seqshm._exposition import _stitchable
+
+    assert len(OUTPUTS) == 5
+    assert [_stitchable(e) for e in OUTPUTS].count("# EOF\n") == 3  # OpenMetrics'
+    assert [_stitchable(e) for e in OUTPUTS].count("") == 2  # the text format's
+
+
+def test_an_encoder_that_writes_families_otherwise_is_rendered_by_itself() -> None:
+    """An encoder whose scrape is not its families one after the other (here: its lines
+    sorted) gets no templates: each scrape is its own, whatever the channels do."""
+    def sorted_lines(collector: Any) -> bytes:
+        return b"".join(sorted(generate_latest(collector).splitlines(keepends=True)))
+
+    cache = CountingCache()
+    channels = [FakeChannel(f"/dev/shm/c{i}", {"seqshm_x_value": 3}) for i in range(3)]
+    for value in (1.0, 2.0):
+        families = scrape_families(channels, functools.partial(repeat, value))
+        assert cache.render(families, sorted_lines) == library(families, sorted_lines)
+        channels[0] = FakeChannel("/dev/shm/renamed", {"seqshm_x_value": 3})
+    assert not cache.built
+
+
+@pytest.mark.parametrize("encoder", OUTPUTS)
+def test_a_scrape_with_no_samples_is_the_librarys(encoder: Encoder) -> None:
+    assert ExpositionCache().render([], encoder) == library([], encoder)
+
+
+def test_a_channel_renamed_at_every_scrape_does_not_grow_the_cache_nor_evict_the_others() -> None:
+    """breaker3 finding 4's kind: blocks that come and go are dropped least recently used
+    first past max_samples, so the kept templates stay bounded, and the blocks every scrape
+    has stay: a rename costs the renamed channel's samples only, scrape after scrape."""
+    cache = CountingCache(max_samples=2_000)
+    big = FakeChannel("/dev/shm/big", {"seqshm_x_value": 500})
+    kept = []  # (blocks' samples, scrapes' samples, scrapes) kept after each scrape
+    for n in range(300):
+        tiny = FakeChannel(f"/dev/shm/tiny{n}", {"seqshm_x_value": 1, "seqshm_y": 2})
+        families = scrape_families([big, tiny], functools.partial(repeat, float(n)))
+        assert cache.render(families, generate_latest) == library(families, generate_latest)
+        kept.append((getattr(cache, "_block_samples", 0), getattr(cache, "_scrape_samples", 0),
+                     len(getattr(cache, "_scrapes", ()))))
+    # the first scrape renders both channels, each after it the renamed one's 4 samples
+    assert cache.built == [505] + [4] * 299, f"renders of {cache.built} samples"
+    assert max(blocks for blocks, _, _ in kept) <= cache.max_samples
+    assert max(samples for _, samples, _ in kept) <= cache.max_samples
+    assert max(scrapes for _, _, scrapes in kept) <= cache.MAX_TEMPLATES
+
+
+def test_real_channels_renamed_added_and_removed_cost_their_own_blocks(
+        new_path: Callable[[], str], shm_path: str) -> None:
+    """The same through ChannelMetrics: a glob's channels, one renamed, one added, one
+    removed between scrapes; each scrape the library's in every output, and each change
+    rendered by the library for the changed channel's series alone (its data, its 11 own
+    series: up, 7 states, writes, time and age of its write)."""
+    cache = CountingCache()
+    big, small, gone = new_path(), new_path(), new_path()
+    writers = [seqshm.create(big, "<f8", 300, name="big"),
+               seqshm.create(small, "<f8", 2, name="small"),
+               seqshm.create(gone, "<f8", 1, name="gone")]
+    try:
+        for w in writers:
+            w.write(np.arange(float(w.shape[0])) / 3)
+        collector = export.SeqshmCollector([f"{os.path.basename(shm_path)}-*"])
+        check_same(collector, cache)
+        renamed = new_path()
+        os.rename(small, renamed)
+        added = seqshm.create(new_path(), "<f8", 3, name="added")
+        writers.append(added)
+        added.write(np.ones(3))
+        writers.pop(2).close()
+        os.unlink(gone)
+        cache.built.clear()
+        check_same(collector, cache)
+        assert cache.built, "nothing rendered for the new channels"
+        assert max(cache.built) <= (2 + 11) + (3 + 11), f"renders of {cache.built} samples"
+        collector.close()
+    finally:
+        for w in writers:
+            w.close()
 
 
 # -- the server ------------------------------------------------------------------------------
