@@ -19,7 +19,6 @@ from libc.errno cimport EACCES, EAGAIN, errno
 from libc.stdint cimport UINT64_MAX, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset, strncpy
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
-from posix.stat cimport fstat, struct_stat
 from posix.unistd cimport close as c_close, getpid
 
 cdef extern from "<sys/mman.h>" nogil:
@@ -32,6 +31,7 @@ from seqshm._protocol cimport *
 import math
 import numbers
 import os
+import stat
 
 import numpy as np
 
@@ -428,12 +428,12 @@ def refuse_holes(int fd, Header header not None, str path=None):
 
     Raises FormatError naming ``path``, or OSError if the file cannot be looked at.
     """
-    cdef struct_stat st
     cdef char why[256]
-    if fstat(fd, &st):
-        e = errno
-        raise OSError(e, f"cannot stat: {os.strerror(e)}", path)
-    rc = seqshm_refuse_holes(&header.h, &st, why, sizeof(why))
+    # Python's fstat, not the C library's: the extension calling fstat itself would need
+    # glibc 2.33's fstat64 symbol, past the wheel's manylinux_2_17 policy
+    st = os.fstat(fd)
+    rc = seqshm_refuse_holes(&header.h, stat.S_ISREG(st.st_mode), st.st_size,
+                             st.st_blocks * 512, why, sizeof(why))
     if rc != SEQSHM_OK:
         _raise_header(rc, why, path)
 

@@ -1,7 +1,6 @@
 # Cython declarations of the C protocol (module/protocol/seqshm_protocol.h, shared with the
 # kernel, and src/protocol.h, userspace's open check, waits and writer) and the layout they include.
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
-from posix.stat cimport struct_stat
 
 cdef extern from "linux/seqshm.h" nogil:
     enum:
@@ -197,8 +196,8 @@ cdef extern from "protocol.h" nogil:
     void *seqshm_write_begin(seqshm_writer *w)
     void seqshm_write_end(seqshm_writer *w, uint64_t timestamp_ns)
     uint64_t seqshm_monotonic_ns()
-    int seqshm_refuse_holes(const seqshm_header *h, const struct_stat *st, char *why,
-                            size_t whylen)
+    int seqshm_refuse_holes(const seqshm_header *h, int is_file, uint64_t size,
+                            uint64_t allocated, char *why, size_t whylen)
 
 cdef extern from "guard.h" nogil:
     struct seqshm_guard:

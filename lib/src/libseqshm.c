@@ -397,7 +397,8 @@ static int rd_open_region(const char *full_in, struct rd_region *o, struct seqsh
 	if (rc)
 		goto fail_fd;
 	/* a file with holes: seqshm_refuse_holes() (src/protocol.c) says why, for both readers */
-	if (seqshm_refuse_holes(h, st, why, sizeof(why)) != SEQSHM_OK) {
+	if (seqshm_refuse_holes(h, S_ISREG(st->st_mode), (uint64_t)st->st_size,
+				(uint64_t)st->st_blocks * 512, why, sizeof(why)) != SEQSHM_OK) {
 		rc = seqshm_lib_fail(err, EPROTO, full, "%s", why);
 		goto fail_fd;
 	}

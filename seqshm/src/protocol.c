@@ -3,7 +3,6 @@
 #include "protocol.h"
 
 #include <stdio.h>
-#include <sys/stat.h>
 #include <time.h>
 
 uint64_t seqshm_monotonic_ns(void)
@@ -113,15 +112,14 @@ void seqshm_write_end(struct seqshm_writer *w, uint64_t timestamp_ns)
 	seqshm_waker_after_publish(&w->wake);
 }
 
-int seqshm_refuse_holes(const struct seqshm_header *h, const struct stat *st, char *why,
-			size_t whylen)
+int seqshm_refuse_holes(const struct seqshm_header *h, int is_file, uint64_t size,
+			uint64_t allocated, char *why, size_t whylen)
 {
-	uint64_t allocated = (uint64_t)st->st_blocks * 512, size = (uint64_t)st->st_size;
 	static const char what[] = "(no seqshm writer leaves holes; reading them would fill the "
 				   "file system): not a channel a writer made, have its writer "
 				   "create it again";
 
-	if (!S_ISREG(st->st_mode) || allocated >= size)
+	if (!is_file || allocated >= size)
 		return SEQSHM_OK;
 	if (why && whylen) {
 		if (size <= h->region_size)

@@ -106,13 +106,15 @@ static inline uint64_t seqshm_deadline(uint64_t now, uint64_t ns)
 
 uint64_t seqshm_monotonic_ns(void);
 
-struct stat;
-
 /*
  * The reader's open check of a channel file's holes, after seqshm_header_check() and before
  * anything reads the payload (docs/format.md, reader step 4): the one copy, which the Python
  * reader (seqshm._core.refuse_holes()) and libseqshm's seqshm_rd_open() and
- * seqshm_rd_reopen() both call. @st is the open file's fstat, @h its checked header.
+ * seqshm_rd_reopen() both call. @h is the open file's checked header; @is_file, @size and
+ * @allocated are from its fstat: whether it is a regular file, st_size, and st_blocks * 512.
+ * The caller stats the file: an fstat called from this C would tie the Python extension to
+ * glibc 2.33's fstat64 symbol, past the wheel's manylinux_2_17 policy (Python's os.fstat is
+ * the interpreter's own).
  *
  * Every writer reserves the whole region before the file has its name (posix_fallocate in
  * Python's create() and seqshm_wr_create()), and its file is the region, so a regular file
@@ -125,7 +127,7 @@ struct stat;
  * for holes within it. A device has no holes. Returns SEQSHM_OK, or SEQSHM_EFORMAT with the
  * sentence (what the file is, what to do) in @why.
  */
-int seqshm_refuse_holes(const struct seqshm_header *h, const struct stat *st, char *why,
-			size_t whylen);
+int seqshm_refuse_holes(const struct seqshm_header *h, int is_file, uint64_t size,
+			uint64_t allocated, char *why, size_t whylen);
 
 #endif /* SEQSHM_PROTOCOL_H */
