@@ -24,9 +24,9 @@ stores, and 16 bytes past a line one of the stores splits a cache line: 1.93 ns 
 1.66 ns. The snapshot's copy of 64 bytes is inlined as four 16-byte moves (the library is built
 for baseline x86-64), which split no line at either offset: 2.47-2.54 ns at both (2.81 ns before
 its fast path was aligned on a cache line and its sample copied as one 16-byte move). So the
-snapshot is about 1.3x memcpy at dst+16 and 1.5x at dst+0; compare both. At 4 KiB both copies end in rep
-movsb into a line-aligned destination (glibc aligns it itself, the snapshot's copy does the
-same), so neither offset favours one side.
+snapshot is about 1.3x memcpy at dst+16 and 1.5x at dst+0; compare both. At 4 KiB both
+copies end in rep movsb into a line-aligned destination (glibc aligns it itself, the
+snapshot's copy does the same), so neither offset favours one side.
 """
 
 from __future__ import annotations
