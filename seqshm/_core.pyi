@@ -1,4 +1,5 @@
 # Type stubs of the Cython extension seqshm._core (Cython does not generate them).
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -93,7 +94,7 @@ class Header:
     def __contains__(self, key: object) -> bool: ...
 
 def check_header(data: bytes, file_size: int = ..., path: str | None = ...) -> Header: ...
-def refuse_holes(fd: int, header: Header, path: str | None = ...) -> None: ...
+def refuse_holes(st: os.stat_result, header: Header, path: str | None = ...) -> None: ...
 def build_header(
     name: str,
     nr_slots: int,

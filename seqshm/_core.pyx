@@ -421,17 +421,16 @@ def check_header(bytes data not None, uint64_t file_size=0, str path=None):
     return _new_header(&h)
 
 
-def refuse_holes(int fd, Header header not None, str path=None):
-    """Refuse the channel file open at ``fd``, whose checked header is ``header``, if it has
-    holes: seqshm_refuse_holes() (src/protocol.c) is the rule and says why, the one copy,
+def refuse_holes(st, Header header not None, str path=None):
+    """Refuse the channel file whose fstat is ``st`` (the open file's, taken once at open)
+    and whose checked header is ``header``, if it has holes: seqshm_refuse_holes() (src/protocol.c) is the rule and says why, the one copy,
     which libseqshm's readers call too. Call it before anything reads the payload.
 
-    Raises FormatError naming ``path``, or OSError if the file cannot be looked at.
+    Raises FormatError naming ``path``.
     """
     cdef char why[256]
-    # Python's fstat, not the C library's: the extension calling fstat itself would need
-    # glibc 2.33's fstat64 symbol, past the wheel's manylinux_2_17 policy
-    st = os.fstat(fd)
+    # the stat is Python's, not the C library's: the extension calling fstat itself would
+    # need glibc 2.33's fstat64 symbol, past the wheel's manylinux_2_17 policy
     rc = seqshm_refuse_holes(&header.h, stat.S_ISREG(st.st_mode), st.st_size,
                              st.st_blocks * 512, why, sizeof(why))
     if rc != SEQSHM_OK:

@@ -64,11 +64,12 @@ def _who_may_read(d: Directory, name: str) -> str:
 
 
 def _open_region(d: Directory, name: str, path: str
-                 ) -> tuple[int, bool, bool, _core.Header, _core.Mapping]:
+                 ) -> tuple[int, bool, bool, _core.Header, _core.Mapping, os.stat_result]:
     """Open ``name`` in ``d`` (``path`` for messages) read-only, never through a link another
     user planted (open_in), and map its region: (fd, is_device, followed a link, the header
-    as checked, mapping). The one header check of an open; the caller refuses a file with
-    holes (_core.refuse_holes) before anything reads the payload."""
+    as checked, mapping, the file's fstat). The one header check of an open; the caller
+    refuses a file with holes (_core.refuse_holes, given that fstat) before anything reads
+    the payload."""
     try:
         # O_NONBLOCK: a FIFO must not block
         fd, followed = open_in(d, name, os.O_RDONLY | os.O_NONBLOCK)
@@ -108,7 +109,7 @@ def _open_region(d: Directory, name: str, path: str
         except OSError as e:
             raise OSError(e.errno, f"cannot map {h.region_size} bytes: {e.strerror}",
                           path) from None
-        return fd, not size, followed, h, m
+        return fd, not size, followed, h, m, st
     except BaseException:
         os.close(fd)
         raise
@@ -158,12 +159,12 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
         self._next_switch = 0.0
         self._generation = 0  # channels this reader has moved to (reopen)
         try:
-            fd, self._device, self._followed, header, m = _open_region(d, self._name, p)
+            fd, self._device, self._followed, header, m, st = _open_region(d, self._name, p)
         finally:
             d.close()
         self._fd = fd
         self._attach(p, header, m)  # (an element type NumPy cannot represent: refused here)
-        _core.refuse_holes(fd, header, p)  # nothing has read the payload yet
+        _core.refuse_holes(st, header, p)  # nothing has read the payload yet
         self._set_follow(self._follow_path)
         self._next_waiters_try = 0.0  # the sidecar is opened by the first wait, if any
         _readers.add(self)
@@ -282,11 +283,11 @@ class Reader(_wait.Waiting, _core.ReaderEngine):
         try:
             d, _ = open_dir(self.path)
             try:
-                fd, device, followed, h, m = _open_region(d, self._name, self.path)
+                fd, device, followed, h, m, st = _open_region(d, self._name, self.path)
             finally:
                 d.close()
             try:
-                _core.refuse_holes(fd, h, self.path)
+                _core.refuse_holes(st, h, self.path)
             except BaseException:
                 os.close(fd)
                 raise
