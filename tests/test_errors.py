@@ -866,30 +866,33 @@ class _LappingWriter:
     looks a write completed and the next began (its seq two higher, head one higher). Made on
     a real channel whose writer stalled mid-write (_hooks.stall_mid_write: alive, holding the
     channel), by a thread that moves the slot's seq and head on through a mapping of the file,
-    as the writer's stores would."""
+    as the writer's stores would: each one aligned store of the new value (ctypes), never
+    struct.pack_into, which zero-fills its bytes before it packs them, so a reader could see
+    seq 0 (even: "complete") between the two and take a copy no writer ever left."""
 
     def __init__(self, w: seqshm.Writer) -> None:
+        import ctypes
         import mmap
         import threading
 
         _hooks.stall_mid_write(w, 1)
         self.fd = os.open(w.path, os.O_RDWR | os.O_CLOEXEC)
         self.map = mmap.mmap(self.fd, _core.SLOTS_OFFSET + 64, mmap.MAP_SHARED)
+        self.seq = ctypes.c_uint32.from_buffer(self.map, _core.SLOTS_OFFSET + SLOT["seq"])
+        self.head = ctypes.c_uint64.from_buffer(self.map, H["head"])
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
 
     def _run(self) -> None:
-        seq_at = _core.SLOTS_OFFSET + SLOT["seq"]
         while not self.stop.wait(0.001):
-            seq, = struct.unpack_from("=I", self.map, seq_at)
-            head, = struct.unpack_from("=Q", self.map, H["head"])
-            struct.pack_into("=I", self.map, seq_at, seq + 2)  # odd still: the next write
-            struct.pack_into("=Q", self.map, H["head"], head + 1)
+            self.seq.value += 2  # odd still: the next write
+            self.head.value += 1
 
     def close(self) -> None:
         self.stop.set()
         self.thread.join()
+        del self.seq, self.head  # they export the mapping's buffer: close() needs them gone
         self.map.close()
         os.close(self.fd)
 
