@@ -24,10 +24,14 @@ def resolve(path: str | os.PathLike[str]) -> str:
     """The file a channel argument names: ``path`` itself if it contains a '/', else the first
     of /dev/seqshm/NAME and /dev/shm/NAME that exists (never the current directory: write
     ./NAME for that). Raises FileNotFoundError saying where it looked (and, when
-    /dev/seqshm does not exist, that the kernel module is not loaded)."""
+    /dev/seqshm does not exist, that the kernel module is not loaded), or for a name that is
+    no channel's: empty, "." or ".."."""
     p = os.fsdecode(path)  # bytes paths too, as Reader takes them
     if not p:  # not the directories themselves
         raise FileNotFoundError(2, "no channel: the name is empty", p)
+    if p in (".", ".."):  # nor the directories by their own names, nor their parent
+        raise FileNotFoundError(2, f"no channel: {p!r} is a directory's name, not a channel's: "
+                                "give a channel's name or a path to its file", p)
     if "/" in p:
         return p
     looked = []

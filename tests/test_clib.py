@@ -694,6 +694,9 @@ def test_c_open_errors(tool: Tool, tmp_path: Path, shm_path: str) -> None:
     assert num == errno.EPROTO and "not a seqshm region" in msg
     num, msg = tool.error("info", "seqshm-test-no-such-channel")
     assert num == errno.ENOENT and "/dev/shm/seqshm-test-no-such-channel" in msg
+    for name in (".", ".."):  # was EPROTO for /dev/shm ("neither a regular file ...")
+        num, msg = tool.error("info", name)
+        assert num == errno.ENOENT and "a directory's name, not a channel's" in msg, msg
     with seqshm.create(shm_path, "f8") as w:
         w.write(1.0)
         data = bytearray(Path(shm_path).read_bytes())

@@ -114,6 +114,16 @@ def test_an_empty_name_is_no_channel_not_the_search_directory() -> None:
             call("")
 
 
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_dot_name_is_no_channel_not_the_search_directory(name: str) -> None:
+    # was FormatError for /dev/shm ("neither a regular file ..."), and IsADirectoryError for
+    # '/dev/shm/..': the bare names of the search directory itself and of its parent
+    for call in (seqshm.open, seqshm.snapshot):
+        with pytest.raises(FileNotFoundError, match="a directory's name, not a channel's") as e:
+            call(name)
+        assert e.value.filename == name
+
+
 def test_a_device_that_is_not_seqshm_says_so() -> None:
     # was "cannot map the header page: No such device"
     with pytest.raises(OSError, match="not a seqshm device.*/dev/shm") as e:

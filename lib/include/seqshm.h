@@ -204,9 +204,10 @@ struct seqshm_wr;
  * Context: thread-safe; the reader belongs to the calling process (see seqshm_rd_close() for a
  * forked child). Installs the SIGBUS guard for a file channel (process-wide, once).
  *
- * Return: 0, or -ENOENT (no such channel), -EACCES (not readable, or a planted link),
- * -EPROTO (not a seqshm channel, or a damaged or truncated header), -EPROTONOSUPPORT (another
- * ABI version), -ENOMEM, or another errno of open(2) or mmap(2).
+ * Return: 0, or -ENOENT (no such channel; or a bare name that is no channel's: empty, "." or
+ * ".."), -EACCES (not readable, or a planted link), -EPROTO (not a seqshm channel, or a
+ * damaged or truncated header), -EPROTONOSUPPORT (another ABI version), -ENOMEM, or another
+ * errno of open(2) or mmap(2).
  */
 SEQSHM_API int seqshm_rd_open(struct seqshm_rd **out, const char *path, struct seqshm_err *err);
 

@@ -270,6 +270,11 @@ static int resolve(const char *path, char *out, size_t len, struct seqshm_err *e
 
 	if (!path || !*path)
 		return seqshm_lib_fail(err, ENOENT, path ? path : "", "no channel: the name is empty");
+	/* nor the directories by their own names, nor their parent */
+	if (!strcmp(path, ".") || !strcmp(path, ".."))
+		return seqshm_lib_fail(err, ENOENT, path, "no channel: '%s' is a directory's name, "
+				       "not a channel's: give a channel's name or a path to its file",
+				       path);
 	if (strchr(path, '/')) {
 		if (strlen(path) >= len)
 			return seqshm_lib_fail(err, ENAMETOOLONG, path, "the path is too long");
