@@ -21,12 +21,13 @@ line (page offset 0) and its slot's seq and meta (page offset 2048 of the region
 The 64 B ratio depends on a mode of memcpy, which is why both offsets are groups of their own:
 glibc's memcpy (AVX2/EVEX on this machine) copies 33 to 64 bytes with two 32-byte loads and
 stores, and 16 bytes past a line one of the stores splits a cache line: 1.93 ns instead of
-1.66 ns. The snapshot's copy of 64 bytes is inlined as four 16-byte moves (the library is built
-for baseline x86-64), which split no line at either offset: 2.47-2.54 ns at both (2.81 ns before
-its fast path was aligned on a cache line and its sample copied as one 16-byte move). So the
-snapshot is about 1.3x memcpy at dst+16 and 1.5x at dst+0; compare both. At 4 KiB both
-copies end in rep movsb into a line-aligned destination (glibc aligns it itself, the
-snapshot's copy does the same), so neither offset favours one side.
+1.66 ns. The snapshot's copy of 64 bytes is inlined as two 32-byte moves where the CPU has
+AVX2 (four 16-byte moves on baseline x86-64): 2.20 ns at both offsets, its second store
+split across two lines at dst+16 or not (2.47 with 16-byte moves, 2.81 before the fast path
+was aligned on a cache line and its sample copied as one 16-byte move). So the snapshot is
+about 1.15-1.2x memcpy at dst+16 and 1.33x at dst+0; compare both. At 4 KiB both copies end
+in rep movsb into a line-aligned destination (glibc aligns it itself, the snapshot's copy does
+the same), so neither offset favours one side.
 """
 
 from __future__ import annotations

@@ -745,15 +745,17 @@ def test_torn_read_check_fails_when_the_retry_is_bypassed(tool: Tool, shm_path: 
         # into a buffer off a cache line: the rep movsb copy's first line and rest apart
         good = tool.run("torn", shm_path, "1.0", "dst+16")
         assert int(good["torn"]) == 0 and int(good["distinct"]) > 10, good
-        # the snapshot's inlined copies of small payloads (8 to 128 bytes) too
-        for words in (1, 2, 4, 8, 16, 3):
-            small = tool.writer(f"{shm_path}-{words}", np.dtype("u8"), (words,))
+        # the snapshot's inlined copies of small payloads (8 to 128 bytes) too, of one slot
+        # and of a ring (the fast paths of each, and the 32-byte moves of 32, 64 and 128 B)
+        for words, slots in [(1, 1), (2, 1), (4, 1), (8, 1), (16, 1), (3, 1), (4, 2), (8, 2),
+                             (16, 2)]:
+            small = tool.writer(f"{shm_path}-{words}", np.dtype("u8"), (words,), slots)
             try:
                 assert small.p.stdin is not None
                 small.p.stdin.write("pattern 1000000000 200\n")
                 small.p.stdin.flush()
                 got = tool.run("torn", f"{shm_path}-{words}", "0.3")
-                assert int(got["torn"]) == 0 and int(got["distinct"]) > 10, (words, got)
+                assert int(got["torn"]) == 0 and int(got["distinct"]) > 10, (words, slots, got)
             finally:
                 small.kill()
                 for n in (f"{shm_path}-{words}", f".{os.path.basename(shm_path)}-{words}.waiters"):

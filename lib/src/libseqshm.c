@@ -655,6 +655,34 @@ _Static_assert(offsetof(struct seqshm_sample, write_seq) == 0 &&
 	       "struct seqshm_sample starts as the slot's write_seq and timestamp_ns do");
 
 /*
+ * The racing copy of a 32, 64 or 128 byte payload in 32-byte moves, for the fast paths built
+ * for AVX2 (rd_snapshot_pick() takes them when the CPU and the kernel support it): half the
+ * loads and stores of the 16-byte moves baseline x86-64 allows, as glibc's memcpy copies these
+ * sizes. Measured (EPYC family 25, benchmarks/test_bench_clib.py, destination on a line): the
+ * 64 B snapshot 2.47 -> 2.20 ns (memcpy 1.66 ns), 128 B 3.18 -> 2.58 ns. Fewer moves is
+ * what made the 64 B call faster: taking the entry's two register saves off the fast path
+ * (rd_damaged() out of line) measured no change.
+ * Like seqshm_copy_from_slot()'s, one copy bracketed by the acquire load of seq before it
+ * and the read barrier of seqshm_read_retry() after it.
+ */
+static inline __attribute__((always_inline)) void rd_copy_v32(void *dst, const void *src,
+							       size_t n)
+{
+	typedef long long rd_v32 __attribute__((vector_size(32)));
+	size_t i;
+	rd_v32 v;
+
+	for (i = 0; i < n; i += sizeof(v)) {
+		__builtin_memcpy(&v, (const unsigned char *)src + i, sizeof(v));
+		__builtin_memcpy((unsigned char *)dst + i, &v, sizeof(v));
+	}
+}
+
+/* How a fast path copies the payload: memcpy (inlined for constant sizes), rep movsb, or
+ * 32-byte moves. */
+enum { RD_COPY_MEMCPY, RD_COPY_REP, RD_COPY_V32 };
+
+/*
  * One attempt of the snapshot's fast path, seqshm_read_once() taken apart into the shared
  * steps so that the racing copy's size @n can be a constant (for the small payloads most
  * channels have, the copy inlines into a few moves instead of a call into libc) and a
@@ -669,7 +697,7 @@ _Static_assert(offsetof(struct seqshm_sample, write_seq) == 0 &&
  */
 static inline __attribute__((always_inline)) int
 rd_snapshot_fast(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
-		 uint64_t timeout_ns, struct seqshm_err *err, __u64 n, int one_slot, int rep)
+		 uint64_t timeout_ns, struct seqshm_err *err, __u64 n, int one_slot, int copy)
 {
 	struct seqshm_geometry g = r->r.g;
 	const struct seqshm_slot *ctl;
@@ -685,8 +713,10 @@ rd_snapshot_fast(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sampl
 	}
 	seq = seqshm_read_begin(&g, slot);
 	if (seqshm_likely(!(seq & 1))) {
-		if (rep)
+		if (copy == RD_COPY_REP)
 			rd_copy_rep_movsb(buf, seqshm_slot_payload(&g, slot), n);
+		else if (copy == RD_COPY_V32)
+			rd_copy_v32(buf, seqshm_slot_payload(&g, slot), n);
 		else
 			seqshm_copy_from_slot(buf, seqshm_slot_payload(&g, slot), n);
 		/*
@@ -735,29 +765,44 @@ typedef int rd_snapshot_fn(struct seqshm_rd *r, void *buf, size_t len,
 
 /* One fast path per constant payload size (8 to 128 bytes), for one slot and for a ring; the
  * one for any other size copies with memcpy. */
-#define RD_SNAPSHOT_FN(name, n, one_slot, rep)						\
+#define RD_SNAPSHOT_FN(name, n, one_slot, copy)						\
 	static __attribute__((noinline, aligned(RD_HOT_ALIGN))) int			\
 	name(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,	\
 	     uint64_t timeout_ns, struct seqshm_err *err)				\
 	{										\
 		return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, (n), (one_slot), \
-					(rep));						\
+					(copy));						\
 	}
-RD_SNAPSHOT_FN(rd_snapshot_1_8, 8, 1, 0)
-RD_SNAPSHOT_FN(rd_snapshot_1_16, 16, 1, 0)
-RD_SNAPSHOT_FN(rd_snapshot_1_32, 32, 1, 0)
-RD_SNAPSHOT_FN(rd_snapshot_1_64, 64, 1, 0)
-RD_SNAPSHOT_FN(rd_snapshot_1_128, 128, 1, 0)
-RD_SNAPSHOT_FN(rd_snapshot_1_any, r->r.g.payload_size, 1, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_8, 8, 0, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_16, 16, 0, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_32, 32, 0, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_64, 64, 0, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_128, 128, 0, 0)
-RD_SNAPSHOT_FN(rd_snapshot_n_any, r->r.g.payload_size, 0, 0)
+RD_SNAPSHOT_FN(rd_snapshot_1_8, 8, 1, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_1_16, 16, 1, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_1_32, 32, 1, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_1_64, 64, 1, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_1_128, 128, 1, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_1_any, r->r.g.payload_size, 1, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_n_8, 8, 0, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_n_16, 16, 0, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_n_32, 32, 0, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_n_64, 64, 0, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_n_128, 128, 0, RD_COPY_MEMCPY)
+RD_SNAPSHOT_FN(rd_snapshot_n_any, r->r.g.payload_size, 0, RD_COPY_MEMCPY)
 #if defined(__x86_64__)
-RD_SNAPSHOT_FN(rd_snapshot_1_rep, r->r.g.payload_size, 1, 1)
-RD_SNAPSHOT_FN(rd_snapshot_n_rep, r->r.g.payload_size, 0, 1)
+RD_SNAPSHOT_FN(rd_snapshot_1_rep, r->r.g.payload_size, 1, RD_COPY_REP)
+RD_SNAPSHOT_FN(rd_snapshot_n_rep, r->r.g.payload_size, 0, RD_COPY_REP)
+
+#define RD_SNAPSHOT_FN_AVX2(name, n, one_slot)						\
+	static __attribute__((noinline, aligned(RD_HOT_ALIGN), target("avx2"))) int	\
+	name(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,	\
+	     uint64_t timeout_ns, struct seqshm_err *err)				\
+	{										\
+		return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, (n), (one_slot), \
+					RD_COPY_V32);					\
+	}
+RD_SNAPSHOT_FN_AVX2(rd_snapshot_1_32_avx2, 32, 1)
+RD_SNAPSHOT_FN_AVX2(rd_snapshot_1_64_avx2, 64, 1)
+RD_SNAPSHOT_FN_AVX2(rd_snapshot_1_128_avx2, 128, 1)
+RD_SNAPSHOT_FN_AVX2(rd_snapshot_n_32_avx2, 32, 0)
+RD_SNAPSHOT_FN_AVX2(rd_snapshot_n_64_avx2, 64, 0)
+RD_SNAPSHOT_FN_AVX2(rd_snapshot_n_128_avx2, 128, 0)
 #endif
 
 /* The fast path of a reader's channel, chosen once at open (its payload size and ring). */
@@ -774,6 +819,13 @@ static rd_snapshot_fn *rd_snapshot_pick(const struct seqshm_geometry *g)
 #if defined(__x86_64__)
 	if (g->payload_size >= RD_REP_MIN && g->payload_size <= RD_REP_MAX && rd_cpu_has_erms())
 		return g->slot_mask ? rd_snapshot_n_rep : rd_snapshot_1_rep;
+	if (__builtin_cpu_supports("avx2")) {
+		switch (g->payload_size) {
+		case 32: return g->slot_mask ? rd_snapshot_n_32_avx2 : rd_snapshot_1_32_avx2;
+		case 64: return g->slot_mask ? rd_snapshot_n_64_avx2 : rd_snapshot_1_64_avx2;
+		case 128: return g->slot_mask ? rd_snapshot_n_128_avx2 : rd_snapshot_1_128_avx2;
+		}
+	}
 #endif
 	switch (g->payload_size) {
 	case 8: return fns[0];
