@@ -763,46 +763,36 @@ typedef int rd_snapshot_fn(struct seqshm_rd *r, void *buf, size_t len,
 			   struct seqshm_sample *sample, uint64_t timeout_ns,
 			   struct seqshm_err *err);
 
+/* The instruction set a fast path is built for: the build's own, or AVX2 (x86-64, chosen at
+ * open when the CPU and the kernel support it). */
+#define RD_ISA_BUILD	/* nothing */
+#define RD_ISA_AVX2	__attribute__((target("avx2")))
+
 /* One fast path per constant payload size (8 to 128 bytes), for one slot and for a ring; the
  * one for any other size copies with memcpy. */
-#define RD_SNAPSHOT_FN(name, n, one_slot, copy)						\
-	static __attribute__((noinline, aligned(RD_HOT_ALIGN))) int			\
+#define RD_SNAPSHOT_FN(name, n, one_slot, copy, isa)					\
+	static __attribute__((noinline, aligned(RD_HOT_ALIGN))) isa int			\
 	name(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,	\
 	     uint64_t timeout_ns, struct seqshm_err *err)				\
 	{										\
 		return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, (n), (one_slot), \
-					(copy));						\
+					(copy));					\
 	}
-RD_SNAPSHOT_FN(rd_snapshot_1_8, 8, 1, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_1_16, 16, 1, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_1_32, 32, 1, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_1_64, 64, 1, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_1_128, 128, 1, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_1_any, r->r.g.payload_size, 1, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_n_8, 8, 0, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_n_16, 16, 0, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_n_32, 32, 0, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_n_64, 64, 0, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_n_128, 128, 0, RD_COPY_MEMCPY)
-RD_SNAPSHOT_FN(rd_snapshot_n_any, r->r.g.payload_size, 0, RD_COPY_MEMCPY)
+/* Both of a size: rd_snapshot_1_@sfx for one slot, rd_snapshot_n_@sfx for a ring. */
+#define RD_SNAPSHOT_FNS(sfx, n, copy, isa)						\
+	RD_SNAPSHOT_FN(rd_snapshot_1_##sfx, n, 1, copy, isa)				\
+	RD_SNAPSHOT_FN(rd_snapshot_n_##sfx, n, 0, copy, isa)
+RD_SNAPSHOT_FNS(8, 8, RD_COPY_MEMCPY, RD_ISA_BUILD)
+RD_SNAPSHOT_FNS(16, 16, RD_COPY_MEMCPY, RD_ISA_BUILD)
+RD_SNAPSHOT_FNS(32, 32, RD_COPY_MEMCPY, RD_ISA_BUILD)
+RD_SNAPSHOT_FNS(64, 64, RD_COPY_MEMCPY, RD_ISA_BUILD)
+RD_SNAPSHOT_FNS(128, 128, RD_COPY_MEMCPY, RD_ISA_BUILD)
+RD_SNAPSHOT_FNS(any, r->r.g.payload_size, RD_COPY_MEMCPY, RD_ISA_BUILD)
 #if defined(__x86_64__)
-RD_SNAPSHOT_FN(rd_snapshot_1_rep, r->r.g.payload_size, 1, RD_COPY_REP)
-RD_SNAPSHOT_FN(rd_snapshot_n_rep, r->r.g.payload_size, 0, RD_COPY_REP)
-
-#define RD_SNAPSHOT_FN_AVX2(name, n, one_slot)						\
-	static __attribute__((noinline, aligned(RD_HOT_ALIGN), target("avx2"))) int	\
-	name(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,	\
-	     uint64_t timeout_ns, struct seqshm_err *err)				\
-	{										\
-		return rd_snapshot_fast(r, buf, len, sample, timeout_ns, err, (n), (one_slot), \
-					RD_COPY_V32);					\
-	}
-RD_SNAPSHOT_FN_AVX2(rd_snapshot_1_32_avx2, 32, 1)
-RD_SNAPSHOT_FN_AVX2(rd_snapshot_1_64_avx2, 64, 1)
-RD_SNAPSHOT_FN_AVX2(rd_snapshot_1_128_avx2, 128, 1)
-RD_SNAPSHOT_FN_AVX2(rd_snapshot_n_32_avx2, 32, 0)
-RD_SNAPSHOT_FN_AVX2(rd_snapshot_n_64_avx2, 64, 0)
-RD_SNAPSHOT_FN_AVX2(rd_snapshot_n_128_avx2, 128, 0)
+RD_SNAPSHOT_FNS(rep, r->r.g.payload_size, RD_COPY_REP, RD_ISA_BUILD)
+RD_SNAPSHOT_FNS(32_avx2, 32, RD_COPY_V32, RD_ISA_AVX2)
+RD_SNAPSHOT_FNS(64_avx2, 64, RD_COPY_V32, RD_ISA_AVX2)
+RD_SNAPSHOT_FNS(128_avx2, 128, RD_COPY_V32, RD_ISA_AVX2)
 #endif
 
 /* The fast path of a reader's channel, chosen once at open (its payload size and ring). */
