@@ -63,6 +63,17 @@ static unsigned int seqshm_lib_fork_count(void)
 	return __atomic_load_n(&seqshm_lib_forks, __ATOMIC_RELAXED);
 }
 
+/*
+ * Whether a handle that recorded @forks at open is in a forked child now: the check of the
+ * calls that read (snapshot, begin, end). The handle exists, so its open went through
+ * seqshm_lib_fork_count() and the pthread_once() that installs the handler: a load suffices,
+ * where a pthread_once() call on every read cost a 64 B begin and end about 2 ns.
+ */
+static inline int seqshm_lib_forked_since(unsigned int forks)
+{
+	return forks != __atomic_load_n(&seqshm_lib_forks, __ATOMIC_RELAXED);
+}
+
 struct seqshm_rd {
 	struct seqshm_reader r;		/* the protocol's reader: geometry, newest, counters */
 	struct seqshm_header hdr;	/* the checked private copy of the header */
@@ -809,6 +820,9 @@ static rd_snapshot_fn *rd_snapshot_pick(const struct seqshm_geometry *g)
 #if defined(__x86_64__)
 	if (g->payload_size >= RD_REP_MIN && g->payload_size <= RD_REP_MAX && rd_cpu_has_erms())
 		return g->slot_mask ? rd_snapshot_n_rep : rd_snapshot_1_rep;
+	/* libgcc fills what __builtin_cpu_supports() reads from a constructor; a program that
+	 * opens a reader from a constructor of its own may run before it */
+	__builtin_cpu_init();
 	if (__builtin_cpu_supports("avx2")) {
 		switch (g->payload_size) {
 		case 32: return g->slot_mask ? rd_snapshot_n_32_avx2 : rd_snapshot_1_32_avx2;
@@ -831,49 +845,62 @@ __attribute__((aligned(RD_HOT_ALIGN)))
 int seqshm_rd_snapshot(struct seqshm_rd *r, void *buf, size_t len, struct seqshm_sample *sample,
 		       uint64_t timeout_ns, struct seqshm_err *err)
 {
-	if (__builtin_expect(r->forks != __atomic_load_n(&seqshm_lib_forks, __ATOMIC_RELAXED) ||
-			     len < r->r.g.payload_size, 0))
+	if (__builtin_expect(seqshm_lib_forked_since(r->forks) || len < r->r.g.payload_size, 0))
 		return rd_snapshot_slow(r, buf, len, sample, timeout_ns, err);
 	return r->snapshot(r, buf, len, sample, timeout_ns, err);
+}
+
+/* One attempt of seqshm_rd_begin(): 1 if the newest slot was not mid-write (@v set up). */
+static inline __attribute__((always_inline)) int rd_begin_once(struct seqshm_rd *r,
+								struct seqshm_view *v)
+{
+	v->want = seqshm_pick_write(&r->r.g, r->r.newest);
+	v->slot = (uint32_t)v->want & r->r.g.slot_mask;
+	v->seq = seqshm_read_begin(&r->r.g, v->slot);
+	if (!seqshm_likely(!(v->seq & 1)))
+		return 0;
+	v->data = seqshm_slot_payload(&r->r.g, v->slot);
+	return 1;
+}
+
+/* seqshm_rd_begin() after its first attempt found the slot mid-write: wait, in slices of
+ * CHECK_NS between looks at the reader's state, until an attempt succeeds or the timeout. */
+static __attribute__((noinline)) int rd_begin_slow(struct seqshm_rd *r, struct seqshm_view *v,
+						   uint64_t timeout_ns, struct seqshm_err *err)
+{
+	struct seqshm_backoff b = SEQSHM_BACKOFF_INIT;
+	uint64_t deadline = seqshm_deadline(seqshm_monotonic_ns(), timeout_ns);
+	uint64_t head0 = seqshm_head(&r->r.g);
+	int rc;
+
+	for (;;) {
+		uint64_t slice = seqshm_deadline(seqshm_monotonic_ns(), CHECK_NS);
+		uint32_t slot, seq;
+
+		r->r.retries++;	/* the attempt that found the slot mid-write */
+		rc = rd_fail_state(r, err);
+		if (rc)
+			return rc;
+		rc = seqshm_wait_even_until(&r->r, &slot, &seq, 1,
+					    slice < deadline ? slice : deadline, &b);
+		if (rc == SEQSHM_OK) {
+			if (rd_begin_once(r, v))
+				return 0;
+			continue;
+		}
+		if (seqshm_monotonic_ns() >= deadline || ((seq & 1) && rd_writer_dead(r)))
+			return rd_timed_out(r, slot, seq, head0, timeout_ns, err);
+	}
 }
 
 int seqshm_rd_begin(struct seqshm_rd *r, struct seqshm_view *v, uint64_t timeout_ns,
 		    struct seqshm_err *err)
 {
-	struct seqshm_backoff b = SEQSHM_BACKOFF_INIT;
-	uint64_t deadline = 0, head0 = 0;
-	int rc;
-
-	if (r->forks != seqshm_lib_fork_count())
+	if (__builtin_expect(seqshm_lib_forked_since(r->forks), 0))
 		return rd_fail_state(r, err);
-	for (;;) {
-		v->want = seqshm_pick_write(&r->r.g, r->r.newest);
-		v->slot = (uint32_t)v->want & r->r.g.slot_mask;
-		v->seq = seqshm_read_begin(&r->r.g, v->slot);
-		if (seqshm_likely(!(v->seq & 1))) {
-			v->data = seqshm_slot_payload(&r->r.g, v->slot);
-			return 0;
-		}
-		r->r.retries++;
-		if (!deadline) {
-			deadline = seqshm_deadline(seqshm_monotonic_ns(), timeout_ns);
-			head0 = seqshm_head(&r->r.g);
-		}
-		rc = rd_fail_state(r, err);
-		if (rc)
-			return rc;
-		{
-			uint64_t slice = seqshm_deadline(seqshm_monotonic_ns(), CHECK_NS);
-			uint32_t slot, seq;
-
-			rc = seqshm_wait_even_until(&r->r, &slot, &seq, 1,
-						    slice < deadline ? slice : deadline, &b);
-			if (rc == SEQSHM_OK)
-				continue;
-			if (seqshm_monotonic_ns() >= deadline || ((seq & 1) && rd_writer_dead(r)))
-				return rd_timed_out(r, slot, seq, head0, timeout_ns, err);
-		}
-	}
+	if (rd_begin_once(r, v))
+		return 0;
+	return rd_begin_slow(r, v, timeout_ns, err);
 }
 
 int seqshm_rd_end(struct seqshm_rd *r, const struct seqshm_view *v, struct seqshm_sample *sample,
@@ -883,7 +910,7 @@ int seqshm_rd_end(struct seqshm_rd *r, const struct seqshm_view *v, struct seqsh
 
 	/* a forked child may not read through its parent's reader, a view begun by the parent
 	 * included (seqshm.h, "Fork") */
-	if (r->forks != seqshm_lib_fork_count())
+	if (__builtin_expect(seqshm_lib_forked_since(r->forks), 0))
 		return rd_fail_state(r, err);
 	seqshm_read_meta(&r->r.g, v->slot, &meta);
 	if (seqshm_read_retry(&r->r.g, v->slot, v->seq)) {
@@ -892,7 +919,9 @@ int seqshm_rd_end(struct seqshm_rd *r, const struct seqshm_view *v, struct seqsh
 	}
 	if (!seqshm_copy_is_newest(&r->r.g, v->want, meta.write_seq))
 		return rd_damaged(r, err);
-	seqshm_reader_done(&r->r, &meta);
+	/* as the snapshot's fast path: write @want or a later one, so the reader's newest now; no
+	 * count of snapshots, which the library never reports */
+	r->r.newest = meta.write_seq;
 	fill_sample(sample, &meta, 0);
 	return 0;
 }
