@@ -919,9 +919,11 @@ int seqshm_rd_end(struct seqshm_rd *r, const struct seqshm_view *v, struct seqsh
 	}
 	if (!seqshm_copy_is_newest(&r->r.g, v->want, meta.write_seq))
 		return rd_damaged(r, err);
-	/* as the snapshot's fast path: write @want or a later one, so the reader's newest now; no
-	 * count of snapshots, which the library never reports */
-	r->r.newest = meta.write_seq;
+	/* no count of snapshots, which the library never reports (as the snapshot's fast path);
+	 * the newer of the two, since a snapshot between begin and end may have returned a
+	 * later write than this view's */
+	if (meta.write_seq > r->r.newest)
+		r->r.newest = meta.write_seq;
 	fill_sample(sample, &meta, 0);
 	return 0;
 }
