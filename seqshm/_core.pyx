@@ -423,8 +423,9 @@ def check_header(bytes data not None, uint64_t file_size=0, str path=None):
 
 def refuse_holes(st, Header header not None, str path=None):
     """Refuse the channel file whose fstat is ``st`` (the open file's, taken once at open)
-    and whose checked header is ``header``, if it has holes: seqshm_refuse_holes() (src/protocol.c) is the rule and says why, the one copy,
-    which libseqshm's readers call too. Call it before anything reads the payload.
+    and whose checked header is ``header``, if it has holes: seqshm_refuse_holes()
+    (src/protocol.c) is the rule and says why, the one copy, which libseqshm's readers call
+    too. Call it before anything reads the payload.
 
     Raises FormatError naming ``path``.
     """
